@@ -1,0 +1,158 @@
+//! Types and constants shared by jatah's eBPF programs (`ebpf/`) and its
+//! daemon (`daemon/`). Every map key and value is defined here once, as
+//! `#[repr(C)]` with no implicit padding, so both sides agree on the layout.
+//!
+//! Whenever a map layout here changes, bump [`LAYOUT_VERSION`]: pinned maps
+//! live under a directory named after it, so a daemon never misreads maps
+//! pinned by an older build.
+#![no_std]
+
+/// Version of the pinned map layout; part of the bpffs pin directory name.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Number of OPD slots. Slot numbers index the counter array and name the
+/// OPD's HTB class, so they are stable for as long as the OPD exists.
+pub const MAX_OPDS: u32 = 16_384;
+
+/// Counter slot for traffic that matches no OPD (and for packets jatah
+/// cannot parse, which are also counted in [`Stat`]).
+pub const SLOT_UNCLASSIFIED: u32 = MAX_OPDS;
+
+/// Entries of the per-OPD counter array: every OPD slot plus unclassified.
+pub const COUNTER_SLOTS: u32 = MAX_OPDS + 1;
+
+/// "No OPD" as stored in the address cache.
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// Index of each direction in [`Counters`]. Directions are seen from the OPD:
+/// download = Internet -> OPD, upload = OPD -> Internet.
+pub const DOWNLOAD: usize = 0;
+pub const UPLOAD: usize = 1;
+
+/// HTB handle major number of jatah's root qdiscs (`1:`).
+pub const HTB_MAJOR: u32 = 1;
+/// Class `1:1`: the gateway's capacity for a direction.
+pub const ROOT_CLASS_MINOR: u32 = 1;
+/// Class `1:2`: unclassified and unparseable traffic.
+pub const DEFAULT_CLASS_MINOR: u32 = 2;
+/// OPD slot `s` is HTB class `1:(s + OPD_CLASS_MINOR_BASE)`.
+pub const OPD_CLASS_MINOR_BASE: u32 = 16;
+
+/// HTB class minor number of an OPD slot.
+#[inline(always)]
+pub const fn opd_class_minor(slot: u32) -> u32 {
+    slot + OPD_CLASS_MINOR_BASE
+}
+
+/// `skb->priority` value that puts a packet into HTB class `1:minor`.
+#[inline(always)]
+pub const fn htb_priority(minor: u32) -> u32 {
+    (HTB_MAJOR << 16) | minor
+}
+
+/// Per-OPD traffic counters, one per CPU in a `PerCpuArray` indexed by slot.
+/// Bytes are what the qdisc accounts: the frame length at the classifier,
+/// with the headers of every GSO segment counted (like `qdisc_pkt_len`).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub bytes: [u64; 2],
+    pub packets: [u64; 2],
+}
+
+/// Runtime settings the daemon writes into the config array (index 0).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Bumped by the daemon after every change to the prefix tries, so the
+    /// address cache drops entries decided under an older policy.
+    pub epoch: u32,
+    /// Bits of `skb->mark` that carry the OPD slot from LAN ingress to WAN
+    /// egress (upload is attributed before NAT rewrites the source).
+    pub mark_mask: u32,
+    /// Position of the lowest bit of `mark_mask`.
+    pub mark_shift: u32,
+    pub _reserved: u32,
+}
+
+/// Key of the address cache: an IPv6 address, or an IPv4 address mapped as
+/// `::ffff:a.b.c.d`, in network byte order.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    pub addr: [u8; 16],
+}
+
+/// Value of the address cache: the slot (or [`NO_SLOT`]) decided at `epoch`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub slot: u32,
+    pub epoch: u32,
+}
+
+/// The OPD id that owns a slot (ASCII, zero-padded; all zero = free). Kept
+/// in a pinned map so a restarted daemon gives every OPD its old slot back,
+/// and with it its counters and HTB class.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotOwner {
+    pub id: [u8; 32],
+}
+
+/// Indexes of the per-CPU data path statistics array (`u64` each).
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Download packets the parser could not read (passed unshaped).
+    MalformedDownload = 0,
+    /// Upload packets the parser could not read (passed unshaped).
+    MalformedUpload = 1,
+    /// Packets that are not IPv4/IPv6 (ARP, LLDP, ...), both directions.
+    NonIp = 2,
+}
+/// Number of entries in the statistics array.
+pub const STAT_COUNT: u32 = 3;
+
+/// Map names, shared so the daemon finds the maps (and their pins) by name.
+pub mod map_names {
+    pub const PREFIXES_V4: &str = "JATAH_V4";
+    pub const PREFIXES_V6: &str = "JATAH_V6";
+    pub const CACHE: &str = "JATAH_CACHE";
+    pub const COUNTERS: &str = "JATAH_COUNTERS";
+    pub const CONFIG: &str = "JATAH_CONFIG";
+    pub const STATS: &str = "JATAH_STATS";
+    pub const SLOT_OWNERS: &str = "JATAH_OWNERS";
+}
+
+/// Program names as they appear in the object file and in `bpftool prog`
+/// (kernel object names hold at most 15 characters).
+pub mod program_names {
+    /// LAN egress: classifies download by destination address.
+    pub const DOWNLOAD: &str = "jatah_dl";
+    /// LAN ingress: marks upload with the OPD slot before NAT.
+    pub const UPLOAD_MARK: &str = "jatah_ul_mark";
+    /// WAN egress: classifies upload by mark (or source address).
+    pub const UPLOAD: &str = "jatah_ul";
+}
+
+/// Capacity of the address cache (LRU).
+pub const CACHE_ENTRIES: u32 = 65_536;
+/// Capacity of each prefix trie.
+pub const MAX_PREFIXES: u32 = 131_072;
+
+const _: () = assert!(core::mem::size_of::<Counters>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<AddrKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CacheEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<SlotOwner>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), Copy, and have no padding (asserted above).
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::AddrKey {}
+    unsafe impl aya::Pod for super::CacheEntry {}
+    unsafe impl aya::Pod for super::SlotOwner {}
+}

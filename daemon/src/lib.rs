@@ -1,0 +1,17 @@
+//! jatah: per-OPD bandwidth allocation, metrics and fault diagnosis for a
+//! regional government gateway.
+//!
+//! Where things happen: a packet is classified in `ebpf/` (kernel side);
+//! [`datapath`] loads those programs and keeps their maps; [`shaper`] builds
+//! the HTB classes over rtnetlink; [`gateway`] turns a [`policy`] into both;
+//! [`daemon`] runs it all and [`server`] answers HTTP.
+
+pub mod daemon;
+pub mod datapath;
+pub mod gateway;
+pub mod instance;
+pub mod lab;
+pub mod netns;
+pub mod policy;
+pub mod server;
+pub mod shaper;

@@ -1,0 +1,144 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// jatah: per-OPD bandwidth allocation for a government Internet gateway.
+///
+/// jatah holds every OPD (government agency) to its allocation (a guaranteed
+/// rate and a ceiling, for download and upload) with an eBPF classifier and
+/// HTB, counts each OPD's traffic, and tells an upstream capacity drop apart
+/// from a fault at one OPD. Admins drive it with a TOML policy file; see
+/// policies/ for examples and the README for the format.
+#[derive(Debug, Parser)]
+#[command(name = "jatah", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a policy file; no root needed, nothing is changed.
+    ///
+    /// Every problem is reported as FILE:LINE:COLUMN: message; the exit code
+    /// is 1 if there is any. Interfaces are checked only by `run`.
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+    /// Run the daemon: enforce the policy and serve HTTP.
+    ///
+    /// Needs root (or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON). Stopping jatah
+    /// leaves the allocations in force; `jatah down` removes them.
+    Run {
+        /// The policy file (TOML).
+        #[arg(long, env = "JATAH_POLICY")]
+        policy: PathBuf,
+        /// Address for /healthz, /metrics and the API.
+        #[arg(long, env = "JATAH_LISTEN", default_value = "127.0.0.1:9476")]
+        listen: SocketAddr,
+        /// bpffs mount under which jatah pins its maps and links, so a
+        /// restart adopts them. Inside `ip netns exec` /sys is remounted:
+        /// mount a bpffs elsewhere (e.g. /run/jatah/bpffs) and name it here.
+        #[arg(long, env = "JATAH_BPFFS", default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+        /// Directory for the lock that keeps one jatah per gateway.
+        #[arg(long, default_value = "/run/jatah", hide = true)]
+        run_dir: PathBuf,
+    },
+    /// Remove everything jatah put on the gateway: its programs, pinned maps
+    /// and the HTB trees on the policy's interfaces. Nothing else is touched.
+    Down {
+        /// The policy file naming the interfaces.
+        #[arg(long, env = "JATAH_POLICY")]
+        policy: PathBuf,
+        /// The bpffs mount given to `run`.
+        #[arg(long, env = "JATAH_BPFFS", default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+    },
+    /// Build a simulated gateway with several OPDs in network namespaces,
+    /// run jatah on it with live iperf3 traffic, and print per-OPD rates.
+    ///
+    /// Everything the lab creates is removed when it ends (also on ctrl-c).
+    Lab {
+        /// How long to drive traffic, in seconds.
+        #[arg(long, default_value_t = 40)]
+        seconds: u64,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => match jatah::policy::load(&file) {
+            Ok(policy) => {
+                println!("{}: ok: {}", file.display(), policy.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Run {
+            policy,
+            listen,
+            bpffs,
+            run_dir,
+        } => {
+            init_logging();
+            if let Err(e) = jatah::daemon::require_privileges() {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let opts = jatah::daemon::RunOptions {
+                policy,
+                listen,
+                bpffs,
+                run_dir,
+            };
+            let token = CancellationToken::new();
+            rt.spawn(jatah::daemon::shutdown_on_signal(token.clone()));
+            match rt.block_on(jatah::daemon::run(opts, token)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Down { policy, bpffs } => {
+            init_logging();
+            match jatah::daemon::down(&policy, &bpffs) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Lab { seconds } => {
+            init_logging();
+            match jatah::lab::run_interactive(seconds) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

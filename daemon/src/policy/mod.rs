@@ -1,0 +1,322 @@
+//! Policy files: the admin's description of the gateway and of every OPD's
+//! allocation (see DESIGN.md, "Policy file").
+//!
+//! [`parse`] reads TOML, validates everything it can and reports every
+//! problem at once as `FILE:LINE:COLUMN: message`, so an admin fixes a policy
+//! in one pass instead of one error per run. A policy that fails validation
+//! is never returned, so nothing downstream can act on half of it.
+
+mod rate;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+pub use rate::{Rate, RateError, parse_rate};
+
+/// Default [`Gateway::timezone`]: WITA, the regency's local time.
+pub const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Makassar;
+/// Default [`Gateway::leaf_limit`], in packets.
+pub const DEFAULT_LEAF_LIMIT: u32 = 1000;
+/// Default [`Gateway::mark_mask`]: 15 bits, clear of the low 16 bits that
+/// other tools on a gateway (e.g. firewall zones) commonly use, and of the
+/// sign bit.
+pub const DEFAULT_MARK_MASK: u32 = 0x7fff_0000;
+/// The fewest contiguous bits [`Gateway::mark_mask`] may have: OPD slots are
+/// numbered inside the mask and the datapath sizes its tables for 15 bits.
+pub const MIN_MARK_BITS: u32 = 15;
+
+/// Traffic direction, from the OPD's point of view (like MikroTik simple
+/// queues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Internet -> OPD, shaped on the egress of the LAN-facing interface.
+    Download,
+    /// OPD -> Internet, shaped on the egress of the WAN interface.
+    Upload,
+}
+
+impl Direction {
+    /// Both directions, download first.
+    pub fn all() -> [Direction; 2] {
+        [Direction::Download, Direction::Upload]
+    }
+
+    /// The policy key and metric name part: "download" or "upload".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Download => "download",
+            Direction::Upload => "upload",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One direction of an OPD's allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Allocation {
+    /// Always available to the OPD (HTB `rate`).
+    pub guaranteed: Rate,
+    /// The most the OPD may use when others leave capacity idle (HTB `ceil`).
+    pub ceiling: Rate,
+}
+
+/// The qdisc attached under each OPD's HTB class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeafQdisc {
+    /// Let the shaper pick (fq_codel where available).
+    #[default]
+    Auto,
+    /// A plain packet FIFO of `leaf_limit` packets.
+    Pfifo,
+    /// Flow queueing with CoDel.
+    FqCodel,
+    /// CAKE, unshaped (HTB does the shaping).
+    Cake,
+}
+
+impl LeafQdisc {
+    /// Every variant, in the order the policy documentation lists them.
+    pub const ALL: [LeafQdisc; 4] = [
+        LeafQdisc::Auto,
+        LeafQdisc::Pfifo,
+        LeafQdisc::FqCodel,
+        LeafQdisc::Cake,
+    ];
+
+    /// The policy spelling: "auto", "pfifo", "fq_codel" or "cake".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeafQdisc::Auto => "auto",
+            LeafQdisc::Pfifo => "pfifo",
+            LeafQdisc::FqCodel => "fq_codel",
+            LeafQdisc::Cake => "cake",
+        }
+    }
+}
+
+impl fmt::Display for LeafQdisc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LeafQdisc {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LeafQdisc::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown leaf_qdisc \"{s}\"; write one of \"auto\", \"pfifo\", \"fq_codel\" or \"cake\"")
+            })
+    }
+}
+
+/// The `[gateway]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gateway {
+    /// Interface towards the ISP; upload is shaped on its egress.
+    pub wan: String,
+    /// Interfaces towards the OPDs (VLAN subinterfaces allowed); download is
+    /// shaped on their egress.
+    pub lan: Vec<String>,
+    /// Contracted downlink capacity.
+    pub download: Rate,
+    /// Contracted uplink capacity.
+    pub upload: Rate,
+    /// Local time zone for schedules and daily totals (default Asia/Makassar).
+    #[serde(serialize_with = "serialize_timezone")]
+    pub timezone: chrono_tz::Tz,
+    /// Qdisc under each OPD class (default auto).
+    pub leaf_qdisc: LeafQdisc,
+    /// Queue limit of each leaf qdisc, in packets (default 1000).
+    pub leaf_limit: u32,
+    /// The `skb->mark` bits that carry the OPD slot (default 0x7fff0000); one
+    /// contiguous run of at least [`MIN_MARK_BITS`] bits.
+    #[serde(serialize_with = "serialize_mask")]
+    pub mark_mask: u32,
+}
+
+impl Gateway {
+    /// How far an OPD slot is shifted left inside [`Gateway::mark_mask`].
+    pub fn mark_shift(&self) -> u32 {
+        self.mark_mask.trailing_zeros()
+    }
+
+    /// The contracted capacity in one direction.
+    pub fn capacity(&self, direction: Direction) -> Rate {
+        match direction {
+            Direction::Download => self.download,
+            Direction::Upload => self.upload,
+        }
+    }
+}
+
+fn serialize_timezone<S: Serializer>(tz: &chrono_tz::Tz, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(tz.name())
+}
+
+fn serialize_mask<S: Serializer>(mask: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    // Written as in the policy file: a mask is read in hexadecimal.
+    serializer.collect_str(&format_args!("{mask:#010x}"))
+}
+
+/// One `[[opd]]` table: a government agency and its allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Opd {
+    /// `[a-z0-9-]{1,32}`; the label value in metrics and the key in URLs.
+    pub id: String,
+    /// Human-readable name, e.g. "Dinas Komunikasi dan Informatika".
+    pub name: String,
+    /// The OPD's address ranges; no address belongs to two OPDs.
+    pub subnets: Vec<ipnet::IpNet>,
+    /// Internet -> OPD.
+    pub download: Allocation,
+    /// OPD -> Internet.
+    pub upload: Allocation,
+    /// The OPD's own router, pinged to tell a local fault from an upstream one.
+    pub probe: Option<IpAddr>,
+}
+
+impl Opd {
+    /// The allocation in one direction.
+    pub fn allocation(&self, direction: Direction) -> &Allocation {
+        match direction {
+            Direction::Download => &self.download,
+            Direction::Upload => &self.upload,
+        }
+    }
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// The `[gateway]` table.
+    pub gateway: Gateway,
+    /// The `[[opd]]` tables, in file order.
+    pub opds: Vec<Opd>,
+}
+
+impl Policy {
+    /// The gateway's contracted capacity in one direction.
+    pub fn capacity(&self, direction: Direction) -> Rate {
+        self.gateway.capacity(direction)
+    }
+
+    /// The OPD with this id.
+    pub fn opd(&self, id: &str) -> Option<&Opd> {
+        self.opds.iter().find(|opd| opd.id == id)
+    }
+
+    /// The sum of all OPDs' guarantees in one direction (never more than
+    /// [`Policy::capacity`] in a validated policy).
+    pub fn guaranteed_sum(&self, direction: Direction) -> Rate {
+        Rate(
+            self.opds
+                .iter()
+                .map(|opd| opd.allocation(direction).guaranteed.0)
+                .fold(0u64, u64::saturating_add),
+        )
+    }
+
+    /// One line for logs and `jatah check`, e.g.
+    /// "26 OPDs; download: guaranteed 250M of 300M; upload: guaranteed 180M of 300M".
+    pub fn summary(&self) -> String {
+        let count = self.opds.len();
+        let mut line = format!("{count} OPD{}", if count == 1 { "" } else { "s" });
+        for direction in Direction::all() {
+            line.push_str(&format!(
+                "; {direction}: guaranteed {} of {}",
+                self.guaranteed_sum(direction),
+                self.capacity(direction)
+            ));
+        }
+        line
+    }
+}
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Diagnostic {
+    /// The file name as given to [`parse`] or [`load`].
+    pub file: String,
+    /// 1-based line; 0 when the problem concerns the whole file (e.g. it
+    /// cannot be read).
+    pub line: usize,
+    /// 1-based column, counted in characters; 0 together with `line`.
+    pub column: usize,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+/// A rejected policy: every problem found, sorted by position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyError {
+    /// At least one diagnostic.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Parses and validates a policy. `file_name` only labels diagnostics.
+pub fn parse(source: &str, file_name: &str) -> Result<Policy, PolicyError> {
+    validate::parse(source, file_name)
+}
+
+/// Reads, parses and validates a policy file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let file_name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse(&source, &file_name),
+        Err(error) => Err(PolicyError {
+            diagnostics: vec![Diagnostic {
+                file: file_name,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {error}"),
+            }],
+        }),
+    }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 gateway or CI machine lacks to build and test
+# jatah. Idempotent: every step checks first and does nothing when satisfied.
+#
+#   Debian packages  llvm-22-dev libpolly-22-dev libzstd-dev (for bpf-linker),
+#                    iproute2 iperf3 iputils-ping nftables (lab and tests),
+#                    prometheus (promtool + a real server for tests), bpftool,
+#                    wrk hyperfine (benchmarks), chromium chromium-driver (UI tests)
+#   Rust             the nightly toolchain's rust-src component (eBPF build)
+#   bpf-linker       0.13, built against Debian's LLVM 22
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*"; }
+
+APT_PACKAGES=(
+  llvm-22-dev libpolly-22-dev libzstd-dev pkg-config
+  iproute2 iperf3 iputils-ping nftables procps
+  prometheus bpftool wrk hyperfine
+  chromium chromium-driver
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Package installs must not start services (prometheus) on this machine.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((created_policy)) && rm -f "$policy"
+  # Debian's prometheus package may have started its own server anyway.
+  pkill -x prometheus 2>/dev/null || true
+else
+  say "Debian packages: all present"
+fi
+
+if ! command -v rustup >/dev/null; then
+  say "error: rustup not found; install Rust with rustup first (https://rustup.rs)"; exit 1
+fi
+if ! rustup toolchain list | grep -q '^nightly'; then
+  say "installing the nightly toolchain (needed to build the eBPF program)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  say "installing rust-src for nightly"
+  rustup component add rust-src --toolchain nightly
+else
+  say "nightly rust-src: present"
+fi
+
+if ! bpf-linker --version 2>/dev/null | grep -q '^bpf-linker 0\.13'; then
+  say "building bpf-linker 0.13 against LLVM 22 (about 75 s)"
+  # bpf-linker finds LLVM through LLVM_PREFIX (else through the first
+  # llvm-config on PATH, which may be an older LLVM); llvm-sys through
+  # LLVM_SYS_221_PREFIX.
+  LLVM_PREFIX=/usr/lib/llvm-22 LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker@^0.13 \
+    --no-default-features --features llvm-22
+else
+  say "bpf-linker: $(bpf-linker --version)"
+fi

@@ -1,0 +1,401 @@
+//! The kernel classifiers, run on crafted frames with BPF_PROG_TEST_RUN:
+//! which OPD a packet is attributed to, which HTB class it is put in, what is
+//! counted, and that nothing, however malformed, is dropped.
+
+use jatah::datapath::{Datapath, OpdPrefixes, Prefix, SkbContext};
+use jatah::netns::{BpffsMount, require_root};
+use jatah_common::{
+    DEFAULT_CLASS_MINOR, DOWNLOAD, Stat, UPLOAD, htb_priority, opd_class_minor, program_names,
+};
+
+const TC_ACT_SHOT: i32 = 2;
+const MASK: u32 = 0x7fff_0000;
+
+struct Fixture {
+    dp: Datapath,
+    _bpffs: BpffsMount,
+}
+
+fn v4(a: [u8; 4], len: u32) -> Prefix {
+    Prefix::V4(a, len)
+}
+
+fn fixture() -> Fixture {
+    require_root();
+    let bpffs = BpffsMount::new("jt-cls").unwrap();
+    let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    dp.set_mark_mask(MASK).unwrap();
+    dp.sync_opds(&[
+        OpdPrefixes {
+            id: "dinkes".into(),
+            prefixes: vec![
+                v4([10, 20, 1, 0], 24),
+                Prefix::V6([0xfd, 0, 0, 0x20, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 64),
+            ],
+        },
+        OpdPrefixes {
+            id: "bappeda".into(),
+            prefixes: vec![v4([10, 20, 2, 0], 24), v4([172, 16, 9, 0], 28)],
+        },
+    ])
+    .unwrap();
+    Fixture { dp, _bpffs: bpffs }
+}
+
+impl Fixture {
+    fn slot(&self, id: &str) -> u32 {
+        self.dp.slots()[id]
+    }
+    fn run(&self, prog: &str, frame: &[u8], ctx: SkbContext) -> SkbContext {
+        let (ret, out, _) = self
+            .dp
+            .test_run(prog, frame, &ctx, 1)
+            .unwrap_or_else(|e| panic!("{prog} on a {}-byte frame: {e}", frame.len()));
+        assert_ne!(ret, TC_ACT_SHOT, "{prog} dropped a frame");
+        assert_eq!(ret, -1, "{prog} must return TC_ACT_UNSPEC so later programs run");
+        out
+    }
+    fn down(&self, frame: &[u8]) -> SkbContext {
+        self.run(program_names::DOWNLOAD, frame, SkbContext::default())
+    }
+}
+
+const ETH_IP: [u8; 2] = [0x08, 0x00];
+const ETH_IP6: [u8; 2] = [0x86, 0xdd];
+
+fn eth(ethertype: [u8; 2]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype);
+    f
+}
+
+fn vlan(outer_tpid: [u8; 2], vid: u16, inner: [u8; 2]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&outer_tpid);
+    f.extend_from_slice(&vid.to_be_bytes());
+    f.extend_from_slice(&inner);
+    f
+}
+
+/// IPv4 + TCP (20-byte header) + payload.
+fn ipv4_tcp(src: [u8; 4], dst: [u8; 4], payload: usize) -> Vec<u8> {
+    let total = 20 + 20 + payload;
+    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&tcp_header());
+    p.extend(std::iter::repeat_n(0xab, payload));
+    p
+}
+
+fn tcp_header() -> [u8; 20] {
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&443u16.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x10;
+    t
+}
+
+fn ipv6_tcp(src: [u8; 16], dst: [u8; 16], payload: usize) -> Vec<u8> {
+    let plen = 20 + payload;
+    let mut p = vec![0x60, 0, 0, 0, (plen >> 8) as u8, plen as u8, 6, 64];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&tcp_header());
+    p.extend(std::iter::repeat_n(0xcd, payload));
+    p
+}
+
+fn frame(mut l2: Vec<u8>, l3: Vec<u8>) -> Vec<u8> {
+    l2.extend(l3);
+    l2
+}
+
+const INTERNET: [u8; 4] = [198, 51, 100, 1];
+const DINKES_HOST: [u8; 4] = [10, 20, 1, 5];
+const BAPPEDA_HOST: [u8; 4] = [10, 20, 2, 9];
+const DINKES_V6: [u8; 16] = [0xfd, 0, 0, 0x20, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+const INTERNET_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+#[test]
+fn ipv4_download_goes_to_the_opds_class_and_is_counted() {
+    let fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 1000));
+    let out = fx.down(&f);
+    let slot = fx.slot("dinkes");
+    assert_eq!(out.priority, htb_priority(opd_class_minor(slot)));
+    let c = fx.dp.counters(slot).unwrap();
+    assert_eq!(c.bytes[DOWNLOAD], f.len() as u64);
+    assert_eq!(c.packets[DOWNLOAD], 1);
+    assert_eq!(c.packets[UPLOAD], 0);
+    assert_eq!(fx.dp.counters(fx.slot("bappeda")).unwrap().packets[DOWNLOAD], 0);
+    assert_eq!(fx.dp.unclassified().unwrap().packets[DOWNLOAD], 0);
+}
+
+#[test]
+fn ipv6_download_is_classified_by_its_prefix() {
+    let fx = fixture();
+    let f = frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, 500));
+    let out = fx.down(&f);
+    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
+    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().bytes[DOWNLOAD], f.len() as u64);
+}
+
+#[test]
+fn single_and_double_vlan_tags_are_parsed() {
+    let fx = fixture();
+    let single = frame(vlan([0x81, 0x00], 100, ETH_IP), ipv4_tcp(INTERNET, BAPPEDA_HOST, 100));
+    let out = fx.down(&single);
+    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("bappeda"))));
+
+    // 802.1ad outer tag, 802.1Q inner tag (QinQ), then IPv6.
+    let mut qinq = vlan([0x88, 0xa8], 7, [0x81, 0x00]);
+    qinq.extend_from_slice(&200u16.to_be_bytes());
+    qinq.extend_from_slice(&ETH_IP6);
+    let double = frame(qinq, ipv6_tcp(INTERNET_V6, DINKES_V6, 100));
+    let out = fx.down(&double);
+    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
+    assert_eq!(fx.dp.counters(fx.slot("bappeda")).unwrap().packets[DOWNLOAD], 1);
+    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD], 1);
+}
+
+#[test]
+fn traffic_of_no_opd_goes_to_the_default_class_and_is_counted_unclassified() {
+    let fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, [10, 99, 0, 1], 64));
+    let out = fx.down(&f);
+    assert_eq!(out.priority, htb_priority(DEFAULT_CLASS_MINOR));
+    let u = fx.dp.unclassified().unwrap();
+    assert_eq!(u.packets[DOWNLOAD], 1);
+    assert_eq!(u.bytes[DOWNLOAD], f.len() as u64);
+}
+
+#[test]
+fn non_ip_frames_pass_unshaped_and_are_counted() {
+    let fx = fixture();
+    let mut arp = eth([0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    let out = fx.down(&arp);
+    assert_eq!(out.priority, htb_priority(DEFAULT_CLASS_MINOR));
+    assert_eq!(fx.dp.stats().unwrap()[Stat::NonIp as usize], 1);
+    assert_eq!(fx.dp.unclassified().unwrap().packets[DOWNLOAD], 1);
+}
+
+#[test]
+fn every_truncation_of_real_frames_passes_and_is_never_misattributed() {
+    let fx = fixture();
+    // (frame, shortest length BPF_PROG_TEST_RUN accepts): the kernel refuses
+    // an untagged IP frame shorter than its IP header, but not a tagged one,
+    // so the VLAN frames exercise every truncation inside the IP header.
+    let mut qinq = vlan([0x88, 0xa8], 7, [0x81, 0x00]);
+    qinq.extend_from_slice(&200u16.to_be_bytes());
+    qinq.extend_from_slice(&ETH_IP6);
+    let frames = [
+        (frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 40)), 14 + 20),
+        (frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, 40)), 14 + 40),
+        (frame(vlan([0x81, 0x00], 100, ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 40)), 15),
+        (frame(qinq, ipv6_tcp(INTERNET_V6, DINKES_V6, 40)), 15),
+    ];
+    let dinkes = htb_priority(opd_class_minor(fx.slot("dinkes")));
+    let default = htb_priority(DEFAULT_CLASS_MINOR);
+    let mut runs = 0;
+    for (f, shortest) in &frames {
+        for len in *shortest..=f.len() {
+            let out = fx.down(&f[..len]);
+            assert!(
+                out.priority == dinkes || out.priority == default,
+                "truncated to {len}: priority {:#x}",
+                out.priority
+            );
+            runs += 1;
+        }
+    }
+    let malformed = fx.dp.stats().unwrap()[Stat::MalformedDownload as usize];
+    assert!(malformed > 0, "truncated headers must be counted as malformed");
+    let total: u64 = fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD]
+        + fx.dp.unclassified().unwrap().packets[DOWNLOAD];
+    assert_eq!(total, runs, "every frame is counted exactly once");
+}
+
+#[test]
+fn bad_header_lengths_and_versions_are_malformed_not_dropped() {
+    let fx = fixture();
+    let mut bad_ihl = ipv4_tcp(INTERNET, DINKES_HOST, 20);
+    bad_ihl[0] = 0x43; // IHL 3 (< 5)
+    let mut bad_version = ipv4_tcp(INTERNET, DINKES_HOST, 20);
+    bad_version[0] = 0x65; // version 6 in an IPv4 ethertype
+    let mut long_options = ipv4_tcp(INTERNET, DINKES_HOST, 0);
+    long_options[0] = 0x4f; // IHL 15 = 60 bytes, longer than the packet holds
+    long_options.truncate(44);
+    for l3 in [bad_ihl, bad_version, long_options] {
+        let out = fx.down(&frame(eth(ETH_IP), l3));
+        assert_eq!(out.priority, htb_priority(DEFAULT_CLASS_MINOR));
+    }
+    assert_eq!(fx.dp.stats().unwrap()[Stat::MalformedDownload as usize], 3);
+    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD], 0);
+}
+
+#[test]
+fn ipv4_options_do_not_confuse_the_parser() {
+    let fx = fixture();
+    let mut p = ipv4_tcp(INTERNET, DINKES_HOST, 0);
+    // Insert 8 bytes of options (NOPs) after the fixed header: IHL 7.
+    p[0] = 0x47;
+    p.splice(20..20, [1u8; 8]);
+    let out = fx.down(&frame(eth(ETH_IP), p));
+    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
+}
+
+#[test]
+fn upload_is_marked_at_lan_ingress_and_classified_by_mark_after_nat() {
+    let fx = fixture();
+    let slot = fx.slot("bappeda");
+    // LAN ingress: source 10.20.2.9 -> mark carries slot + 1; bits outside
+    // the mask (someone else's) are kept.
+    let before_nat = frame(eth(ETH_IP), ipv4_tcp(BAPPEDA_HOST, INTERNET, 200));
+    let marked = fx.run(
+        program_names::UPLOAD_MARK,
+        &before_nat,
+        SkbContext {
+            mark: 0x0000_0042,
+            ..Default::default()
+        },
+    );
+    assert_eq!(marked.mark, 0x42 | ((slot + 1) << MASK.trailing_zeros()));
+
+    // WAN egress after masquerade: the source is now the gateway's address,
+    // yet the packet is bappeda's because of the mark.
+    let after_nat = frame(eth(ETH_IP), ipv4_tcp([198, 51, 100, 2], INTERNET, 200));
+    let out = fx.run(
+        program_names::UPLOAD,
+        &after_nat,
+        SkbContext {
+            mark: marked.mark,
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.priority, htb_priority(opd_class_minor(slot)));
+    let c = fx.dp.counters(slot).unwrap();
+    assert_eq!(c.packets[UPLOAD], 1);
+    assert_eq!(c.bytes[UPLOAD], after_nat.len() as u64);
+    assert_eq!(c.packets[DOWNLOAD], 0);
+}
+
+#[test]
+fn upload_without_nat_is_classified_by_source_address() {
+    let fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp(DINKES_HOST, INTERNET, 300));
+    let out = fx.run(program_names::UPLOAD, &f, SkbContext::default());
+    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
+    // The gateway's own traffic is unclassified.
+    let own = frame(eth(ETH_IP), ipv4_tcp([198, 51, 100, 2], INTERNET, 300));
+    let out = fx.run(program_names::UPLOAD, &own, SkbContext::default());
+    assert_eq!(out.priority, htb_priority(DEFAULT_CLASS_MINOR));
+    assert_eq!(fx.dp.unclassified().unwrap().packets[UPLOAD], 1);
+}
+
+#[test]
+fn gso_packets_count_the_headers_of_every_segment() {
+    let fx = fixture();
+    // BPF_PROG_TEST_RUN takes frames up to about a page.
+    let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 1448 * 2));
+    // gso_size stays 0: this kernel's test run rejects a GSO size on a
+    // frame without a GSO type, and the program only reads gso_segs.
+    let ctx = SkbContext {
+        gso_segs: 2,
+        ..Default::default()
+    };
+    fx.run(program_names::DOWNLOAD, &f, ctx);
+    // 14 Ethernet + 20 IPv4 + 20 TCP, repeated for the second segment.
+    let expected = f.len() as u64 + 54;
+    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().bytes[DOWNLOAD], expected);
+}
+
+#[test]
+fn moving_a_subnet_takes_effect_despite_the_address_cache() {
+    let mut fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, [172, 16, 9, 3], 10));
+    // Warm the cache: 172.16.9.0/28 belongs to bappeda.
+    let out = fx.down(&f);
+    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("bappeda"))));
+    let bappeda_slot = fx.slot("bappeda");
+    let dinkes_slot = fx.slot("dinkes");
+    // Move it to dinkes.
+    fx.dp
+        .sync_opds(&[
+            OpdPrefixes {
+                id: "dinkes".into(),
+                prefixes: vec![v4([10, 20, 1, 0], 24), v4([172, 16, 9, 0], 28)],
+            },
+            OpdPrefixes {
+                id: "bappeda".into(),
+                prefixes: vec![v4([10, 20, 2, 0], 24)],
+            },
+        ])
+        .unwrap();
+    assert_eq!(fx.slot("bappeda"), bappeda_slot, "an OPD that stays keeps its slot");
+    assert_eq!(fx.slot("dinkes"), dinkes_slot);
+    let out = fx.down(&f);
+    assert_eq!(out.priority, htb_priority(opd_class_minor(dinkes_slot)));
+}
+
+#[test]
+fn a_removed_opds_slot_is_freed_and_a_new_opd_starts_from_zero() {
+    let mut fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, BAPPEDA_HOST, 10));
+    fx.down(&f);
+    let old = fx.slot("bappeda");
+    assert_eq!(fx.dp.counters(old).unwrap().packets[DOWNLOAD], 1);
+    fx.dp
+        .sync_opds(&[OpdPrefixes {
+            id: "dinkes".into(),
+            prefixes: vec![v4([10, 20, 1, 0], 24)],
+        }])
+        .unwrap();
+    assert!(!fx.dp.slots().contains_key("bappeda"));
+    // bappeda's address now matches nothing.
+    assert_eq!(fx.down(&f).priority, htb_priority(DEFAULT_CLASS_MINOR));
+    fx.dp
+        .sync_opds(&[
+            OpdPrefixes {
+                id: "dinkes".into(),
+                prefixes: vec![v4([10, 20, 1, 0], 24)],
+            },
+            OpdPrefixes {
+                id: "bpkad".into(),
+                prefixes: vec![v4([10, 20, 3, 0], 24)],
+            },
+        ])
+        .unwrap();
+    let new = fx.slot("bpkad");
+    assert_eq!(fx.dp.counters(new).unwrap().packets[DOWNLOAD], 0, "a new OPD never inherits counters");
+}
+
+#[test]
+fn a_restarted_daemon_adopts_slots_and_counters_from_the_pins() {
+    require_root();
+    let bpffs = BpffsMount::new("jt-cls").unwrap();
+    let slot;
+    {
+        let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+        dp.sync_opds(&[
+            OpdPrefixes {
+                id: "rsud".into(),
+                prefixes: vec![v4([10, 30, 0, 0], 16)],
+            },
+            OpdPrefixes {
+                id: "dinkes".into(),
+                prefixes: vec![v4([10, 20, 1, 0], 24)],
+            },
+        ])
+        .unwrap();
+        slot = dp.slots()["dinkes"];
+        let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 100));
+        dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 5).unwrap();
+    }
+    let dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    assert_eq!(dp.slots()["dinkes"], slot);
+    assert_eq!(dp.counters(slot).unwrap().packets[DOWNLOAD], 5);
+}
+

@@ -52,7 +52,10 @@ impl Fixture {
             .test_run(prog, frame, &ctx, 1)
             .unwrap_or_else(|e| panic!("{prog} on a {}-byte frame: {e}", frame.len()));
         assert_ne!(ret, TC_ACT_SHOT, "{prog} dropped a frame");
-        assert_eq!(ret, -1, "{prog} must return TC_ACT_UNSPEC so later programs run");
+        assert_eq!(
+            ret, -1,
+            "{prog} must return TC_ACT_UNSPEC so later programs run"
+        );
         out
     }
     fn down(&self, frame: &[u8]) -> SkbContext {
@@ -80,7 +83,20 @@ fn vlan(outer_tpid: [u8; 2], vid: u16, inner: [u8; 2]) -> Vec<u8> {
 /// IPv4 + TCP (20-byte header) + payload.
 fn ipv4_tcp(src: [u8; 4], dst: [u8; 4], payload: usize) -> Vec<u8> {
     let total = 20 + 20 + payload;
-    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    let mut p = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ];
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
     p.extend_from_slice(&tcp_header());
@@ -129,7 +145,10 @@ fn ipv4_download_goes_to_the_opds_class_and_is_counted() {
     assert_eq!(c.bytes[DOWNLOAD], f.len() as u64);
     assert_eq!(c.packets[DOWNLOAD], 1);
     assert_eq!(c.packets[UPLOAD], 0);
-    assert_eq!(fx.dp.counters(fx.slot("bappeda")).unwrap().packets[DOWNLOAD], 0);
+    assert_eq!(
+        fx.dp.counters(fx.slot("bappeda")).unwrap().packets[DOWNLOAD],
+        0
+    );
     assert_eq!(fx.dp.unclassified().unwrap().packets[DOWNLOAD], 0);
 }
 
@@ -138,16 +157,28 @@ fn ipv6_download_is_classified_by_its_prefix() {
     let fx = fixture();
     let f = frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, 500));
     let out = fx.down(&f);
-    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
-    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().bytes[DOWNLOAD], f.len() as u64);
+    assert_eq!(
+        out.priority,
+        htb_priority(opd_class_minor(fx.slot("dinkes")))
+    );
+    assert_eq!(
+        fx.dp.counters(fx.slot("dinkes")).unwrap().bytes[DOWNLOAD],
+        f.len() as u64
+    );
 }
 
 #[test]
 fn single_and_double_vlan_tags_are_parsed() {
     let fx = fixture();
-    let single = frame(vlan([0x81, 0x00], 100, ETH_IP), ipv4_tcp(INTERNET, BAPPEDA_HOST, 100));
+    let single = frame(
+        vlan([0x81, 0x00], 100, ETH_IP),
+        ipv4_tcp(INTERNET, BAPPEDA_HOST, 100),
+    );
     let out = fx.down(&single);
-    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("bappeda"))));
+    assert_eq!(
+        out.priority,
+        htb_priority(opd_class_minor(fx.slot("bappeda")))
+    );
 
     // 802.1ad outer tag, 802.1Q inner tag (QinQ), then IPv6.
     let mut qinq = vlan([0x88, 0xa8], 7, [0x81, 0x00]);
@@ -155,9 +186,18 @@ fn single_and_double_vlan_tags_are_parsed() {
     qinq.extend_from_slice(&ETH_IP6);
     let double = frame(qinq, ipv6_tcp(INTERNET_V6, DINKES_V6, 100));
     let out = fx.down(&double);
-    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
-    assert_eq!(fx.dp.counters(fx.slot("bappeda")).unwrap().packets[DOWNLOAD], 1);
-    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD], 1);
+    assert_eq!(
+        out.priority,
+        htb_priority(opd_class_minor(fx.slot("dinkes")))
+    );
+    assert_eq!(
+        fx.dp.counters(fx.slot("bappeda")).unwrap().packets[DOWNLOAD],
+        1
+    );
+    assert_eq!(
+        fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD],
+        1
+    );
 }
 
 #[test]
@@ -192,9 +232,21 @@ fn every_truncation_of_real_frames_passes_and_is_never_misattributed() {
     qinq.extend_from_slice(&200u16.to_be_bytes());
     qinq.extend_from_slice(&ETH_IP6);
     let frames = [
-        (frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 40)), 14 + 20),
-        (frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, 40)), 14 + 40),
-        (frame(vlan([0x81, 0x00], 100, ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 40)), 15),
+        (
+            frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 40)),
+            14 + 20,
+        ),
+        (
+            frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, 40)),
+            14 + 40,
+        ),
+        (
+            frame(
+                vlan([0x81, 0x00], 100, ETH_IP),
+                ipv4_tcp(INTERNET, DINKES_HOST, 40),
+            ),
+            15,
+        ),
         (frame(qinq, ipv6_tcp(INTERNET_V6, DINKES_V6, 40)), 15),
     ];
     let dinkes = htb_priority(opd_class_minor(fx.slot("dinkes")));
@@ -212,7 +264,10 @@ fn every_truncation_of_real_frames_passes_and_is_never_misattributed() {
         }
     }
     let malformed = fx.dp.stats().unwrap()[Stat::MalformedDownload as usize];
-    assert!(malformed > 0, "truncated headers must be counted as malformed");
+    assert!(
+        malformed > 0,
+        "truncated headers must be counted as malformed"
+    );
     let total: u64 = fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD]
         + fx.dp.unclassified().unwrap().packets[DOWNLOAD];
     assert_eq!(total, runs, "every frame is counted exactly once");
@@ -233,7 +288,10 @@ fn bad_header_lengths_and_versions_are_malformed_not_dropped() {
         assert_eq!(out.priority, htb_priority(DEFAULT_CLASS_MINOR));
     }
     assert_eq!(fx.dp.stats().unwrap()[Stat::MalformedDownload as usize], 3);
-    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD], 0);
+    assert_eq!(
+        fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD],
+        0
+    );
 }
 
 #[test]
@@ -244,7 +302,10 @@ fn ipv4_options_do_not_confuse_the_parser() {
     p[0] = 0x47;
     p.splice(20..20, [1u8; 8]);
     let out = fx.down(&frame(eth(ETH_IP), p));
-    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
+    assert_eq!(
+        out.priority,
+        htb_priority(opd_class_minor(fx.slot("dinkes")))
+    );
 }
 
 #[test]
@@ -287,7 +348,10 @@ fn upload_without_nat_is_classified_by_source_address() {
     let fx = fixture();
     let f = frame(eth(ETH_IP), ipv4_tcp(DINKES_HOST, INTERNET, 300));
     let out = fx.run(program_names::UPLOAD, &f, SkbContext::default());
-    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("dinkes"))));
+    assert_eq!(
+        out.priority,
+        htb_priority(opd_class_minor(fx.slot("dinkes")))
+    );
     // The gateway's own traffic is unclassified.
     let own = frame(eth(ETH_IP), ipv4_tcp([198, 51, 100, 2], INTERNET, 300));
     let out = fx.run(program_names::UPLOAD, &own, SkbContext::default());
@@ -309,7 +373,10 @@ fn gso_packets_count_the_headers_of_every_segment() {
     fx.run(program_names::DOWNLOAD, &f, ctx);
     // 14 Ethernet + 20 IPv4 + 20 TCP, repeated for the second segment.
     let expected = f.len() as u64 + 54;
-    assert_eq!(fx.dp.counters(fx.slot("dinkes")).unwrap().bytes[DOWNLOAD], expected);
+    assert_eq!(
+        fx.dp.counters(fx.slot("dinkes")).unwrap().bytes[DOWNLOAD],
+        expected
+    );
 }
 
 #[test]
@@ -318,7 +385,10 @@ fn moving_a_subnet_takes_effect_despite_the_address_cache() {
     let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, [172, 16, 9, 3], 10));
     // Warm the cache: 172.16.9.0/28 belongs to bappeda.
     let out = fx.down(&f);
-    assert_eq!(out.priority, htb_priority(opd_class_minor(fx.slot("bappeda"))));
+    assert_eq!(
+        out.priority,
+        htb_priority(opd_class_minor(fx.slot("bappeda")))
+    );
     let bappeda_slot = fx.slot("bappeda");
     let dinkes_slot = fx.slot("dinkes");
     // Move it to dinkes.
@@ -334,7 +404,11 @@ fn moving_a_subnet_takes_effect_despite_the_address_cache() {
             },
         ])
         .unwrap();
-    assert_eq!(fx.slot("bappeda"), bappeda_slot, "an OPD that stays keeps its slot");
+    assert_eq!(
+        fx.slot("bappeda"),
+        bappeda_slot,
+        "an OPD that stays keeps its slot"
+    );
     assert_eq!(fx.slot("dinkes"), dinkes_slot);
     let out = fx.down(&f);
     assert_eq!(out.priority, htb_priority(opd_class_minor(dinkes_slot)));
@@ -369,7 +443,11 @@ fn a_removed_opds_slot_is_freed_and_a_new_opd_starts_from_zero() {
         ])
         .unwrap();
     let new = fx.slot("bpkad");
-    assert_eq!(fx.dp.counters(new).unwrap().packets[DOWNLOAD], 0, "a new OPD never inherits counters");
+    assert_eq!(
+        fx.dp.counters(new).unwrap().packets[DOWNLOAD],
+        0,
+        "a new OPD never inherits counters"
+    );
 }
 
 #[test]
@@ -392,10 +470,10 @@ fn a_restarted_daemon_adopts_slots_and_counters_from_the_pins() {
         .unwrap();
         slot = dp.slots()["dinkes"];
         let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 100));
-        dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 5).unwrap();
+        dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 5)
+            .unwrap();
     }
     let dp = Datapath::load_pinned(bpffs.path()).unwrap();
     assert_eq!(dp.slots()["dinkes"], slot);
     assert_eq!(dp.counters(slot).unwrap().packets[DOWNLOAD], 5);
 }
-

@@ -1,0 +1,105 @@
+//! The command line as an admin meets it: `jatah check` on good and broken
+//! policies, `jatah run` refusing what it cannot enforce, and `--help`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn jatah(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jatah"))
+        .args(args)
+        .output()
+        .expect("running jatah")
+}
+
+fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+fn temp_policy(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jatah-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn every_example_policy_passes_check() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = jatah(&["check", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains(": ok: "));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected the example policies in policies/");
+}
+
+#[test]
+fn a_broken_policy_is_reported_with_file_line_and_column_and_exit_code_1() {
+    let p = temp_policy(
+        "broken.toml",
+        "[gateway]\nwan = \"eth0\"\nlan = [\"eth1\"]\ndownload = \"100M\"\nupload = \"100M\"\n\n\
+         [[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\nsubnets = [\"10.20.1.0/24\"]\n\
+         download = { guaranteed = \"20M\", ceiling = \"10M\" }\nupload = { guaranteed = \"1M\", ceiling = \"5MB\" }\n",
+    );
+    let out = jatah(&["check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = p.display().to_string();
+    assert!(
+        err.contains(&format!("{file}:11:")),
+        "ceiling < guaranteed on line 11: {err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:12:")),
+        "byte unit on line 12: {err}"
+    );
+    assert!(err.contains("byte units"), "{err}");
+}
+
+#[test]
+fn run_refuses_an_interface_that_does_not_exist_and_changes_nothing() {
+    jatah::netns::require_root();
+    let p = temp_policy(
+        "noiface.toml",
+        "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtnoexist1\"]\ndownload = \"100M\"\nupload = \"100M\"\n\n\
+         [[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\nsubnets = [\"10.20.1.0/24\"]\n\
+         download = { guaranteed = \"20M\", ceiling = \"30M\" }\nupload = { guaranteed = \"1M\", ceiling = \"5M\" }\n",
+    );
+    let run_dir = std::env::temp_dir().join(format!("jatah-cli-run-{}", std::process::id()));
+    let out = jatah(&[
+        "run",
+        "--policy",
+        p.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--bpffs",
+        "/nonexistent",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"jtnoexist0\"") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_names_every_subcommand() {
+    let out = jatah(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["check", "run", "down", "lab"] {
+        assert!(text.contains(sub), "--help does not mention {sub}: {text}");
+    }
+}

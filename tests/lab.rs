@@ -1,0 +1,209 @@
+//! The namespace lab with real traffic: iperf3 through the gateway, jatah
+//! running as a real process with its programs and HTB trees in the kernel.
+//!
+//! Lab tests run one at a time (a shared lock) so they do not compete for
+//! the CPU and disturb each other's rates.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
+use jatah::netns::require_root;
+use jatah::policy::Direction;
+use jatah_common::{DOWNLOAD, UPLOAD};
+
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn jatah() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_jatah"))
+}
+
+fn lab(spec: LabSpec) -> Lab {
+    require_root();
+    let mut lab = Lab::build(spec).expect("building the lab");
+    lab.start_daemon(jatah()).expect("starting jatah");
+    lab
+}
+
+fn spec(prefix: &str, down: &str, up: &str, nat: bool, opds: Vec<LabOpd>) -> LabSpec {
+    LabSpec {
+        prefix: prefix.into(),
+        download: down.into(),
+        upload: up.into(),
+        nat,
+        mtu: 1500,
+        opds,
+    }
+}
+
+fn mbit(bps: f64) -> f64 {
+    bps / 1e6
+}
+
+/// One 10 s TCP run against a 10 Mbit/s ceiling, checking the rate and that
+/// jatah's counters agree with iperf3 (payload) and with HTB (delivered).
+fn ceiling_holds(lab: &Lab, dir: Direction, iface: &str) {
+    let id = "dinsos";
+    let i = lab.opd_index(id).unwrap();
+    let minor = lab.class_minor(id).unwrap();
+    let d = if dir == Direction::Download {
+        DOWNLOAD
+    } else {
+        UPLOAD
+    };
+    let htb_bytes = |lab: &Lab| {
+        lab.class_stats(iface)
+            .unwrap()
+            .iter()
+            .find(|c| c.minor == minor)
+            .map(|c| c.bytes)
+            .expect("the OPD's HTB class exists")
+    };
+    let bpf0 = lab.counters().unwrap()[id].bytes[d];
+    let htb0 = htb_bytes(lab);
+    let r = lab.iperf(i, dir, 10, 1).unwrap();
+    // Let the last queued packets leave the HTB class.
+    std::thread::sleep(Duration::from_millis(500));
+    let bpf = (lab.counters().unwrap()[id].bytes[d] - bpf0) as f64;
+    let htb = (htb_bytes(lab) - htb0) as f64;
+    let rate = mbit(r.bits_per_second);
+    eprintln!(
+        "{dir:?}: iperf3 {rate:.2} Mbit/s, {} payload bytes; jatah {bpf} bytes; HTB {htb} bytes",
+        r.bytes
+    );
+    assert!(
+        (9.0..=10.3).contains(&rate),
+        "{dir:?} rate {rate:.2} Mbit/s outside 9.0..10.3"
+    );
+    let vs_payload = bpf / r.bytes as f64 - 1.0;
+    assert!(
+        (-0.03..=0.06).contains(&vs_payload),
+        "{dir:?}: jatah counted {:+.2}% against iperf3's payload (allowed -3%..+6%)",
+        vs_payload * 100.0
+    );
+    let vs_htb = bpf / htb - 1.0;
+    assert!(
+        vs_htb.abs() <= 0.03,
+        "{dir:?}: jatah counted {:+.2}% against HTB's class statistics (allowed 3%)",
+        vs_htb * 100.0
+    );
+}
+
+fn ceiling_opds() -> Vec<LabOpd> {
+    vec![
+        LabOpd::new("dinsos", "Dinas Sosial", ("5M", "10M"), ("5M", "10M")),
+        LabOpd::new("bpbd", "BPBD", ("5M", "50M"), ("5M", "50M")),
+    ]
+}
+
+#[test]
+fn ceilings_hold_and_counters_agree_through_nat() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab(spec("jt-ceil", "100M", "100M", true, ceiling_opds()));
+    ceiling_holds(&lab, Direction::Download, "lan0");
+    ceiling_holds(&lab, Direction::Upload, "wan0");
+}
+
+#[test]
+fn ceilings_hold_without_nat() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab(spec("jt-nonat", "100M", "100M", false, ceiling_opds()));
+    ceiling_holds(&lab, Direction::Upload, "wan0");
+    ceiling_holds(&lab, Direction::Download, "lan0");
+}
+
+#[test]
+fn guarantees_hold_when_two_opds_saturate_the_gateway() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab(spec(
+        "jt-guar",
+        "20M",
+        "20M",
+        true,
+        vec![
+            LabOpd::new("rsud", "RSUD", ("15M", "20M"), ("15M", "20M")),
+            LabOpd::new("disdik", "Dinas Pendidikan", ("5M", "20M"), ("5M", "20M")),
+        ],
+    ));
+    for dir in Direction::all() {
+        let a = lab.spawn_iperf(0, dir, 10, 4).unwrap();
+        let b = lab.spawn_iperf(1, dir, 10, 4).unwrap();
+        let (a, b) = (wait_iperf(a).unwrap(), wait_iperf(b).unwrap());
+        let (ra, rb) = (mbit(a.bits_per_second), mbit(b.bits_per_second));
+        eprintln!(
+            "{dir:?}: rsud {ra:.2} Mbit/s (guaranteed 15), disdik {rb:.2} Mbit/s (guaranteed 5)"
+        );
+        assert!(
+            ra >= 0.9 * 15.0,
+            "{dir:?}: rsud got {ra:.2} Mbit/s, under 90% of 15M"
+        );
+        assert!(
+            rb >= 0.9 * 5.0,
+            "{dir:?}: disdik got {rb:.2} Mbit/s, under 90% of 5M"
+        );
+        assert!(
+            ra + rb <= 20.0 * 1.03,
+            "{dir:?}: together {:.2} Mbit/s exceed the 20M gateway",
+            ra + rb
+        );
+    }
+}
+
+#[test]
+fn an_opd_borrows_capacity_others_leave_unused() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab(spec(
+        "jt-borrow",
+        "30M",
+        "30M",
+        true,
+        vec![
+            LabOpd::new("kec-waru", "Kecamatan Waru", ("5M", "25M"), ("5M", "25M")),
+            LabOpd::new("bapenda", "Bapenda", ("20M", "30M"), ("20M", "30M")),
+        ],
+    ));
+    let r = lab.iperf(0, Direction::Download, 10, 2).unwrap();
+    let rate = mbit(r.bits_per_second);
+    eprintln!("kec-waru alone: {rate:.2} Mbit/s (guaranteed 5M, ceiling 25M)");
+    assert!(
+        rate >= 0.85 * 25.0,
+        "kec-waru borrowed only up to {rate:.2} Mbit/s"
+    );
+    assert!(
+        rate <= 25.0 * 1.03,
+        "kec-waru exceeded its 25M ceiling: {rate:.2}"
+    );
+}
+
+#[test]
+fn a_second_jatah_is_refused_and_the_first_keeps_working() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(spec("jt-second", "100M", "100M", true, ceiling_opds()));
+    let mut second = lab.spawn_jatah(jatah(), "second.log").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the second jatah did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(lab.dir().join("second.log")).unwrap();
+    eprintln!("second jatah: {status}: {log}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the second jatah must fail with exit code 1"
+    );
+    assert!(log.contains("already running"), "unclear refusal: {log}");
+    assert!(lab.daemon_running(), "the first jatah must keep running");
+    assert_eq!(lab.http_get("/healthz").unwrap().0, 200);
+    // And it still shapes: a short download stays under the 10M ceiling.
+    let r = lab.iperf(0, Direction::Download, 3, 1).unwrap();
+    assert!(
+        mbit(r.bits_per_second) <= 10.3,
+        "shaping lost: {:.2}",
+        mbit(r.bits_per_second)
+    );
+}

@@ -9,9 +9,11 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::datapath::Datapath;
+use crate::auth::Tokens;
+use crate::datapath::{CounterReader, Datapath};
 use crate::gateway;
-use crate::server::{self, AppState};
+use crate::history::{CounterReading, HistoryStore};
+use crate::server::{self, AppState, PolicyView, ReloadStatus};
 use crate::shaper::Shaper;
 
 /// Options of `jatah run`.
@@ -22,6 +24,10 @@ pub struct RunOptions {
     pub bpffs: PathBuf,
     /// Where the per-namespace instance lock lives.
     pub run_dir: PathBuf,
+    /// Where the usage history database lives.
+    pub data_dir: PathBuf,
+    /// API tokens file; None = no tokens (only open endpoints answer).
+    pub tokens: Option<PathBuf>,
 }
 
 /// Runs the daemon until `shutdown` fires. A policy or interface problem is
@@ -31,6 +37,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let policy = crate::policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(policy = %file, summary = %policy.summary(), "policy valid");
 
+    let tokens = match &opts.tokens {
+        Some(path) => Tokens::load(path).map_err(anyhow::Error::msg)?,
+        None => {
+            warn!("no --tokens file: the API answers only /healthz, /metrics and /openapi.json");
+            Tokens::default()
+        }
+    };
     let _lock = crate::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
     let ifaces = gateway::resolve_interfaces(&policy, &file)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -38,9 +51,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("listening on {}", opts.listen))?;
     info!(listen = %listener.local_addr()?, "HTTP server bound");
 
-    let state = Arc::new(AppState::default());
     let bpffs = opts.bpffs.clone();
     let policy_for_apply = policy.clone();
+    let started = std::time::Instant::now();
     let ifaces_for_apply = ifaces.clone();
     // Netlink and BPF syscalls block; keep them off the async workers. The
     // thread stays in this process's network namespace.
@@ -51,11 +64,32 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             info!(opds = adopted, "adopted OPD slots pinned by an earlier run");
         }
         let mut shaper = Shaper::new()?;
-        gateway::apply(&policy_for_apply, &ifaces_for_apply, &mut datapath, &mut shaper)?;
+        gateway::apply(
+            &policy_for_apply,
+            &ifaces_for_apply,
+            &mut datapath,
+            &mut shaper,
+        )?;
         datapath.attach(&ifaces_for_apply.attachment())?;
         Ok(datapath)
     })
     .await??;
+    let applied_in = started.elapsed();
+    let view = PolicyView {
+        policy: policy.clone(),
+        slots: datapath.slots().clone(),
+        source: opts.policy.clone(),
+    };
+    let mut state = AppState::new(view, tokens, Some(CounterReader::open(&opts.bpffs)?));
+    state.shaping = Some(ifaces.clone());
+    *state.reload.lock().unwrap_or_else(|p| p.into_inner()) = ReloadStatus {
+        successful: true,
+        at: Some(chrono::Utc::now()),
+        error: None,
+        duration_seconds: applied_in.as_secs_f64(),
+    };
+    open_history(&state, &opts.data_dir, policy.gateway.timezone);
+    let state = Arc::new(state);
     state.ready.store(true, Ordering::Release);
     info!(
         wan = %ifaces.wan.name,
@@ -64,15 +98,155 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         "data path attached; allocations in force"
     );
 
+    let sampler = tokio::spawn(sample_counters(state.clone(), shutdown.clone()));
     let app = server::router(state);
     let stop = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .context("HTTP server")?;
+    shutdown.cancel();
+    let _ = sampler.await;
     drop(datapath);
     info!("stopped; the data path stays in force (`jatah down` removes it)");
     Ok(())
+}
+
+/// Opens the history store; a failure is logged and reported by the API and
+/// a metric, and never stops the data path.
+fn open_history(state: &AppState, dir: &std::path::Path, tz: chrono_tz::Tz) {
+    match HistoryStore::open(dir, tz) {
+        Ok(store) => {
+            info!(dir = %dir.display(), "usage history store open");
+            *state
+                .history
+                .store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(store);
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "usage history unavailable; shaping and metrics continue");
+            *state
+                .history
+                .error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+    }
+}
+
+/// Once a second: sample every OPD's counters for the current rates; at
+/// each minute boundary hand the cumulative counters (and the minute's peak
+/// rates) to the history store.
+async fn sample_counters(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut minute = minute_start(chrono::Utc::now());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let st = state.clone();
+        let now_minute = minute_start(chrono::Utc::now());
+        let record_minute = (now_minute > minute).then_some(minute);
+        minute = now_minute;
+        let _ = tokio::task::spawn_blocking(move || sample_once(&st, record_minute)).await;
+    }
+}
+
+fn minute_start(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+fn sample_once(state: &AppState, record_minute: Option<chrono::DateTime<chrono::Utc>>) {
+    let Some(reader) = &state.counters else {
+        return;
+    };
+    let view = state.view();
+    let now = std::time::Instant::now();
+    let mut totals = Vec::with_capacity(view.slots.len());
+    {
+        let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+        for opd in &view.policy.opds {
+            let Some(&slot) = view.slots.get(&opd.id) else {
+                continue;
+            };
+            match reader.read(slot) {
+                Ok(c) => {
+                    rates.record(&opd.id, now, c.bytes);
+                    totals.push((opd.id.clone(), c.bytes));
+                }
+                Err(e) => warn!(opd = %opd.id, error = %e, "sampling counters"),
+            }
+        }
+        rates.retain(|id| view.slots.contains_key(id));
+    }
+    let Some(minute) = record_minute else {
+        return;
+    };
+    let peaks = state
+        .rates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_minute_peaks();
+    let readings: Vec<CounterReading> = totals
+        .into_iter()
+        .map(|(opd, bytes)| {
+            let peak = peaks.get(&opd).copied().unwrap_or([0, 0]);
+            CounterReading {
+                opd,
+                download_bytes_total: bytes[0],
+                upload_bytes_total: bytes[1],
+                peak_download_bps: peak[0],
+                peak_upload_bps: peak[1],
+            }
+        })
+        .collect();
+    let mut guard = state
+        .history
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let Some(store) = guard.as_mut() else {
+        return;
+    };
+    let mut err_slot = state
+        .history
+        .error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let result = store.record_minute(minute, &readings).or_else(|first| {
+        // Once the store failed (disk full), try to reopen before giving up
+        // on this minute; the cursor in the database keeps bytes from being
+        // lost while it is down.
+        if err_slot.is_some() {
+            store
+                .reopen()
+                .and_then(|_| store.record_minute(minute, &readings))
+        } else {
+            Err(first)
+        }
+    });
+    match result {
+        Ok(()) => {
+            if err_slot.take().is_some() {
+                info!("usage history store recovered");
+            }
+            if minute.timestamp() % 3600 == 0
+                && let Err(e) = store.prune(chrono::Utc::now())
+            {
+                warn!(error = %e, "pruning usage history");
+            }
+        }
+        Err(e) => {
+            if err_slot.is_none() {
+                warn!(error = %e, "usage history write failed; shaping and metrics continue");
+            }
+            *err_slot = Some(e.to_string());
+        }
+    }
 }
 
 /// Resolves on SIGTERM or ctrl-c and fires the token.
@@ -119,6 +293,10 @@ pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()
             info!(interface = %iface.name, "HTB tree removed");
         }
     }
-    info!(pins_removed = removed_pins, trees_removed = removed_trees, "jatah removed from this gateway");
+    info!(
+        pins_removed = removed_pins,
+        trees_removed = removed_trees,
+        "jatah removed from this gateway"
+    );
     Ok(())
 }

@@ -133,8 +133,9 @@ pub struct Attachment {
 /// jatah's loaded programs and maps.
 pub struct Datapath {
     ebpf: Ebpf,
-    pin_dir: Option<PathBuf>,
+    bpffs: PathBuf,
     slots: BTreeMap<String, u32>,
+    reader: CounterReader,
 }
 
 impl Datapath {
@@ -143,14 +144,16 @@ impl Datapath {
     pub fn load_pinned(bpffs: &Path) -> Result<Self, DatapathError> {
         ensure_bpffs(bpffs)?;
         let dir = pin_dir(bpffs);
-        fs::create_dir_all(dir.join("links")).map_err(io_err(format!("creating {}", dir.display())))?;
+        fs::create_dir_all(dir.join("links"))
+            .map_err(io_err(format!("creating {}", dir.display())))?;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .load(PROGRAM_OBJECT)?;
         let mut dp = Datapath {
             ebpf,
-            pin_dir: Some(dir),
+            bpffs: bpffs.to_path_buf(),
             slots: BTreeMap::new(),
+            reader: CounterReader::open(bpffs)?,
         };
         dp.slots = dp.read_owners()?;
         dp.load_programs()?;
@@ -223,7 +226,11 @@ impl Datapath {
     pub fn set_mark_mask(&mut self, mark_mask: u32) -> Result<(), DatapathError> {
         let mut cfg = self.config()?;
         cfg.mark_mask = mark_mask;
-        cfg.mark_shift = if mark_mask == 0 { 0 } else { mark_mask.trailing_zeros() };
+        cfg.mark_shift = if mark_mask == 0 {
+            0
+        } else {
+            mark_mask.trailing_zeros()
+        };
         cfg.epoch = cfg.epoch.wrapping_add(1);
         self.write_config(cfg)
     }
@@ -299,8 +306,16 @@ impl Datapath {
                 }
             }
         }
-        sync_trie(self.map_mut(map_names::PREFIXES_V4)?, &want4, "IPv4 prefixes")?;
-        sync_trie(self.map_mut(map_names::PREFIXES_V6)?, &want6, "IPv6 prefixes")?;
+        sync_trie(
+            self.map_mut(map_names::PREFIXES_V4)?,
+            &want4,
+            "IPv4 prefixes",
+        )?;
+        sync_trie(
+            self.map_mut(map_names::PREFIXES_V6)?,
+            &want6,
+            "IPv6 prefixes",
+        )?;
         for (id, slot) in &removed {
             self.write_owner(*slot, "")?;
             debug!(opd = %id, slot, "OPD slot released");
@@ -317,8 +332,10 @@ impl Datapath {
         let n = id.len().min(owner.id.len());
         owner.id[..n].copy_from_slice(&id.as_bytes()[..n]);
         let mut arr: Array<&mut MapData, SlotOwner> =
-            Array::try_from(self.map_mut(map_names::SLOT_OWNERS)?).map_err(map_err("slot owners"))?;
-        arr.set(slot, owner, 0).map_err(map_err(format!("writing owner of slot {slot}")))
+            Array::try_from(self.map_mut(map_names::SLOT_OWNERS)?)
+                .map_err(map_err("slot owners"))?;
+        arr.set(slot, owner, 0)
+            .map_err(map_err(format!("writing owner of slot {slot}")))
     }
 
     fn reset_counters(&mut self, slot: u32) -> Result<(), DatapathError> {
@@ -329,33 +346,30 @@ impl Datapath {
         let zero = PerCpuValues::try_from(vec![Counters::default(); ncpu])
             .map_err(io_err("per-CPU values"))?;
         let mut arr: PerCpuArray<&mut MapData, Counters> =
-            PerCpuArray::try_from(self.map_mut(map_names::COUNTERS)?).map_err(map_err("counters"))?;
-        arr.set(slot, zero, 0).map_err(map_err(format!("zeroing counters of slot {slot}")))
+            PerCpuArray::try_from(self.map_mut(map_names::COUNTERS)?)
+                .map_err(map_err("counters"))?;
+        arr.set(slot, zero, 0)
+            .map_err(map_err(format!("zeroing counters of slot {slot}")))
     }
 
     /// Counters of one slot, summed over CPUs.
     pub fn counters(&self, slot: u32) -> Result<Counters, DatapathError> {
-        let arr: PerCpuArray<&MapData, Counters> =
-            PerCpuArray::try_from(self.map(map_names::COUNTERS)?).map_err(map_err("counters"))?;
-        let per_cpu = arr.get(&slot, 0).map_err(map_err(format!("reading counters of slot {slot}")))?;
-        Ok(sum_counters(per_cpu.iter()))
+        self.reader.read(slot)
     }
 
     /// Counters of traffic that matched no OPD.
     pub fn unclassified(&self) -> Result<Counters, DatapathError> {
-        self.counters(SLOT_UNCLASSIFIED)
+        self.reader.read(SLOT_UNCLASSIFIED)
     }
 
     /// Data path statistics ([`jatah_common::Stat`] order), summed over CPUs.
     pub fn stats(&self) -> Result<[u64; STAT_COUNT as usize], DatapathError> {
-        let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map(map_names::STATS)?).map_err(map_err("stats"))?;
-        let mut out = [0u64; STAT_COUNT as usize];
-        for (i, o) in out.iter_mut().enumerate() {
-            let v = arr.get(&(i as u32), 0).map_err(map_err("reading stats"))?;
-            *o = v.iter().sum();
-        }
-        Ok(out)
+        self.reader.stats()
+    }
+
+    /// The bpffs this data path pins under.
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
     }
 
     /// Attaches the three classifiers. With TCX (kernel >= 6.6) each link is
@@ -386,22 +400,29 @@ impl Datapath {
         Ok(())
     }
 
-    fn link_pin(&self, prog: &str, iface: &str) -> Option<PathBuf> {
-        self.pin_dir
-            .as_ref()
-            .map(|d| d.join("links").join(format!("{prog}@{iface}")))
+    fn link_pin(&self, prog: &str, iface: &str) -> PathBuf {
+        pin_dir(&self.bpffs)
+            .join("links")
+            .join(format!("{prog}@{iface}"))
     }
 
-    fn attach_tcx(&mut self, prog: &str, iface: &str, kind: TcAttachType) -> Result<(), DatapathError> {
+    fn attach_tcx(
+        &mut self,
+        prog: &str,
+        iface: &str,
+        kind: TcAttachType,
+    ) -> Result<(), DatapathError> {
         let pin = self.link_pin(prog, iface);
         let what = format!("attaching {prog} to {iface} ({kind:?})");
-        let existing = pin.as_ref().filter(|p| p.exists()).map(PinnedLink::from_pin);
+        let existing = pin.exists().then(|| PinnedLink::from_pin(&pin));
         let program = self.classifier_mut(prog)?;
         let link_id = match existing {
             Some(Ok(old)) => {
-                let link: SchedClassifierLink = FdLink::from(old)
-                    .try_into()
-                    .map_err(|e: aya::programs::links::LinkError| DatapathError::Other(format!("{what}: {e}")))?;
+                let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(
+                    |e: aya::programs::links::LinkError| {
+                        DatapathError::Other(format!("{what}: {e}"))
+                    },
+                )?;
                 program.attach_to_link(link).map_err(prog_err(&what))?
             }
             _ => program
@@ -409,20 +430,15 @@ impl Datapath {
                 .map_err(prog_err(&what))?,
         };
         let link = program.take_link(link_id).map_err(prog_err(&what))?;
-        let Some(pin) = pin else {
-            return Err(DatapathError::Other(format!("{what}: no pin directory")));
-        };
-        {
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| DatapathError::Other(format!("{what}: {e}")))?;
-            if pin.exists() {
-                // Replaced in place: the pin already refers to this link.
-                drop(fd);
-            } else {
-                fd.pin(&pin)
-                    .map_err(|e| DatapathError::Other(format!("pinning {}: {e}", pin.display())))?;
-            }
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| {
+                DatapathError::Other(format!("{what}: {e}"))
+            })?;
+        // A link switched in place is already pinned.
+        if !pin.exists() {
+            fd.pin(&pin)
+                .map_err(|e| DatapathError::Other(format!("pinning {}: {e}", pin.display())))?;
         }
         Ok(())
     }
@@ -469,14 +485,28 @@ impl PinnedCounters {
     pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
         let dir = pin_dir(bpffs);
         let open = |name: &str| {
-            MapData::from_pin(dir.join(name))
-                .map_err(map_err(format!("opening pinned map {}", dir.join(name).display())))
+            MapData::from_pin(dir.join(name)).map_err(map_err(format!(
+                "opening pinned map {}",
+                dir.join(name).display()
+            )))
         };
-        let counters = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(open(map_names::COUNTERS)?))
-            .map_err(map_err("counters"))?;
+        let counters =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(open(map_names::COUNTERS)?))
+                .map_err(map_err("counters"))?;
         let owners = Array::try_from(aya::maps::Map::Array(open(map_names::SLOT_OWNERS)?))
             .map_err(map_err("slot owners"))?;
         Ok(PinnedCounters { counters, owners })
+    }
+
+    /// The slot of every OPD, by id.
+    pub fn slots(&self) -> Result<BTreeMap<String, u32>, DatapathError> {
+        let mut out = BTreeMap::new();
+        for (slot, owner) in self.owners.iter().enumerate() {
+            if let Some(id) = owner_id(&owner.map_err(map_err("reading slot owners"))?) {
+                out.insert(id, slot as u32);
+            }
+        }
+        Ok(out)
     }
 
     /// Counters of every OPD with a slot, by id, summed over CPUs.
@@ -506,6 +536,54 @@ impl PinnedCounters {
     }
 }
 
+/// Reads counters from the pinned maps by slot, for the metrics collector
+/// and the rate sampler (which run beside the loader, not through it).
+pub struct CounterReader {
+    counters: PerCpuArray<MapData, Counters>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl CounterReader {
+    pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
+        let dir = pin_dir(bpffs);
+        let open = |name: &str| {
+            MapData::from_pin(dir.join(name))
+                .map(aya::maps::Map::PerCpuArray)
+                .map_err(map_err(format!(
+                    "opening pinned map {}",
+                    dir.join(name).display()
+                )))
+        };
+        Ok(CounterReader {
+            counters: PerCpuArray::try_from(open(map_names::COUNTERS)?)
+                .map_err(map_err("counters"))?,
+            stats: PerCpuArray::try_from(open(map_names::STATS)?).map_err(map_err("stats"))?,
+        })
+    }
+
+    /// Counters of a slot (or [`SLOT_UNCLASSIFIED`]), summed over CPUs.
+    pub fn read(&self, slot: u32) -> Result<Counters, DatapathError> {
+        let v = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err(format!("reading counters of slot {slot}")))?;
+        Ok(sum_counters(v.iter()))
+    }
+
+    /// Data path statistics ([`jatah_common::Stat`] order).
+    pub fn stats(&self) -> Result<[u64; STAT_COUNT as usize], DatapathError> {
+        let mut out = [0u64; STAT_COUNT as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            let v = self
+                .stats
+                .get(&(i as u32), 0)
+                .map_err(map_err("reading stats"))?;
+            *o = v.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
 /// Removes everything jatah pinned under `bpffs` (links first, which
 /// detaches the programs). Returns whether anything was there.
 pub fn unpin_all(bpffs: &Path) -> Result<bool, DatapathError> {
@@ -522,7 +600,11 @@ fn owner_id(owner: &SlotOwner) -> Option<String> {
     if owner.id[0] == 0 {
         return None;
     }
-    let len = owner.id.iter().position(|&b| b == 0).unwrap_or(owner.id.len());
+    let len = owner
+        .id
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(owner.id.len());
     Some(String::from_utf8_lossy(&owner.id[..len]).into_owned())
 }
 

@@ -160,7 +160,10 @@ pub fn htb_tree(policy: &Policy, datapath: &Datapath, dir: Direction, leaf: Leaf
             ceil_bps: a.ceiling.bits_per_second(),
         });
     }
-    let leftover = capacity.saturating_sub(guaranteed_sum).max(capacity / 100).max(8_000);
+    let leftover = capacity
+        .saturating_sub(guaranteed_sum)
+        .max(capacity / 100)
+        .max(8_000);
     HtbTree {
         capacity_bps: capacity,
         default_class: ClassSpec {

@@ -6,12 +6,20 @@
 //! the HTB classes over rtnetlink; [`gateway`] turns a [`policy`] into both;
 //! [`daemon`] runs it all and [`server`] answers HTTP.
 
+pub mod api;
+pub mod auth;
+pub mod client;
 pub mod daemon;
 pub mod datapath;
 pub mod gateway;
+pub mod history;
 pub mod instance;
 pub mod lab;
+pub mod metrics;
 pub mod netns;
 pub mod policy;
+pub mod problem;
+pub mod rates;
 pub mod server;
 pub mod shaper;
+pub mod status;

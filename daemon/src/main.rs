@@ -48,7 +48,28 @@ enum Command {
         /// Directory for the lock that keeps one jatah per gateway.
         #[arg(long, default_value = "/run/jatah", hide = true)]
         run_dir: PathBuf,
+        /// Directory of the usage history database (SQLite).
+        #[arg(long, env = "JATAH_DATA_DIR", default_value = "/var/lib/jatah")]
+        data_dir: PathBuf,
+        /// API tokens file (TOML; see `jatah token new`). Without one the
+        /// API answers only /healthz, /metrics and /openapi.json.
+        /// Default: /etc/jatah/tokens.toml if it exists.
+        #[arg(long, env = "JATAH_TOKENS")]
+        tokens: Option<PathBuf>,
     },
+    /// Print a table of OPDs: allocation, current rate, percent of ceiling,
+    /// today's volume. Reads a running jatah's API.
+    Status {
+        /// jatah's API address (host:port).
+        #[arg(long, env = "JATAH_API", default_value = "127.0.0.1:9476")]
+        api: String,
+        /// An admin or opd:<id> token.
+        #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Remove everything jatah put on the gateway: its programs, pinned maps
     /// and the HTB trees on the policy's interfaces. Nothing else is touched.
     Down {
@@ -70,11 +91,27 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a random token for a role and print the entry to add to the
+    /// tokens file (only its hash is stored) and the token to hand over.
+    New {
+        /// "admin" or "opd:<id>".
+        #[arg(long)]
+        role: String,
+        /// Who holds it (shown in logs instead of the token).
+        #[arg(long)]
+        name: String,
+    },
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -97,6 +134,8 @@ fn main() -> ExitCode {
             listen,
             bpffs,
             run_dir,
+            data_dir,
+            tokens,
         } => {
             init_logging();
             if let Err(e) = jatah::daemon::require_privileges() {
@@ -109,6 +148,11 @@ fn main() -> ExitCode {
                 listen,
                 bpffs,
                 run_dir,
+                data_dir,
+                tokens: tokens.or_else(|| {
+                    let default = PathBuf::from("/etc/jatah/tokens.toml");
+                    default.exists().then_some(default)
+                }),
             };
             let token = CancellationToken::new();
             rt.spawn(jatah::daemon::shutdown_on_signal(token.clone()));
@@ -126,6 +170,26 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Status { api, token } => match jatah::status::print(&api, token.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Token(TokenCommand::New { role, name }) => {
+            match jatah::auth::new_entry(&name, &role) {
+                Ok((token, entry)) => {
+                    println!("# Add to the tokens file (e.g. /etc/jatah/tokens.toml):\n{entry}");
+                    println!("# Hand this token to {name} (it is not stored anywhere):\n# {token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
             }

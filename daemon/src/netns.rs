@@ -130,7 +130,8 @@ pub struct BpffsMount {
 
 impl BpffsMount {
     pub fn new(prefix: &str) -> io::Result<BpffsMount> {
-        let path = std::path::PathBuf::from("/run/jatah-test").join(format!("{prefix}-{}", unique_token()));
+        let path = std::path::PathBuf::from("/run/jatah-test")
+            .join(format!("{prefix}-{}", unique_token()));
         std::fs::create_dir_all(&path)?;
         run_checked(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path))?;
         Ok(BpffsMount { path })
@@ -143,7 +144,11 @@ impl BpffsMount {
 
 impl Drop for BpffsMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).stderr(Stdio::null()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir(&self.path);
     }
 }
@@ -153,7 +158,10 @@ impl Drop for BpffsMount {
 pub fn require_root() {
     // SAFETY: trivial libc call.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test needs root (network namespaces, BPF, qdiscs)");
+    assert_eq!(
+        euid, 0,
+        "this test needs root (network namespaces, BPF, qdiscs)"
+    );
 }
 
 /// For commands (not tests): an error explaining that root is needed.
@@ -194,8 +202,9 @@ mod tests {
             let ns = NetNs::create("jt-nstest").unwrap();
             name = ns.name().to_string();
             assert!(std::path::Path::new(&format!("/run/netns/{name}")).exists());
-            ns.ip(["link", "add", "d0", "type", "dummy"]).unwrap();
-            assert!(ns.ifindex("d0").unwrap() > 1);
+            ns.ip(["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+                .unwrap();
+            assert!(ns.ifindex("v0").unwrap() > 1);
         }
         assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
     }

@@ -1,24 +1,114 @@
-//! jatah's HTTP server: `/healthz` now; metrics and the API build on it.
+//! jatah's HTTP server: what the handlers share, and the router.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use chrono::{DateTime, Utc};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::Tokens;
+use crate::datapath::CounterReader;
+use crate::gateway::Interfaces;
+use crate::history::HistoryStore;
+use crate::policy::Policy;
+use crate::rates::RateTable;
+
+/// The policy in force and the slot each of its OPDs holds, swapped as one
+/// on every (re)load so handlers never see a half-applied policy.
+#[derive(Debug, Clone)]
+pub struct PolicyView {
+    pub policy: Policy,
+    pub slots: BTreeMap<String, u32>,
+    pub source: PathBuf,
+}
+
+/// Outcome of the last policy (re)load.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    pub at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub duration_seconds: f64,
+}
+
+/// The history store, or why it is unavailable. The data path and metrics
+/// never wait for it.
+#[derive(Default)]
+pub struct History {
+    pub store: Mutex<Option<HistoryStore>>,
+    pub error: Mutex<Option<String>>,
+}
+
+impl History {
+    pub fn available(&self) -> bool {
+        self.error.lock().map(|e| e.is_none()).unwrap_or(false)
+            && self.store.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+}
 
 /// What the handlers share.
-#[derive(Debug, Default)]
 pub struct AppState {
     /// Set once the data path is attached and the HTB trees are in force.
     pub ready: AtomicBool,
+    pub tokens: Tokens,
+    pub view: RwLock<Arc<PolicyView>>,
+    pub counters: Option<CounterReader>,
+    pub rates: Mutex<RateTable>,
+    pub history: History,
+    /// Interfaces whose HTB class statistics give the drop counters.
+    pub shaping: Option<Interfaces>,
+    pub reload: Mutex<ReloadStatus>,
+    pub drops: Mutex<crate::metrics::DropTracker>,
 }
+
+impl AppState {
+    pub fn new(view: PolicyView, tokens: Tokens, counters: Option<CounterReader>) -> Self {
+        AppState {
+            ready: AtomicBool::new(false),
+            tokens,
+            view: RwLock::new(Arc::new(view)),
+            counters,
+            rates: Mutex::new(RateTable::default()),
+            history: History::default(),
+            shaping: None,
+            reload: Mutex::new(ReloadStatus::default()),
+            drops: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The policy view in force.
+    pub fn view(&self) -> Arc<PolicyView> {
+        self.view
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+/// Largest request body accepted (the API takes no large bodies).
+const MAX_BODY: usize = 64 * 1024;
+/// A request (including a slow client) gets this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The router, built apart from the listener so tests can call it directly.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::serve))
+        .merge(crate::api::routes())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 
@@ -26,32 +116,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static st
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting: data path not attached yet\n")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn healthz_is_503_until_ready_then_200() {
-        let state = Arc::new(AppState::default());
-        let app = router(state.clone());
-        let res = app
-            .clone()
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        state.ready.store(true, Ordering::Release);
-        let res = app
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: data path not attached yet\n",
+        )
     }
 }

@@ -21,8 +21,7 @@ use aya_ebpf::{
 use jatah_common::{
     AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
     DOWNLOAD, MAX_OPDS, MAX_PREFIXES, NO_SLOT, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat,
-    UPLOAD,
-    htb_priority, opd_class_minor,
+    UPLOAD, htb_priority, opd_class_minor,
 };
 
 /// Let the next program (or the qdisc) decide; never drop.
@@ -156,13 +155,20 @@ fn slot_of(h: &Headers) -> u32 {
         Some(c) => c.epoch,
         None => 0,
     };
-    if let Some(hit) = unsafe { JATAH_CACHE.get(&h.addr) } {
-        if hit.epoch == epoch {
-            return hit.slot;
-        }
+    // SAFETY: the value is copied out at once; a concurrent update can only
+    // make it stale, which the epoch check catches.
+    if let Some(hit) = unsafe { JATAH_CACHE.get(h.addr) }
+        && hit.epoch == epoch
+    {
+        return hit.slot;
     }
     let found = if h.is_v4 {
-        let a = [h.addr.addr[12], h.addr.addr[13], h.addr.addr[14], h.addr.addr[15]];
+        let a = [
+            h.addr.addr[12],
+            h.addr.addr[13],
+            h.addr.addr[14],
+            h.addr.addr[15],
+        ];
         JATAH_V4.get(Key::new(32, a)).copied()
     } else {
         JATAH_V6.get(Key::new(128, h.addr.addr)).copied()
@@ -171,7 +177,7 @@ fn slot_of(h: &Headers) -> u32 {
         Some(s) if s < MAX_OPDS => s,
         _ => NO_SLOT,
     };
-    let _ = JATAH_CACHE.insert(&h.addr, &CacheEntry { slot, epoch }, 0);
+    let _ = JATAH_CACHE.insert(h.addr, CacheEntry { slot, epoch }, 0);
     slot
 }
 

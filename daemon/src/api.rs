@@ -1,0 +1,578 @@
+//! The JSON API under `/api/v1`: OPD allocations, current rates and totals,
+//! usage history (JSON and CSV), the gateway. Rates in bits per second
+//! (`*_bps`), volumes in bytes. The OpenAPI document is generated from these
+//! handlers and types, so it cannot drift from them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use jatah_common::{DOWNLOAD, SLOT_UNCLASSIFIED, UPLOAD};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::auth::Access;
+use crate::history::Step;
+use crate::policy::{Direction, Opd};
+use crate::problem::Problem;
+use crate::rates::WindowRates;
+use crate::server::AppState;
+
+/// Allocation, current rate and totals of one direction of an OPD.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectionUsage {
+    pub guaranteed_bps: u64,
+    pub ceiling_bps: u64,
+    pub rate: WindowRates,
+    /// Share of the ceiling used over the last 10 s, in percent.
+    pub ceiling_percent: f64,
+    /// Bytes since the OPD got its slot (offered to its HTB class).
+    pub bytes_total: u64,
+    pub packets_total: u64,
+}
+
+/// One OPD: who it is, its allocation and what it uses now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpdSummary {
+    pub id: String,
+    pub name: String,
+    pub download: DirectionUsage,
+    pub upload: DirectionUsage,
+}
+
+/// Bytes in a period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Volume {
+    pub download_bytes: u64,
+    pub upload_bytes: u64,
+}
+
+/// One OPD in full.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpdDetail {
+    #[serde(flatten)]
+    pub summary: OpdSummary,
+    pub subnets: Vec<String>,
+    /// The OPD router's address jatah probes, if configured.
+    pub probe: Option<String>,
+    /// Since local midnight (gateway timezone); null if history is unavailable.
+    pub today: Option<Volume>,
+    /// Since the first of the month (gateway timezone).
+    pub this_month: Option<Volume>,
+    pub history_available: bool,
+}
+
+/// The list of OPDs this token may see.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpdList {
+    pub opds: Vec<OpdSummary>,
+}
+
+/// One step of usage history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsagePoint {
+    /// Start of the step (UTC); steps of 1h and 1d are aligned to the
+    /// gateway's local time.
+    pub start: DateTime<Utc>,
+    pub download_bytes: u64,
+    pub upload_bytes: u64,
+    /// Highest 1-second rate seen within the step.
+    pub peak_download_bps: u64,
+    pub peak_upload_bps: u64,
+}
+
+/// Usage of an OPD over a time range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub opd: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `1m`, `1h` or `1d`.
+    pub step: String,
+    pub timezone: String,
+    pub points: Vec<UsagePoint>,
+}
+
+/// Rates and totals of one direction at the gateway.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayDirection {
+    pub capacity_bps: u64,
+    pub guaranteed_sum_bps: u64,
+    /// Sum of every OPD's rate (unclassified traffic not included).
+    pub rate: WindowRates,
+    pub unclassified_bytes_total: u64,
+}
+
+/// The policy in force and how it got there.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyStatus {
+    pub source: String,
+    pub opds: usize,
+    pub last_reload_successful: bool,
+    pub last_reload_at: Option<DateTime<Utc>>,
+    pub last_reload_error: Option<String>,
+}
+
+/// The gateway as a whole.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayStatus {
+    pub version: String,
+    pub wan: String,
+    pub lan: Vec<String>,
+    pub timezone: String,
+    pub download: GatewayDirection,
+    pub upload: GatewayDirection,
+    pub policy: PolicyStatus,
+    pub history_available: bool,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "jatah",
+        description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
+    ),
+    paths(list_opds, get_opd, get_usage, get_usage_csv, get_gateway),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API routes (merged into the server's router).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/opds", get(list_opds))
+        .route("/api/v1/opds/{id}", get(get_opd))
+        .route("/api/v1/opds/{id}/usage", get(get_usage))
+        .route("/api/v1/opds/{id}/usage.csv", get(get_usage_csv))
+        .route("/api/v1/gateway", get(get_gateway))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(not_found)
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint; see /openapi.json")
+}
+
+async fn openapi_json() -> Response {
+    let mut res = ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_default()
+        .into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Who is asking, from the Authorization header.
+pub fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
+    let value =
+        match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                Problem::unauthorized("the Authorization header is not readable text")
+            })?),
+        };
+    state
+        .tokens
+        .authenticate(value)
+        .map(|(a, _)| a)
+        .map_err(|e| Problem::unauthorized(e.to_string()))
+}
+
+/// Access to one OPD: unknown and not-yours look the same (404), so ids do
+/// not leak; no token at all is 401.
+fn require_opd(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(Access, Opd), Problem> {
+    let access = access(state, headers)?;
+    if access == Access::Anonymous {
+        return Err(Problem::unauthorized(
+            "this needs a token (admin or opd:<id>)",
+        ));
+    }
+    let view = state.view();
+    match view.policy.opd(id) {
+        Some(opd) if access.can_see(id) => Ok((access, opd.clone())),
+        _ => Err(Problem::no_such_opd(id)),
+    }
+}
+
+fn dir_usage(state: &AppState, opd: &Opd, slot: Option<u32>, dir: Direction) -> DirectionUsage {
+    let d = if dir == Direction::Download {
+        DOWNLOAD
+    } else {
+        UPLOAD
+    };
+    let a = opd.allocation(dir);
+    let rate = state
+        .rates
+        .lock()
+        .map(|r| r.rates(&opd.id, d))
+        .unwrap_or_default();
+    let counters = slot
+        .and_then(|s| state.counters.as_ref().and_then(|r| r.read(s).ok()))
+        .unwrap_or_default();
+    let ceiling = a.ceiling.bits_per_second();
+    DirectionUsage {
+        guaranteed_bps: a.guaranteed.bits_per_second(),
+        ceiling_bps: ceiling,
+        rate,
+        ceiling_percent: if ceiling == 0 {
+            0.0
+        } else {
+            (rate.last_10s_bps as f64 * 1000.0 / ceiling as f64).round() / 10.0
+        },
+        bytes_total: counters.bytes[d],
+        packets_total: counters.packets[d],
+    }
+}
+
+fn summary(state: &AppState, opd: &Opd) -> OpdSummary {
+    let slot = state.view().slots.get(&opd.id).copied();
+    OpdSummary {
+        id: opd.id.clone(),
+        name: opd.name.clone(),
+        download: dir_usage(state, opd, slot, Direction::Download),
+        upload: dir_usage(state, opd, slot, Direction::Upload),
+    }
+}
+
+/// List the OPDs this token may see.
+#[utoipa::path(get, path = "/api/v1/opds", tag = "opds",
+    responses(
+        (status = 200, description = "OPDs with allocation, current rates and totals", body = OpdList),
+        (status = 401, description = "No or bad token (unless anonymous summary is on)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("token" = [])))]
+async fn list_opds(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<OpdList>, Problem> {
+    let access = access(&state, &headers)?;
+    if access == Access::Anonymous && !state.tokens.anonymous_summary {
+        return Err(Problem::unauthorized(
+            "this needs a token (admin or opd:<id>)",
+        ));
+    }
+    let view = state.view();
+    let opds = view
+        .policy
+        .opds
+        .iter()
+        .filter(|o| access == Access::Anonymous || access.can_see(&o.id))
+        .map(|o| summary(&state, o))
+        .collect();
+    Ok(Json(OpdList { opds }))
+}
+
+/// One OPD: allocation, current rates, totals, today's and this month's volume.
+#[utoipa::path(get, path = "/api/v1/opds/{id}", tag = "opds",
+    params(("id" = String, Path, description = "OPD id, e.g. dinkes")),
+    responses(
+        (status = 200, description = "The OPD", body = OpdDetail),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such OPD (or not visible to this token)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn get_opd(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<OpdDetail>, Problem> {
+    let (_, opd) = require_opd(&state, &headers, &id)?;
+    let st = state.clone();
+    let oid = opd.id.clone();
+    let (today, this_month) = tokio::task::spawn_blocking(move || volumes(&st, &oid))
+        .await
+        .unwrap_or((None, None));
+    Ok(Json(OpdDetail {
+        summary: summary(&state, &opd),
+        subnets: opd.subnets.iter().map(|s| s.to_string()).collect(),
+        probe: opd.probe.map(|p| p.to_string()),
+        today,
+        this_month,
+        history_available: state.history.available(),
+    }))
+}
+
+/// Today's and this month's volume from the history (None when unavailable).
+pub fn volumes(state: &AppState, opd: &str) -> (Option<Volume>, Option<Volume>) {
+    let Ok(guard) = state.history.store.lock() else {
+        return (None, None);
+    };
+    let Some(store) = guard.as_ref() else {
+        return (None, None);
+    };
+    let now = Utc::now();
+    let get = |from| {
+        store.totals(opd, from, now).ok().map(|t| Volume {
+            download_bytes: t.download_bytes,
+            upload_bytes: t.upload_bytes,
+        })
+    };
+    (get(store.day_start(now)), get(store.month_start(now)))
+}
+
+/// Parses `from`, `to` and `step`; defaults: the last 24 hours by the hour.
+fn usage_query(
+    q: &HashMap<String, String>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>, Step), Problem> {
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, Problem> {
+        q.get(name)
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        Problem::bad_parameter(
+                            name,
+                            format!("{name}={v:?} is not an RFC 3339 time ({e}); e.g. 2026-11-01T00:00:00+08:00"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let to = time("to")?.unwrap_or_else(Utc::now);
+    let from = time("from")?.unwrap_or(to - ChronoDuration::hours(24));
+    if from >= to {
+        return Err(Problem::bad_parameter(
+            "from",
+            format!("from ({from}) must be before to ({to})"),
+        ));
+    }
+    let step = match q.get("step") {
+        None => Step::Hour,
+        Some(s) => s
+            .parse::<Step>()
+            .map_err(|e| Problem::bad_parameter("step", e.to_string()))?,
+    };
+    Ok((from, to, step))
+}
+
+async fn usage_points(
+    state: Arc<AppState>,
+    id: String,
+    q: HashMap<String, String>,
+) -> Result<Usage, Problem> {
+    let (from, to, step) = usage_query(&q)?;
+    let tz = state.view().policy.gateway.timezone.to_string();
+    tokio::task::spawn_blocking(move || {
+        let guard = state
+            .history
+            .store
+            .lock()
+            .map_err(|_| Problem::internal("history lock poisoned"))?;
+        let store = match (
+            guard.as_ref(),
+            state.history.error.lock().ok().and_then(|e| e.clone()),
+        ) {
+            (Some(s), None) => s,
+            (_, err) => {
+                return Err(Problem::unavailable(
+                    "history-unavailable",
+                    format!(
+                        "usage history is unavailable ({}); the data path and metrics keep working",
+                        err.unwrap_or_else(|| "not opened".into())
+                    ),
+                ));
+            }
+        };
+        let points = store.usage(&id, from, to, step).map_err(|e| {
+            if e.is_client_error() {
+                Problem::bad_parameter(
+                    if matches!(step, Step::Minute) {
+                        "step"
+                    } else {
+                        "from"
+                    },
+                    e.to_string(),
+                )
+            } else {
+                Problem::unavailable("history-unavailable", format!("usage history failed: {e}"))
+            }
+        })?;
+        Ok(Usage {
+            opd: id,
+            from,
+            to,
+            step: step.as_str().to_string(),
+            timezone: tz,
+            points: points
+                .into_iter()
+                .map(|p| UsagePoint {
+                    start: p.start,
+                    download_bytes: p.download_bytes,
+                    upload_bytes: p.upload_bytes,
+                    peak_download_bps: p.peak_download_bps,
+                    peak_upload_bps: p.peak_upload_bps,
+                })
+                .collect(),
+        })
+    })
+    .await
+    .map_err(|e| Problem::internal(format!("usage query: {e}")))?
+}
+
+/// Usage of an OPD per step over a time range, from the history store.
+#[utoipa::path(get, path = "/api/v1/opds/{id}/usage", tag = "opds",
+    params(
+        ("id" = String, Path, description = "OPD id"),
+        ("from" = Option<String>, Query, description = "RFC 3339 start (default: 24 h before `to`)"),
+        ("to" = Option<String>, Query, description = "RFC 3339 end, exclusive (default: now)"),
+        ("step" = Option<String>, Query, description = "1m (kept 35 days), 1h (2 years) or 1d (forever); default 1h"),
+    ),
+    responses(
+        (status = 200, description = "Usage per step", body = Usage),
+        (status = 400, description = "Bad from/to/step; the `parameter` field names it", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such OPD", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "History store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn get_usage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Usage>, Problem> {
+    require_opd(&state, &headers, &id)?;
+    usage_points(state, id, q).await.map(Json)
+}
+
+/// The same usage as CSV, for monthly reports.
+#[utoipa::path(get, path = "/api/v1/opds/{id}/usage.csv", tag = "opds",
+    params(
+        ("id" = String, Path, description = "OPD id"),
+        ("from" = Option<String>, Query, description = "RFC 3339 start"),
+        ("to" = Option<String>, Query, description = "RFC 3339 end, exclusive"),
+        ("step" = Option<String>, Query, description = "1m, 1h or 1d"),
+    ),
+    responses(
+        (status = 200, description = "CSV: start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps", body = String, content_type = "text/csv"),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such OPD", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "History store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn get_usage_csv(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Problem> {
+    require_opd(&state, &headers, &id)?;
+    let usage = usage_points(state, id, q).await?;
+    let mut csv =
+        String::from("start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps\n");
+    for p in &usage.points {
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            p.start.to_rfc3339(),
+            p.download_bytes,
+            p.upload_bytes,
+            p.peak_download_bps,
+            p.peak_upload_bps
+        ));
+    }
+    let mut res = (StatusCode::OK, csv).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    let name = format!(
+        "attachment; filename=\"jatah-{}-{}-{}.csv\"",
+        usage.opd,
+        usage.from.format("%Y%m%dT%H%MZ"),
+        usage.to.format("%Y%m%dT%H%MZ")
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+/// The gateway: capacity, aggregate rates, unclassified traffic, policy.
+#[utoipa::path(get, path = "/api/v1/gateway", tag = "gateway",
+    responses(
+        (status = 200, description = "The gateway", body = GatewayStatus),
+        (status = 401, description = "No or bad token (unless anonymous summary is on)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("token" = [])))]
+async fn get_gateway(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<GatewayStatus>, Problem> {
+    let access = access(&state, &headers)?;
+    if access == Access::Anonymous && !state.tokens.anonymous_summary {
+        return Err(Problem::unauthorized(
+            "this needs a token (admin or opd:<id>)",
+        ));
+    }
+    let view = state.view();
+    let policy = &view.policy;
+    let unclassified = state
+        .counters
+        .as_ref()
+        .and_then(|r| r.read(SLOT_UNCLASSIFIED).ok())
+        .unwrap_or_default();
+    let direction = |dir: Direction| {
+        let d = if dir == Direction::Download {
+            DOWNLOAD
+        } else {
+            UPLOAD
+        };
+        let mut rate = WindowRates::default();
+        if let Ok(r) = state.rates.lock() {
+            for o in &policy.opds {
+                let x = r.rates(&o.id, d);
+                rate.last_1s_bps += x.last_1s_bps;
+                rate.last_10s_bps += x.last_10s_bps;
+                rate.last_60s_bps += x.last_60s_bps;
+            }
+        }
+        GatewayDirection {
+            capacity_bps: policy.capacity(dir).bits_per_second(),
+            guaranteed_sum_bps: policy.guaranteed_sum(dir).bits_per_second(),
+            rate,
+            unclassified_bytes_total: unclassified.bytes[d],
+        }
+    };
+    let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
+    Ok(Json(GatewayStatus {
+        version: env!("CARGO_PKG_VERSION").into(),
+        wan: policy.gateway.wan.clone(),
+        lan: policy.gateway.lan.clone(),
+        timezone: policy.gateway.timezone.to_string(),
+        download: direction(Direction::Download),
+        upload: direction(Direction::Upload),
+        policy: PolicyStatus {
+            source: view.source.display().to_string(),
+            opds: policy.opds.len(),
+            last_reload_successful: reload.successful,
+            last_reload_at: reload.at,
+            last_reload_error: reload.error,
+        },
+        history_available: state.history.available(),
+    }))
+}

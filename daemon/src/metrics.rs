@@ -1,0 +1,355 @@
+//! `/metrics`: per-OPD counters read from the BPF maps at scrape time by a
+//! custom Collector (summed over CPUs), drops from the HTB class statistics,
+//! allocations from the policy in force. Bytes, never bits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jatah_common::{DOWNLOAD, Stat, UPLOAD, opd_class_minor};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+use tracing::warn;
+
+use crate::policy::Direction;
+use crate::server::AppState;
+use crate::shaper::Shaper;
+
+/// Keeps HTB drop counters monotonic: HTB statistics restart from zero when
+/// a class is recreated, the exported counter must not.
+#[derive(Debug, Default)]
+pub struct DropTracker {
+    /// (direction, opd) -> (last raw value, carried offset)
+    seen: BTreeMap<(usize, String), (u64, u64)>,
+}
+
+impl DropTracker {
+    pub fn observe(&mut self, dir: usize, opd: &str, raw: u64) -> u64 {
+        let e = self.seen.entry((dir, opd.to_string())).or_insert((raw, 0));
+        if raw < e.0 {
+            e.1 += e.0;
+        }
+        e.0 = raw;
+        e.1 + raw
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+/// The collector; reads everything at scrape time.
+pub struct JatahCollector {
+    state: Arc<AppState>,
+    descs: Vec<Desc>,
+}
+
+impl JatahCollector {
+    pub fn new(state: Arc<AppState>) -> Self {
+        // Collector::desc is used by Registry for consistency checks; one
+        // descriptor for the family group is enough for an unchecked collector.
+        JatahCollector {
+            state,
+            descs: Vec::new(),
+        }
+    }
+}
+
+/// HTB drops per OPD class minor, per direction index.
+fn htb_drops(state: &AppState) -> [BTreeMap<u16, u64>; 2] {
+    let mut out = [BTreeMap::new(), BTreeMap::new()];
+    let Some(ifaces) = &state.shaping else {
+        return out;
+    };
+    let mut shaper = match Shaper::new() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "netlink unavailable for HTB statistics");
+            return out;
+        }
+    };
+    for (d, iface) in [(DOWNLOAD, &ifaces.lan_device), (UPLOAD, &ifaces.wan)] {
+        match shaper.class_stats(iface.ifindex) {
+            Ok(stats) => {
+                for c in stats {
+                    out[d].insert(c.minor, c.drops);
+                }
+            }
+            Err(e) => warn!(interface = %iface.name, error = %e, "reading HTB class statistics"),
+        }
+    }
+    out
+}
+
+impl Collector for JatahCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let state = &self.state;
+        let view = state.view();
+        let policy = &view.policy;
+        let drops = htb_drops(state);
+        let mut drop_tracker = state.drops.lock().unwrap_or_else(|p| p.into_inner());
+
+        let mut bytes = [Vec::new(), Vec::new()];
+        let mut packets = [Vec::new(), Vec::new()];
+        let mut dropped = [Vec::new(), Vec::new()];
+        let mut guaranteed = [Vec::new(), Vec::new()];
+        let mut ceiling = [Vec::new(), Vec::new()];
+        let mut info = Vec::new();
+        for opd in &policy.opds {
+            let l = || vec![label("opd", &opd.id)];
+            info.push(gauge(
+                vec![label("name", &opd.name), label("opd", &opd.id)],
+                1.0,
+            ));
+            for dir in Direction::all() {
+                let d = dir_index(dir);
+                let a = opd.allocation(dir);
+                guaranteed[d].push(gauge(l(), a.guaranteed.bytes_per_second() as f64));
+                ceiling[d].push(gauge(l(), a.ceiling.bytes_per_second() as f64));
+            }
+            let Some(&slot) = view.slots.get(&opd.id) else {
+                continue;
+            };
+            if let Some(reader) = &state.counters {
+                match reader.read(slot) {
+                    Ok(c) => {
+                        for d in [DOWNLOAD, UPLOAD] {
+                            bytes[d].push(counter(l(), c.bytes[d] as f64));
+                            packets[d].push(counter(l(), c.packets[d] as f64));
+                        }
+                    }
+                    Err(e) => warn!(opd = %opd.id, error = %e, "reading counters"),
+                }
+            }
+            let minor = opd_class_minor(slot) as u16;
+            for d in [DOWNLOAD, UPLOAD] {
+                let raw = drops[d].get(&minor).copied().unwrap_or(0);
+                dropped[d].push(counter(l(), drop_tracker.observe(d, &opd.id, raw) as f64));
+            }
+        }
+        drop(drop_tracker);
+
+        let mut out = Vec::new();
+        for (d, name) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {
+            let what = if d == DOWNLOAD {
+                "Internet -> OPD"
+            } else {
+                "OPD -> Internet"
+            };
+            out.push(family(
+                &format!("jatah_opd_{name}_bytes_total"),
+                &format!("Bytes {what} offered to the OPD's HTB class (headers of every segment included)."),
+                MetricType::COUNTER,
+                std::mem::take(&mut bytes[d]),
+            ));
+            out.push(family(
+                &format!("jatah_opd_{name}_packets_total"),
+                &format!("Packets {what} attributed to the OPD."),
+                MetricType::COUNTER,
+                std::mem::take(&mut packets[d]),
+            ));
+            out.push(family(
+                &format!("jatah_opd_{name}_dropped_packets_total"),
+                &format!(
+                    "Packets {what} dropped by the OPD's HTB class (queue full at its ceiling)."
+                ),
+                MetricType::COUNTER,
+                std::mem::take(&mut dropped[d]),
+            ));
+            out.push(family(
+                &format!("jatah_opd_{name}_guaranteed_bytes_per_second"),
+                &format!("The OPD's guaranteed {name} rate."),
+                MetricType::GAUGE,
+                std::mem::take(&mut guaranteed[d]),
+            ));
+            out.push(family(
+                &format!("jatah_opd_{name}_ceiling_bytes_per_second"),
+                &format!("The OPD's {name} ceiling."),
+                MetricType::GAUGE,
+                std::mem::take(&mut ceiling[d]),
+            ));
+            out.push(family(
+                &format!("jatah_gateway_{name}_capacity_bytes_per_second"),
+                &format!("Contracted uplink {name} capacity."),
+                MetricType::GAUGE,
+                vec![gauge(
+                    vec![],
+                    policy.gateway.capacity(dir_of(d)).bytes_per_second() as f64,
+                )],
+            ));
+        }
+        out.push(family(
+            "jatah_opd_info",
+            "OPDs in the policy in force (value 1), with their names.",
+            MetricType::GAUGE,
+            info,
+        ));
+        if let Some(reader) = &state.counters {
+            if let Ok(u) = reader.read(jatah_common::SLOT_UNCLASSIFIED) {
+                for (d, name) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {
+                    out.push(family(
+                        &format!("jatah_unclassified_{name}_bytes_total"),
+                        &format!("{name} bytes that matched no OPD (default class)."),
+                        MetricType::COUNTER,
+                        vec![counter(vec![], u.bytes[d] as f64)],
+                    ));
+                }
+            }
+            if let Ok(s) = reader.stats() {
+                out.push(family(
+                    "jatah_datapath_unparsed_packets_total",
+                    "Packets the classifier could not parse (passed unshaped, default class).",
+                    MetricType::COUNTER,
+                    vec![
+                        counter(
+                            vec![label("direction", "download"), label("reason", "malformed")],
+                            s[Stat::MalformedDownload as usize] as f64,
+                        ),
+                        counter(
+                            vec![label("direction", "upload"), label("reason", "malformed")],
+                            s[Stat::MalformedUpload as usize] as f64,
+                        ),
+                        counter(
+                            vec![label("direction", "any"), label("reason", "non_ip")],
+                            s[Stat::NonIp as usize] as f64,
+                        ),
+                    ],
+                ));
+            }
+        }
+        let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
+        out.push(family(
+            "jatah_policy_last_reload_successful",
+            "1 if the last policy load or reload succeeded.",
+            MetricType::GAUGE,
+            vec![gauge(vec![], if reload.successful { 1.0 } else { 0.0 })],
+        ));
+        out.push(family(
+            "jatah_policy_last_reload_timestamp_seconds",
+            "When the policy was last loaded or reloaded (Unix time).",
+            MetricType::GAUGE,
+            vec![gauge(
+                vec![],
+                reload.at.map(|t| t.timestamp() as f64).unwrap_or(0.0),
+            )],
+        ));
+        out.push(family(
+            "jatah_policy_last_reload_duration_seconds",
+            "How long the last policy load or reload took to apply.",
+            MetricType::GAUGE,
+            vec![gauge(vec![], reload.duration_seconds)],
+        ));
+        out.push(family(
+            "jatah_history_available",
+            "1 if the usage history store is writable and answering.",
+            MetricType::GAUGE,
+            vec![gauge(
+                vec![],
+                if state.history.available() { 1.0 } else { 0.0 },
+            )],
+        ));
+        out.push(family(
+            "jatah_build_info",
+            "jatah's version (value 1).",
+            MetricType::GAUGE,
+            vec![gauge(
+                vec![label("version", env!("CARGO_PKG_VERSION"))],
+                1.0,
+            )],
+        ));
+        out
+    }
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Download => DOWNLOAD,
+        Direction::Upload => UPLOAD,
+    }
+}
+
+fn dir_of(d: usize) -> Direction {
+    if d == DOWNLOAD {
+        Direction::Download
+    } else {
+        Direction::Upload
+    }
+}
+
+/// Renders every metric in the text exposition format.
+pub fn render(state: Arc<AppState>) -> Result<String, prometheus::Error> {
+    let families = JatahCollector::new(state).collect();
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&families, &mut buf)?;
+    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// `GET /metrics`. Netlink and map reads block, so they run off the workers.
+pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
+    match tokio::task::spawn_blocking(move || render(state)).await {
+        Ok(Ok(body)) => {
+            let mut res = (StatusCode::OK, body).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
+        }
+        Ok(Err(e)) => {
+            crate::problem::Problem::internal(format!("encoding metrics: {e}")).into_response()
+        }
+        Err(e) => {
+            crate::problem::Problem::internal(format!("collecting metrics: {e}")).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_counters_never_go_backwards_when_a_class_is_recreated() {
+        let mut t = DropTracker::default();
+        assert_eq!(t.observe(0, "a", 5), 5);
+        assert_eq!(t.observe(0, "a", 9), 9);
+        assert_eq!(t.observe(0, "a", 2), 11, "class recreated: continue from 9");
+        assert_eq!(t.observe(0, "a", 3), 12);
+        assert_eq!(t.observe(1, "a", 1), 1, "directions are separate");
+    }
+}

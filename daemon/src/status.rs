@@ -1,0 +1,85 @@
+//! `jatah status`: a table of OPDs from a running jatah's API.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+fn mbit(bps: u64) -> String {
+    format!("{:.1}", bps as f64 / 1e6)
+}
+
+fn volume(bytes: Option<u64>) -> String {
+    match bytes {
+        None => "-".into(),
+        Some(b) if b >= 1_000_000_000 => format!("{:.2} GB", b as f64 / 1e9),
+        Some(b) => format!("{:.1} MB", b as f64 / 1e6),
+    }
+}
+
+/// Fetches the OPDs (and each one's detail for today's volume) and renders
+/// the table.
+pub fn render(api: &str, token: Option<&str>) -> Result<String> {
+    let addr = crate::client::resolve(api)?;
+    let get = |path: &str| -> Result<Value> {
+        let (status, body) = crate::client::get(addr, path, token)?;
+        if status != 200 {
+            let detail = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["detail"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            bail!("{path}: HTTP {status}: {detail}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("{path}: not JSON"))
+    };
+    let list = get("/api/v1/opds")?;
+    let mut out = format!(
+        "{:<18} {:>15} {:>8} {:>6} {:>15} {:>8} {:>6} {:>11} {:>11}\n",
+        "OPD",
+        "down guar/ceil",
+        "now",
+        "%ceil",
+        "up guar/ceil",
+        "now",
+        "%ceil",
+        "today down",
+        "today up"
+    );
+    let empty = Vec::new();
+    for o in list["opds"].as_array().unwrap_or(&empty) {
+        let id = o["id"].as_str().unwrap_or("?");
+        let detail = get(&format!("/api/v1/opds/{id}")).ok();
+        let today = |k: &str| detail.as_ref().and_then(|d| d["today"][k].as_u64());
+        let dir = |d: &Value| {
+            (
+                format!(
+                    "{}/{}",
+                    mbit(d["guaranteed_bps"].as_u64().unwrap_or(0)),
+                    mbit(d["ceiling_bps"].as_u64().unwrap_or(0))
+                ),
+                mbit(d["rate"]["last_10s_bps"].as_u64().unwrap_or(0)),
+                format!("{:.0}", d["ceiling_percent"].as_f64().unwrap_or(0.0)),
+            )
+        };
+        let (dg, dn, dp) = dir(&o["download"]);
+        let (ug, un, up) = dir(&o["upload"]);
+        out.push_str(&format!(
+            "{:<18} {:>15} {:>8} {:>6} {:>15} {:>8} {:>6} {:>11} {:>11}\n",
+            id,
+            dg,
+            dn,
+            dp,
+            ug,
+            un,
+            up,
+            volume(today("download_bytes")),
+            volume(today("upload_bytes"))
+        ));
+    }
+    out.push_str("(rates in Mbit/s over the last 10 s; guar/ceil in Mbit/s)\n");
+    Ok(out)
+}
+
+/// Prints the table.
+pub fn print(api: &str, token: Option<&str>) -> Result<()> {
+    print!("{}", render(api, token)?);
+    Ok(())
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs jatah's whole test suite: formatting, clippy, unit tests, the eBPF
+# classifier tests (BPF_PROG_TEST_RUN) and the network-namespace lab tests
+# with real iperf3 traffic. Needs root (namespaces, BPF, qdiscs).
+# Installs what is missing first (see scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "test.sh: run as root (the tests create network namespaces and load eBPF programs)" >&2
+  exit 1
+fi
+
+./scripts/setup.sh
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "test.sh: cargo test"
+log=$(mktemp /tmp/jatah-test.XXXXXX.log)
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" | grep -vE '^warning: jatah@' || status=${PIPESTATUS[0]}
+echo
+echo "test.sh: summary (full log: $log)"
+grep -E '^test result:|^ *Running ' "$log" | sed 's/^ *//'
+exit "$status"

@@ -1,1 +1,474 @@
+//! The HTTP API over real BPF maps (a private bpffs, packets pushed through
+//! the classifier with BPF_PROG_TEST_RUN) and a real history store: every
+//! endpoint, every error case, token scoping, problem+json, OpenAPI.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use chrono::{TimeZone, Utc};
+use jatah::auth::{Access, Tokens};
+use jatah::datapath::{CounterReader, Datapath, SkbContext};
+use jatah::gateway::opd_prefixes;
+use jatah::history::{CounterReading, HistoryStore};
+use jatah::netns::{BpffsMount, require_root};
+use jatah::server::{AppState, PolicyView, router};
+use jatah_common::program_names;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const POLICY: &str = r#"
+[gateway]
+wan = "eth0"
+lan = ["eth1"]
+download = "100M"
+upload = "50M"
+
+[[opd]]
+id = "dinkes"
+name = "Dinas Kesehatan"
+subnets = ["10.20.1.0/24"]
+download = { guaranteed = "20M", ceiling = "40M" }
+upload = { guaranteed = "5M", ceiling = "10M" }
+probe = "10.20.1.2"
+
+[[opd]]
+id = "bappeda"
+name = "Bappeda"
+subnets = ["10.20.2.0/24"]
+download = { guaranteed = "10M", ceiling = "20M" }
+upload = { guaranteed = "5M", ceiling = "10M" }
+"#;
+
+const ADMIN: &str = "admin-secret";
+const DINKES: &str = "dinkes-secret";
+
+struct Fixture {
+    state: Arc<AppState>,
+    _dp: Datapath,
+    _bpffs: BpffsMount,
+    data_dir: PathBuf,
+    /// Bytes of the frames pushed through the classifier for dinkes.
+    dinkes_bytes: u64,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn frame_to(dst: [u8; 4], payload: usize) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let total = 20 + 8 + payload;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&[198, 51, 100, 1]);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, (8 + payload) as u8, 0, 0]);
+    f.extend(std::iter::repeat_n(0u8, payload));
+    f
+}
+
+fn fixture(anonymous_summary: bool, with_history: bool) -> Fixture {
+    require_root();
+    let policy = jatah::policy::parse(POLICY, "api-test.toml").unwrap();
+    let bpffs = BpffsMount::new("jt-api").unwrap();
+    let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    dp.sync_opds(&opd_prefixes(&policy)).unwrap();
+    let f = frame_to([10, 20, 1, 7], 100);
+    dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 3)
+        .unwrap();
+    let mut tokens = Tokens::with_admin(ADMIN);
+    tokens.add("dinkes-op", Access::Opd("dinkes".into()), DINKES);
+    tokens.anonymous_summary = anonymous_summary;
+    let view = PolicyView {
+        policy: policy.clone(),
+        slots: dp.slots().clone(),
+        source: "api-test.toml".into(),
+    };
+    let state = AppState::new(
+        view,
+        tokens,
+        Some(CounterReader::open(bpffs.path()).unwrap()),
+    );
+    let data_dir = std::env::temp_dir().join(format!("jatah-api-{}", jatah::netns::unique_token()));
+    if with_history {
+        let mut store = HistoryStore::open(&data_dir, policy.gateway.timezone).unwrap();
+        // Two minutes of dinkes usage, an hour ago (first reading sets the cursor).
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let t0 = Utc.timestamp_opt(t0.timestamp() / 60 * 60, 0).unwrap();
+        for (i, total) in [0u64, 6_000_000, 9_000_000].into_iter().enumerate() {
+            store
+                .record_minute(
+                    t0 + chrono::Duration::minutes(i as i64),
+                    &[CounterReading {
+                        opd: "dinkes".into(),
+                        download_bytes_total: total,
+                        upload_bytes_total: total / 10,
+                        peak_download_bps: 900_000,
+                        peak_upload_bps: 90_000,
+                    }],
+                )
+                .unwrap();
+        }
+        *state.history.store.lock().unwrap() = Some(store);
+    } else {
+        *state.history.error.lock().unwrap() = Some("disk full".into());
+    }
+    Fixture {
+        state: Arc::new(state),
+        _dp: dp,
+        _bpffs: bpffs,
+        data_dir,
+        dinkes_bytes: 3 * f.len() as u64,
+    }
+}
+
+async fn get(fx: &Fixture, path: &str, token: Option<&str>) -> (StatusCode, String, Vec<u8>) {
+    let mut req = Request::get(path);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let res = router(fx.state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    (status, ctype, body.to_vec())
+}
+
+async fn json(fx: &Fixture, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let (status, ctype, body) = get(fx, path, token).await;
+    if status.is_success() {
+        assert!(ctype.starts_with("application/json"), "{path}: {ctype}");
+    } else {
+        assert_eq!(
+            ctype, "application/problem+json",
+            "{path}: errors are problem+json"
+        );
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    if !status.is_success() {
+        assert_eq!(v["status"], status.as_u16(), "problem status field");
+        assert!(v["title"].is_string() && v["detail"].is_string() && v["type"].is_string());
+    }
+    (status, v)
+}
+
+#[tokio::test]
+async fn admin_sees_every_opd_with_allocation_and_kernel_counters() {
+    let fx = fixture(false, true);
+    let (s, v) = json(&fx, "/api/v1/opds", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK);
+    let opds = v["opds"].as_array().unwrap();
+    assert_eq!(opds.len(), 2);
+    let dinkes = opds.iter().find(|o| o["id"] == "dinkes").unwrap();
+    assert_eq!(dinkes["download"]["guaranteed_bps"], 20_000_000);
+    assert_eq!(dinkes["download"]["ceiling_bps"], 40_000_000);
+    assert_eq!(dinkes["download"]["bytes_total"], fx.dinkes_bytes);
+    assert_eq!(dinkes["download"]["packets_total"], 3);
+    assert_eq!(dinkes["upload"]["bytes_total"], 0);
+}
+
+#[tokio::test]
+async fn current_rates_and_percent_of_ceiling_come_from_the_daemons_samples() {
+    let fx = fixture(false, true);
+    {
+        let mut r = fx.state.rates.lock().unwrap();
+        let t0 = Instant::now();
+        for s in 0..=10u64 {
+            // 2.5 MB/s = 20 Mbit/s = half of dinkes' 40M ceiling.
+            r.record("dinkes", t0 + Duration::from_secs(s), [s * 2_500_000, 0]);
+        }
+    }
+    let (_, v) = json(&fx, "/api/v1/opds/dinkes", Some(ADMIN)).await;
+    assert_eq!(v["download"]["rate"]["last_1s_bps"], 20_000_000);
+    assert_eq!(v["download"]["rate"]["last_10s_bps"], 20_000_000);
+    assert_eq!(v["download"]["ceiling_percent"], 50.0);
+    let (_, g) = json(&fx, "/api/v1/gateway", Some(ADMIN)).await;
+    assert_eq!(g["download"]["rate"]["last_10s_bps"], 20_000_000);
+    assert_eq!(g["download"]["capacity_bps"], 100_000_000);
+    assert_eq!(g["upload"]["guaranteed_sum_bps"], 10_000_000);
+}
+
+#[tokio::test]
+async fn an_opd_token_sees_only_its_own_opd_and_others_look_nonexistent() {
+    let fx = fixture(false, true);
+    let (s, v) = json(&fx, "/api/v1/opds", Some(DINKES)).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = v["opds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["dinkes"]);
+    assert_eq!(
+        json(&fx, "/api/v1/opds/dinkes", Some(DINKES)).await.0,
+        StatusCode::OK
+    );
+    let (s_other, other) = json(&fx, "/api/v1/opds/bappeda", Some(DINKES)).await;
+    let (s_none, none) = json(&fx, "/api/v1/opds/nosuch", Some(DINKES)).await;
+    assert_eq!(s_other, StatusCode::NOT_FOUND);
+    assert_eq!(s_none, StatusCode::NOT_FOUND);
+    assert_eq!(
+        other["type"], none["type"],
+        "another OPD's data is indistinguishable from none"
+    );
+    for path in [
+        "/api/v1/opds/bappeda/usage",
+        "/api/v1/opds/bappeda/usage.csv",
+    ] {
+        assert_eq!(
+            json(&fx, path, Some(DINKES)).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    // The admin sees bappeda.
+    assert_eq!(
+        json(&fx, "/api/v1/opds/bappeda", Some(ADMIN)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn no_token_is_401_unless_the_summary_is_open_and_usage_always_needs_one() {
+    let closed = fixture(false, true);
+    for path in [
+        "/api/v1/opds",
+        "/api/v1/gateway",
+        "/api/v1/opds/dinkes",
+        "/api/v1/opds/dinkes/usage",
+    ] {
+        assert_eq!(
+            json(&closed, path, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            json(&closed, path, Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    let open = fixture(true, true);
+    assert_eq!(json(&open, "/api/v1/opds", None).await.0, StatusCode::OK);
+    assert_eq!(json(&open, "/api/v1/gateway", None).await.0, StatusCode::OK);
+    assert_eq!(
+        json(&open, "/api/v1/opds/dinkes", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        json(&open, "/api/v1/opds/dinkes/usage", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A bad token is refused even where anonymous reads are allowed.
+    assert_eq!(
+        json(&open, "/api/v1/opds", Some("wrong")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Open endpoints.
+    assert_eq!(get(&closed, "/metrics", None).await.0, StatusCode::OK);
+    assert_eq!(get(&closed, "/openapi.json", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn usage_answers_from_history_as_json_and_csv() {
+    let fx = fixture(false, true);
+    let from = (Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let to = Utc::now().to_rfc3339();
+    let q = format!("from={}&to={}&step=1h", urlenc(&from), urlenc(&to));
+    let (s, v) = json(&fx, &format!("/api/v1/opds/dinkes/usage?{q}"), Some(DINKES)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let points = v["points"].as_array().unwrap();
+    let down: u64 = points
+        .iter()
+        .map(|p| p["download_bytes"].as_u64().unwrap())
+        .sum();
+    let up: u64 = points
+        .iter()
+        .map(|p| p["upload_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(down, 9_000_000);
+    assert_eq!(up, 900_000);
+    assert_eq!(v["step"], "1h");
+    assert_eq!(v["timezone"], "Asia/Makassar");
+
+    let (s, ctype, body) = get(
+        &fx,
+        &format!("/api/v1/opds/dinkes/usage.csv?{q}"),
+        Some(DINKES),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ctype.starts_with("text/csv"), "{ctype}");
+    let csv = String::from_utf8(body).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps"
+    );
+    let csv_down: u64 = lines
+        .map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(csv_down, 9_000_000, "CSV carries the same numbers as JSON");
+
+    // Today's volume on the OPD itself.
+    let (_, d) = json(&fx, "/api/v1/opds/dinkes", Some(ADMIN)).await;
+    assert!(d["history_available"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn bad_time_ranges_and_steps_are_400_naming_the_parameter() {
+    let fx = fixture(false, true);
+    for (query, parameter) in [
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+        ("step=5m", "step"),
+        ("from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "from"),
+        (
+            "from=2020-01-01T00:00:00Z&to=2026-11-01T00:00:00Z&step=1m",
+            "step",
+        ),
+    ] {
+        let (s, v) = json(
+            &fx,
+            &format!("/api/v1/opds/dinkes/usage?{query}"),
+            Some(ADMIN),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert_eq!(v["parameter"], parameter, "{query}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn history_unavailable_is_503_and_never_wrong_numbers() {
+    let fx = fixture(false, false);
+    let (s, v) = json(&fx, "/api/v1/opds/dinkes/usage", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["detail"].as_str().unwrap().contains("disk full"), "{v}");
+    let (s, d) = json(&fx, "/api/v1/opds/dinkes", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK, "the OPD itself still answers");
+    assert_eq!(d["history_available"], false);
+    assert!(d["today"].is_null());
+    assert_eq!(
+        d["download"]["bytes_total"], fx.dinkes_bytes,
+        "live counters still there"
+    );
+}
+
+#[tokio::test]
+async fn unknown_endpoints_are_problem_json_404() {
+    let fx = fixture(false, true);
+    let (s, _) = json(&fx, "/api/v1/nope", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+fn urlenc(s: &str) -> String {
+    jatah::lab::url_encode(s)
+}
+
+/// Every `$ref` in the document points at a schema that exists.
+fn refs(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "$ref" {
+                    out.insert(x.as_str().unwrap().to_string());
+                }
+                refs(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_endpoint_and_resolves() {
+    let fx = fixture(false, true);
+    let (s, doc) = json(&fx, "/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/v1/opds",
+        "/api/v1/opds/{id}",
+        "/api/v1/opds/{id}/usage",
+        "/api/v1/opds/{id}/usage.csv",
+        "/api/v1/gateway",
+    ] {
+        assert!(
+            doc["paths"][p]["get"].is_object(),
+            "{p} missing from /openapi.json"
+        );
+    }
+    let mut all = BTreeSet::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling $ref {r}"
+        );
+    }
+    // The documented response shape matches what the handler returns.
+    let summary = &doc["components"]["schemas"]["OpdSummary"]["properties"];
+    let (_, v) = json(&fx, "/api/v1/opds", Some(ADMIN)).await;
+    for key in v["opds"][0].as_object().unwrap().keys() {
+        assert!(summary[key].is_object(), "OpdSummary.{key} is undocumented");
+    }
+}
+
+#[tokio::test]
+async fn the_real_server_answers_on_a_port_and_shuts_down_gracefully() {
+    let fx = fixture(false, true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    let server = tokio::spawn(
+        axum::serve(listener, router(fx.state.clone()))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .into_future(),
+    );
+    let (status, body) =
+        tokio::task::spawn_blocking(move || jatah::client::get(addr, "/api/v1/opds", Some(ADMIN)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"dinkes\""));
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops after the signal")
+        .unwrap()
+        .unwrap();
+}

@@ -477,3 +477,51 @@ fn a_restarted_daemon_adopts_slots_and_counters_from_the_pins() {
     assert_eq!(dp.slots()["dinkes"], slot);
     assert_eq!(dp.counters(slot).unwrap().packets[DOWNLOAD], 5);
 }
+
+#[test]
+fn addresses_sharing_a_cache_entry_are_never_confused() {
+    let fx = fixture();
+    // Two addresses, one in each OPD, that the direct-mapped cache puts in
+    // the same entry.
+    let index = |a: [u8; 4]| {
+        let mut k = jatah_common::AddrKey::default();
+        k.addr[10] = 0xff;
+        k.addr[11] = 0xff;
+        k.addr[12..].copy_from_slice(&a);
+        jatah_common::cache_index(&k)
+    };
+    let a = [10, 20, 1, 1];
+    // 10.20.2.0/24 has 256 addresses for 4,096 entries: search a /16 of
+    // bappeda's instead by giving it one for this test.
+    let mut fx = fx;
+    fx.dp
+        .sync_opds(&[
+            OpdPrefixes {
+                id: "dinkes".into(),
+                prefixes: vec![v4([10, 20, 1, 0], 24)],
+            },
+            OpdPrefixes {
+                id: "bappeda".into(),
+                prefixes: vec![v4([10, 30, 0, 0], 16)],
+            },
+        ])
+        .unwrap();
+    let b = (0..=0xffffu32)
+        .map(|x| [10, 30, (x >> 8) as u8, x as u8])
+        .find(|b| index(*b) == index(a))
+        .expect("a colliding address in 10.30.0.0/16");
+    let dinkes = htb_priority(opd_class_minor(fx.slot("dinkes")));
+    let bappeda = htb_priority(opd_class_minor(fx.slot("bappeda")));
+    for _ in 0..3 {
+        assert_eq!(
+            fx.down(&frame(eth(ETH_IP), ipv4_tcp(INTERNET, a, 10)))
+                .priority,
+            dinkes
+        );
+        assert_eq!(
+            fx.down(&frame(eth(ETH_IP), ipv4_tcp(INTERNET, b, 10)))
+                .priority,
+            bappeda
+        );
+    }
+}

@@ -207,3 +207,54 @@ fn a_second_jatah_is_refused_and_the_first_keeps_working() {
         mbit(r.bits_per_second)
     );
 }
+
+#[test]
+fn status_shows_an_opd_at_its_ceiling_while_it_downloads() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab(spec("jt-status", "100M", "100M", true, ceiling_opds()));
+    let iperf = lab.spawn_iperf(0, Direction::Download, 14, 1).unwrap();
+    // The 10 s window is full of traffic after 12 s.
+    std::thread::sleep(Duration::from_secs(12));
+    let out = lab
+        .gw
+        .command(jatah())
+        .args(["status", "--api", jatah::lab::GW_LISTEN])
+        .env("JATAH_TOKEN", jatah::lab::LAB_ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    wait_iperf(iperf).unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("dinsos"))
+        .expect("dinsos row");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // OPD, down guar/ceil, now, %ceil, ...
+    assert_eq!(cols[1], "5.0/10.0");
+    let now: f64 = cols[2].parse().unwrap();
+    let pct: f64 = cols[3].parse().unwrap();
+    assert!((9.0..=10.6).contains(&now), "download now {now} Mbit/s");
+    assert!((90.0..=106.0).contains(&pct), "{pct}% of ceiling");
+    let idle = table
+        .lines()
+        .find(|l| l.starts_with("bpbd"))
+        .expect("bpbd row");
+    assert_eq!(
+        idle.split_whitespace().nth(2),
+        Some("0.0"),
+        "an idle OPD reads 0"
+    );
+
+    // Without a token the API refuses, and status says why.
+    let out = lab
+        .gw
+        .command(jatah())
+        .args(["status", "--api", jatah::lab::GW_LISTEN])
+        .env_remove("JATAH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}

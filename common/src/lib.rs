@@ -75,18 +75,28 @@ pub struct Config {
     pub _reserved: u32,
 }
 
-/// Key of the address cache: an IPv6 address, or an IPv4 address mapped as
-/// `::ffff:a.b.c.d`, in network byte order.
+/// An IPv6 address, or an IPv4 address mapped as `::ffff:a.b.c.d`, in
+/// network byte order.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AddrKey {
     pub addr: [u8; 16],
 }
 
-/// Value of the address cache: the slot (or [`NO_SLOT`]) decided at `epoch`.
+/// Cache index of an address: a multiplicative hash of its four words.
+#[inline(always)]
+pub fn cache_index(a: &AddrKey) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([a.addr[i], a.addr[i + 1], a.addr[i + 2], a.addr[i + 3]]);
+    let folded = w(0) ^ w(4) ^ w(8) ^ w(12);
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - CACHE_BITS)
+}
+
+/// One entry of the per-CPU, direct-mapped address cache: the slot (or
+/// [`NO_SLOT`]) decided for `addr` at `epoch`.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct CacheEntry {
+    pub addr: AddrKey,
     pub slot: u32,
     pub epoch: u32,
 }
@@ -136,15 +146,19 @@ pub mod program_names {
     pub const UPLOAD: &str = "jatah_ul";
 }
 
-/// Capacity of the address cache (LRU).
-pub const CACHE_ENTRIES: u32 = 65_536;
+/// Entries of the address cache, per CPU (a power of two: the index is the
+/// top bits of a multiplicative hash of the address).
+pub const CACHE_ENTRIES: u32 = 4_096;
+/// log2 of [`CACHE_ENTRIES`].
+pub const CACHE_BITS: u32 = 12;
 /// Capacity of each prefix trie.
 pub const MAX_PREFIXES: u32 = 131_072;
 
 const _: () = assert!(core::mem::size_of::<Counters>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CacheEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<CacheEntry>() == 24);
+const _: () = assert!(CACHE_ENTRIES == 1 << CACHE_BITS);
 const _: () = assert!(core::mem::size_of::<SlotOwner>() == 32);
 
 #[cfg(feature = "user")]

@@ -320,6 +320,18 @@ impl Lab {
         Ok(())
     }
 
+    /// Replaces the lab's policy file (e.g. with a generated one naming many
+    /// more OPDs than the lab has namespaces); takes effect at the next start.
+    pub fn write_policy(&self, text: &str) -> Result<()> {
+        std::fs::write(&self.policy_path, text)?;
+        Ok(())
+    }
+
+    /// The pid of the daemon started by [`Lab::start_daemon`].
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     /// The bpffs jatah pins under (mounted outside /sys, see DESIGN.md).
     pub fn bpffs(&self) -> Result<&Path> {
         self.bpffs

@@ -15,13 +15,13 @@
 
 use aya_ebpf::{
     macros::{classifier, map},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use jatah_common::{
     AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
     DOWNLOAD, MAX_OPDS, MAX_PREFIXES, NO_SLOT, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat,
-    UPLOAD, htb_priority, opd_class_minor,
+    UPLOAD, cache_index, htb_priority, opd_class_minor,
 };
 
 /// Let the next program (or the qdisc) decide; never drop.
@@ -34,16 +34,16 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-/// BPF_F_NO_COMMON_LRU: per-CPU LRU lists, so CPUs do not contend on one lock.
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 #[map]
 static JATAH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map]
 static JATAH_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+/// Recent addresses and their slots: per CPU and direct-mapped, so a hit
+/// costs one inlined array lookup and a compare, no hashing helper and no
+/// lock. Not pinned: it is rebuilt from the tries in microseconds.
 #[map]
-static JATAH_CACHE: LruHashMap<AddrKey, CacheEntry> =
-    LruHashMap::pinned(CACHE_ENTRIES, BPF_F_NO_COMMON_LRU);
+static JATAH_CACHE: PerCpuArray<CacheEntry> = PerCpuArray::with_max_entries(CACHE_ENTRIES, 0);
 #[map]
 static JATAH_COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 #[map]
@@ -67,86 +67,143 @@ struct Headers {
     /// The address that decides the OPD (destination or source), IPv4 mapped.
     addr: AddrKey,
     is_v4: bool,
-    /// Bytes from the start of the frame to the end of the transport header:
-    /// repeated once per GSO segment on the wire.
-    header_len: u32,
+    l4_proto: u8,
+    /// Offset of the transport header from the start of the frame.
+    l4_off: usize,
+}
+
+/// Reading header fields: straight from the linear packet data (cheap,
+/// bounds-checked for the verifier), or through `bpf_skb_load_bytes` when
+/// the headers are not all in the linear part.
+trait Frame {
+    fn read<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+struct Linear<'a>(&'a TcContext);
+struct Loaded<'a>(&'a TcContext);
+
+impl Frame for Linear<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.0.data();
+        if start + off + core::mem::size_of::<T>() > self.0.data_end() {
+            return None;
+        }
+        // SAFETY: bounds checked against data_end just above.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    }
+}
+
+impl Frame for Loaded<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.load::<T>(off).ok()
+    }
 }
 
 #[inline(always)]
-fn load_u8(ctx: &TcContext, off: usize) -> Result<u8, ParseError> {
-    ctx.load::<u8>(off).map_err(|_| ParseError::Malformed)
-}
-
-#[inline(always)]
-fn load_be16(ctx: &TcContext, off: usize) -> Result<u16, ParseError> {
-    ctx.load::<u16>(off)
+fn be16<F: Frame>(f: &F, off: usize) -> Result<u16, ParseError> {
+    f.read::<u16>(off)
         .map(u16::from_be)
-        .map_err(|_| ParseError::Malformed)
+        .ok_or(ParseError::Malformed)
 }
 
 #[inline(always)]
-fn parse(ctx: &TcContext, by_source: bool) -> Result<Headers, ParseError> {
-    let mut ethertype = load_be16(ctx, 12)?;
+fn byte<F: Frame>(f: &F, off: usize) -> Result<u8, ParseError> {
+    f.read::<u8>(off).ok_or(ParseError::Malformed)
+}
+
+#[inline(always)]
+fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
+    let mut ethertype = be16(f, 12)?;
     let mut off = ETH_HLEN;
     // Up to two in-band tags (802.1ad outer + 802.1Q inner). A tag the NIC
     // already stripped into skb metadata is simply not in the payload.
     if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
-        ethertype = load_be16(ctx, off + 2)?;
+        ethertype = be16(f, off + 2)?;
         off += 4;
         if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
-            ethertype = load_be16(ctx, off + 2)?;
+            ethertype = be16(f, off + 2)?;
             off += 4;
         }
     }
     let mut addr = AddrKey::default();
-    let (l4_proto, l4_off, is_v4) = match ethertype {
+    match ethertype {
         ETH_P_IP => {
-            let ver_ihl = load_u8(ctx, off)?;
+            let ver_ihl = byte(f, off)?;
             let ihl = ((ver_ihl & 0x0f) as usize) * 4;
             if ver_ihl >> 4 != 4 || ihl < 20 {
                 return Err(ParseError::Malformed);
             }
+            // Fixed-offset fields first, then the end of the options: in
+            // this order the compiler cannot fold one bounds check into
+            // another in a way the verifier could not follow.
+            let l4_proto = byte(f, off + 9)?;
+            let a: [u8; 4] = f
+                .read(off + if by_source { 12 } else { 16 })
+                .ok_or(ParseError::Malformed)?;
             // The whole IPv4 header (with options) must be present.
-            load_u8(ctx, off + ihl - 1)?;
-            let a: [u8; 4] = ctx
-                .load(off + if by_source { 12 } else { 16 })
-                .map_err(|_| ParseError::Malformed)?;
+            byte(f, off + ihl - 1)?;
             addr.addr[10] = 0xff;
             addr.addr[11] = 0xff;
             addr.addr[12..16].copy_from_slice(&a);
-            (load_u8(ctx, off + 9)?, off + ihl, true)
+            Ok(Headers {
+                addr,
+                is_v4: true,
+                l4_proto,
+                l4_off: off + ihl,
+            })
         }
         ETH_P_IPV6 => {
-            if load_u8(ctx, off)? >> 4 != 6 {
+            if byte(f, off)? >> 4 != 6 {
                 return Err(ParseError::Malformed);
             }
-            addr.addr = ctx
-                .load(off + if by_source { 8 } else { 24 })
-                .map_err(|_| ParseError::Malformed)?;
+            addr.addr = f
+                .read(off + if by_source { 8 } else { 24 })
+                .ok_or(ParseError::Malformed)?;
             // Extension headers are not walked: they only make the GSO
-            // header estimate below smaller, never the attribution wrong.
-            (load_u8(ctx, off + 6)?, off + 40, false)
+            // header estimate smaller, never the attribution wrong.
+            Ok(Headers {
+                addr,
+                is_v4: false,
+                l4_proto: byte(f, off + 6)?,
+                l4_off: off + 40,
+            })
         }
-        _ => return Err(ParseError::NonIp),
-    };
-    let header_len = match l4_proto {
-        IPPROTO_TCP => match ctx.load::<u8>(l4_off + 12) {
-            Ok(doff) => l4_off + ((doff >> 4) as usize) * 4,
-            Err(_) => l4_off,
-        },
-        IPPROTO_UDP => l4_off + 8,
-        _ => l4_off,
-    };
-    Ok(Headers {
-        addr,
-        is_v4,
-        header_len: header_len as u32,
-    })
+        _ => Err(ParseError::NonIp),
+    }
 }
 
-/// OPD slot of an address, or `NO_SLOT`. A cache of recent addresses sits in
-/// front of the tries; entries decided under an older policy (epoch) are
-/// looked up again.
+#[inline(always)]
+fn parse(ctx: &TcContext, by_source: bool) -> Result<Headers, ParseError> {
+    match parse_with(&Linear(ctx), by_source) {
+        Ok(h) => Ok(h),
+        // Headers beyond the linear part: read them the slow way.
+        Err(ParseError::Malformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
+            parse_with(&Loaded(ctx), by_source)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Bytes from the start of the frame to the end of the transport header:
+/// repeated once per GSO segment on the wire.
+#[inline(always)]
+fn header_len(ctx: &TcContext, h: &Headers) -> u64 {
+    let end = match h.l4_proto {
+        IPPROTO_TCP => match ctx.load::<u8>(h.l4_off + 12) {
+            Ok(doff) => h.l4_off + ((doff >> 4) as usize) * 4,
+            Err(_) => h.l4_off,
+        },
+        IPPROTO_UDP => h.l4_off + 8,
+        _ => h.l4_off,
+    };
+    end as u64
+}
+
+/// OPD slot of an address, or `NO_SLOT`. A per-CPU cache of recent
+/// addresses sits in front of the tries; entries decided under an older
+/// policy (epoch) are looked up again.
 #[inline(always)]
 fn slot_of(h: &Headers) -> u32 {
     // Read the epoch before the tries: an entry stored with it is re-checked
@@ -155,12 +212,13 @@ fn slot_of(h: &Headers) -> u32 {
         Some(c) => c.epoch,
         None => 0,
     };
-    // SAFETY: the value is copied out at once; a concurrent update can only
-    // make it stale, which the epoch check catches.
-    if let Some(hit) = unsafe { JATAH_CACHE.get(h.addr) }
-        && hit.epoch == epoch
-    {
-        return hit.slot;
+    let entry = JATAH_CACHE.get_ptr_mut(cache_index(&h.addr));
+    if let Some(e) = entry {
+        // SAFETY: per-CPU entry; only this CPU touches it while we run.
+        let e = unsafe { &*e };
+        if e.epoch == epoch && e.addr == h.addr {
+            return e.slot;
+        }
     }
     let found = if h.is_v4 {
         let a = [
@@ -177,7 +235,16 @@ fn slot_of(h: &Headers) -> u32 {
         Some(s) if s < MAX_OPDS => s,
         _ => NO_SLOT,
     };
-    let _ = JATAH_CACHE.insert(h.addr, CacheEntry { slot, epoch }, 0);
+    if let Some(e) = entry {
+        // SAFETY: as above.
+        unsafe {
+            *e = CacheEntry {
+                addr: h.addr,
+                slot,
+                epoch,
+            }
+        };
+    }
     slot
 }
 
@@ -203,12 +270,12 @@ fn bump(stat: Stat) {
 /// Bytes as the qdisc accounts them: a GSO packet carries the headers of
 /// every segment it will become on the wire.
 #[inline(always)]
-fn wire_bytes(ctx: &TcContext, header_len: u32) -> u64 {
+fn wire_bytes(ctx: &TcContext, h: &Headers) -> u64 {
     let len = ctx.len() as u64;
     // SAFETY: reading a field of the context the kernel handed us.
     let segs = unsafe { (*ctx.skb.skb).gso_segs } as u64;
     if segs > 1 {
-        len + (segs - 1) * header_len as u64
+        len + (segs - 1) * header_len(ctx, h)
     } else {
         len
     }
@@ -253,7 +320,7 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
         Ok(h) => h,
         Err(e) => return parse_failed(&ctx, DOWNLOAD, e),
     };
-    let bytes = wire_bytes(&ctx, h.header_len);
+    let bytes = wire_bytes(&ctx, &h);
     let slot = slot_of(&h);
     if slot == NO_SLOT {
         return unclassified(&ctx, DOWNLOAD, bytes);
@@ -292,7 +359,7 @@ pub fn jatah_ul(ctx: TcContext) -> i32 {
         Ok(h) => h,
         Err(e) => return parse_failed(&ctx, UPLOAD, e),
     };
-    let bytes = wire_bytes(&ctx, h.header_len);
+    let bytes = wire_bytes(&ctx, &h);
     let cfg = config();
     // SAFETY: reading a field of the context.
     let mark = unsafe { (*ctx.skb.skb).mark };

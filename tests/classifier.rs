@@ -525,3 +525,95 @@ fn addresses_sharing_a_cache_entry_are_never_confused() {
         );
     }
 }
+
+/// An IPv4 TCP frame with the given ports and flags.
+fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, payload: usize) -> Vec<u8> {
+    let mut p = ipv4_tcp(src, dst, payload);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[33] = flags;
+    frame(eth(ETH_IP), p)
+}
+
+const SYN: u8 = 0x02;
+const SYNACK: u8 = 0x12;
+const ACK: u8 = 0x10;
+
+#[test]
+fn handshakes_give_lan_and_wan_round_trips_per_opd() {
+    use jatah_common::{SIDE_LAN, SIDE_WAN};
+    let mut fx = fixture();
+    fx.dp.set_rtt_tracking(true).unwrap();
+    let slot = fx.slot("dinkes");
+    let ul = |fx: &Fixture, f: &[u8]| fx.run(program_names::UPLOAD_MARK, f, SkbContext::default());
+    // An OPD host opens a connection: SYN out, SYN-ACK back, ACK out.
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40000, 443, SYN, 0));
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    fx.down(&tcp4(INTERNET, DINKES_HOST, 443, 40000, SYNACK, 0));
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40000, 443, ACK, 0));
+    let wan = fx.dp.rtt(slot, SIDE_WAN).unwrap();
+    let lan = fx.dp.rtt(slot, SIDE_LAN).unwrap();
+    assert_eq!((wan.count, lan.count), (1, 1), "one round trip per side");
+    assert!(
+        wan.sum_ns >= 3_000_000,
+        "WAN leg includes the 3 ms wait: {}",
+        wan.sum_ns
+    );
+    assert!(
+        lan.sum_ns >= 1_000_000 && lan.sum_ns < wan.sum_ns,
+        "LAN leg: {}",
+        lan.sum_ns
+    );
+    assert_eq!(wan.buckets.iter().sum::<u64>(), 1);
+    // The 3 ms WAN leg lands in the 2..4 ms (or, if slow, a later) bucket.
+    assert!(wan.buckets[..4].iter().sum::<u64>() == 0);
+    assert_eq!((wan.started, lan.started), (1, 1));
+
+    // Data and further ACKs of the connection change nothing.
+    for _ in 0..5 {
+        ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40000, 443, ACK, 100));
+        fx.down(&tcp4(INTERNET, DINKES_HOST, 443, 40000, ACK, 1000));
+    }
+    assert_eq!(fx.dp.rtt(slot, SIDE_WAN).unwrap().count, 1);
+    assert_eq!(fx.dp.rtt(slot, SIDE_LAN).unwrap().count, 1);
+
+    // A SYN sent again is a retransmission: the first went unanswered.
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40001, 443, SYN, 0));
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40001, 443, SYN, 0));
+    let wan = fx.dp.rtt(slot, SIDE_WAN).unwrap();
+    assert_eq!((wan.started, wan.retransmits), (2, 1));
+
+    // A connection opened from the Internet: SYN in, SYN-ACK out, ACK in.
+    fx.down(&tcp4(INTERNET, DINKES_HOST, 50000, 80, SYN, 0));
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 80, 50000, SYNACK, 0));
+    fx.down(&tcp4(INTERNET, DINKES_HOST, 50000, 80, ACK, 0));
+    assert_eq!(fx.dp.rtt(slot, SIDE_LAN).unwrap().count, 2);
+    assert_eq!(fx.dp.rtt(slot, SIDE_WAN).unwrap().count, 2);
+    // Nothing was attributed to the other OPD.
+    let other = fx.slot("bappeda");
+    assert_eq!(fx.dp.rtt(other, SIDE_LAN).unwrap().count, 0);
+    assert_eq!(fx.dp.rtt(other, SIDE_WAN).unwrap().count, 0);
+}
+
+#[test]
+fn handshake_timing_is_off_unless_enabled_and_ignores_resets() {
+    use jatah_common::SIDE_WAN;
+    let mut fx = fixture();
+    let slot = fx.slot("dinkes");
+    let ul = |fx: &Fixture, f: &[u8]| fx.run(program_names::UPLOAD_MARK, f, SkbContext::default());
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40000, 443, SYN, 0));
+    fx.down(&tcp4(INTERNET, DINKES_HOST, 443, 40000, SYNACK, 0));
+    assert_eq!(
+        fx.dp.rtt(slot, SIDE_WAN).unwrap().started,
+        0,
+        "tracking is off by default"
+    );
+    fx.dp.set_rtt_tracking(true).unwrap();
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 40002, 443, SYN | 0x04, 0));
+    assert_eq!(
+        fx.dp.rtt(slot, SIDE_WAN).unwrap().started,
+        0,
+        "RST-flagged SYNs are ignored"
+    );
+}

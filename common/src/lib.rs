@@ -8,7 +8,7 @@
 #![no_std]
 
 /// Version of the pinned map layout; part of the bpffs pin directory name.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Number of OPD slots. Slot numbers index the counter array and name the
 /// OPD's HTB class, so they are stable for as long as the OPD exists.
@@ -60,6 +60,9 @@ pub struct Counters {
     pub packets: [u64; 2],
 }
 
+/// [`Config::flags`] bit: time TCP handshakes (per-OPD LAN/WAN RTT).
+pub const FLAG_RTT: u32 = 1;
+
 /// Runtime settings the daemon writes into the config array (index 0).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -72,7 +75,8 @@ pub struct Config {
     pub mark_mask: u32,
     /// Position of the lowest bit of `mark_mask`.
     pub mark_shift: u32,
-    pub _reserved: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
 }
 
 /// An IPv6 address, or an IPv4 address mapped as `::ffff:a.b.c.d`, in
@@ -110,6 +114,109 @@ pub struct SlotOwner {
     pub id: [u8; 32],
 }
 
+/// Sides of a TCP handshake as seen from the gateway: the LAN side (gateway
+/// to the OPD host and back) and the WAN side (gateway to the Internet host
+/// and back).
+pub const SIDE_LAN: u32 = 0;
+pub const SIDE_WAN: u32 = 1;
+
+/// Buckets of the RTT histograms: bucket `k` (k < 15) holds round trips
+/// shorter than `250 us * 2^k`; the last one everything longer (1 s .. +Inf
+/// starts at k = 12).
+pub const RTT_BUCKETS: usize = 16;
+/// Upper bound of RTT bucket 0, in nanoseconds.
+pub const RTT_BUCKET0_NS: u64 = 250_000;
+
+/// Bucket of a round trip of `ns` nanoseconds.
+#[inline(always)]
+pub fn rtt_bucket(ns: u64) -> usize {
+    let q = ns / RTT_BUCKET0_NS;
+    let bits = (64 - q.leading_zeros()) as usize;
+    if bits >= RTT_BUCKETS {
+        RTT_BUCKETS - 1
+    } else {
+        bits
+    }
+}
+
+/// Handshake round trips of one OPD on one side (index `slot * 2 + side`).
+/// Shared by all CPUs and updated with atomic adds: handshakes are rare
+/// next to data packets.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RttHistogram {
+    pub buckets: [u64; RTT_BUCKETS],
+    pub sum_ns: u64,
+    pub count: u64,
+    /// Handshakes whose leg on this side began (SYN or SYN-ACK sent on).
+    pub started: u64,
+    /// SYNs or SYN-ACKs seen again for a pending handshake: the first one
+    /// went unanswered for a retransmission timeout.
+    pub retransmits: u64,
+}
+
+impl Default for RttHistogram {
+    fn default() -> Self {
+        RttHistogram {
+            buckets: [0; RTT_BUCKETS],
+            sum_ns: 0,
+            count: 0,
+            started: 0,
+            retransmits: 0,
+        }
+    }
+}
+
+/// A TCP handshake in progress, in a direct-mapped table indexed by a hash
+/// of the connection. The OPD's end is `opd_*`, the Internet's `remote_*`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    pub opd_addr: AddrKey,
+    pub remote_addr: AddrKey,
+    pub opd_port: u16,
+    pub remote_port: u16,
+    pub hash: u32,
+    pub slot: u32,
+    /// One of the `HS_*` states.
+    pub state: u32,
+    /// When the SYN passed the gateway.
+    pub t_syn: u64,
+    /// When the SYN-ACK passed the gateway.
+    pub t_synack: u64,
+}
+
+/// Handshake table states.
+pub const HS_EMPTY: u32 = 0;
+/// An OPD host sent a SYN to the Internet.
+pub const HS_OUT_SYN: u32 = 1;
+/// ... and the Internet's SYN-ACK went on to the OPD host.
+pub const HS_OUT_SYNACK: u32 = 2;
+/// An Internet host sent a SYN to an OPD host.
+pub const HS_IN_SYN: u32 = 3;
+/// ... and the OPD host's SYN-ACK went on to the Internet.
+pub const HS_IN_SYNACK: u32 = 4;
+
+/// Entries of the handshake table (a power of two).
+pub const HANDSHAKE_ENTRIES: u32 = 16_384;
+pub const HANDSHAKE_BITS: u32 = 14;
+
+/// Hash of a connection (OPD end, Internet end), for the handshake table.
+#[inline(always)]
+pub fn handshake_hash(opd: &AddrKey, opd_port: u16, remote: &AddrKey, remote_port: u16) -> u32 {
+    let w = |a: &AddrKey, i: usize| {
+        u32::from_ne_bytes([a.addr[i], a.addr[i + 1], a.addr[i + 2], a.addr[i + 3]])
+    };
+    let mut h = ((opd_port as u32) << 16) | remote_port as u32;
+    let mut i = 0;
+    while i < 16 {
+        h = (h ^ w(opd, i)).wrapping_mul(0x9e37_79b1);
+        h = (h ^ w(remote, i)).wrapping_mul(0x85eb_ca6b);
+        i += 4;
+    }
+    h ^ (h >> 15)
+}
+
 /// Indexes of the per-CPU data path statistics array (`u64` each).
 #[repr(u32)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -133,6 +240,8 @@ pub mod map_names {
     pub const CONFIG: &str = "JATAH_CONFIG";
     pub const STATS: &str = "JATAH_STATS";
     pub const SLOT_OWNERS: &str = "JATAH_OWNERS";
+    pub const RTT: &str = "JATAH_RTT";
+    pub const HANDSHAKES: &str = "JATAH_HS";
 }
 
 /// Program names as they appear in the object file and in `bpftool prog`
@@ -160,6 +269,9 @@ const _: () = assert!(core::mem::size_of::<AddrKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == 24);
 const _: () = assert!(CACHE_ENTRIES == 1 << CACHE_BITS);
 const _: () = assert!(core::mem::size_of::<SlotOwner>() == 32);
+const _: () = assert!(core::mem::size_of::<RttHistogram>() == 160);
+const _: () = assert!(core::mem::size_of::<Handshake>() == 64);
+const _: () = assert!(HANDSHAKE_ENTRIES == 1 << HANDSHAKE_BITS);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -169,4 +281,6 @@ mod pod {
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::CacheEntry {}
     unsafe impl aya::Pod for super::SlotOwner {}
+    unsafe impl aya::Pod for super::RttHistogram {}
+    unsafe impl aya::Pod for super::Handshake {}
 }

@@ -1,1 +1,143 @@
-fn main() {}
+//! Daemon benchmarks (root): `/metrics` scrape time and body size with 30
+//! and 1,000 OPDs, resident memory with 1,000 OPDs after a while, and API
+//! throughput with wrk on `/api/v1/opds` (30 OPDs, 2 connections).
+//! Prints numbers; never fails on timing.
+//!
+//!   cargo bench --bench api [-- --rss-minutes 10 --quick]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, generated_policy};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn lab_with(n: usize) -> Lab {
+    let mut lab = Lab::build(LabSpec {
+        prefix: "jt-bapi".into(),
+        download: "40G".into(),
+        upload: "40G".into(),
+        nat: true,
+        mtu: 1500,
+        opds: vec![LabOpd::new(
+            "opd-0",
+            "OPD 0",
+            ("1M", "100M"),
+            ("1M", "100M"),
+        )],
+    })
+    .unwrap();
+    lab.write_policy(&generated_policy(n)).unwrap();
+    let started = Instant::now();
+    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
+        .unwrap();
+    eprintln!(
+        "{n} OPDs: jatah ready in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    lab
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn scrape(rounds: usize) {
+    println!(
+        "## /metrics scrape (median of {rounds} scrapes, from inside the gateway namespace)\n"
+    );
+    println!("| OPDs | scrape ms | body bytes | series |");
+    println!("|---:|---:|---:|---:|");
+    for n in [30, 1_000] {
+        let lab = lab_with(n);
+        let mut times = Vec::new();
+        let mut body = String::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let (status, b) = lab.http_get("/metrics").unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(status, 200);
+            body = b;
+        }
+        let series = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        println!("| {n} | {:.2} | {} | {series} |", median(times), body.len());
+    }
+    println!();
+}
+
+fn rss(minutes: u64) {
+    let lab = lab_with(1_000);
+    let pid = lab.daemon_pid().unwrap();
+    let start = rss_kib(pid);
+    let end_at = Instant::now() + Duration::from_secs(minutes * 60);
+    let mut peak = start;
+    // Scrape every 15 s meanwhile, as Prometheus would.
+    while Instant::now() < end_at {
+        let _ = lab.http_get("/metrics");
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_secs(15));
+    }
+    let end = rss_kib(pid);
+    println!("## Resident memory, 1,000 OPDs, scraped every 15 s\n");
+    println!("| after | VmRSS MiB |");
+    println!("|---|---:|");
+    println!("| start | {:.1} |", start as f64 / 1024.0);
+    println!("| {minutes} min | {:.1} |", end as f64 / 1024.0);
+    println!("| peak | {:.1} |\n", peak as f64 / 1024.0);
+}
+
+fn wrk(seconds: u32) {
+    let lab = lab_with(30);
+    let out = lab
+        .gw
+        .command("wrk")
+        .args(["-t2", "-c2", &format!("-d{seconds}s"), "--latency", "-H"])
+        .arg(format!("Authorization: Bearer {LAB_ADMIN_TOKEN}"))
+        .arg(format!("http://{GW_LISTEN}/api/v1/opds"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .map(str::trim)
+        .unwrap_or("?");
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(str::trim)
+        .unwrap_or("?");
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    println!("## API throughput: wrk -t2 -c2 -d{seconds}s on /api/v1/opds (30 OPDs)\n");
+    println!("| requests/s | p99 latency | errors |");
+    println!("|---:|---:|---|");
+    println!("| {rps} | {p99} | {} |\n", errors.unwrap_or("none"));
+}
+
+fn main() {
+    jatah::netns::require_root();
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let minutes = args
+        .iter()
+        .position(|a| a == "--rss-minutes")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 0 } else { 10 });
+    scrape(if quick { 3 } else { 21 });
+    wrk(if quick { 2 } else { 10 });
+    rss(minutes);
+}

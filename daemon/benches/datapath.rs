@@ -83,6 +83,83 @@ fn classifier(rounds: usize, sizes: &[usize]) {
     println!();
 }
 
+/// A TCP frame to or from 10.0.0.7 with the given flags.
+fn tcp(from_opd: bool, flags: u8, payload: usize) -> Vec<u8> {
+    let mut f = frame([10, 0, 0, 7]);
+    if from_opd {
+        let (src, dst) = (f[26..30].to_vec(), f[30..34].to_vec());
+        f[26..30].copy_from_slice(&dst);
+        f[30..34].copy_from_slice(&src);
+    }
+    f[47] = flags;
+    f.truncate(54);
+    f.extend(std::iter::repeat_n(0u8, payload));
+    f
+}
+
+fn rtt_cost(rounds: usize) {
+    let bpffs = BpffsMount::new("jt-bench").unwrap();
+    let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    dp.sync_opds(&prefixes(30)).unwrap();
+    dp.set_mark_mask(0x7fff_0000).unwrap();
+    const REPEAT: u32 = 1_000_000;
+    let cases = [
+        (
+            "SYN from an OPD (LAN ingress)",
+            program_names::UPLOAD_MARK,
+            tcp(true, 0x02, 0),
+        ),
+        (
+            "SYN-ACK to an OPD (LAN egress)",
+            program_names::DOWNLOAD,
+            tcp(false, 0x12, 0),
+        ),
+        (
+            "ACK from an OPD (LAN ingress)",
+            program_names::UPLOAD_MARK,
+            tcp(true, 0x10, 0),
+        ),
+        (
+            "data to an OPD (LAN egress)",
+            program_names::DOWNLOAD,
+            tcp(false, 0x10, 1400),
+        ),
+        (
+            "data from an OPD (LAN ingress)",
+            program_names::UPLOAD_MARK,
+            tcp(true, 0x10, 1400),
+        ),
+    ];
+    println!(
+        "## Handshake RTT tracking: cost per packet, off vs on (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {rounds} rounds)\n"
+    );
+    println!("| packet | tracking off ns | tracking on ns | on/off |");
+    println!("|---|---:|---:|---:|");
+    for (name, prog, f) in cases {
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for _ in 0..rounds {
+            dp.set_rtt_tracking(false).unwrap();
+            off.push(
+                dp.test_run(prog, &f, &SkbContext::default(), REPEAT)
+                    .unwrap()
+                    .2
+                    .as_nanos() as f64,
+            );
+            dp.set_rtt_tracking(true).unwrap();
+            on.push(
+                dp.test_run(prog, &f, &SkbContext::default(), REPEAT)
+                    .unwrap()
+                    .2
+                    .as_nanos() as f64,
+            );
+        }
+        let (a, b) = (median(off), median(on));
+        println!("| {name} | {a:.0} | {b:.0} | {:.2} |", b / a);
+    }
+    println!();
+}
+
 fn forwarding(rounds: usize, seconds: u32) {
     let jatah = Path::new(env!("CARGO_BIN_EXE_jatah"));
     let mut lab = Lab::build(LabSpec {
@@ -161,5 +238,6 @@ fn main() {
         &[10, 1_000, 10_000, 60_000]
     };
     classifier(rounds, sizes);
+    rtt_cost(rounds);
     forwarding(rounds, if quick { 2 } else { 5 });
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Access;
+use crate::diagnosis::{State as DiagnosisState, Verdict};
 use crate::history::Step;
 use crate::policy::{Direction, Opd};
 use crate::problem::Problem;
@@ -42,6 +43,8 @@ pub struct DirectionUsage {
 pub struct OpdSummary {
     pub id: String,
     pub name: String,
+    /// Diagnosis state; null during the first seconds after start.
+    pub state: Option<DiagnosisState>,
     pub download: DirectionUsage,
     pub upload: DirectionUsage,
 }
@@ -123,6 +126,9 @@ pub struct PolicyStatus {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GatewayStatus {
     pub version: String,
+    /// The uplink's diagnosis (healthy, upstream_degraded, upstream_down);
+    /// null during the first seconds after start.
+    pub diagnosis: Option<Verdict>,
     pub wan: String,
     pub lan: Vec<String>,
     pub timezone: String,
@@ -138,7 +144,7 @@ pub struct GatewayStatus {
         title = "jatah",
         description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
     ),
-    paths(list_opds, get_opd, get_usage, get_usage_csv, get_gateway),
+    paths(list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"))
@@ -165,6 +171,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/opds/{id}", get(get_opd))
         .route("/api/v1/opds/{id}/usage", get(get_usage))
         .route("/api/v1/opds/{id}/usage.csv", get(get_usage_csv))
+        .route("/api/v1/opds/{id}/diagnosis", get(get_diagnosis))
+        .route("/api/v1/events", get(get_events))
         .route("/api/v1/gateway", get(get_gateway))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
@@ -253,6 +261,11 @@ fn summary(state: &AppState, opd: &Opd) -> OpdSummary {
     OpdSummary {
         id: opd.id.clone(),
         name: opd.name.clone(),
+        state: state
+            .engine
+            .lock()
+            .ok()
+            .and_then(|e| e.opd(&opd.id).map(|v| v.state)),
         download: dir_usage(state, opd, slot, Direction::Download),
         upload: dir_usage(state, opd, slot, Direction::Upload),
     }
@@ -561,6 +574,7 @@ async fn get_gateway(
     let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(Json(GatewayStatus {
         version: env!("CARGO_PKG_VERSION").into(),
+        diagnosis: state.engine.lock().ok().and_then(|e| e.gateway().cloned()),
         wan: policy.gateway.wan.clone(),
         lan: policy.gateway.lan.clone(),
         timezone: policy.gateway.timezone.to_string(),
@@ -575,4 +589,141 @@ async fn get_gateway(
         },
         history_available: state.history.available(),
     }))
+}
+
+/// An OPD's diagnosis with the gateway's, so a reader sees at once whether
+/// the problem is local or upstream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Diagnosis {
+    pub opd: String,
+    /// Null during the first seconds after start.
+    pub verdict: Option<Verdict>,
+    pub gateway: Option<Verdict>,
+}
+
+/// Is it the OPD or the network? The OPD's state, its evidence, since when,
+/// and a sentence in English and Bahasa Indonesia.
+#[utoipa::path(get, path = "/api/v1/opds/{id}/diagnosis", tag = "opds",
+    params(("id" = String, Path, description = "OPD id")),
+    responses(
+        (status = 200, description = "The OPD's and the gateway's verdicts", body = Diagnosis),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such OPD", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn get_diagnosis(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Diagnosis>, Problem> {
+    let (_, opd) = require_opd(&state, &headers, &id)?;
+    let engine = state
+        .engine
+        .lock()
+        .map_err(|_| Problem::internal("diagnosis lock poisoned"))?;
+    Ok(Json(Diagnosis {
+        opd: opd.id,
+        verdict: engine.opd(&id).cloned(),
+        gateway: engine.gateway().cloned(),
+    }))
+}
+
+/// A change of state, as kept in the history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventBody {
+    pub at: DateTime<Utc>,
+    /// Null for the gateway's own state.
+    pub opd: Option<String>,
+    pub state: String,
+    pub previous: Option<String>,
+    #[schema(value_type = Object)]
+    pub evidence: serde_json::Value,
+    pub message: String,
+}
+
+/// Changes of state in a time range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Events {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub events: Vec<EventBody>,
+}
+
+/// State changes (OPD and gateway) in a time range, oldest first. An
+/// `opd:` token sees its own OPD's events and the gateway's.
+#[utoipa::path(get, path = "/api/v1/events", tag = "gateway",
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339 start (default: 24 h before `to`)"),
+        ("to" = Option<String>, Query, description = "RFC 3339 end, exclusive (default: now)"),
+        ("opd" = Option<String>, Query, description = "Only this OPD's events (and the gateway's)"),
+    ),
+    responses(
+        (status = 200, description = "Events", body = Events),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such OPD", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "History store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn get_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Events>, Problem> {
+    let access = access(&state, &headers)?;
+    let filter = match (&access, q.get("opd")) {
+        (Access::Anonymous, _) => {
+            return Err(Problem::unauthorized(
+                "this needs a token (admin or opd:<id>)",
+            ));
+        }
+        (Access::Opd(own), None) => Some(own.clone()),
+        (a, Some(id)) => {
+            if !a.can_see(id) || state.view().policy.opd(id).is_none() {
+                return Err(Problem::no_such_opd(id));
+            }
+            Some(id.clone())
+        }
+        (Access::Admin, None) => None,
+    };
+    let (from, to, _) = usage_query(&q)?;
+    tokio::task::spawn_blocking(move || {
+        let guard = state
+            .history
+            .store
+            .lock()
+            .map_err(|_| Problem::internal("history lock poisoned"))?;
+        let Some(store) = guard.as_ref() else {
+            return Err(Problem::unavailable(
+                "history-unavailable",
+                "the event history is unavailable",
+            ));
+        };
+        let events = store.events(from, to, None).map_err(|e| {
+            if e.is_client_error() {
+                Problem::bad_parameter("from", e.to_string())
+            } else {
+                Problem::unavailable("history-unavailable", format!("event history failed: {e}"))
+            }
+        })?;
+        Ok(Json(Events {
+            from,
+            to,
+            events: events
+                .into_iter()
+                // Another OPD's events never reach an opd: token.
+                .filter(|e| e.opd.is_none() || filter.is_none() || e.opd == filter)
+                .map(|e| EventBody {
+                    at: e.at,
+                    opd: e.opd,
+                    state: e.state,
+                    previous: e.previous,
+                    evidence: e.evidence,
+                    message: e.message,
+                })
+                .collect(),
+        }))
+    })
+    .await
+    .map_err(|e| Problem::internal(format!("events query: {e}")))?
 }

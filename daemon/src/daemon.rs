@@ -89,7 +89,26 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         duration_seconds: applied_in.as_secs_f64(),
     };
     open_history(&state, &opts.data_dir, policy.gateway.timezone);
+    let probe_config = crate::probe::ProbeConfig {
+        interval: policy.diagnosis.probe_interval,
+        timeout: policy
+            .diagnosis
+            .probe_interval
+            .min(std::time::Duration::from_secs(1)),
+        ..Default::default()
+    };
+    match crate::probe::Prober::new(probe_config) {
+        Ok(prober) => {
+            prober.set_targets(crate::watch::probe_targets(&policy));
+            state.prober = Some(prober);
+        }
+        Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
+    }
     let state = Arc::new(state);
+    if let Some(prober) = state.prober.clone() {
+        let stop = shutdown.clone();
+        tokio::spawn(async move { prober.run(stop).await });
+    }
     state.ready.store(true, Ordering::Release);
     info!(
         wan = %ifaces.wan.name,
@@ -142,16 +161,40 @@ async fn sample_counters(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut minute = minute_start(chrono::Utc::now());
+    let watcher = Arc::new(std::sync::Mutex::new(crate::watch::Watcher::default()));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let st = state.clone();
-        let now_minute = minute_start(chrono::Utc::now());
+        let now = chrono::Utc::now();
+        let now_minute = minute_start(now);
         let record_minute = (now_minute > minute).then_some(minute);
         minute = now_minute;
-        let _ = tokio::task::spawn_blocking(move || sample_once(&st, record_minute)).await;
+        let w = watcher.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            sample_once(&st, record_minute);
+            diagnose_once(&st, &mut w.lock().unwrap_or_else(|p| p.into_inner()), now);
+        })
+        .await;
+    }
+}
+
+/// One second of diagnosis: gather signals, step the engine, keep changes.
+fn diagnose_once(
+    state: &AppState,
+    watcher: &mut crate::watch::Watcher,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let tick = watcher.tick(state, now);
+    let changes = state
+        .engine
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .step(&tick);
+    for c in &changes {
+        crate::watch::record_change(state, c);
     }
 }
 

@@ -20,8 +20,8 @@ use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use jatah_common::{
-    COUNTER_SLOTS, Config, Counters, LAYOUT_VERSION, MAX_OPDS, SLOT_UNCLASSIFIED, STAT_COUNT,
-    SlotOwner, map_names, program_names,
+    COUNTER_SLOTS, Config, Counters, FLAG_RTT, LAYOUT_VERSION, MAX_OPDS, RttHistogram,
+    SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names, program_names,
 };
 use tracing::{debug, info};
 
@@ -219,6 +219,22 @@ impl Datapath {
     /// The slot of every OPD the data path knows, by id.
     pub fn slots(&self) -> &BTreeMap<String, u32> {
         &self.slots
+    }
+
+    /// Turns TCP handshake timing (per-OPD LAN/WAN RTT) on or off.
+    pub fn set_rtt_tracking(&mut self, on: bool) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        cfg.flags = if on {
+            cfg.flags | FLAG_RTT
+        } else {
+            cfg.flags & !FLAG_RTT
+        };
+        self.write_config(cfg)
+    }
+
+    /// Handshake round trips of a slot on a side.
+    pub fn rtt(&self, slot: u32, side: u32) -> Result<RttHistogram, DatapathError> {
+        self.reader.rtt(slot, side)
     }
 
     /// Writes the runtime settings (mark bits for upload attribution) and
@@ -541,23 +557,25 @@ impl PinnedCounters {
 pub struct CounterReader {
     counters: PerCpuArray<MapData, Counters>,
     stats: PerCpuArray<MapData, u64>,
+    rtt: Array<MapData, RttHistogram>,
 }
 
 impl CounterReader {
     pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
         let dir = pin_dir(bpffs);
         let open = |name: &str| {
-            MapData::from_pin(dir.join(name))
-                .map(aya::maps::Map::PerCpuArray)
-                .map_err(map_err(format!(
-                    "opening pinned map {}",
-                    dir.join(name).display()
-                )))
+            MapData::from_pin(dir.join(name)).map_err(map_err(format!(
+                "opening pinned map {}",
+                dir.join(name).display()
+            )))
         };
+        use aya::maps::Map;
         Ok(CounterReader {
-            counters: PerCpuArray::try_from(open(map_names::COUNTERS)?)
+            counters: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::COUNTERS)?))
                 .map_err(map_err("counters"))?,
-            stats: PerCpuArray::try_from(open(map_names::STATS)?).map_err(map_err("stats"))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::STATS)?))
+                .map_err(map_err("stats"))?,
+            rtt: Array::try_from(Map::Array(open(map_names::RTT)?)).map_err(map_err("rtt"))?,
         })
     }
 
@@ -568,6 +586,13 @@ impl CounterReader {
             .get(&slot, 0)
             .map_err(map_err(format!("reading counters of slot {slot}")))?;
         Ok(sum_counters(v.iter()))
+    }
+
+    /// Handshake round trips of a slot on a side (`SIDE_LAN`/`SIDE_WAN`).
+    pub fn rtt(&self, slot: u32, side: u32) -> Result<RttHistogram, DatapathError> {
+        self.rtt
+            .get(&(slot * 2 + side), 0)
+            .map_err(map_err(format!("reading RTT histogram of slot {slot}")))
     }
 
     /// Data path statistics ([`jatah_common::Stat`] order).

@@ -197,6 +197,7 @@ pub fn apply(
     shaper: &mut Shaper,
 ) -> Result<(), GatewayError> {
     datapath.set_mark_mask(policy.gateway.mark_mask)?;
+    datapath.set_rtt_tracking(policy.diagnosis.rtt_tracking)?;
     datapath.sync_opds(&opd_prefixes(policy))?;
     let pref = leaf_preference(policy.gateway.leaf_qdisc);
     for (dir, iface) in [

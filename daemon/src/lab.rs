@@ -116,6 +116,11 @@ impl LabSpec {
              download = \"{}\"\nupload = \"{}\"\n",
             self.download, self.upload
         );
+        // The Internet side's address stands in for the ISP's router.
+        let _ = write!(
+            s,
+            "\n[diagnosis]\nprobe_interval = \"1s\"\n\n[[diagnosis.upstream]]\nname = \"isp\"\naddress = \"{INET_ADDR}\"\n"
+        );
         for (i, o) in self.opds.iter().enumerate() {
             let _ = write!(
                 s,
@@ -136,14 +141,37 @@ impl LabSpec {
     }
 }
 
+/// A policy for the lab's gateway naming `n` OPDs (10.100.0.0/24 upward),
+/// each guaranteed 1M with a 100M ceiling, under a 40G uplink: for
+/// benchmarks that need many OPDs but no namespace per OPD.
+pub fn generated_policy(n: usize) -> String {
+    let mut s = String::from(
+        "# Generated for benchmarks.\n[gateway]\nwan = \"wan0\"\nlan = [\"lan0\"]\n\
+         download = \"40G\"\nupload = \"40G\"\n",
+    );
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "\n[[opd]]\nid = \"opd-{i}\"\nname = \"OPD {i}\"\nsubnets = [\"10.{}.{}.0/24\"]\n\
+             download = {{ guaranteed = \"1M\", ceiling = \"100M\" }}\n\
+             upload = {{ guaranteed = \"1M\", ceiling = \"100M\" }}\n",
+            100 + i / 256,
+            i % 256
+        );
+    }
+    s
+}
+
 /// Address of OPD `i`'s router/host inside its namespace.
 pub fn opd_addr(i: usize) -> String {
     format!("10.20.{}.2", i + 1)
 }
 
-/// iperf3 server port for OPD `i` and a direction.
-fn iperf_port(i: usize, dir: Direction) -> u16 {
-    5200 + 2 * i as u16 + u16::from(dir == Direction::Upload)
+/// iperf3 server port for OPD `i`, a direction, and a lane: an iperf3
+/// server runs one test at a time, so steady (paced) traffic has its own
+/// lane (1) beside the bulk transfers (lane 0).
+fn iperf_port(i: usize, dir: Direction, lane: u16) -> u16 {
+    5200 + 4 * i as u16 + 2 * lane + u16::from(dir == Direction::Upload)
 }
 
 /// What iperf3 measured at the receiving side.
@@ -312,9 +340,11 @@ impl Lab {
         }
         for i in 0..self.opds.len() {
             for dir in Direction::all() {
-                let port = iperf_port(i, dir).to_string();
-                self.inet
-                    .spawn_quiet("iperf3", ["-s", "-p", &port, "-B", INET_ADDR])?;
+                for lane in 0..2 {
+                    let port = iperf_port(i, dir, lane).to_string();
+                    self.inet
+                        .spawn_quiet("iperf3", ["-s", "-p", &port, "-B", INET_ADDR])?;
+                }
             }
         }
         Ok(())
@@ -498,7 +528,7 @@ impl Lab {
         seconds: u32,
         streams: u32,
     ) -> Result<Child> {
-        let port = iperf_port(i, dir).to_string();
+        let port = iperf_port(i, dir, 0).to_string();
         let mut cmd = self.opds[i].command("iperf3");
         cmd.args([
             "-c",
@@ -518,6 +548,65 @@ impl Lab {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?)
+    }
+
+    /// Like [`Lab::spawn_iperf`], paced at `bitrate` (e.g. "2M"): steady
+    /// demand below the OPD's ceiling.
+    pub fn spawn_iperf_paced(
+        &self,
+        i: usize,
+        dir: Direction,
+        seconds: u32,
+        bitrate: &str,
+    ) -> Result<Child> {
+        let port = iperf_port(i, dir, 1).to_string();
+        let mut cmd = self.opds[i].command("iperf3");
+        cmd.args([
+            "-c",
+            INET_ADDR,
+            "-p",
+            &port,
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ])
+        .args(["-t", &seconds.to_string(), "-b", bitrate]);
+        if dir == Direction::Download {
+            cmd.arg("-R");
+        }
+        Ok(cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?)
+    }
+
+    /// Limits what the Internet side sends towards the gateway (an ISP
+    /// delivering less than contracted): a tbf on its WAN link, with the
+    /// deep queue a real upstream bottleneck has.
+    pub fn limit_uplink(&self, rate: &str) -> Result<()> {
+        self.inet.run(
+            "tc",
+            [
+                "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", rate, "burst", "32kb",
+                "latency", "400ms",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes the uplink limit.
+    pub fn restore_uplink(&self) -> Result<()> {
+        self.inet
+            .run("tc", ["qdisc", "del", "dev", "wan0", "root"])?;
+        Ok(())
+    }
+
+    /// Switches OPD `i`'s router off while its link stays up: its address
+    /// disappears, nothing answers or sends.
+    pub fn router_off(&self, i: usize) -> Result<()> {
+        self.opds[i].ip(["addr", "flush", "dev", "eth0"])?;
+        Ok(())
     }
 
     /// Runs iperf3 for `seconds` and returns what the receiver measured.

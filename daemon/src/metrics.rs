@@ -87,7 +87,7 @@ impl JatahCollector {
 }
 
 /// HTB drops per OPD class minor, per direction index.
-fn htb_drops(state: &AppState) -> [BTreeMap<u16, u64>; 2] {
+pub fn htb_drops(state: &AppState) -> [BTreeMap<u16, u64>; 2] {
     let mut out = [BTreeMap::new(), BTreeMap::new()];
     let Some(ifaces) = &state.shaping else {
         return out;
@@ -213,6 +213,7 @@ impl Collector for JatahCollector {
                 )],
             ));
         }
+        out.extend(diagnosis_families(state, &view));
         out.push(family(
             "jatah_opd_info",
             "OPDs in the policy in force (value 1), with their names.",
@@ -296,6 +297,162 @@ impl Collector for JatahCollector {
     }
 }
 
+/// States, round trips and probes (the diagnosis signals).
+fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec<MetricFamily> {
+    use crate::diagnosis::State;
+    let mut out = Vec::new();
+    let engine = state.engine.lock().unwrap_or_else(|p| p.into_inner());
+    let mut states = Vec::new();
+    for opd in &view.policy.opds {
+        let current = engine.opd(&opd.id).map(|v| v.state);
+        for s in State::ALL {
+            states.push(gauge(
+                vec![label("opd", &opd.id), label("state", s.as_str())],
+                if current == Some(s) { 1.0 } else { 0.0 },
+            ));
+        }
+    }
+    out.push(family(
+        "jatah_opd_state",
+        "The OPD's diagnosis state (1 for the current state, 0 for the others).",
+        MetricType::GAUGE,
+        states,
+    ));
+    let gw = engine.gateway().map(|v| v.state);
+    out.push(family(
+        "jatah_gateway_state",
+        "The gateway's diagnosis state (1 for the current state, 0 for the others).",
+        MetricType::GAUGE,
+        [State::Healthy, State::UpstreamDegraded, State::UpstreamDown]
+            .into_iter()
+            .map(|s| {
+                gauge(
+                    vec![label("state", s.as_str())],
+                    if gw == Some(s) { 1.0 } else { 0.0 },
+                )
+            })
+            .collect(),
+    ));
+    drop(engine);
+
+    let bounds = crate::watch::rtt_bucket_bounds();
+    let mut hists = Vec::new();
+    let mut unanswered = Vec::new();
+    if let Some(reader) = &state.counters {
+        for opd in &view.policy.opds {
+            let Some(&slot) = view.slots.get(&opd.id) else {
+                continue;
+            };
+            for (side, name) in [
+                (jatah_common::SIDE_LAN, "lan"),
+                (jatah_common::SIDE_WAN, "wan"),
+            ] {
+                let Ok(h) = reader.rtt(slot, side) else {
+                    continue;
+                };
+                let labels = || vec![label("opd", &opd.id), label("side", name)];
+                let mut cumulative = 0u64;
+                let mut buckets = Vec::with_capacity(bounds.len());
+                for (k, upper) in bounds.iter().enumerate() {
+                    cumulative += h.buckets[k];
+                    let mut b = prometheus::proto::Bucket::default();
+                    b.set_upper_bound(*upper);
+                    b.set_cumulative_count(cumulative);
+                    buckets.push(b);
+                }
+                let mut hist = prometheus::proto::Histogram::default();
+                hist.set_bucket(buckets);
+                hist.set_sample_count(h.count);
+                hist.set_sample_sum(h.sum_ns as f64 / 1e9);
+                let mut m = Metric::from_label(labels());
+                m.set_histogram(hist);
+                hists.push(m);
+                unanswered.push(counter(labels(), h.retransmits as f64));
+            }
+        }
+    }
+    out.push(family(
+        "jatah_opd_rtt_seconds",
+        "TCP handshake round trips per OPD, by side: lan = gateway to OPD host and back, wan = gateway to Internet host and back.",
+        MetricType::HISTOGRAM,
+        hists,
+    ));
+    out.push(family(
+        "jatah_opd_syn_unanswered_total",
+        "Handshake packets (SYN or SYN-ACK) sent again because the first went unanswered, per OPD and side.",
+        MetricType::COUNTER,
+        unanswered,
+    ));
+
+    let mut p_up = (Vec::new(), Vec::new());
+    let mut p_rtt = (Vec::new(), Vec::new());
+    let mut p_sent = (Vec::new(), Vec::new());
+    let mut p_lost = (Vec::new(), Vec::new());
+    if let Some(prober) = &state.prober {
+        for st in prober.snapshot() {
+            let (labels, upstream) = if let Some(id) = st.key.strip_prefix("opd:") {
+                (vec![label("opd", id)], false)
+            } else if let Some(name) = st.key.strip_prefix("upstream:") {
+                (vec![label("target", name)], true)
+            } else {
+                continue;
+            };
+            let pick = |pair: &mut (Vec<Metric>, Vec<Metric>), m: Metric| {
+                if upstream {
+                    pair.1.push(m)
+                } else {
+                    pair.0.push(m)
+                }
+            };
+            pick(
+                &mut p_up,
+                gauge(labels.clone(), if st.answering() { 1.0 } else { 0.0 }),
+            );
+            if let Some(rtt) = st.last_rtt {
+                pick(&mut p_rtt, gauge(labels.clone(), rtt.as_secs_f64()));
+            }
+            pick(&mut p_sent, counter(labels.clone(), st.sent as f64));
+            pick(
+                &mut p_lost,
+                counter(labels, st.completed.saturating_sub(st.received) as f64),
+            );
+        }
+    }
+    for (prefix, what, idx) in [
+        ("jatah_opd_probe", "the OPD's router", 0),
+        ("jatah_upstream_probe", "an upstream target", 1),
+    ] {
+        let take = |pair: &mut (Vec<Metric>, Vec<Metric>)| {
+            std::mem::take(if idx == 0 { &mut pair.0 } else { &mut pair.1 })
+        };
+        out.push(family(
+            &format!("{prefix}_up"),
+            &format!("1 if the last ICMP probe of {what} was answered."),
+            MetricType::GAUGE,
+            take(&mut p_up),
+        ));
+        out.push(family(
+            &format!("{prefix}_rtt_seconds"),
+            &format!("Round trip of the last answered probe of {what}."),
+            MetricType::GAUGE,
+            take(&mut p_rtt),
+        ));
+        out.push(family(
+            &format!("{prefix}_sent_total"),
+            &format!("ICMP probes sent to {what}."),
+            MetricType::COUNTER,
+            take(&mut p_sent),
+        ));
+        out.push(family(
+            &format!("{prefix}_lost_total"),
+            &format!("ICMP probes of {what} that went unanswered."),
+            MetricType::COUNTER,
+            take(&mut p_lost),
+        ));
+    }
+    out
+}
+
 fn dir_index(d: Direction) -> usize {
     match d {
         Direction::Download => DOWNLOAD,
@@ -313,7 +470,10 @@ fn dir_of(d: usize) -> Direction {
 
 /// Renders every metric in the text exposition format.
 pub fn render(state: Arc<AppState>) -> Result<String, prometheus::Error> {
-    let families = JatahCollector::new(state).collect();
+    let mut families = JatahCollector::new(state).collect();
+    // The encoder refuses a family without samples (no upstream targets
+    // configured, no OPD yet); leaving it out is what Prometheus expects.
+    families.retain(|f| !f.get_metric().is_empty());
     let mut buf = Vec::new();
     TextEncoder::new().encode(&families, &mut buf)?;
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

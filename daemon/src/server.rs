@@ -16,9 +16,11 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Tokens;
 use crate::datapath::CounterReader;
+use crate::diagnosis::Engine;
 use crate::gateway::Interfaces;
 use crate::history::HistoryStore;
 use crate::policy::Policy;
+use crate::probe::Prober;
 use crate::rates::RateTable;
 
 /// The policy in force and the slot each of its OPDs holds, swapped as one
@@ -67,10 +69,16 @@ pub struct AppState {
     pub shaping: Option<Interfaces>,
     pub reload: Mutex<ReloadStatus>,
     pub drops: Mutex<crate::metrics::DropTracker>,
+    /// Verdicts per OPD and for the gateway.
+    pub engine: Mutex<Engine>,
+    /// ICMP probes of OPD routers and upstream targets (None without
+    /// permission to send them, or in tests).
+    pub prober: Option<Prober>,
 }
 
 impl AppState {
     pub fn new(view: PolicyView, tokens: Tokens, counters: Option<CounterReader>) -> Self {
+        let view_policy = view.policy.clone();
         AppState {
             ready: AtomicBool::new(false),
             tokens,
@@ -81,6 +89,8 @@ impl AppState {
             shaping: None,
             reload: Mutex::new(ReloadStatus::default()),
             drops: Mutex::new(Default::default()),
+            engine: Mutex::new(Engine::new(crate::watch::thresholds(&view_policy))),
+            prober: None,
         }
     }
 

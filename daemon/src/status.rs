@@ -62,8 +62,9 @@ pub fn render(api: &str, token: Option<&str>) -> Result<String> {
         let (dg, dn, dp) = dir(&o["download"]);
         let (ug, un, up) = dir(&o["upload"]);
         out.push_str(&format!(
-            "{:<18} {:>15} {:>8} {:>6} {:>15} {:>8} {:>6} {:>11} {:>11}\n",
+            "{:<18} {:<17} {:>15} {:>8} {:>6} {:>15} {:>8} {:>6} {:>11} {:>11}\n",
             id,
+            o["state"].as_str().unwrap_or("-"),
             dg,
             dn,
             dp,

@@ -12,6 +12,11 @@
 //! so that other TCX programs on the interface still run.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Atomic adds on shared map values: core's AtomicU64 has no fetch_add on
+// the BPF target (it lacks compare-and-swap), the intrinsic lowers to the
+// BPF atomic add instruction.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 use aya_ebpf::{
     macros::{classifier, map},
@@ -20,8 +25,10 @@ use aya_ebpf::{
 };
 use jatah_common::{
     AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
-    DOWNLOAD, MAX_OPDS, MAX_PREFIXES, NO_SLOT, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat,
-    UPLOAD, cache_index, htb_priority, opd_class_minor,
+    DOWNLOAD, FLAG_RTT, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN, HS_IN_SYNACK,
+    HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_SLOT, RttHistogram, SIDE_LAN,
+    SIDE_WAN, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat, UPLOAD, cache_index, handshake_hash,
+    htb_priority, opd_class_minor, rtt_bucket,
 };
 
 /// Let the next program (or the qdisc) decide; never drop.
@@ -50,6 +57,13 @@ static JATAH_COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS
 static JATAH_CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 static JATAH_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
+/// Handshake round trips per OPD and side (index slot * 2 + side).
+#[map]
+static JATAH_RTT: Array<RttHistogram> = Array::pinned(MAX_OPDS * 2, 0);
+/// Handshakes in progress: direct-mapped, a new handshake takes the entry
+/// of an older one that hashes alike (bounded memory, like a 1-way LRU).
+#[map]
+static JATAH_HS: Array<Handshake> = Array::with_max_entries(HANDSHAKE_ENTRIES, 0);
 /// Read and written by the daemon only; pinned with the others so slots
 /// survive a restart.
 #[map]
@@ -66,6 +80,8 @@ enum ParseError {
 struct Headers {
     /// The address that decides the OPD (destination or source), IPv4 mapped.
     addr: AddrKey,
+    /// The address at the other end (the Internet host).
+    other: AddrKey,
     is_v4: bool,
     l4_proto: u8,
     /// Offset of the transport header from the start of the frame.
@@ -142,13 +158,21 @@ fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
             let a: [u8; 4] = f
                 .read(off + if by_source { 12 } else { 16 })
                 .ok_or(ParseError::Malformed)?;
+            let b: [u8; 4] = f
+                .read(off + if by_source { 16 } else { 12 })
+                .ok_or(ParseError::Malformed)?;
             // The whole IPv4 header (with options) must be present.
             byte(f, off + ihl - 1)?;
-            addr.addr[10] = 0xff;
-            addr.addr[11] = 0xff;
+            let mut other = AddrKey::default();
+            for k in [&mut addr, &mut other] {
+                k.addr[10] = 0xff;
+                k.addr[11] = 0xff;
+            }
             addr.addr[12..16].copy_from_slice(&a);
+            other.addr[12..16].copy_from_slice(&b);
             Ok(Headers {
                 addr,
+                other,
                 is_v4: true,
                 l4_proto,
                 l4_off: off + ihl,
@@ -161,10 +185,17 @@ fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
             addr.addr = f
                 .read(off + if by_source { 8 } else { 24 })
                 .ok_or(ParseError::Malformed)?;
+            let other = AddrKey {
+                addr: f
+                    .read(off + if by_source { 24 } else { 8 })
+                    .ok_or(ParseError::Malformed)?,
+            };
             // Extension headers are not walked: they only make the GSO
-            // header estimate smaller, never the attribution wrong.
+            // header estimate smaller, and hide a handshake from the RTT
+            // tracker, never make the attribution wrong.
             Ok(Headers {
                 addr,
+                other,
                 is_v4: false,
                 l4_proto: byte(f, off + 6)?,
                 l4_off: off + 40,
@@ -214,8 +245,10 @@ fn slot_of(h: &Headers) -> u32 {
     };
     let entry = JATAH_CACHE.get_ptr_mut(cache_index(&h.addr));
     if let Some(e) = entry {
-        // SAFETY: per-CPU entry; only this CPU touches it while we run.
-        let e = unsafe { &*e };
+        // SAFETY: per-CPU entry; only this CPU touches it while we run. The
+        // volatile read keeps the compiler from turning the address compare
+        // into pointer arithmetic the verifier rejects.
+        let e = unsafe { core::ptr::read_volatile(e) };
         if e.epoch == epoch && e.addr == h.addr {
             return e.slot;
         }
@@ -246,6 +279,190 @@ fn slot_of(h: &Headers) -> u32 {
         };
     }
     slot
+}
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Which way a packet crosses the LAN-facing interface.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the OPD (LAN ingress): `Headers::addr` is the source.
+    FromOpd,
+    /// To the OPD (LAN egress): `Headers::addr` is the destination.
+    ToOpd,
+}
+
+/// `*p += v`, atomically (other CPUs update the same value).
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: p points into a map value, valid while the program runs.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, v,
+        );
+    }
+    // The host build only type-checks this crate (clippy).
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as above.
+    unsafe {
+        *p += v
+    };
+}
+
+/// Adds one round trip to an OPD's histogram of a side.
+#[inline(always)]
+fn record_rtt(slot: u32, side: u32, ns: u64) {
+    if let Some(h) = JATAH_RTT.get_ptr_mut(slot * 2 + side) {
+        // SAFETY: the map value lives as long as the program; shared
+        // between CPUs, hence atomic adds.
+        unsafe {
+            let b = rtt_bucket(ns);
+            atomic_add(&mut (*h).buckets[b], 1);
+            atomic_add(&mut (*h).sum_ns, ns);
+            atomic_add(&mut (*h).count, 1);
+        }
+    }
+}
+
+#[inline(always)]
+fn bump_side(slot: u32, side: u32, retransmit: bool) {
+    if let Some(h) = JATAH_RTT.get_ptr_mut(slot * 2 + side) {
+        // SAFETY: as in record_rtt.
+        unsafe {
+            let field = if retransmit {
+                &mut (*h).retransmits
+            } else {
+                &mut (*h).started
+            };
+            atomic_add(field, 1);
+        }
+    }
+}
+
+/// Times TCP handshakes at the LAN-facing interface. For a connection an
+/// OPD host opens: SYN (from OPD) -> SYN-ACK (to OPD) is the WAN round trip,
+/// SYN-ACK -> ACK (from OPD) the LAN round trip; the other way round for a
+/// connection opened from the Internet. Costs one table lookup per TCP
+/// packet; everything else only on handshake packets.
+#[inline(always)]
+fn track_handshake(ctx: &TcContext, h: &Headers, slot: u32, way: Way) {
+    if h.l4_proto != IPPROTO_TCP {
+        return;
+    }
+    let f = Linear(ctx);
+    let (Some(ports), Some(flags)) = (f.read::<[u8; 4]>(h.l4_off), f.read::<u8>(h.l4_off + 13))
+    else {
+        return;
+    };
+    if flags & TCP_RST != 0 {
+        return;
+    }
+    let (src_port, dst_port) = (
+        u16::from_be_bytes([ports[0], ports[1]]),
+        u16::from_be_bytes([ports[2], ports[3]]),
+    );
+    let (opd_port, remote_port) = match way {
+        Way::FromOpd => (src_port, dst_port),
+        Way::ToOpd => (dst_port, src_port),
+    };
+    let hash = handshake_hash(&h.addr, opd_port, &h.other, remote_port);
+    let Some(e) = JATAH_HS.get_ptr_mut(hash >> (32 - HANDSHAKE_BITS)) else {
+        return;
+    };
+    // SAFETY: map value; races between CPUs can at worst spoil one sample.
+    let e = unsafe { &mut *e };
+    let same = e.state != HS_EMPTY
+        && e.hash == hash
+        && e.opd_port == opd_port
+        && e.remote_port == remote_port
+        && e.opd_addr == h.addr
+        && e.remote_addr == h.other;
+    let syn = flags & TCP_SYN != 0;
+    let ack = flags & TCP_ACK != 0;
+    if !(syn || same && ack) {
+        // The common case: a data packet or an ACK of no pending handshake.
+        return;
+    }
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    match (way, syn, ack) {
+        // An OPD host opens a connection.
+        (Way::FromOpd, true, false) => {
+            if same && e.state == HS_OUT_SYN {
+                bump_side(slot, SIDE_WAN, true);
+            } else {
+                bump_side(slot, SIDE_WAN, false);
+            }
+            *e = Handshake {
+                opd_addr: h.addr,
+                remote_addr: h.other,
+                opd_port,
+                remote_port,
+                hash,
+                slot,
+                state: HS_OUT_SYN,
+                t_syn: now,
+                t_synack: 0,
+            };
+        }
+        // The Internet answers it: the WAN leg is done, the LAN leg starts.
+        (Way::ToOpd, true, true) if same && e.state == HS_OUT_SYN => {
+            record_rtt(slot, SIDE_WAN, now.saturating_sub(e.t_syn));
+            bump_side(slot, SIDE_LAN, false);
+            e.state = HS_OUT_SYNACK;
+            e.t_synack = now;
+        }
+        (Way::ToOpd, true, true) if same && e.state == HS_OUT_SYNACK => {
+            bump_side(slot, SIDE_LAN, true);
+            e.t_synack = now;
+        }
+        // The OPD host completes it.
+        (Way::FromOpd, false, true) if e.state == HS_OUT_SYNACK => {
+            record_rtt(slot, SIDE_LAN, now.saturating_sub(e.t_synack));
+            e.state = HS_EMPTY;
+        }
+        // An Internet host opens a connection to an OPD host.
+        (Way::ToOpd, true, false) => {
+            if same && e.state == HS_IN_SYN {
+                bump_side(slot, SIDE_LAN, true);
+            } else {
+                bump_side(slot, SIDE_LAN, false);
+            }
+            *e = Handshake {
+                opd_addr: h.addr,
+                remote_addr: h.other,
+                opd_port,
+                remote_port,
+                hash,
+                slot,
+                state: HS_IN_SYN,
+                t_syn: now,
+                t_synack: 0,
+            };
+        }
+        (Way::FromOpd, true, true) if same && e.state == HS_IN_SYN => {
+            record_rtt(slot, SIDE_LAN, now.saturating_sub(e.t_syn));
+            bump_side(slot, SIDE_WAN, false);
+            e.state = HS_IN_SYNACK;
+            e.t_synack = now;
+        }
+        (Way::FromOpd, true, true) if same && e.state == HS_IN_SYNACK => {
+            bump_side(slot, SIDE_WAN, true);
+            e.t_synack = now;
+        }
+        (Way::ToOpd, false, true) if e.state == HS_IN_SYNACK => {
+            record_rtt(slot, SIDE_WAN, now.saturating_sub(e.t_synack));
+            e.state = HS_EMPTY;
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn rtt_enabled(cfg: &Config) -> bool {
+    cfg.flags & FLAG_RTT != 0
 }
 
 #[inline(always)]
@@ -327,6 +544,9 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
     }
     count(slot, DOWNLOAD, bytes);
     set_class(&ctx, opd_class_minor(slot));
+    if rtt_enabled(&config()) {
+        track_handshake(&ctx, &h, slot, Way::ToOpd);
+    }
     TC_ACT_UNSPEC
 }
 
@@ -343,7 +563,12 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
     let tag = match parse(&ctx, true) {
         Ok(h) => match slot_of(&h) {
             NO_SLOT => 0,
-            slot => ((slot + 1) << cfg.mark_shift) & cfg.mark_mask,
+            slot => {
+                if rtt_enabled(&cfg) {
+                    track_handshake(&ctx, &h, slot, Way::FromOpd);
+                }
+                ((slot + 1) << cfg.mark_shift) & cfg.mark_mask
+            }
         },
         Err(_) => 0,
     };

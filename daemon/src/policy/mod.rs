@@ -6,6 +6,7 @@
 //! in one pass instead of one error per run. A policy that fails validation
 //! is never returned, so nothing downstream can act on half of it.
 
+mod diagnosis;
 mod rate;
 mod validate;
 
@@ -19,6 +20,7 @@ use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
+pub use diagnosis::{DiagnosisSettings, UpstreamTarget, parse_duration};
 pub use rate::{Rate, RateError, parse_rate};
 
 /// Default [`Gateway::timezone`]: WITA, the regency's local time.
@@ -211,6 +213,8 @@ pub struct Policy {
     pub gateway: Gateway,
     /// The `[[opd]]` tables, in file order.
     pub opds: Vec<Opd>,
+    /// The `[diagnosis]` table (defaults when absent).
+    pub diagnosis: DiagnosisSettings,
 }
 
 impl Policy {

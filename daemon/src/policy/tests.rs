@@ -860,3 +860,72 @@ fn probe_not_an_address() {
     let source = with(&[(13, "probe = \"fd00:20:0:1::1\"")]);
     assert!(parse(&source, "test.toml").is_ok());
 }
+
+#[test]
+fn diagnosis_table_is_read_with_defaults_for_what_is_left_out() {
+    let source = format!(
+        "{BASE}\n[diagnosis]\nprobe_interval = \"500ms\"\nwan_rtt = \"200ms\"\nrtt_tracking = false\n\n\
+         [[diagnosis.upstream]]\nname = \"isp\"\naddress = \"203.0.113.1\"\n\n\
+         [[diagnosis.upstream]]\nname = \"anchor-jkt\"\naddress = \"2001:db8::1\"\n"
+    );
+    let p = parse(&source, "test.toml").unwrap();
+    let d = &p.diagnosis;
+    assert_eq!(d.probe_interval, std::time::Duration::from_millis(500));
+    assert_eq!(d.wan_rtt, std::time::Duration::from_millis(200));
+    assert_eq!(
+        d.lan_rtt,
+        std::time::Duration::from_millis(50),
+        "default kept"
+    );
+    assert!(!d.rtt_tracking);
+    assert_eq!(d.upstream.len(), 2);
+    assert_eq!(
+        d.upstream[1].address,
+        "2001:db8::1".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        parse(BASE, "t.toml").unwrap().diagnosis,
+        DiagnosisSettings::default()
+    );
+}
+
+#[test]
+fn diagnosis_errors_point_at_the_value() {
+    // BASE has 20 lines; [diagnosis] starts on line 21.
+    assert_one(
+        &format!("{BASE}[diagnosis]\nlan_rtt = \"fast\"\n"),
+        22,
+        11,
+        "lan_rtt",
+    );
+    assert_one(
+        &format!("{BASE}[diagnosis]\nsilence = \"0s\"\n"),
+        22,
+        11,
+        "zero",
+    );
+    assert_one(
+        &format!("{BASE}[diagnosis]\nprobe_lost_in_a_row = 0\n"),
+        22,
+        23,
+        "between 1 and 60",
+    );
+    assert_one(
+        &format!("{BASE}[diagnosis]\nprobes = 3\n"),
+        22,
+        1,
+        "unknown key \"probes\"",
+    );
+    assert_one(
+        &format!("{BASE}[[diagnosis.upstream]]\nname = \"ISP 1\"\naddress = \"203.0.113.1\"\n"),
+        22,
+        8,
+        "a-z, 0-9",
+    );
+    assert_one(
+        &format!("{BASE}[[diagnosis.upstream]]\nname = \"isp\"\naddress = \"isp.example\"\n"),
+        23,
+        11,
+        "not an IP address",
+    );
+}

@@ -1,0 +1,654 @@
+//! The verdict engine: from a window of per-second signals, decide for each
+//! OPD (and the gateway) whether things are healthy, idle, saturated, broken
+//! locally or upstream, with the numbers that decided it and since when.
+//!
+//! Pure and deterministic: the daemon feeds it one [`Tick`] a second (tests
+//! feed synthetic ones) and it returns the state changes. Hysteresis: a new
+//! state must be the verdict for `enter` consecutive seconds before it is
+//! taken, so one lost probe or one quiet moment does not flap.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// Diagnosis state of an OPD (DESIGN.md).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Healthy,
+    Idle,
+    Saturated,
+    LocalFault,
+    LocalDegraded,
+    UpstreamDegraded,
+    UpstreamDown,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::Healthy,
+        State::Idle,
+        State::Saturated,
+        State::LocalFault,
+        State::LocalDegraded,
+        State::UpstreamDegraded,
+        State::UpstreamDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Idle => "idle",
+            State::Saturated => "saturated",
+            State::LocalFault => "local_fault",
+            State::LocalDegraded => "local_degraded",
+            State::UpstreamDegraded => "upstream_degraded",
+            State::UpstreamDown => "upstream_down",
+        }
+    }
+
+    /// Seconds a new verdict must hold before the state changes to it.
+    fn enter_after(self, t: &Thresholds) -> u32 {
+        match self {
+            State::LocalFault | State::UpstreamDown => t.fault_enter_s,
+            State::Idle => t.idle_enter_s,
+            State::Healthy => t.recover_enter_s,
+            _ => t.degraded_enter_s,
+        }
+    }
+}
+
+/// Thresholds of the verdicts, from the policy's `[diagnosis]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thresholds {
+    /// Probes of an OPD's router lost in a row before it counts as not
+    /// answering.
+    pub probe_lost_in_a_row: u32,
+    /// Seconds without a packet from an OPD that count as silent.
+    pub silence_s: u32,
+    /// Packets (both directions) in 10 s below which an OPD is idle.
+    pub idle_packets: u64,
+    /// Share of the ceiling (10 s average) from which an OPD is saturated.
+    pub saturated_ratio: f64,
+    /// LAN round trip (probe or handshake median) above which an OPD is
+    /// degraded locally.
+    pub lan_rtt: Duration,
+    /// Share of its router's probes lost (last 10) that degrades an OPD.
+    pub lan_loss_ratio: f64,
+    /// WAN round trip (handshake median across OPDs, or upstream probes)
+    /// above which the uplink is degraded.
+    pub wan_rtt: Duration,
+    /// Share of upstream probes lost (last 10) that degrades the uplink.
+    pub upstream_loss_ratio: f64,
+    /// Seconds a fault verdict must hold before it is declared.
+    pub fault_enter_s: u32,
+    /// Seconds a degraded or saturated verdict must hold.
+    pub degraded_enter_s: u32,
+    /// Seconds a healthy verdict must hold (recovery).
+    pub recover_enter_s: u32,
+    /// Seconds of quiet before a busy OPD counts as idle: one quiet minute
+    /// is not a change of state.
+    pub idle_enter_s: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            probe_lost_in_a_row: 3,
+            silence_s: 3,
+            idle_packets: 20,
+            saturated_ratio: 0.9,
+            lan_rtt: Duration::from_millis(50),
+            lan_loss_ratio: 0.3,
+            wan_rtt: Duration::from_millis(150),
+            upstream_loss_ratio: 0.3,
+            fault_enter_s: 2,
+            degraded_enter_s: 5,
+            recover_enter_s: 5,
+            idle_enter_s: 90,
+        }
+    }
+}
+
+/// Result of one probe in a tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Probe {
+    Answered(Duration),
+    Lost,
+}
+
+/// What one second says about one OPD.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpdSignals {
+    /// Packets and bits/s in this second, download then upload.
+    pub packets: [u64; 2],
+    pub bps: [u64; 2],
+    /// Packets the OPD's HTB classes dropped in this second.
+    pub drops: [u64; 2],
+    pub ceiling_bps: [u64; 2],
+    /// Probes of the OPD's router completed in this second (oldest first);
+    /// `probe_configured` false when the policy names no router.
+    pub probe_configured: bool,
+    pub probes: Vec<Probe>,
+    /// Handshake round trips completed this second, per side (LAN, WAN).
+    pub handshake_rtts: [Vec<Duration>; 2],
+    /// Carrier of the OPD's own interface, where it has one.
+    pub link_up: Option<bool>,
+}
+
+/// One second of signals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tick {
+    pub at: DateTime<Utc>,
+    pub opds: BTreeMap<String, OpdSignals>,
+    /// Upstream probes completed this second, by target name.
+    pub upstream: BTreeMap<String, Vec<Probe>>,
+    pub capacity_bps: [u64; 2],
+}
+
+/// A decided state with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Verdict {
+    pub state: State,
+    pub since: DateTime<Utc>,
+    /// The numbers that decided it.
+    #[schema(value_type = Object)]
+    pub evidence: Value,
+    pub explanation_en: String,
+    pub explanation_id: String,
+}
+
+/// A change of state (an event).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// None for the gateway itself.
+    pub opd: Option<String>,
+    pub previous: Option<State>,
+    pub verdict: Verdict,
+}
+
+/// How many seconds of signals the engine keeps.
+const WINDOW_S: usize = 30;
+/// Probe results kept per target.
+const PROBES_KEPT: usize = 10;
+/// Handshake samples kept per OPD and side.
+const RTTS_KEPT: usize = 64;
+/// A gap between ticks longer than this discards the windows: verdicts
+/// need recent, continuous evidence.
+const MAX_GAP_S: i64 = 5;
+/// Seconds of signals needed before a first verdict (or a change after a
+/// clock gap): a verdict from a few seconds would be a guess.
+const WARM_UP_S: usize = 10;
+
+#[derive(Debug, Default)]
+struct Track {
+    seconds: VecDeque<OpdSignals>,
+    probes: VecDeque<Probe>,
+    rtts: [VecDeque<(DateTime<Utc>, Duration)>; 2],
+    current: Option<Verdict>,
+    candidate: Option<(State, u32)>,
+}
+
+impl Track {
+    fn push(&mut self, at: DateTime<Utc>, s: &OpdSignals) {
+        self.seconds.push_back(s.clone());
+        while self.seconds.len() > WINDOW_S {
+            self.seconds.pop_front();
+        }
+        for p in &s.probes {
+            self.probes.push_back(*p);
+        }
+        while self.probes.len() > PROBES_KEPT {
+            self.probes.pop_front();
+        }
+        for side in 0..2 {
+            for r in &s.handshake_rtts[side] {
+                self.rtts[side].push_back((at, *r));
+            }
+            while self.rtts[side].len() > RTTS_KEPT {
+                self.rtts[side].pop_front();
+            }
+            while self.rtts[side]
+                .front()
+                .is_some_and(|(t, _)| (at - *t).num_seconds() > WINDOW_S as i64)
+            {
+                self.rtts[side].pop_front();
+            }
+        }
+    }
+
+    fn last(&self, n: usize) -> impl Iterator<Item = &OpdSignals> {
+        self.seconds.iter().rev().take(n)
+    }
+
+    fn packets(&self, n: usize, dir: usize) -> u64 {
+        self.last(n).map(|s| s.packets[dir]).sum()
+    }
+
+    fn mean_bps(&self, n: usize, dir: usize) -> u64 {
+        let k = self.seconds.len().min(n).max(1) as u64;
+        self.last(n).map(|s| s.bps[dir]).sum::<u64>() / k
+    }
+
+    fn drops(&self, n: usize) -> u64 {
+        self.last(n).map(|s| s.drops[0] + s.drops[1]).sum()
+    }
+
+    fn lost_in_a_row(&self) -> u32 {
+        self.probes
+            .iter()
+            .rev()
+            .take_while(|p| **p == Probe::Lost)
+            .count() as u32
+    }
+
+    fn loss_ratio(&self) -> Option<f64> {
+        (!self.probes.is_empty()).then(|| {
+            self.probes.iter().filter(|p| **p == Probe::Lost).count() as f64
+                / self.probes.len() as f64
+        })
+    }
+
+    fn probe_median(&self) -> Option<Duration> {
+        median(self.probes.iter().filter_map(|p| match p {
+            Probe::Answered(d) => Some(*d),
+            Probe::Lost => None,
+        }))
+    }
+
+    fn rtt_median(&self, side: usize) -> Option<(Duration, usize)> {
+        let n = self.rtts[side].len();
+        median(self.rtts[side].iter().map(|(_, d)| *d))
+            .filter(|_| n >= 3)
+            .map(|m| (m, n))
+    }
+
+    /// Moves toward `state` with hysteresis; returns a change when taken.
+    fn settle(
+        &mut self,
+        opd: Option<&str>,
+        at: DateTime<Utc>,
+        state: State,
+        evidence: Value,
+        t: &Thresholds,
+    ) -> Option<Change> {
+        let same = self.current.as_ref().map(|v| v.state) == Some(state);
+        if same {
+            self.candidate = None;
+            if let Some(v) = &mut self.current {
+                v.evidence = evidence;
+            }
+            return None;
+        }
+        let held = match self.candidate {
+            Some((c, n)) if c == state => n + 1,
+            _ => 1,
+        };
+        // The first verdict is taken at once: there is nothing to flap from.
+        if self.current.is_some() && held < state.enter_after(t) {
+            self.candidate = Some((state, held));
+            return None;
+        }
+        self.candidate = None;
+        let since = at - chrono::Duration::seconds(i64::from(held.saturating_sub(1)));
+        let (en, id) = explain(opd, state, &evidence);
+        let verdict = Verdict {
+            state,
+            since,
+            evidence,
+            explanation_en: en,
+            explanation_id: id,
+        };
+        let previous = self.current.replace(verdict.clone()).map(|v| v.state);
+        Some(Change {
+            opd: opd.map(str::to_string),
+            previous,
+            verdict,
+        })
+    }
+}
+
+fn median(it: impl Iterator<Item = Duration>) -> Option<Duration> {
+    let mut v: Vec<Duration> = it.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    Some(v[v.len() / 2])
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// The engine: per-OPD and gateway tracks.
+#[derive(Debug)]
+pub struct Engine {
+    thresholds: Thresholds,
+    opds: BTreeMap<String, Track>,
+    gateway: Track,
+    upstream: BTreeMap<String, VecDeque<Probe>>,
+    last_at: Option<DateTime<Utc>>,
+}
+
+impl Engine {
+    pub fn new(thresholds: Thresholds) -> Self {
+        Engine {
+            thresholds,
+            opds: BTreeMap::new(),
+            gateway: Track::default(),
+            upstream: BTreeMap::new(),
+            last_at: None,
+        }
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// The current verdict of an OPD.
+    pub fn opd(&self, id: &str) -> Option<&Verdict> {
+        self.opds.get(id).and_then(|t| t.current.as_ref())
+    }
+
+    /// The gateway's own verdict (healthy, upstream_degraded, upstream_down).
+    pub fn gateway(&self) -> Option<&Verdict> {
+        self.gateway.current.as_ref()
+    }
+
+    /// Every OPD's verdict.
+    pub fn verdicts(&self) -> impl Iterator<Item = (&str, &Verdict)> {
+        self.opds
+            .iter()
+            .filter_map(|(id, t)| t.current.as_ref().map(|v| (id.as_str(), v)))
+    }
+
+    /// Feeds one second; returns the state changes it caused.
+    pub fn step(&mut self, tick: &Tick) -> Vec<Change> {
+        let t = self.thresholds.clone();
+        if let Some(last) = self.last_at
+            && ((tick.at - last).num_seconds() > MAX_GAP_S || tick.at <= last)
+        {
+            // A clock gap (daemon paused, time set): old windows would
+            // mislead; start collecting again, keep the current verdicts.
+            for tr in self.opds.values_mut() {
+                tr.seconds.clear();
+                tr.probes.clear();
+                tr.rtts = Default::default();
+                tr.candidate = None;
+            }
+            self.gateway.seconds.clear();
+            self.upstream.clear();
+        }
+        self.last_at = Some(tick.at);
+        self.opds.retain(|id, _| tick.opds.contains_key(id));
+        for (id, s) in &tick.opds {
+            self.opds.entry(id.clone()).or_default().push(tick.at, s);
+        }
+        self.upstream.retain(|k, _| tick.upstream.contains_key(k));
+        for (name, probes) in &tick.upstream {
+            let q = self.upstream.entry(name.clone()).or_default();
+            q.extend(probes.iter().copied());
+            while q.len() > PROBES_KEPT {
+                q.pop_front();
+            }
+        }
+
+        let mut changes = Vec::new();
+        self.gateway.seconds.push_back(OpdSignals::default());
+        while self.gateway.seconds.len() > WINDOW_S {
+            self.gateway.seconds.pop_front();
+        }
+        let (gw_state, gw_evidence) = self.gateway_verdict(tick, &t);
+        if self.gateway.seconds.len() >= WARM_UP_S
+            && let Some(c) = self
+                .gateway
+                .settle(None, tick.at, gw_state, gw_evidence, &t)
+        {
+            changes.push(c);
+        }
+        let gw_now = self
+            .gateway
+            .current
+            .as_ref()
+            .map(|v| v.state)
+            .unwrap_or(State::Healthy);
+        let ids: Vec<String> = self.opds.keys().cloned().collect();
+        for id in ids {
+            let track = &self.opds[&id];
+            if track.seconds.len() < WARM_UP_S {
+                continue;
+            }
+            let (state, evidence) = opd_verdict(track, gw_now, &t);
+            let track = self.opds.get_mut(&id).expect("present");
+            if let Some(c) = track.settle(Some(&id), tick.at, state, evidence, &t) {
+                changes.push(c);
+            }
+        }
+        changes
+    }
+
+    fn gateway_verdict(&self, tick: &Tick, t: &Thresholds) -> (State, Value) {
+        let mut ev = serde_json::Map::new();
+        // Upstream probes.
+        let all: Vec<Probe> = self.upstream.values().flatten().copied().collect();
+        let probe_loss = (!all.is_empty())
+            .then(|| all.iter().filter(|p| **p == Probe::Lost).count() as f64 / all.len() as f64);
+        let probe_rtt = median(all.iter().filter_map(|p| match p {
+            Probe::Answered(d) => Some(*d),
+            Probe::Lost => None,
+        }));
+        let every_target_down = !self.upstream.is_empty()
+            && self.upstream.values().all(|q| {
+                q.len() >= t.probe_lost_in_a_row as usize
+                    && q.iter()
+                        .rev()
+                        .take(t.probe_lost_in_a_row as usize)
+                        .all(|p| *p == Probe::Lost)
+            });
+        if let Some(l) = probe_loss {
+            ev.insert("upstream_probe_loss_ratio".into(), json!(l));
+        }
+        if let Some(r) = probe_rtt {
+            ev.insert("upstream_probe_rtt_ms".into(), json!(ms(r)));
+        }
+        // WAN handshake round trips across OPDs.
+        let wan: Vec<Duration> = self
+            .opds
+            .values()
+            .filter_map(|tr| tr.rtt_median(1).map(|(m, _)| m))
+            .collect();
+        let wan_slow = wan.iter().filter(|d| **d > t.wan_rtt).count();
+        if !wan.is_empty() {
+            ev.insert("opds_with_wan_rtt".into(), json!(wan.len()));
+            ev.insert("opds_with_slow_wan_rtt".into(), json!(wan_slow));
+            ev.insert(
+                "wan_rtt_median_ms".into(),
+                json!(ms(median(wan.iter().copied()).unwrap_or_default())),
+            );
+        }
+        let wan_rtt_up = wan.len() >= 2 && wan_slow * 2 >= wan.len();
+        // Aggregate throughput against the contracted capacity.
+        let total_down: u64 = self.opds.values().map(|tr| tr.mean_bps(10, 0)).sum();
+        let cap = tick.capacity_bps[0];
+        ev.insert("download_bps_10s".into(), json!(total_down));
+        ev.insert("download_capacity_bps".into(), json!(cap));
+        let below_capacity = cap > 0 && (total_down as f64) < 0.9 * cap as f64;
+        let active = self
+            .opds
+            .values()
+            .filter(|tr| tr.packets(10, 0) + tr.packets(10, 1) >= t.idle_packets)
+            .count();
+        ev.insert("active_opds".into(), json!(active));
+        ev.insert("wan_threshold_ms".into(), json!(ms(t.wan_rtt)));
+
+        let probes_bad = probe_loss.is_some_and(|l| l >= t.upstream_loss_ratio)
+            || probe_rtt.is_some_and(|r| r > t.wan_rtt);
+        if every_target_down {
+            return (State::UpstreamDown, Value::Object(ev));
+        }
+        if probes_bad || (wan_rtt_up && below_capacity) {
+            return (State::UpstreamDegraded, Value::Object(ev));
+        }
+        (State::Healthy, Value::Object(ev))
+    }
+}
+
+fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
+    let down_pk = tr.packets(10, 0);
+    let up_pk = tr.packets(10, 1);
+    let silent_up =
+        tr.seconds.len() >= t.silence_s as usize && tr.packets(t.silence_s as usize, 1) == 0;
+    let lost_row = tr.lost_in_a_row();
+    let loss = tr.loss_ratio();
+    let probe_rtt = tr.probe_median();
+    let last = tr.seconds.back().cloned().unwrap_or_default();
+    let rate = [tr.mean_bps(10, 0), tr.mean_bps(10, 1)];
+    let mut ev = serde_json::Map::new();
+    ev.insert("download_packets_10s".into(), json!(down_pk));
+    ev.insert("upload_packets_10s".into(), json!(up_pk));
+    ev.insert("download_bps_10s".into(), json!(rate[0]));
+    ev.insert("upload_bps_10s".into(), json!(rate[1]));
+    if last.probe_configured {
+        ev.insert("probe_lost_in_a_row".into(), json!(lost_row));
+        if let Some(l) = loss {
+            ev.insert("probe_loss_ratio".into(), json!(l));
+        }
+        if let Some(r) = probe_rtt {
+            ev.insert("probe_rtt_ms".into(), json!(ms(r)));
+        }
+    }
+    if let Some((m, n)) = tr.rtt_median(0) {
+        ev.insert("lan_rtt_median_ms".into(), json!(ms(m)));
+        ev.insert("lan_rtt_samples".into(), json!(n));
+    }
+    if let Some((m, n)) = tr.rtt_median(1) {
+        ev.insert("wan_rtt_median_ms".into(), json!(ms(m)));
+        ev.insert("wan_rtt_samples".into(), json!(n));
+    }
+    if let Some(up) = last.link_up {
+        ev.insert("link".into(), json!(if up { "up" } else { "down" }));
+    }
+
+    // Local fault: its link is down, or its router stopped answering and
+    // nothing comes from it, or traffic reaches it and nothing comes back.
+    if last.link_up == Some(false) {
+        ev.insert("reason".into(), json!("link_down"));
+        return (State::LocalFault, Value::Object(ev));
+    }
+    let router_gone = last.probe_configured && lost_row >= t.probe_lost_in_a_row;
+    if router_gone && silent_up {
+        ev.insert("reason".into(), json!("router_not_answering"));
+        return (State::LocalFault, Value::Object(ev));
+    }
+    if tr.seconds.len() >= 10 && down_pk >= t.idle_packets && up_pk == 0 {
+        ev.insert("reason".into(), json!("one_way_traffic"));
+        return (State::LocalFault, Value::Object(ev));
+    }
+    // At its own ceiling: its allocation is full, not the network. Its own
+    // queue also explains a slow LAN round trip, so this comes first.
+    for (d, name) in [(0, "download"), (1, "upload")] {
+        let ceil = last.ceiling_bps[d];
+        if ceil > 0 && rate[d] as f64 >= t.saturated_ratio * ceil as f64 {
+            ev.insert("reason".into(), json!(format!("{name}_at_ceiling")));
+            ev.insert("ceiling_bps".into(), json!(ceil));
+            ev.insert("drops_10s".into(), json!(tr.drops(10)));
+            return (State::Saturated, Value::Object(ev));
+        }
+    }
+    let lan_slow = probe_rtt.is_some_and(|r| r > t.lan_rtt)
+        || tr.rtt_median(0).is_some_and(|(m, _)| m > t.lan_rtt);
+    // Scattered losses that go on: a loss among the latest three, so a
+    // router that has come back is not held to its outage.
+    let recent_loss = tr.probes.iter().rev().take(3).any(|p| *p == Probe::Lost);
+    let lan_lossy =
+        loss.is_some_and(|l| l >= t.lan_loss_ratio) && tr.probes.len() >= 5 && recent_loss;
+    if lan_slow || lan_lossy {
+        ev.insert(
+            "reason".into(),
+            json!(if lan_lossy {
+                "router_probe_loss"
+            } else {
+                "lan_rtt_high"
+            }),
+        );
+        ev.insert("lan_threshold_ms".into(), json!(ms(t.lan_rtt)));
+        return (State::LocalDegraded, Value::Object(ev));
+    }
+    let active = down_pk + up_pk >= t.idle_packets;
+    if active && matches!(gateway, State::UpstreamDegraded | State::UpstreamDown) {
+        ev.insert("reason".into(), json!("uplink"));
+        return (gateway, Value::Object(ev));
+    }
+    if !active {
+        return (State::Idle, Value::Object(ev));
+    }
+    (State::Healthy, Value::Object(ev))
+}
+
+/// One sentence an OPD operator understands, in English and Indonesian.
+pub fn explain(opd: Option<&str>, state: State, evidence: &Value) -> (String, String) {
+    let reason = evidence.get("reason").and_then(Value::as_str).unwrap_or("");
+    let who_en = opd
+        .map(|o| format!("OPD {o}"))
+        .unwrap_or_else(|| "The gateway".into());
+    match (opd.is_none(), state, reason) {
+        (true, State::Healthy, _) => (
+            "The Internet uplink delivers normally.".into(),
+            "Jaringan Diskominfo normal: koneksi Internet berjalan baik.".into(),
+        ),
+        (true, State::UpstreamDegraded, _) => (
+            "The Internet uplink delivers less than contracted (slow or losing); Diskominfo is on it, nothing to fix at the OPDs.".into(),
+            "Koneksi Internet dari penyedia layanan sedang menurun; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda.".into(),
+        ),
+        (true, State::UpstreamDown, _) => (
+            "The Internet uplink is down; Diskominfo is on it, nothing to fix at the OPDs.".into(),
+            "Koneksi Internet dari penyedia layanan terputus; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda.".into(),
+        ),
+        (_, State::Healthy, _) => (
+            format!("{who_en}: the network is working normally."),
+            "Jaringan normal: koneksi kantor Anda berjalan baik.".into(),
+        ),
+        (_, State::Idle, _) => (
+            format!("{who_en}: no traffic right now, and nothing is wrong."),
+            "Tidak ada lalu lintas saat ini, dan tidak ada gangguan.".into(),
+        ),
+        (_, State::Saturated, _) => (
+            format!("{who_en} is using its whole allocation; the network is fine, the office's own use fills it."),
+            "Kuota bandwidth kantor Anda sedang terpakai penuh; jaringan normal, pemakaian di kantor Anda sendiri yang memenuhinya.".into(),
+        ),
+        (_, State::LocalFault, "link_down") => (
+            format!("{who_en}: the link to the office is down; check the cable and connector."),
+            "Jaringan Diskominfo normal; sambungan ke kantor Anda terputus: periksa kabel dan konektor.".into(),
+        ),
+        (_, State::LocalFault, "one_way_traffic") => (
+            format!("{who_en}: traffic reaches the office but nothing comes back; check the office router and its cables."),
+            "Jaringan Diskominfo normal; data sampai ke kantor Anda tetapi tidak ada balasan: periksa router dan kabel di kantor Anda.".into(),
+        ),
+        (_, State::LocalFault, _) => (
+            format!("{who_en}: the office router does not answer and nothing comes from the office; check its power cable and connector."),
+            "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons: periksa kabel daya dan konektor router.".into(),
+        ),
+        (_, State::LocalDegraded, _) => (
+            format!("{who_en}: the office's own network is slow or losing packets while other offices are fine; check the office router and cabling."),
+            "Jaringan Diskominfo normal; jaringan di kantor Anda lambat atau putus-putus: periksa router dan kabel di kantor Anda.".into(),
+        ),
+        (_, State::UpstreamDegraded, _) => (
+            format!("{who_en} is fine; the Internet uplink is degraded for everyone and Diskominfo is on it."),
+            "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan sedang menurun untuk semua kantor dan Diskominfo sedang menangani.".into(),
+        ),
+        (_, State::UpstreamDown, _) => (
+            format!("{who_en} is fine; the Internet uplink is down for everyone and Diskominfo is on it."),
+            "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor dan Diskominfo sedang menangani.".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

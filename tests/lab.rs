@@ -231,21 +231,24 @@ fn status_shows_an_opd_at_its_ceiling_while_it_downloads() {
         .find(|l| l.starts_with("dinsos"))
         .expect("dinsos row");
     let cols: Vec<&str> = row.split_whitespace().collect();
-    // OPD, down guar/ceil, now, %ceil, ...
-    assert_eq!(cols[1], "5.0/10.0");
-    let now: f64 = cols[2].parse().unwrap();
-    let pct: f64 = cols[3].parse().unwrap();
+    // OPD, state, down guar/ceil, now, %ceil, ...
+    assert_eq!(cols[1], "saturated", "at its ceiling for 12 s: {row}");
+    assert_eq!(cols[2], "5.0/10.0");
+    let now: f64 = cols[3].parse().unwrap();
+    let pct: f64 = cols[4].parse().unwrap();
     assert!((9.0..=10.6).contains(&now), "download now {now} Mbit/s");
     assert!((90.0..=106.0).contains(&pct), "{pct}% of ceiling");
     let idle = table
         .lines()
         .find(|l| l.starts_with("bpbd"))
         .expect("bpbd row");
+    assert_eq!(idle.split_whitespace().nth(1), Some("idle"));
     assert_eq!(
-        idle.split_whitespace().nth(2),
+        idle.split_whitespace().nth(3),
         Some("0.0"),
         "an idle OPD reads 0"
     );
+    assert!(table.starts_with("uplink: healthy"), "{table}");
 
     // Without a token the API refuses, and status says why.
     let out = lab

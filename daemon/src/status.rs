@@ -31,9 +31,19 @@ pub fn render(api: &str, token: Option<&str>) -> Result<String> {
         serde_json::from_str(&body).with_context(|| format!("{path}: not JSON"))
     };
     let list = get("/api/v1/opds")?;
-    let mut out = format!(
-        "{:<18} {:>15} {:>8} {:>6} {:>15} {:>8} {:>6} {:>11} {:>11}\n",
+    let mut out = String::new();
+    if let Ok(g) = get("/api/v1/gateway")
+        && let Some(state) = g["diagnosis"]["state"].as_str()
+    {
+        out.push_str(&format!(
+            "uplink: {state}: {}\n\n",
+            g["diagnosis"]["explanation_en"].as_str().unwrap_or("")
+        ));
+    }
+    out.push_str(&format!(
+        "{:<18} {:<17} {:>15} {:>8} {:>6} {:>15} {:>8} {:>6} {:>11} {:>11}\n",
         "OPD",
+        "state",
         "down guar/ceil",
         "now",
         "%ceil",
@@ -42,7 +52,7 @@ pub fn render(api: &str, token: Option<&str>) -> Result<String> {
         "%ceil",
         "today down",
         "today up"
-    );
+    ));
     let empty = Vec::new();
     for o in list["opds"].as_array().unwrap_or(&empty) {
         let id = o["id"].as_str().unwrap_or("?");

@@ -210,14 +210,22 @@ pub fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> 
         .map_err(|e| Problem::unauthorized(e.to_string()))
 }
 
+/// Access to the summary (OPD list, gateway): any valid token, or none
+/// where the admin allowed anonymous reads.
+fn summary_access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
+    let access = access(state, headers)?;
+    if access == Access::Anonymous && !state.tokens.anonymous_summary {
+        return Err(Problem::token_required());
+    }
+    Ok(access)
+}
+
 /// Access to one OPD: unknown and not-yours look the same (404), so ids do
 /// not leak; no token at all is 401.
 fn require_opd(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(Access, Opd), Problem> {
     let access = access(state, headers)?;
     if access == Access::Anonymous {
-        return Err(Problem::unauthorized(
-            "this needs a token (admin or opd:<id>)",
-        ));
+        return Err(Problem::token_required());
     }
     let view = state.view();
     match view.policy.opd(id) {
@@ -282,12 +290,7 @@ async fn list_opds(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<OpdList>, Problem> {
-    let access = access(&state, &headers)?;
-    if access == Access::Anonymous && !state.tokens.anonymous_summary {
-        return Err(Problem::unauthorized(
-            "this needs a token (admin or opd:<id>)",
-        ));
-    }
+    let access = summary_access(&state, &headers)?;
     let view = state.view();
     let opds = view
         .policy
@@ -347,6 +350,40 @@ pub fn volumes(state: &AppState, opd: &str) -> (Option<Volume>, Option<Volume>) 
     (get(store.day_start(now)), get(store.month_start(now)))
 }
 
+/// Runs `f` with the history store, or says why it is unavailable (503):
+/// never a wrong or empty answer in its place.
+fn with_history<T>(
+    state: &AppState,
+    f: impl FnOnce(&crate::history::HistoryStore) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    let guard = state
+        .history
+        .store
+        .lock()
+        .map_err(|_| Problem::internal("history lock poisoned"))?;
+    let error = state.history.error.lock().ok().and_then(|e| e.clone());
+    match (guard.as_ref(), error) {
+        (Some(store), None) => f(store),
+        (_, error) => Err(Problem::unavailable(
+            "history-unavailable",
+            format!(
+                "usage history is unavailable ({}); the data path and metrics keep working",
+                error.unwrap_or_else(|| "not opened".into())
+            ),
+        )),
+    }
+}
+
+/// A history error as the API reports it: the caller's mistake (400,
+/// naming `parameter`) or the store's (503).
+fn history_problem(e: crate::history::HistoryError, parameter: &str) -> Problem {
+    if e.is_client_error() {
+        Problem::bad_parameter(parameter, e.to_string())
+    } else {
+        Problem::unavailable("history-unavailable", format!("usage history failed: {e}"))
+    }
+}
+
 /// Parses `from`, `to` and `step`; defaults: the last 24 hours by the hour.
 fn usage_query(
     q: &HashMap<String, String>,
@@ -390,39 +427,15 @@ async fn usage_points(
     let (from, to, step) = usage_query(&q)?;
     let tz = state.view().policy.gateway.timezone.to_string();
     tokio::task::spawn_blocking(move || {
-        let guard = state
-            .history
-            .store
-            .lock()
-            .map_err(|_| Problem::internal("history lock poisoned"))?;
-        let store = match (
-            guard.as_ref(),
-            state.history.error.lock().ok().and_then(|e| e.clone()),
-        ) {
-            (Some(s), None) => s,
-            (_, err) => {
-                return Err(Problem::unavailable(
-                    "history-unavailable",
-                    format!(
-                        "usage history is unavailable ({}); the data path and metrics keep working",
-                        err.unwrap_or_else(|| "not opened".into())
-                    ),
-                ));
-            }
-        };
-        let points = store.usage(&id, from, to, step).map_err(|e| {
-            if e.is_client_error() {
-                Problem::bad_parameter(
-                    if matches!(step, Step::Minute) {
-                        "step"
-                    } else {
-                        "from"
-                    },
-                    e.to_string(),
-                )
+        let points = with_history(&state, |store| {
+            let parameter = if matches!(step, Step::Minute) {
+                "step"
             } else {
-                Problem::unavailable("history-unavailable", format!("usage history failed: {e}"))
-            }
+                "from"
+            };
+            store
+                .usage(&id, from, to, step)
+                .map_err(|e| history_problem(e, parameter))
         })?;
         Ok(Usage {
             opd: id,
@@ -536,12 +549,7 @@ async fn get_gateway(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<GatewayStatus>, Problem> {
-    let access = access(&state, &headers)?;
-    if access == Access::Anonymous && !state.tokens.anonymous_summary {
-        return Err(Problem::unauthorized(
-            "this needs a token (admin or opd:<id>)",
-        ));
-    }
+    summary_access(&state, &headers)?;
     let view = state.view();
     let policy = &view.policy;
     let unclassified = state
@@ -673,9 +681,7 @@ async fn get_events(
     let access = access(&state, &headers)?;
     let filter = match (&access, q.get("opd")) {
         (Access::Anonymous, _) => {
-            return Err(Problem::unauthorized(
-                "this needs a token (admin or opd:<id>)",
-            ));
+            return Err(Problem::token_required());
         }
         (Access::Opd(own), None) => Some(own.clone()),
         (a, Some(id)) => {
@@ -688,23 +694,10 @@ async fn get_events(
     };
     let (from, to, _) = usage_query(&q)?;
     tokio::task::spawn_blocking(move || {
-        let guard = state
-            .history
-            .store
-            .lock()
-            .map_err(|_| Problem::internal("history lock poisoned"))?;
-        let Some(store) = guard.as_ref() else {
-            return Err(Problem::unavailable(
-                "history-unavailable",
-                "the event history is unavailable",
-            ));
-        };
-        let events = store.events(from, to, None).map_err(|e| {
-            if e.is_client_error() {
-                Problem::bad_parameter("from", e.to_string())
-            } else {
-                Problem::unavailable("history-unavailable", format!("event history failed: {e}"))
-            }
+        let events = with_history(&state, |store| {
+            store
+                .events(from, to, None)
+                .map_err(|e| history_problem(e, "from"))
         })?;
         Ok(Json(Events {
             from,

@@ -493,25 +493,27 @@ impl Datapath {
 /// Read-only view of the counters a running jatah pinned under a bpffs, for
 /// tools outside the daemon (the lab, tests).
 pub struct PinnedCounters {
-    counters: PerCpuArray<MapData, Counters>,
+    reader: CounterReader,
     owners: Array<MapData, SlotOwner>,
+}
+
+/// Opens a map jatah pinned under `bpffs`.
+fn open_pinned(bpffs: &Path, name: &str) -> Result<MapData, DatapathError> {
+    let path = pin_dir(bpffs).join(name);
+    MapData::from_pin(&path).map_err(map_err(format!("opening pinned map {}", path.display())))
 }
 
 impl PinnedCounters {
     pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
-        let dir = pin_dir(bpffs);
-        let open = |name: &str| {
-            MapData::from_pin(dir.join(name)).map_err(map_err(format!(
-                "opening pinned map {}",
-                dir.join(name).display()
-            )))
-        };
-        let counters =
-            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(open(map_names::COUNTERS)?))
-                .map_err(map_err("counters"))?;
-        let owners = Array::try_from(aya::maps::Map::Array(open(map_names::SLOT_OWNERS)?))
-            .map_err(map_err("slot owners"))?;
-        Ok(PinnedCounters { counters, owners })
+        let owners = Array::try_from(aya::maps::Map::Array(open_pinned(
+            bpffs,
+            map_names::SLOT_OWNERS,
+        )?))
+        .map_err(map_err("slot owners"))?;
+        Ok(PinnedCounters {
+            reader: CounterReader::open(bpffs)?,
+            owners,
+        })
     }
 
     /// The slot of every OPD, by id.
@@ -527,28 +529,15 @@ impl PinnedCounters {
 
     /// Counters of every OPD with a slot, by id, summed over CPUs.
     pub fn by_opd(&self) -> Result<BTreeMap<String, Counters>, DatapathError> {
-        let mut out = BTreeMap::new();
-        for (slot, owner) in self.owners.iter().enumerate() {
-            let owner = owner.map_err(map_err("reading slot owners"))?;
-            let Some(id) = owner_id(&owner) else {
-                continue;
-            };
-            let v = self
-                .counters
-                .get(&(slot as u32), 0)
-                .map_err(map_err("reading counters"))?;
-            out.insert(id, sum_counters(v.iter()));
-        }
-        Ok(out)
+        self.slots()?
+            .into_iter()
+            .map(|(id, slot)| Ok((id, self.reader.read(slot)?)))
+            .collect()
     }
 
     /// Counters of traffic that matched no OPD.
     pub fn unclassified(&self) -> Result<Counters, DatapathError> {
-        let v = self
-            .counters
-            .get(&SLOT_UNCLASSIFIED, 0)
-            .map_err(map_err("reading counters"))?;
-        Ok(sum_counters(v.iter()))
+        self.reader.read(SLOT_UNCLASSIFIED)
     }
 }
 
@@ -562,20 +551,17 @@ pub struct CounterReader {
 
 impl CounterReader {
     pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
-        let dir = pin_dir(bpffs);
-        let open = |name: &str| {
-            MapData::from_pin(dir.join(name)).map_err(map_err(format!(
-                "opening pinned map {}",
-                dir.join(name).display()
-            )))
-        };
         use aya::maps::Map;
         Ok(CounterReader {
-            counters: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::COUNTERS)?))
-                .map_err(map_err("counters"))?,
-            stats: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::STATS)?))
+            counters: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(
+                bpffs,
+                map_names::COUNTERS,
+            )?))
+            .map_err(map_err("counters"))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(bpffs, map_names::STATS)?))
                 .map_err(map_err("stats"))?,
-            rtt: Array::try_from(Map::Array(open(map_names::RTT)?)).map_err(map_err("rtt"))?,
+            rtt: Array::try_from(Map::Array(open_pinned(bpffs, map_names::RTT)?))
+                .map_err(map_err("rtt"))?,
         })
     }
 

@@ -519,8 +519,36 @@ impl Lab {
             .ok_or_else(|| anyhow!("no OPD {id} in this lab"))
     }
 
-    /// Starts iperf3 (TCP) from OPD `i` against its server; download uses
-    /// reverse mode so the Internet side sends.
+    /// An iperf3 client in OPD `i` against its server of `lane`; download
+    /// uses reverse mode so the Internet side sends.
+    fn iperf_command(
+        &self,
+        i: usize,
+        dir: Direction,
+        seconds: u32,
+        lane: u16,
+    ) -> std::process::Command {
+        let port = iperf_port(i, dir, lane).to_string();
+        let mut cmd = self.opds[i].command("iperf3");
+        cmd.args([
+            "-c",
+            INET_ADDR,
+            "-p",
+            &port,
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ])
+        .args(["-t", &seconds.to_string()])
+        .stdin(Stdio::null());
+        if dir == Direction::Download {
+            cmd.arg("-R");
+        }
+        cmd
+    }
+
+    /// Starts a bulk iperf3 TCP transfer with `streams` parallel flows;
+    /// [`wait_iperf`] reads its result.
     pub fn spawn_iperf(
         &self,
         i: usize,
@@ -528,30 +556,16 @@ impl Lab {
         seconds: u32,
         streams: u32,
     ) -> Result<Child> {
-        let port = iperf_port(i, dir, 0).to_string();
-        let mut cmd = self.opds[i].command("iperf3");
-        cmd.args([
-            "-c",
-            INET_ADDR,
-            "-p",
-            &port,
-            "-J",
-            "--connect-timeout",
-            "3000",
-        ])
-        .args(["-t", &seconds.to_string(), "-P", &streams.to_string()]);
-        if dir == Direction::Download {
-            cmd.arg("-R");
-        }
-        Ok(cmd
-            .stdin(Stdio::null())
+        Ok(self
+            .iperf_command(i, dir, seconds, 0)
+            .args(["-P", &streams.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?)
     }
 
-    /// Like [`Lab::spawn_iperf`], paced at `bitrate` (e.g. "2M"): steady
-    /// demand below the OPD's ceiling.
+    /// Steady demand below the OPD's ceiling: one flow paced at `bitrate`
+    /// (e.g. "2M"), on its own server so bulk transfers can run beside it.
     pub fn spawn_iperf_paced(
         &self,
         i: usize,
@@ -559,23 +573,9 @@ impl Lab {
         seconds: u32,
         bitrate: &str,
     ) -> Result<Child> {
-        let port = iperf_port(i, dir, 1).to_string();
-        let mut cmd = self.opds[i].command("iperf3");
-        cmd.args([
-            "-c",
-            INET_ADDR,
-            "-p",
-            &port,
-            "-J",
-            "--connect-timeout",
-            "3000",
-        ])
-        .args(["-t", &seconds.to_string(), "-b", bitrate]);
-        if dir == Direction::Download {
-            cmd.arg("-R");
-        }
-        Ok(cmd
-            .stdin(Stdio::null())
+        Ok(self
+            .iperf_command(i, dir, seconds, 1)
+            .args(["-b", bitrate])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?)

@@ -77,6 +77,11 @@ impl Problem {
         )
     }
 
+    /// 401 where no token was sent.
+    pub fn token_required() -> Self {
+        Self::unauthorized("this needs a token (admin or opd:<id>)")
+    }
+
     /// 403: authenticated, but this needs the admin role.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)

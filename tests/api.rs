@@ -100,6 +100,7 @@ fn fixture(anonymous_summary: bool, with_history: bool) -> Fixture {
     let view = PolicyView {
         policy: policy.clone(),
         slots: dp.slots().clone(),
+        retired: Default::default(),
         source: "api-test.toml".into(),
     };
     let state = AppState::new(

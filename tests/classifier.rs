@@ -415,39 +415,69 @@ fn moving_a_subnet_takes_effect_despite_the_address_cache() {
 }
 
 #[test]
-fn a_removed_opds_slot_is_freed_and_a_new_opd_starts_from_zero() {
+fn a_removed_opds_slot_is_retired_until_released_and_never_inherited() {
     let mut fx = fixture();
     let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, BAPPEDA_HOST, 10));
     fx.down(&f);
     let old = fx.slot("bappeda");
     assert_eq!(fx.dp.counters(old).unwrap().packets[DOWNLOAD], 1);
-    fx.dp
-        .sync_opds(&[OpdPrefixes {
-            id: "dinkes".into(),
-            prefixes: vec![v4([10, 20, 1, 0], 24)],
-        }])
-        .unwrap();
+    let dinkes = || OpdPrefixes {
+        id: "dinkes".into(),
+        prefixes: vec![v4([10, 20, 1, 0], 24)],
+    };
+    let bpkad = || OpdPrefixes {
+        id: "bpkad".into(),
+        prefixes: vec![v4([10, 20, 3, 0], 24)],
+    };
+    fx.dp.sync_opds(&[dinkes()]).unwrap();
     assert!(!fx.dp.slots().contains_key("bappeda"));
+    assert_eq!(fx.dp.retired().get("bappeda"), Some(&old));
     // bappeda's address now matches nothing.
     assert_eq!(fx.down(&f).priority, htb_priority(DEFAULT_CLASS_MINOR));
+    // A new OPD does not take the retired slot.
+    fx.dp.sync_opds(&[dinkes(), bpkad()]).unwrap();
+    assert_ne!(fx.slot("bpkad"), old);
+    // Once released (its counters were scraped), the slot is reused, zeroed.
+    fx.dp.release(&[old].into_iter().collect());
     fx.dp
         .sync_opds(&[
+            dinkes(),
+            bpkad(),
             OpdPrefixes {
-                id: "dinkes".into(),
-                prefixes: vec![v4([10, 20, 1, 0], 24)],
-            },
-            OpdPrefixes {
-                id: "bpkad".into(),
-                prefixes: vec![v4([10, 20, 3, 0], 24)],
+                id: "bapenda".into(),
+                prefixes: vec![v4([10, 20, 4, 0], 24)],
             },
         ])
         .unwrap();
-    let new = fx.slot("bpkad");
+    assert_eq!(fx.slot("bapenda"), old, "the lowest free slot is reused");
     assert_eq!(
-        fx.dp.counters(new).unwrap().packets[DOWNLOAD],
+        fx.dp.counters(old).unwrap().packets[DOWNLOAD],
         0,
         "a new OPD never inherits counters"
     );
+}
+
+#[test]
+fn an_opd_removed_and_added_back_before_release_keeps_its_counters() {
+    let mut fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, BAPPEDA_HOST, 10));
+    fx.down(&f);
+    let slot = fx.slot("bappeda");
+    let all = [
+        OpdPrefixes {
+            id: "dinkes".into(),
+            prefixes: vec![v4([10, 20, 1, 0], 24)],
+        },
+        OpdPrefixes {
+            id: "bappeda".into(),
+            prefixes: vec![v4([10, 20, 2, 0], 24)],
+        },
+    ];
+    fx.dp.sync_opds(&all[..1]).unwrap();
+    fx.dp.sync_opds(&all).unwrap();
+    assert_eq!(fx.slot("bappeda"), slot);
+    assert!(fx.dp.retired().is_empty());
+    assert_eq!(fx.dp.counters(slot).unwrap().packets[DOWNLOAD], 1);
 }
 
 #[test]

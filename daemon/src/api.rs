@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use jatah_common::{DOWNLOAD, SLOT_UNCLASSIFIED, UPLOAD};
 use serde::Serialize;
@@ -144,7 +144,7 @@ pub struct GatewayStatus {
         title = "jatah",
         description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
     ),
-    paths(list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway),
+    paths(list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"))
@@ -174,6 +174,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/opds/{id}/diagnosis", get(get_diagnosis))
         .route("/api/v1/events", get(get_events))
         .route("/api/v1/gateway", get(get_gateway))
+        .route("/api/v1/policy/reload", post(post_reload))
+        .route("/api/v1/policy/plan", post(post_plan))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
 }
@@ -719,4 +721,63 @@ async fn get_events(
     })
     .await
     .map_err(|e| Problem::internal(format!("events query: {e}")))?
+}
+
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    match access(state, headers)? {
+        Access::Admin => Ok(()),
+        Access::Anonymous => Err(Problem::token_required()),
+        Access::Opd(_) => Err(Problem::forbidden("this needs the admin role")),
+    }
+}
+
+/// Reload the policy file now (as on SIGHUP). An invalid file, or one that
+/// changes interfaces, is refused and the policy in force stays.
+#[utoipa::path(post, path = "/api/v1/policy/reload", tag = "gateway",
+    responses(
+        (status = 200, description = "Applied, or nothing to change", body = crate::reload::ReloadOutcome),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused (invalid file, or a change needing a restart) or failed and rolled back; the policy in force stays", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn post_reload(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<crate::reload::ReloadOutcome>, Problem> {
+    require_admin(&state, &headers)?;
+    let outcome = tokio::task::spawn_blocking(move || crate::reload::reload(&state, "API"))
+        .await
+        .map_err(|e| Problem::internal(format!("reload: {e}")))?;
+    if outcome.ok() {
+        Ok(Json(outcome))
+    } else {
+        Err(Problem::unprocessable(format!(
+            "reload {}: {}",
+            outcome.result,
+            outcome.error.unwrap_or_default()
+        )))
+    }
+}
+
+/// What a reload of the policy in the request body (TOML) would change
+/// against the policy in force. Nothing is changed.
+#[utoipa::path(post, path = "/api/v1/policy/plan", tag = "gateway",
+    request_body(content = String, content_type = "application/toml", description = "A policy file"),
+    responses(
+        (status = 200, description = "The changes", body = crate::plan::Plan),
+        (status = 400, description = "The policy is invalid; detail lists FILE:LINE:COLUMN problems", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn post_plan(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<crate::plan::Plan>, Problem> {
+    require_admin(&state, &headers)?;
+    let new =
+        crate::policy::parse(&body, "request").map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok(Json(crate::plan::diff(&state.view().policy, &new)))
 }

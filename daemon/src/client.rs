@@ -19,6 +19,26 @@ pub fn resolve(api: &str) -> Result<SocketAddr> {
 
 /// GET `path`: (status, body).
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    request(addr, "GET", path, token, None)
+}
+
+/// POST `body` (TOML) to `path`: (status, body).
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
+    request(addr, "POST", path, token, Some(body))
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .with_context(|| format!("connecting to jatah at {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
@@ -26,9 +46,18 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, St
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = body
+        .map(|b| {
+            format!(
+                "Content-Type: application/toml\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::auth::Tokens;
 use crate::datapath::{CounterReader, Datapath};
+
 use crate::gateway;
 use crate::history::{CounterReading, HistoryStore};
 use crate::server::{self, AppState, PolicyView, ReloadStatus};
@@ -57,7 +58,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let ifaces_for_apply = ifaces.clone();
     // Netlink and BPF syscalls block; keep them off the async workers. The
     // thread stays in this process's network namespace.
-    let datapath = tokio::task::spawn_blocking(move || -> Result<Datapath> {
+    let (datapath, shaper) = tokio::task::spawn_blocking(move || -> Result<(Datapath, Shaper)> {
         let mut datapath = Datapath::load_pinned(&bpffs)?;
         let adopted = datapath.slots().len();
         if adopted > 0 {
@@ -71,13 +72,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             &mut shaper,
         )?;
         datapath.attach(&ifaces_for_apply.attachment())?;
-        Ok(datapath)
+        Ok((datapath, shaper))
     })
     .await??;
     let applied_in = started.elapsed();
     let view = PolicyView {
         policy: policy.clone(),
         slots: datapath.slots().clone(),
+        retired: datapath.retired().clone(),
         source: opts.policy.clone(),
     };
     let mut state = AppState::new(view, tokens, Some(CounterReader::open(&opts.bpffs)?));
@@ -104,7 +106,18 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         }
         Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
     }
+    *state.controller.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::reload::Controller {
+        datapath,
+        shaper,
+        ifaces: ifaces.clone(),
+        policy_path: opts.policy.clone(),
+    });
     let state = Arc::new(state);
+    tokio::spawn(crate::reload::watch(
+        state.clone(),
+        opts.policy.clone(),
+        shutdown.clone(),
+    ));
     if let Some(prober) = state.prober.clone() {
         let stop = shutdown.clone();
         tokio::spawn(async move { prober.run(stop).await });
@@ -126,7 +139,6 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         .context("HTTP server")?;
     shutdown.cancel();
     let _ = sampler.await;
-    drop(datapath);
     info!("stopped; the data path stays in force (`jatah down` removes it)");
     Ok(())
 }

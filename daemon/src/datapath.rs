@@ -135,6 +135,9 @@ pub struct Datapath {
     ebpf: Ebpf,
     bpffs: PathBuf,
     slots: BTreeMap<String, u32>,
+    /// Slots of removed OPDs, kept from reuse until their last counters
+    /// have been scraped ([`Datapath::release`]).
+    retired: BTreeMap<String, u32>,
     reader: CounterReader,
 }
 
@@ -153,6 +156,7 @@ impl Datapath {
             ebpf,
             bpffs: bpffs.to_path_buf(),
             slots: BTreeMap::new(),
+            retired: BTreeMap::new(),
             reader: CounterReader::open(bpffs)?,
         };
         dp.slots = dp.read_owners()?;
@@ -216,6 +220,16 @@ impl Datapath {
         Ok(slots)
     }
 
+    /// Slots of removed OPDs not yet released, by the OPD's old id.
+    pub fn retired(&self) -> &BTreeMap<String, u32> {
+        &self.retired
+    }
+
+    /// Frees retired slots (their final counters were scraped) for reuse.
+    pub fn release(&mut self, slots: &BTreeSet<u32>) {
+        self.retired.retain(|_, s| !slots.contains(s));
+    }
+
     /// The slot of every OPD the data path knows, by id.
     pub fn slots(&self) -> &BTreeMap<String, u32> {
         &self.slots
@@ -276,10 +290,13 @@ impl Datapath {
             .filter(|(id, _)| !wanted.contains(id.as_str()))
             .map(|(id, s)| (id.clone(), *s))
             .collect();
-        let mut used: BTreeSet<u32> = self.slots.values().copied().collect();
-        for (_, slot) in &removed {
-            used.remove(slot);
-        }
+        // Removed OPDs' slots stay taken (retired) until released.
+        let mut used: BTreeSet<u32> = self
+            .slots
+            .values()
+            .chain(self.retired.values())
+            .copied()
+            .collect();
         let mut new_slots = self.slots.clone();
         for (id, _) in &removed {
             new_slots.remove(id);
@@ -288,6 +305,13 @@ impl Datapath {
         let mut next = 0u32;
         for opd in opds {
             if new_slots.contains_key(&opd.id) {
+                continue;
+            }
+            // An OPD removed and added back before its slot was released
+            // takes it back: its counters simply continue.
+            if let Some(slot) = self.retired.remove(&opd.id) {
+                new_slots.insert(opd.id.clone(), slot);
+                self.write_owner(slot, &opd.id)?;
                 continue;
             }
             while used.contains(&next) {
@@ -334,7 +358,8 @@ impl Datapath {
         )?;
         for (id, slot) in &removed {
             self.write_owner(*slot, "")?;
-            debug!(opd = %id, slot, "OPD slot released");
+            self.retired.insert(id.clone(), *slot);
+            debug!(opd = %id, slot, "OPD removed; slot retired until its counters are scraped");
         }
         let mut cfg = self.config()?;
         cfg.epoch = cfg.epoch.wrapping_add(1);

@@ -352,6 +352,11 @@ impl Engine {
         &self.thresholds
     }
 
+    /// New thresholds (a policy reload); verdicts and windows are kept.
+    pub fn set_thresholds(&mut self, t: Thresholds) {
+        self.thresholds = t;
+    }
+
     /// The current verdict of an OPD.
     pub fn opd(&self, id: &str) -> Option<&Verdict> {
         self.opds.get(id).and_then(|t| t.current.as_ref())

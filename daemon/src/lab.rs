@@ -581,6 +581,47 @@ impl Lab {
             .spawn()?)
     }
 
+    /// UDP at a fixed `bitrate` (iperf3 counts every lost datagram).
+    pub fn spawn_iperf_udp(
+        &self,
+        i: usize,
+        dir: Direction,
+        seconds: u32,
+        bitrate: &str,
+    ) -> Result<Child> {
+        Ok(self
+            .iperf_command(i, dir, seconds, 1)
+            .args(["-u", "-b", bitrate, "-l", "1200"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?)
+    }
+
+    /// `tc class show` on a gateway interface: (minor, rate, ceil) as tc
+    /// prints them, e.g. (17, "10Mbit", "20Mbit").
+    pub fn tc_classes(&self, ifname: &str) -> Result<Vec<(u16, String, String)>> {
+        let out = self.gw.run("tc", ["class", "show", "dev", ifname])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut classes = Vec::new();
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let field = |name: &str| {
+                w.iter()
+                    .position(|x| *x == name)
+                    .and_then(|i| w.get(i + 1))
+                    .map(|s| s.to_string())
+            };
+            if let (Some(id), Some(rate), Some(ceil)) = (w.get(2), field("rate"), field("ceil"))
+                && let Some(minor) = id
+                    .strip_prefix("1:")
+                    .and_then(|m| u16::from_str_radix(m, 16).ok())
+            {
+                classes.push((minor, rate, ceil));
+            }
+        }
+        Ok(classes)
+    }
+
     /// Limits what the Internet side sends towards the gateway (an ISP
     /// delivering less than contracted): a tbf on its WAN link, with the
     /// deep queue a real upstream bottleneck has.
@@ -712,6 +753,25 @@ pub fn url_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// What a UDP iperf3 run saw at the receiver: (packets, lost packets).
+pub fn wait_iperf_udp(child: Child) -> Result<(u64, u64)> {
+    let out = child.wait_with_output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 output is not JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("iperf3: {err}");
+    }
+    let sum = &v["end"]["sum"];
+    Ok((
+        sum["packets"].as_u64().unwrap_or(0),
+        sum["lost_packets"].as_u64().unwrap_or(u64::MAX),
+    ))
 }
 
 /// Waits for an iperf3 client started by [`Lab::spawn_iperf`].

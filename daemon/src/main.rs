@@ -67,6 +67,19 @@ enum Command {
         #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Show what a reload of FILE would change in the running jatah (OPDs
+    /// added, removed, rates changed, subnets moved). Nothing is changed.
+    /// Exit code 1 if FILE is invalid.
+    Plan {
+        /// The new policy file.
+        file: PathBuf,
+        /// jatah's API address (host:port).
+        #[arg(long, env = "JATAH_API", default_value = "127.0.0.1:9476")]
+        api: String,
+        /// An admin token.
+        #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -181,6 +194,18 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Plan { file, api, token } => {
+            match jatah::status::plan(&file, &api, token.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Token(TokenCommand::New { role, name }) => {
             match jatah::auth::new_entry(&name, &role) {
                 Ok((token, entry)) => {

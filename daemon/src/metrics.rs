@@ -163,6 +163,26 @@ impl Collector for JatahCollector {
             }
         }
         drop(drop_tracker);
+        // Removed OPDs: their final counters, once, so Prometheus sees the
+        // last value; then their slots may be reused.
+        if !view.retired.is_empty()
+            && let Some(reader) = &state.counters
+        {
+            let mut exported = std::collections::BTreeSet::new();
+            for (id, &slot) in &view.retired {
+                if view.slots.contains_key(id) {
+                    continue;
+                }
+                if let Ok(c) = reader.read(slot) {
+                    for d in [DOWNLOAD, UPLOAD] {
+                        bytes[d].push(counter(vec![label("opd", id)], c.bytes[d] as f64));
+                        packets[d].push(counter(vec![label("opd", id)], c.packets[d] as f64));
+                    }
+                    exported.insert(slot);
+                }
+            }
+            state.retired_scraped(&exported);
+        }
 
         let mut out = Vec::new();
         for (d, name) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {

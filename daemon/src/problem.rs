@@ -87,6 +87,16 @@ impl Problem {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
     }
 
+    /// 422: understood, but refused (a reload of an invalid policy).
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+            "Refused",
+            detail,
+        )
+    }
+
     /// 503: a part jatah depends on is not available right now.
     pub fn unavailable(kind: &str, detail: impl Into<String>) -> Self {
         Self::new(

@@ -1,6 +1,6 @@
 //! jatah's HTTP server: what the handlers share, and the router.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,6 +29,8 @@ use crate::rates::RateTable;
 pub struct PolicyView {
     pub policy: Policy,
     pub slots: BTreeMap<String, u32>,
+    /// Removed OPDs whose final counters have not been scraped yet.
+    pub retired: BTreeMap<String, u32>,
     pub source: PathBuf,
 }
 
@@ -74,6 +76,10 @@ pub struct AppState {
     /// ICMP probes of OPD routers and upstream targets (None without
     /// permission to send them, or in tests).
     pub prober: Option<Prober>,
+    /// The kernel state, for reloads (None until attached, and in tests).
+    pub controller: Mutex<Option<crate::reload::Controller>>,
+    /// Retired slots whose final counters a scrape has exported.
+    pub scraped_retired: Mutex<BTreeSet<u32>>,
 }
 
 impl AppState {
@@ -91,6 +97,8 @@ impl AppState {
             drops: Mutex::new(Default::default()),
             engine: Mutex::new(Engine::new(crate::watch::thresholds(&view_policy))),
             prober: None,
+            controller: Mutex::new(None),
+            scraped_retired: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -101,10 +109,25 @@ impl AppState {
             .map(|v| v.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
+
+    /// Called after a scrape exported these retired OPDs' final counters:
+    /// they leave the view and their slots may be reused.
+    pub fn retired_scraped(&self, slots: &BTreeSet<u32>) {
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**view).clone();
+        next.retired.retain(|_, s| !slots.contains(s));
+        *view = Arc::new(next);
+        drop(view);
+        self.scraped_retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(slots.iter().copied());
+    }
 }
 
-/// Largest request body accepted (the API takes no large bodies).
-const MAX_BODY: usize = 64 * 1024;
+/// Largest request body accepted: room for a policy file of every OPD
+/// slot (`POST /api/v1/policy/plan`), nothing more.
+const MAX_BODY: usize = 4 * 1024 * 1024;
 /// A request (including a slow client) gets this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -94,3 +94,23 @@ pub fn print(api: &str, token: Option<&str>) -> Result<()> {
     print!("{}", render(api, token)?);
     Ok(())
 }
+
+/// `jatah plan`: validates FILE here (so its problems come with lines and
+/// columns even without a daemon), then asks the running jatah what it
+/// would change.
+pub fn plan(file: &std::path::Path, api: &str, token: Option<&str>) -> Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    crate::policy::parse(&text, &file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let addr = crate::client::resolve(api)?;
+    let (status, body) = crate::client::post(addr, "/api/v1/policy/plan", token, &text)?;
+    if status != 200 {
+        let detail = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        bail!("jatah at {api} answered HTTP {status}: {detail}");
+    }
+    let plan: crate::plan::Plan = serde_json::from_str(&body).context("the plan is not JSON")?;
+    Ok(plan.render())
+}

@@ -1,0 +1,212 @@
+//! Policy reloads while traffic flows: parse, validate, diff against the
+//! policy in force, apply only the difference in place (HTB classes changed,
+//! prefixes added and removed, nothing torn down), restore the previous
+//! state if anything fails, then publish. An invalid file changes nothing.
+//!
+//! Triggers: SIGHUP, a change of the policy file (polled, so an editor's
+//! save-by-rename is seen), and `POST /api/v1/policy/reload`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use utoipa::ToSchema;
+
+use crate::datapath::Datapath;
+use crate::gateway::{self, Interfaces};
+use crate::plan::{Plan, diff};
+use crate::policy::Policy;
+use crate::server::{AppState, PolicyView, ReloadStatus};
+use crate::shaper::Shaper;
+
+/// What owns the kernel state: the loaded programs and maps, the netlink
+/// socket, the interfaces. One reload at a time holds it.
+pub struct Controller {
+    pub datapath: Datapath,
+    pub shaper: Shaper,
+    pub ifaces: Interfaces,
+    pub policy_path: PathBuf,
+}
+
+/// The result of a reload, as the API and logs report it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReloadOutcome {
+    /// applied, unchanged, rejected (invalid file or a change that needs a
+    /// restart; nothing touched) or failed (applying went wrong; the
+    /// previous state was restored).
+    pub result: String,
+    pub plan: Option<Plan>,
+    /// Why it was rejected or failed (FILE:LINE:COLUMN lines for an
+    /// invalid file).
+    pub error: Option<String>,
+    pub duration_seconds: f64,
+}
+
+impl ReloadOutcome {
+    fn new(result: &str, plan: Option<Plan>, error: Option<String>, started: Instant) -> Self {
+        ReloadOutcome {
+            result: result.into(),
+            plan,
+            error,
+            duration_seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.result == "applied" || self.result == "unchanged"
+    }
+}
+
+/// Reloads the policy file now (blocking: netlink and BPF syscalls).
+pub fn reload(state: &AppState, why: &str) -> ReloadOutcome {
+    let started = Instant::now();
+    let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(ctl) = guard.as_mut() else {
+        return ReloadOutcome::new(
+            "rejected",
+            None,
+            Some("the data path is not attached yet".into()),
+            started,
+        );
+    };
+    let file = ctl.policy_path.display().to_string();
+    let outcome = match crate::policy::load(&ctl.policy_path) {
+        Err(e) => ReloadOutcome::new("rejected", None, Some(e.to_string()), started),
+        Ok(new) => apply(state, ctl, new, started),
+    };
+    drop(guard);
+    let mut status = state.reload.lock().unwrap_or_else(|p| p.into_inner());
+    *status = ReloadStatus {
+        successful: outcome.ok(),
+        at: Some(chrono::Utc::now()),
+        error: outcome.error.clone(),
+        duration_seconds: outcome.duration_seconds,
+    };
+    match outcome.result.as_str() {
+        "applied" => info!(
+            trigger = why,
+            policy = %file,
+            changes = %outcome.plan.as_ref().map(Plan::summary).unwrap_or_default(),
+            seconds = outcome.duration_seconds,
+            "policy reloaded"
+        ),
+        "unchanged" => info!(trigger = why, policy = %file, "policy reloaded: no change"),
+        _ => error!(
+            trigger = why,
+            policy = %file,
+            result = %outcome.result,
+            error = %outcome.error.clone().unwrap_or_default(),
+            "policy reload refused; the policy in force stays"
+        ),
+    }
+    outcome
+}
+
+fn apply(state: &AppState, ctl: &mut Controller, new: Policy, started: Instant) -> ReloadOutcome {
+    let old = state.view().policy.clone();
+    let plan = diff(&old, &new);
+    if !plan.restart_needed.is_empty() {
+        return ReloadOutcome::new(
+            "rejected",
+            Some(plan.clone()),
+            Some(format!(
+                "{}: interfaces cannot change on a reload; restart jatah",
+                plan.restart_needed.join("; ")
+            )),
+            started,
+        );
+    }
+    if plan.is_empty() {
+        return ReloadOutcome::new("unchanged", Some(plan), None, started);
+    }
+    // Slots whose final counters were scraped may now be reused.
+    let scraped: BTreeSet<u32> = std::mem::take(
+        &mut *state
+            .scraped_retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    ctl.datapath.release(&scraped);
+    if let Err(e) = gateway::apply(&new, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper) {
+        warn!(error = %e, "applying the new policy failed; restoring the previous one");
+        let restored = gateway::apply(&old, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper);
+        let msg = match restored {
+            Ok(()) => format!("{e}; the previous policy was restored"),
+            Err(r) => format!("{e}; restoring the previous policy also failed: {r}"),
+        };
+        publish(state, ctl, old);
+        return ReloadOutcome::new("failed", Some(plan), Some(msg), started);
+    }
+    publish(state, ctl, new);
+    ReloadOutcome::new("applied", Some(plan), None, started)
+}
+
+/// Makes a policy the one in force for everything outside the kernel:
+/// the API and metrics view, the verdict thresholds, the probe targets.
+fn publish(state: &AppState, ctl: &Controller, policy: Policy) {
+    state
+        .engine
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_thresholds(crate::watch::thresholds(&policy));
+    if let Some(p) = &state.prober {
+        p.set_targets(crate::watch::probe_targets(&policy));
+    }
+    let view = PolicyView {
+        slots: ctl.datapath.slots().clone(),
+        retired: ctl.datapath.retired().clone(),
+        source: ctl.policy_path.clone(),
+        policy,
+    };
+    *state.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+}
+
+/// What identifies a version of the file on disk.
+fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Reloads on SIGHUP and when the policy file changes (checked every
+/// second; a change must hold still for one check, so a half-written file
+/// is not read).
+pub async fn watch(state: Arc<AppState>, path: PathBuf, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seen = fingerprint(&path);
+    let mut pending: Option<(SystemTime, u64, u64)> = None;
+    loop {
+        let trigger = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                let now = fingerprint(&path);
+                if now == seen {
+                    pending = None;
+                    continue;
+                }
+                if pending != now {
+                    pending = now;
+                    continue;
+                }
+                "file changed"
+            }
+        };
+        seen = fingerprint(&path);
+        pending = None;
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || reload(&st, trigger)).await;
+    }
+}

@@ -200,19 +200,16 @@ fn every_kind_of_change_lands_in_the_kernel() {
 
     // Move bappeda's subnet to rsud: rsud's address space grows, traffic
     // to the moved subnet is rsud's.
-    let text = format!(
-        "{}",
-        policy_with(&base, |s| {
-            s.opds.pop();
-        })
-        .replace(
-            "subnets = [\"10.20.2.0/24\"]",
-            "subnets = [\"10.20.99.0/24\"]"
-        )
-        .replace(
-            "subnets = [\"10.20.1.0/24\"]",
-            "subnets = [\"10.20.1.0/24\", \"10.20.2.0/24\"]"
-        )
+    let text = policy_with(&base, |s| {
+        s.opds.pop();
+    })
+    .replace(
+        "subnets = [\"10.20.2.0/24\"]",
+        "subnets = [\"10.20.99.0/24\"]",
+    )
+    .replace(
+        "subnets = [\"10.20.1.0/24\"]",
+        "subnets = [\"10.20.1.0/24\", \"10.20.2.0/24\"]",
     );
     lab.write_policy(&text).unwrap();
     let (status, v) = reload(&lab);

@@ -24,6 +24,7 @@ pub mod probe;
 pub mod problem;
 pub mod rates;
 pub mod reload;
+pub mod schedule;
 pub mod server;
 pub mod shaper;
 pub mod status;

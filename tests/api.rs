@@ -92,7 +92,7 @@ fn fixture(anonymous_summary: bool, with_history: bool) -> Fixture {
     let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
     dp.sync_opds(&opd_prefixes(&policy)).unwrap();
     let f = frame_to([10, 20, 1, 7], 100);
-    dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 3)
+    dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::forwarded(), 3)
         .unwrap();
     let mut tokens = Tokens::with_admin(ADMIN);
     tokens.add("dinkes-op", Access::Opd("dinkes".into()), DINKES);

@@ -46,7 +46,12 @@ impl Fixture {
     fn slot(&self, id: &str) -> u32 {
         self.dp.slots()[id]
     }
-    fn run(&self, prog: &str, frame: &[u8], ctx: SkbContext) -> SkbContext {
+    /// Runs a program on a forwarded frame (one that arrived on an
+    /// interface), as every frame jatah classifies is.
+    fn run(&self, prog: &str, frame: &[u8], mut ctx: SkbContext) -> SkbContext {
+        if ctx.ingress_ifindex == 0 {
+            ctx.ingress_ifindex = 1;
+        }
         let (ret, out, _) = self
             .dp
             .test_run(prog, frame, &ctx, 1)
@@ -500,7 +505,7 @@ fn a_restarted_daemon_adopts_slots_and_counters_from_the_pins() {
         .unwrap();
         slot = dp.slots()["dinkes"];
         let f = frame(eth(ETH_IP), ipv4_tcp(INTERNET, DINKES_HOST, 100));
-        dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 5)
+        dp.test_run(program_names::DOWNLOAD, &f, &SkbContext::forwarded(), 5)
             .unwrap();
     }
     let dp = Datapath::load_pinned(bpffs.path()).unwrap();
@@ -645,5 +650,29 @@ fn handshake_timing_is_off_unless_enabled_and_ignores_resets() {
         fx.dp.rtt(slot, SIDE_WAN).unwrap().started,
         0,
         "RST-flagged SYNs are ignored"
+    );
+}
+
+#[test]
+fn what_the_gateway_itself_sends_an_opd_is_not_the_opds_usage() {
+    let fx = fixture();
+    let f = frame(eth(ETH_IP), ipv4_tcp([10, 20, 1, 1], DINKES_HOST, 56));
+    // ingress_ifindex 0: sent by the gateway (a probe, its own service).
+    let (ret, out, _) = fx
+        .dp
+        .test_run(program_names::DOWNLOAD, &f, &SkbContext::default(), 1)
+        .unwrap();
+    assert_eq!(ret, -1);
+    assert_eq!(out.priority, htb_priority(DEFAULT_CLASS_MINOR));
+    assert_eq!(
+        fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD],
+        0
+    );
+    assert_eq!(fx.dp.unclassified().unwrap().packets[DOWNLOAD], 1);
+    // The same frame forwarded from the Internet is dinkes'.
+    fx.down(&f);
+    assert_eq!(
+        fx.dp.counters(fx.slot("dinkes")).unwrap().packets[DOWNLOAD],
+        1
     );
 }

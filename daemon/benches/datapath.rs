@@ -62,7 +62,7 @@ fn classifier(rounds: usize, sizes: &[usize]) {
         // An address inside the last prefix (the deepest trie path).
         let last = n - 1;
         let f = frame([10, (last >> 8) as u8, last as u8, 7]);
-        let ctx = SkbContext::default();
+        let ctx = SkbContext::forwarded();
         let mut empty = Vec::new();
         let mut jatah = Vec::new();
         for _ in 0..rounds {
@@ -141,14 +141,14 @@ fn rtt_cost(rounds: usize) {
         for _ in 0..rounds {
             dp.set_rtt_tracking(false).unwrap();
             off.push(
-                dp.test_run(prog, &f, &SkbContext::default(), REPEAT)
+                dp.test_run(prog, &f, &SkbContext::forwarded(), REPEAT)
                     .unwrap()
                     .2
                     .as_nanos() as f64,
             );
             dp.set_rtt_tracking(true).unwrap();
             on.push(
-                dp.test_run(prog, &f, &SkbContext::default(), REPEAT)
+                dp.test_run(prog, &f, &SkbContext::forwarded(), REPEAT)
                     .unwrap()
                     .2
                     .as_nanos() as f64,

@@ -690,6 +690,8 @@ where
 pub struct SkbContext {
     pub mark: u32,
     pub priority: u32,
+    /// The interface a packet arrived on; 0 for one the host itself sent.
+    pub ingress_ifindex: u32,
     pub ifindex: u32,
     pub gso_segs: u32,
     pub gso_size: u32,
@@ -743,10 +745,20 @@ mod aya_sk_buff {
 }
 
 impl SkbContext {
+    /// A packet that arrived on an interface (ingress ifindex 1), as every
+    /// packet the gateway forwards is.
+    pub fn forwarded() -> Self {
+        SkbContext {
+            ingress_ifindex: 1,
+            ..Default::default()
+        }
+    }
+
     fn to_bytes(self) -> [u8; SKB_CTX_LEN] {
         let skb = aya_sk_buff::SkBuff {
             mark: self.mark,
             priority: self.priority,
+            ingress_ifindex: self.ingress_ifindex,
             ifindex: self.ifindex,
             gso_segs: self.gso_segs,
             gso_size: self.gso_size,
@@ -762,6 +774,7 @@ impl SkbContext {
         SkbContext {
             mark: skb.mark,
             priority: skb.priority,
+            ingress_ifindex: skb.ingress_ifindex,
             ifindex: skb.ifindex,
             gso_segs: skb.gso_segs,
             gso_size: skb.gso_size,

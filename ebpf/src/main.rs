@@ -498,6 +498,14 @@ fn wire_bytes(ctx: &TcContext, h: &Headers) -> u64 {
     }
 }
 
+/// Whether the packet was sent by the gateway itself: forwarded packets
+/// carry the interface they arrived on, locally sent ones none.
+#[inline(always)]
+fn from_gateway(ctx: &TcContext) -> bool {
+    // SAFETY: reading a field of the context.
+    unsafe { (*ctx.skb.skb).ingress_ifindex == 0 }
+}
+
 #[inline(always)]
 fn set_class(ctx: &TcContext, minor: u32) {
     // SAFETY: skb->priority is writable for TC programs.
@@ -533,6 +541,11 @@ fn parse_failed(ctx: &TcContext, dir: usize, err: ParseError) -> i32 {
 /// Download: LAN-facing egress, by destination address.
 #[classifier]
 pub fn jatah_dl(ctx: TcContext) -> i32 {
+    // What the gateway itself sends an OPD (its probes, its own services)
+    // is not that OPD's Internet use: unshaped, counted as unclassified.
+    if from_gateway(&ctx) {
+        return unclassified(&ctx, DOWNLOAD, ctx.len() as u64);
+    }
     let h = match parse(&ctx, false) {
         Ok(h) => h,
         Err(e) => return parse_failed(&ctx, DOWNLOAD, e),

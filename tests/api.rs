@@ -473,3 +473,70 @@ async fn the_real_server_answers_on_a_port_and_shuts_down_gracefully() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn every_endpoint_answers_every_kind_of_caller_as_expected() {
+    let fx = fixture(false, true);
+    const OTHER: &str = "bappeda-secret";
+    let mut tokens_fx = fx;
+    {
+        // An opd:bappeda token as well.
+        let state = Arc::get_mut(&mut tokens_fx.state).expect("sole owner");
+        state
+            .tokens
+            .add("bappeda-op", Access::Opd("bappeda".into()), OTHER);
+    }
+    let fx = tokens_fx;
+    // (path, none, bad, other OPD's token, own (dinkes) token, admin)
+    let matrix: &[(&str, [u16; 5])] = &[
+        ("/healthz", [503, 503, 503, 503, 503]),
+        ("/metrics", [200, 200, 200, 200, 200]),
+        ("/openapi.json", [200, 200, 200, 200, 200]),
+        ("/api/v1/opds", [401, 401, 200, 200, 200]),
+        ("/api/v1/gateway", [401, 401, 200, 200, 200]),
+        ("/api/v1/opds/dinkes", [401, 401, 404, 200, 200]),
+        ("/api/v1/opds/dinkes/usage", [401, 401, 404, 200, 200]),
+        ("/api/v1/opds/dinkes/usage.csv", [401, 401, 404, 200, 200]),
+        ("/api/v1/opds/dinkes/diagnosis", [401, 401, 404, 200, 200]),
+        ("/api/v1/events", [401, 401, 200, 200, 200]),
+        ("/api/v1/events?opd=dinkes", [401, 401, 404, 200, 200]),
+    ];
+    for (path, want) in matrix {
+        for (k, token) in [None, Some("wrong"), Some(OTHER), Some(DINKES), Some(ADMIN)]
+            .into_iter()
+            .enumerate()
+        {
+            let (status, _, _) = get(&fx, path, token).await;
+            assert_eq!(status.as_u16(), want[k], "{path} with caller #{k}");
+        }
+    }
+    // Admin-only actions.
+    for (k, token) in [None, Some("wrong"), Some(OTHER), Some(DINKES)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut req = Request::post("/api/v1/policy/reload");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let res = router(fx.state.clone())
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let want = if k < 2 { 401 } else { 403 };
+        assert_eq!(res.status().as_u16(), want, "reload with caller #{k}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let fx = fixture(false, true);
+    let body = "x".repeat(5 * 1024 * 1024);
+    let req = Request::post("/api/v1/policy/plan")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .unwrap();
+    let res = router(fx.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}

@@ -103,3 +103,44 @@ fn help_names_every_subcommand() {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
     }
 }
+
+#[test]
+fn the_systemd_unit_is_valid() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/jatah.service"),
+    )
+    .unwrap();
+    for cap in [
+        "CAP_BPF",
+        "CAP_NET_ADMIN",
+        "CAP_PERFMON",
+        "ProtectSystem=strict",
+        "StateDirectory=jatah",
+    ] {
+        assert!(unit.contains(cap), "the unit lacks {cap}");
+    }
+    // systemd-analyze checks every directive; point it at the built binary.
+    let dir = std::env::temp_dir().join(format!("jatah-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jatah.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/jatah", env!("CARGO_BIN_EXE_jatah")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "systemd-analyze verify: {report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,15 +1,42 @@
 //! Puts a policy into force on this gateway: resolves the interfaces it
 //! names, gives every OPD its slot in the data path, and builds the HTB trees
 //! (one per direction) that enforce the allocations.
+//!
+//! **Group classes.** A `[[group]]` is an inner HTB class between the root
+//! class and its members' classes. OPD classes are `1:(slot + 16)`, at most
+//! `1:0x400f`; groups take minors from `0x6000..=0x7fff` ([`group_minors`]),
+//! clear of every OPD class and within the minors that may carry a leaf
+//! qdisc (a group without members is a leaf). A group's minor is a hash of
+//! its id, not its place in the file, so reordering, adding or removing
+//! other groups leaves its class (and its members' classes, and all their
+//! counters) alone, across reloads and restarts alike, with nothing to
+//! persist. Two ids may hash to the same minor (about one chance in 8192
+//! per pair); the id that sorts first keeps it and the other takes the next
+//! free one. The only way a group's minor then moves is a newly added group
+//! whose id takes its place, and `jatah plan` says so before it happens.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use jatah_common::{DEFAULT_CLASS_MINOR, opd_class_minor};
+use jatah_common::{DEFAULT_CLASS_MINOR, MAX_OPDS, opd_class_minor};
 use tracing::info;
 
 use crate::datapath::{Attachment, Datapath, OpdPrefixes, prefixes_of};
-use crate::policy::{Direction, LeafQdisc as PolicyLeaf, Policy};
-use crate::shaper::{ClassSpec, HtbTree, LeafQdisc, Shaper};
+use crate::policy::{Direction, LeafQdisc as PolicyLeaf, MAX_GROUPS, Policy};
+use crate::shaper::{
+    ClassSpec, ClassStats, HtbTree, LeafQdisc, MAX_LEAF_MINOR, ROOT_CLASS, Shaper,
+};
+
+/// The first HTB class minor set aside for groups.
+pub const GROUP_MINOR_BASE: u16 = 0x6000;
+/// How many minors are set aside for groups: `0x6000..=0x7fff`.
+pub const GROUP_MINORS: u16 = 0x2000;
+
+// Group classes never collide with OPD classes, fit the minors that may
+// carry a leaf, and there is one for every group a policy may have.
+const _: () = assert!(opd_class_minor(MAX_OPDS - 1) < GROUP_MINOR_BASE as u32);
+const _: () = assert!(GROUP_MINOR_BASE as u32 + GROUP_MINORS as u32 - 1 <= MAX_LEAF_MINOR as u32);
+const _: () = assert!(MAX_GROUPS <= GROUP_MINORS as usize);
 
 /// An interface jatah works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,22 +167,102 @@ pub fn opd_prefixes(policy: &Policy) -> Vec<OpdPrefixes> {
         .collect()
 }
 
-/// The HTB tree of one direction: root = gateway capacity, one class per
-/// OPD (rate = guaranteed, ceil = ceiling), and the default class, which is
-/// guaranteed what the OPDs leave over (at least 1% of capacity) and may
-/// borrow up to the capacity.
+/// FNV-1a, 32 bits: a hash that never changes between builds or Rust
+/// versions (unlike std's), so a group's minor survives an upgrade.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The HTB class minor of every group of `policy`, the same on both
+/// interfaces: `GROUP_MINOR_BASE` plus the FNV-1a hash of the id modulo
+/// [`GROUP_MINORS`], or the next free minor after it when an id that sorts
+/// earlier already has that one (see the module documentation). A pure
+/// function of the group ids, so anything holding the policy in force (the
+/// metrics, the API, `jatah plan`) finds a group's class without asking
+/// the shaper.
+pub fn group_minors(policy: &Policy) -> BTreeMap<String, u16> {
+    let ids: BTreeSet<&str> = policy.groups.iter().map(|g| g.id.as_str()).collect();
+    let mut taken = BTreeSet::new();
+    let mut minors = BTreeMap::new();
+    for id in ids {
+        let home = fnv1a(id.as_bytes()) % u32::from(GROUP_MINORS);
+        // A validated policy has at most MAX_GROUPS groups, so a free
+        // offset always exists.
+        let free = (0..u32::from(GROUP_MINORS))
+            .map(|step| ((home + step) % u32::from(GROUP_MINORS)) as u16)
+            .find(|offset| !taken.contains(offset));
+        if let Some(offset) = free {
+            taken.insert(offset);
+            minors.insert(id.to_string(), GROUP_MINOR_BASE + offset);
+        }
+    }
+    minors
+}
+
+/// Each group's class among the statistics [`Shaper::class_stats`] read
+/// from one interface, by group id. A group whose class is missing (the
+/// tree is being changed) is left out.
+pub fn group_class_stats(policy: &Policy, stats: &[ClassStats]) -> BTreeMap<String, ClassStats> {
+    let by_minor: BTreeMap<u16, &ClassStats> = stats.iter().map(|s| (s.minor, s)).collect();
+    group_minors(policy)
+        .into_iter()
+        .filter_map(|(id, minor)| by_minor.get(&minor).map(|&&stats| (id, stats)))
+        .collect()
+}
+
+/// The HTB tree of one direction for the OPD slots the data path holds
+/// (see [`tree_for_slots`]).
 pub fn htb_tree(policy: &Policy, datapath: &Datapath, dir: Direction, leaf: LeafQdisc) -> HtbTree {
+    tree_for_slots(policy, datapath.slots(), dir, leaf)
+}
+
+/// The HTB tree of one direction: root = gateway capacity; one class per
+/// group ([`group_minors`]; rate = guaranteed, ceil = ceiling) under it;
+/// one class per OPD with a slot (`1:(slot + 16)`) under its group or,
+/// outside groups, under the root class; and the default class, which is
+/// guaranteed what the top level leaves over (at least 1% of capacity) and
+/// may borrow up to the capacity.
+pub fn tree_for_slots(
+    policy: &Policy,
+    slots: &BTreeMap<String, u32>,
+    dir: Direction,
+    leaf: LeafQdisc,
+) -> HtbTree {
     let capacity = policy.capacity(dir).bits_per_second();
-    let mut classes = Vec::with_capacity(policy.opds.len());
+    let group_minors = group_minors(policy);
+    let mut classes = Vec::with_capacity(policy.groups.len() + policy.opds.len());
+    // What the root class's children are guaranteed, the default class aside.
     let mut guaranteed_sum = 0u64;
+    for group in &policy.groups {
+        let Some(&minor) = group_minors.get(&group.id) else {
+            continue;
+        };
+        let a = group.allocation(dir);
+        guaranteed_sum = guaranteed_sum.saturating_add(a.guaranteed.bits_per_second());
+        classes.push(ClassSpec {
+            minor,
+            parent: ROOT_CLASS,
+            rate_bps: a.guaranteed.bits_per_second(),
+            ceil_bps: a.ceiling.bits_per_second(),
+        });
+    }
     for opd in &policy.opds {
-        let Some(&slot) = datapath.slots().get(&opd.id) else {
+        let Some(&slot) = slots.get(&opd.id) else {
             continue;
         };
         let a = opd.allocation(dir);
-        guaranteed_sum += a.guaranteed.bits_per_second();
+        let group = opd
+            .group
+            .as_ref()
+            .and_then(|id| group_minors.get(id).copied());
+        if group.is_none() {
+            guaranteed_sum = guaranteed_sum.saturating_add(a.guaranteed.bits_per_second());
+        }
         classes.push(ClassSpec {
             minor: opd_class_minor(slot) as u16,
+            parent: group.unwrap_or(ROOT_CLASS),
             rate_bps: a.guaranteed.bits_per_second(),
             ceil_bps: a.ceiling.bits_per_second(),
         });
@@ -168,6 +275,7 @@ pub fn htb_tree(policy: &Policy, datapath: &Datapath, dir: Direction, leaf: Leaf
         capacity_bps: capacity,
         default_class: ClassSpec {
             minor: DEFAULT_CLASS_MINOR as u16,
+            parent: ROOT_CLASS,
             rate_bps: leftover.min(capacity),
             ceil_bps: capacity,
         },
@@ -217,4 +325,139 @@ pub fn apply(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy with the OPDs and groups given as TOML tables.
+    fn policy(tables: &str) -> Policy {
+        let source = format!(
+            "[gateway]\nwan = \"eth0\"\nlan = [\"eth1\"]\n\
+             download = \"100M\"\nupload = \"50M\"\n{tables}"
+        );
+        crate::policy::parse(&source, "t.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn group(id: &str) -> String {
+        format!(
+            "\n[[group]]\nid = \"{id}\"\nname = \"{id}\"\n\
+             download = {{ guaranteed = \"30M\", ceiling = \"50M\" }}\n\
+             upload = {{ guaranteed = \"10M\", ceiling = \"20M\" }}\n"
+        )
+    }
+
+    fn opd(id: &str, net: u8, group: Option<&str>) -> String {
+        let group = group
+            .map(|g| format!("group = \"{g}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "\n[[opd]]\nid = \"{id}\"\nname = \"{id}\"\nsubnets = [\"10.20.{net}.0/24\"]\n\
+             download = {{ guaranteed = \"10M\", ceiling = \"40M\" }}\n\
+             upload = {{ guaranteed = \"5M\", ceiling = \"10M\" }}\n{group}"
+        )
+    }
+
+    #[test]
+    fn group_minors_are_hashes_of_the_ids_clear_of_opd_classes() {
+        let p = policy(&(group("kecamatan") + &group("kesehatan") + &opd("a", 1, None)));
+        let minors = group_minors(&p);
+        // FNV-1a("kecamatan") % 0x2000 = 0x1aba; ("kesehatan") = 0xc1d.
+        assert_eq!(minors["kecamatan"], 0x7aba);
+        assert_eq!(minors["kesehatan"], 0x6c1d);
+        for minor in minors.values() {
+            assert!((GROUP_MINOR_BASE..=MAX_LEAF_MINOR).contains(minor));
+            assert!(u32::from(*minor) > opd_class_minor(MAX_OPDS - 1));
+        }
+        // The order in the file and the other groups do not matter.
+        let reordered = policy(&(group("kesehatan") + &opd("a", 1, None) + &group("kecamatan")));
+        assert_eq!(group_minors(&reordered), minors);
+        let alone = policy(&(group("kecamatan") + &opd("a", 1, None)));
+        assert_eq!(group_minors(&alone)["kecamatan"], 0x7aba);
+        assert!(group_minors(&policy(&opd("a", 1, None))).is_empty());
+    }
+
+    #[test]
+    fn colliding_ids_take_the_next_free_minor_in_id_order() {
+        // "grup-19" and "grup-356" share the hash 0x1382.
+        assert_eq!(fnv1a(b"grup-19") % 0x2000, 0x1382);
+        assert_eq!(fnv1a(b"grup-356") % 0x2000, 0x1382);
+        let alone = policy(&(group("grup-356") + &opd("a", 1, None)));
+        assert_eq!(group_minors(&alone)["grup-356"], 0x7382);
+        let both = policy(&(group("grup-356") + &group("grup-19") + &opd("a", 1, None)));
+        let minors = group_minors(&both);
+        assert_eq!(minors["grup-19"], 0x7382);
+        assert_eq!(minors["grup-356"], 0x7383);
+    }
+
+    #[test]
+    fn group_statistics_are_found_by_minor() {
+        let p = policy(&(group("kecamatan") + &group("kesehatan") + &opd("a", 1, None)));
+        let stats = [1, 2, 16, 0x7aba].map(|minor| ClassStats {
+            minor,
+            bytes: u64::from(minor) * 10,
+            ..Default::default()
+        });
+        let found = group_class_stats(&p, &stats);
+        assert_eq!(found.len(), 1, "kesehatan's class is not in the dump");
+        assert_eq!(found["kecamatan"].bytes, 0x7aba * 10);
+    }
+
+    #[test]
+    fn the_tree_nests_members_under_their_group() {
+        let p = policy(
+            &(group("kecamatan")
+                + &opd("kec-waru", 1, Some("kecamatan"))
+                + &opd("dinkes", 2, None)
+                + &opd("kec-sepaku", 3, Some("kecamatan"))
+                + &opd("no-slot", 4, None)),
+        );
+        let slots: BTreeMap<String, u32> = [("kec-waru", 0), ("dinkes", 1), ("kec-sepaku", 2)]
+            .into_iter()
+            .map(|(id, slot)| (id.to_string(), slot))
+            .collect();
+        let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
+        let g = 0x7aba;
+        assert_eq!(
+            t.classes,
+            [
+                ClassSpec {
+                    minor: g,
+                    parent: ROOT_CLASS,
+                    rate_bps: 30_000_000,
+                    ceil_bps: 50_000_000
+                },
+                ClassSpec {
+                    minor: 16,
+                    parent: g,
+                    rate_bps: 10_000_000,
+                    ceil_bps: 40_000_000
+                },
+                ClassSpec {
+                    minor: 17,
+                    parent: ROOT_CLASS,
+                    rate_bps: 10_000_000,
+                    ceil_bps: 40_000_000
+                },
+                ClassSpec {
+                    minor: 18,
+                    parent: g,
+                    rate_bps: 10_000_000,
+                    ceil_bps: 40_000_000
+                },
+            ]
+        );
+        // The default class gets what the top level leaves: 100M less the
+        // group's 30M and dinkes' 10M (no-slot has no class yet).
+        assert_eq!(t.default_class.rate_bps, 60_000_000);
+        assert_eq!(t.default_class.parent, ROOT_CLASS);
+        assert_eq!(t.capacity_bps, 100_000_000);
+        let up = tree_for_slots(&p, &slots, Direction::Upload, LeafQdisc::Pfifo);
+        assert_eq!(
+            (up.classes[0].rate_bps, up.classes[0].ceil_bps),
+            (10_000_000, 20_000_000)
+        );
+        assert_eq!(up.default_class.rate_bps, 35_000_000);
+    }
 }

@@ -179,6 +179,36 @@ fn serialize_mask<S: Serializer>(mask: &u32, serializer: S) -> Result<S::Ok, S::
     serializer.collect_str(&format_args!("{mask:#010x}"))
 }
 
+/// The most `[[group]]` tables a policy may have. Far more than a regency
+/// needs; the bound keeps every group's HTB class within the range of class
+/// numbers set aside for groups (see `gateway::group_minors`).
+pub const MAX_GROUPS: usize = 1024;
+
+/// One `[[group]]` table: OPDs that share an allocation of their own (e.g.
+/// the kecamatan offices sharing 50 Mbit/s), shaped as an HTB class with
+/// the member OPDs' classes under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Group {
+    /// `[a-z0-9-]{1,32}`; the label value in group metrics and the key in URLs.
+    pub id: String,
+    /// Human-readable name, e.g. "Kantor Kecamatan".
+    pub name: String,
+    /// Internet -> the group's OPDs together.
+    pub download: Allocation,
+    /// The group's OPDs together -> Internet.
+    pub upload: Allocation,
+}
+
+impl Group {
+    /// The allocation in one direction.
+    pub fn allocation(&self, direction: Direction) -> &Allocation {
+        match direction {
+            Direction::Download => &self.download,
+            Direction::Upload => &self.upload,
+        }
+    }
+}
+
 /// One `[[opd]]` table: a government agency and its allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Opd {
@@ -194,6 +224,9 @@ pub struct Opd {
     pub upload: Allocation,
     /// The OPD's own router, pinged to tell a local fault from an upstream one.
     pub probe: Option<IpAddr>,
+    /// The id of the [`Group`] the OPD belongs to, if any. Its allocation
+    /// then comes out of the group's, not straight out of the gateway's.
+    pub group: Option<String>,
 }
 
 impl Opd {
@@ -213,6 +246,8 @@ pub struct Policy {
     pub gateway: Gateway,
     /// The `[[opd]]` tables, in file order.
     pub opds: Vec<Opd>,
+    /// The `[[group]]` tables, in file order (none when the file has none).
+    pub groups: Vec<Group>,
     /// The `[diagnosis]` table (defaults when absent).
     pub diagnosis: DiagnosisSettings,
 }
@@ -228,22 +263,131 @@ impl Policy {
         self.opds.iter().find(|opd| opd.id == id)
     }
 
-    /// The sum of all OPDs' guarantees in one direction (never more than
-    /// [`Policy::capacity`] in a validated policy).
+    /// The group with this id.
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.iter().find(|group| group.id == id)
+    }
+
+    /// The OPDs of a group, in file order.
+    pub fn members<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Opd> + 'a {
+        self.opds
+            .iter()
+            .filter(move |opd| opd.group.as_deref() == Some(group))
+    }
+
+    /// What the gateway's capacity holds in one direction: the guarantee of
+    /// every group and of every OPD outside a group (a member's guarantee
+    /// comes out of its group's). Without groups, the sum of all OPDs'
+    /// guarantees. Never more than [`Policy::capacity`] in a validated
+    /// policy.
     pub fn guaranteed_sum(&self, direction: Direction) -> Rate {
-        Rate(
-            self.opds
-                .iter()
-                .map(|opd| opd.allocation(direction).guaranteed.0)
-                .fold(0u64, u64::saturating_add),
-        )
+        let groups = self
+            .groups
+            .iter()
+            .map(|group| group.allocation(direction).guaranteed.0);
+        let ungrouped = self
+            .opds
+            .iter()
+            .filter(|opd| opd.group.is_none())
+            .map(|opd| opd.allocation(direction).guaranteed.0);
+        Rate(groups.chain(ungrouped).fold(0u64, u64::saturating_add))
+    }
+
+    /// Every way the allocations break the rules a policy file is held to
+    /// (a ceiling below its guarantee, or above its group's ceiling or the
+    /// gateway's capacity; guarantees that do not fit their group's or the
+    /// capacity; an OPD naming a group that does not exist), one sentence
+    /// each. Empty for a policy [`parse`] returned; meant for allocations
+    /// changed afterwards, e.g. by the schedules open at some moment.
+    pub fn allocation_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for direction in Direction::all() {
+            let capacity = self.capacity(direction);
+            let mut check = |what: String, a: &Allocation, limit: Rate, holder: &str| {
+                if a.ceiling < a.guaranteed {
+                    problems.push(format!(
+                        "{what}'s {direction} ceiling {} is below its guarantee {}",
+                        a.ceiling, a.guaranteed
+                    ));
+                }
+                if a.ceiling > limit {
+                    problems.push(format!(
+                        "{what}'s {direction} ceiling {} exceeds {holder} {limit}",
+                        a.ceiling
+                    ));
+                }
+            };
+            for group in &self.groups {
+                let what = format!("group {}", group.id);
+                check(
+                    what,
+                    group.allocation(direction),
+                    capacity,
+                    "the gateway's capacity",
+                );
+            }
+            for opd in &self.opds {
+                let group = opd.group.as_deref().map(|id| (id, self.group(id)));
+                let (limit, holder) = match group {
+                    Some((id, Some(group))) if group.allocation(direction).ceiling <= capacity => {
+                        let holder = format!("the ceiling of its group {id}");
+                        (group.allocation(direction).ceiling, holder)
+                    }
+                    _ => (capacity, "the gateway's capacity".to_string()),
+                };
+                check(
+                    format!("OPD {}", opd.id),
+                    opd.allocation(direction),
+                    limit,
+                    &holder,
+                );
+            }
+            for group in &self.groups {
+                let sum = Rate(
+                    self.members(&group.id)
+                        .map(|opd| opd.allocation(direction).guaranteed.0)
+                        .fold(0u64, u64::saturating_add),
+                );
+                let guaranteed = group.allocation(direction).guaranteed;
+                if sum > guaranteed {
+                    problems.push(format!(
+                        "the {direction} guarantees of group {}'s OPDs sum to {sum}, more than \
+                         its guarantee {guaranteed}",
+                        group.id
+                    ));
+                }
+            }
+            let sum = self.guaranteed_sum(direction);
+            if sum > capacity {
+                problems.push(format!(
+                    "the {direction} guarantees the gateway holds (groups and OPDs outside \
+                     groups) sum to {sum}, more than its capacity {capacity}"
+                ));
+            }
+        }
+        for opd in &self.opds {
+            if let Some(id) = &opd.group
+                && self.group(id).is_none()
+            {
+                problems.push(format!("OPD {} names unknown group {id}", opd.id));
+            }
+        }
+        problems
     }
 
     /// One line for logs and `jatah check`, e.g.
-    /// "26 OPDs; download: guaranteed 250M of 300M; upload: guaranteed 180M of 300M".
+    /// "26 OPDs; download: guaranteed 250M of 300M; upload: guaranteed 180M of 300M",
+    /// or "26 OPDs, 1 group; ..." when the policy has groups.
     pub fn summary(&self) -> String {
         let count = self.opds.len();
         let mut line = format!("{count} OPD{}", if count == 1 { "" } else { "s" });
+        let groups = self.groups.len();
+        if groups > 0 {
+            line.push_str(&format!(
+                ", {groups} group{}",
+                if groups == 1 { "" } else { "s" }
+            ));
+        }
         for direction in Direction::all() {
             line.push_str(&format!(
                 "; {direction}: guaranteed {} of {}",

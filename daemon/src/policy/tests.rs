@@ -227,7 +227,7 @@ fn penajam_paser_utara_policy() {
     let policy = load(&file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         policy.summary(),
-        "26 OPDs; download: guaranteed 250M of 300M; upload: guaranteed 180M of 300M"
+        "26 OPDs, 1 group; download: guaranteed 250M of 300M; upload: guaranteed 180M of 300M"
     );
     assert_eq!(policy.gateway.timezone, chrono_tz::Asia::Makassar);
     let rsud = policy.opd("rsud-rapb").expect("RSUD");
@@ -927,5 +927,405 @@ fn diagnosis_errors_point_at_the_value() {
         23,
         11,
         "not an IP address",
+    );
+}
+
+// ---- groups ---------------------------------------------------------------------
+
+/// A valid policy with a group of two OPDs and one OPD outside it; the
+/// group tests replace single lines of it. Line numbers are part of the
+/// tests' expectations, so keep this layout.
+const GROUPED: &str = r#"[gateway]
+wan = "eth0"
+lan = ["eth1"]
+download = "100M"
+upload = "50M"
+
+[[group]]
+id = "kecamatan"
+name = "Kantor Kecamatan"
+download = { guaranteed = "30M", ceiling = "50M" }
+upload = { guaranteed = "10M", ceiling = "20M" }
+
+[[opd]]
+id = "kec-waru"
+name = "Kecamatan Waru"
+subnets = ["10.20.1.0/24"]
+download = { guaranteed = "10M", ceiling = "40M" }
+upload = { guaranteed = "5M", ceiling = "20M" }
+group = "kecamatan"
+
+[[opd]]
+id = "kec-sepaku"
+name = "Kecamatan Sepaku"
+subnets = ["10.20.2.0/24"]
+download = { guaranteed = "20M", ceiling = "50M" }
+upload = { guaranteed = "5M", ceiling = "10M" }
+group = "kecamatan"
+
+[[opd]]
+id = "dinkes"
+name = "Dinas Kesehatan"
+subnets = ["10.20.3.0/24"]
+download = { guaranteed = "60M", ceiling = "100M" }
+upload = { guaranteed = "30M", ceiling = "50M" }
+"#;
+
+/// GROUPED with 1-based lines replaced, like [`with`].
+fn grouped(edits: &[(usize, &str)]) -> String {
+    let mut lines: Vec<String> = GROUPED.lines().map(str::to_string).collect();
+    for &(line, text) in edits {
+        lines[line - 1] = text.to_string();
+    }
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn grouped_policy_parses() {
+    let policy = parse(GROUPED, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.groups.len(), 1);
+    let group = policy.group("kecamatan").expect("group");
+    assert_eq!(group.name, "Kantor Kecamatan");
+    assert_eq!(
+        group.allocation(Direction::Download),
+        &Allocation {
+            guaranteed: Rate(30_000_000),
+            ceiling: Rate(50_000_000)
+        }
+    );
+    assert_eq!(group.upload.ceiling, Rate(20_000_000));
+    let members: Vec<&str> = policy
+        .members("kecamatan")
+        .map(|opd| opd.id.as_str())
+        .collect();
+    assert_eq!(members, ["kec-waru", "kec-sepaku"]);
+    assert_eq!(policy.opd("dinkes").unwrap().group, None);
+    assert_eq!(
+        policy.opd("kec-waru").unwrap().group.as_deref(),
+        Some("kecamatan")
+    );
+    assert!(policy.group("dinkes").is_none());
+    // The capacity holds the group's guarantee and the ungrouped OPD's.
+    assert_eq!(policy.guaranteed_sum(Direction::Download), Rate(90_000_000));
+    assert_eq!(
+        policy.summary(),
+        "3 OPDs, 1 group; download: guaranteed 90M of 100M; upload: guaranteed 40M of 50M"
+    );
+    let json = serde_json::to_value(&policy).unwrap();
+    assert_eq!(json["groups"][0]["id"], "kecamatan");
+    assert_eq!(json["groups"][0]["download"]["ceiling"], "50M");
+    assert_eq!(json["opds"][0]["group"], "kecamatan");
+    assert_eq!(json["opds"][2]["group"], serde_json::Value::Null);
+    // A policy without groups has none.
+    let flat = parse(BASE, "test.toml").unwrap();
+    assert!(flat.groups.is_empty());
+    assert!(flat.opds.iter().all(|opd| opd.group.is_none()));
+    assert_eq!(
+        serde_json::to_value(&flat).unwrap()["groups"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn a_group_may_be_written_as_sub_tables_and_have_no_members() {
+    let source = grouped(&[
+        (
+            10,
+            "\n[group.download]\nguaranteed = \"30M\"\nceiling = \"50M\"",
+        ),
+        (11, ""),
+    ])
+    .replace("download = { guaranteed = \"30M\", ceiling = \"50M\" }", "")
+        + "\n[[group]]\nid = \"cadangan\"\nname = \"Cadangan\"\n\
+       download = { guaranteed = \"1M\", ceiling = \"2M\" }\n\
+       upload = { guaranteed = \"1M\", ceiling = \"2M\" }\n";
+    // The sub-table form needs the upload too.
+    let source = source.replace(
+        "ceiling = \"50M\"\n\n\n[[opd]]",
+        "ceiling = \"50M\"\n\n[group.upload]\nguaranteed = \"10M\"\nceiling = \"20M\"\n\n[[opd]]",
+    );
+    let policy = parse(&source, "test.toml").unwrap_or_else(|e| panic!("{e}\n{source}"));
+    assert_eq!(policy.groups.len(), 2);
+    assert_eq!(policy.groups[0].upload.guaranteed, Rate(10_000_000));
+    assert_eq!(policy.members("cadangan").count(), 0);
+    // An empty group's guarantee still counts against the capacity.
+    assert_eq!(policy.guaranteed_sum(Direction::Upload), Rate(41_000_000));
+}
+
+#[test]
+fn unknown_group() {
+    assert_one(
+        &grouped(&[(27, "group = \"kecamatn\"")]),
+        27,
+        9,
+        "unknown group \"kecamatn\" (did you mean \"kecamatan\"?); the groups are: kecamatan",
+    );
+    assert_one(
+        &with(&[(13, "probe = \"10.20.1.1\"\ngroup = \"kecamatan\"")]),
+        14,
+        9,
+        "unknown group \"kecamatan\"; define it in a [[group]] table with its id, name, \
+         download and upload",
+    );
+    assert_one(
+        &grouped(&[(19, "group = 1")]),
+        19,
+        9,
+        "group must be a string, not an integer",
+    );
+}
+
+#[test]
+fn duplicate_group_id() {
+    let second = "upload = { guaranteed = \"10M\", ceiling = \"20M\" }\n\n[[group]]\n\
+                  id = \"kecamatan\"\nname = \"Kecamatan lagi\"\n\
+                  download = { guaranteed = \"1M\", ceiling = \"1M\" }\n\
+                  upload = { guaranteed = \"1M\", ceiling = \"1M\" }";
+    assert_one(
+        &grouped(&[(11, second)]),
+        14,
+        6,
+        "duplicate group id \"kecamatan\": the group at line 8 already uses it; every group \
+         needs its own id",
+    );
+    // A group may share its id with an OPD: they are labelled apart
+    // ("group" and "opd") and have their own URLs.
+    let source = grouped(&[
+        (8, "id = \"dinkes\""),
+        (19, "group = \"dinkes\""),
+        (27, "group = \"dinkes\""),
+    ]);
+    assert!(parse(&source, "test.toml").is_ok());
+}
+
+#[test]
+fn invalid_group_id() {
+    // The OPDs name the group as written: only the id itself is reported.
+    assert_one(
+        &grouped(&[
+            (8, "id = \"Kecamatan\""),
+            (19, "group = \"Kecamatan\""),
+            (27, "group = \"Kecamatan\""),
+        ]),
+        8,
+        6,
+        "invalid group id \"Kecamatan\": an id is 1 to 32 characters of a-z, 0-9 and '-' (it \
+         appears in metric labels and URLs); e.g. \"kecamatan\"",
+    );
+}
+
+#[test]
+fn group_structure_errors() {
+    assert_one(
+        &grouped(&[(7, "[group]")]).replace("group = \"kecamatan\"\n", ""),
+        7,
+        1,
+        "write [[group]] with double brackets, one per group",
+    );
+    let error = rejected(&grouped(&[(9, "title = \"Kantor Kecamatan\"")]));
+    assert_eq!(error.diagnostics.len(), 2, "{error}");
+    assert_has(
+        &error,
+        7,
+        1,
+        "missing required key \"name\" in this [[group]]",
+    );
+    assert_has(
+        &error,
+        9,
+        1,
+        "unknown key \"title\" in [[group]]; allowed keys: id, name, \
+         download, upload",
+    );
+    assert_one(
+        &grouped(&[(11, "")]),
+        7,
+        1,
+        "missing required key \"upload\" in this [[group]]",
+    );
+}
+
+#[test]
+fn group_ceiling_below_guaranteed() {
+    assert_one(
+        &grouped(&[
+            (10, "download = { guaranteed = \"55M\", ceiling = \"50M\" }"),
+            (
+                33,
+                "download = { guaranteed = \"40M\", ceiling = \"100M\" }",
+            ),
+        ]),
+        10,
+        44,
+        "ceiling 50M is below guaranteed 55M; the ceiling is the most the group may use and \
+         must be at least its guarantee: write at least \"55M\"",
+    );
+}
+
+#[test]
+fn group_ceiling_above_capacity() {
+    assert_one(
+        &grouped(&[(11, "upload = { guaranteed = \"10M\", ceiling = \"60M\" }")]),
+        11,
+        42,
+        "ceiling 60M exceeds the gateway's upload capacity 50M (line 5); write at most \"50M\"",
+    );
+}
+
+#[test]
+fn members_guarantees_above_the_group_guarantee() {
+    assert_one(
+        &grouped(&[(26, "upload = { guaranteed = \"6M\", ceiling = \"10M\" }")]),
+        11,
+        25,
+        "the upload guarantees of the 2 OPDs in group \"kecamatan\" sum to 11M, more than the \
+         group's guaranteed 10M by 1M; lower some of theirs or raise the group's",
+    );
+    // Equal is fine.
+    let full = grouped(&[(10, "download = { guaranteed = \"30M\", ceiling = \"50M\" }")]);
+    assert!(parse(&full, "test.toml").is_ok());
+}
+
+#[test]
+fn member_ceiling_above_the_group_ceiling() {
+    assert_one(
+        &grouped(&[(17, "download = { guaranteed = \"10M\", ceiling = \"60M\" }")]),
+        17,
+        44,
+        "ceiling 60M exceeds the download ceiling 50M of group \"kecamatan\" (line 10); an OPD \
+         cannot borrow beyond its group: write at most \"50M\"",
+    );
+    // Above the capacity too: the group's ceiling is the tighter limit.
+    assert_one(
+        &grouped(&[(
+            17,
+            "download = { guaranteed = \"10M\", ceiling = \"200M\" }",
+        )]),
+        17,
+        44,
+        "ceiling 200M exceeds the download ceiling 50M of group \"kecamatan\"",
+    );
+    // A group ceiling above the capacity is reported there; members are
+    // then held to the capacity.
+    let error = rejected(&grouped(&[
+        (
+            10,
+            "download = { guaranteed = \"30M\", ceiling = \"150M\" }",
+        ),
+        (
+            17,
+            "download = { guaranteed = \"10M\", ceiling = \"120M\" }",
+        ),
+    ]));
+    assert_eq!(error.diagnostics.len(), 2, "{error}");
+    assert_has(
+        &error,
+        10,
+        44,
+        "ceiling 150M exceeds the gateway's download capacity",
+    );
+    assert_has(
+        &error,
+        17,
+        44,
+        "ceiling 120M exceeds the gateway's download capacity",
+    );
+}
+
+#[test]
+fn top_level_guarantees_above_capacity_count_the_group_not_its_members() {
+    // The members' 30M plus dinkes' 60M fit; the group's 41M plus 60M do not.
+    assert_one(
+        &grouped(&[(10, "download = { guaranteed = \"41M\", ceiling = \"50M\" }")]),
+        4,
+        12,
+        "the download guarantees of 1 group and 1 OPD outside groups sum to 101M, more than \
+         the download capacity 100M by 1M; lower some guarantees or raise the capacity",
+    );
+    // Only groups at the top.
+    let source = grouped(&[
+        (
+            34,
+            "upload = { guaranteed = \"30M\", ceiling = \"50M\" }\ngroup = \"kecamatan\"",
+        ),
+        (
+            10,
+            "download = { guaranteed = \"101M\", ceiling = \"100M\" }",
+        ),
+    ]);
+    let error = rejected(&source);
+    assert_has(
+        &error,
+        4,
+        12,
+        "the download guarantees of 1 group sum to 101M, more than the download capacity 100M",
+    );
+}
+
+#[test]
+fn penajam_paser_utara_groups_its_kecamatan_offices() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/penajam-paser-utara.toml");
+    let policy = load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let group = policy.group("kecamatan").expect("the kecamatan group");
+    let members: Vec<&str> = policy
+        .members("kecamatan")
+        .map(|opd| opd.id.as_str())
+        .collect();
+    assert_eq!(
+        members,
+        ["kec-penajam", "kec-waru", "kec-babulu", "kec-sepaku"]
+    );
+    for direction in Direction::all() {
+        let sum: u64 = policy
+            .members("kecamatan")
+            .map(|opd| opd.allocation(direction).guaranteed.0)
+            .sum();
+        assert!(sum <= group.allocation(direction).guaranteed.0);
+    }
+    assert_eq!(group.download.ceiling, Rate(50_000_000));
+}
+
+#[test]
+fn allocation_problems_recheck_a_changed_policy() {
+    let policy = parse(GROUPED, "test.toml").unwrap();
+    assert!(policy.allocation_problems().is_empty());
+    assert!(
+        parse(BASE, "test.toml")
+            .unwrap()
+            .allocation_problems()
+            .is_empty()
+    );
+
+    // As a schedule might change it: kec-waru above its group's ceiling and
+    // guarantee, dinkes above the capacity, and an unknown group.
+    let mut changed = policy.clone();
+    let waru = &mut changed.opds[0];
+    waru.download = Allocation {
+        guaranteed: Rate(25_000_000),
+        ceiling: Rate(60_000_000),
+    };
+    changed.opds[2].download.guaranteed = Rate(70_000_000);
+    changed.opds[2].group = Some("puskesmas".into());
+    assert_eq!(
+        changed.allocation_problems(),
+        [
+            "OPD kec-waru's download ceiling 60M exceeds the ceiling of its group kecamatan 50M",
+            "the download guarantees of group kecamatan's OPDs sum to 45M, more than its \
+             guarantee 30M",
+            "OPD dinkes names unknown group puskesmas",
+        ]
+    );
+    let mut over = policy.clone();
+    over.opds[2].upload.guaranteed = Rate(45_000_000);
+    over.groups[0].upload.ceiling = Rate(5_000_000);
+    assert_eq!(
+        over.allocation_problems(),
+        [
+            "group kecamatan's upload ceiling 5M is below its guarantee 10M",
+            "OPD kec-waru's upload ceiling 20M exceeds the ceiling of its group kecamatan 5M",
+            "OPD kec-sepaku's upload ceiling 10M exceeds the ceiling of its group kecamatan 5M",
+            "the upload guarantees the gateway holds (groups and OPDs outside groups) sum to 55M, \
+             more than its capacity 50M",
+        ]
     );
 }

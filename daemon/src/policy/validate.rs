@@ -21,13 +21,14 @@ use super::diagnosis::{
 };
 use super::{
     Allocation, DEFAULT_LEAF_LIMIT, DEFAULT_MARK_MASK, DEFAULT_TIMEZONE, Diagnostic, Direction,
-    Gateway, LeafQdisc, MIN_MARK_BITS, Opd, Policy, PolicyError, Rate, parse_rate,
+    Gateway, Group, LeafQdisc, MAX_GROUPS, MIN_MARK_BITS, Opd, Policy, PolicyError, Rate,
+    parse_rate,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
 type Span = Range<usize>;
 
-const TOP_KEYS: &[&str] = &["gateway", "opd", "diagnosis"];
+const TOP_KEYS: &[&str] = &["gateway", "group", "opd", "diagnosis"];
 const GATEWAY_KEYS: &[&str] = &[
     "wan",
     "lan",
@@ -38,7 +39,10 @@ const GATEWAY_KEYS: &[&str] = &[
     "leaf_limit",
     "mark_mask",
 ];
-const OPD_KEYS: &[&str] = &["id", "name", "subnets", "download", "upload", "probe"];
+const OPD_KEYS: &[&str] = &[
+    "id", "name", "subnets", "download", "upload", "probe", "group",
+];
+const GROUP_KEYS: &[&str] = &["id", "name", "download", "upload"];
 const ALLOCATION_KEYS: &[&str] = &["guaranteed", "ceiling"];
 
 /// An id is a Prometheus label value and a URL path segment.
@@ -89,7 +93,24 @@ struct OpdDraft {
     subnets: Vec<(IpNet, Span)>,
     /// Per direction, download first.
     allocations: [AllocationDraft; 2],
+    /// The group named by the `group` key, with the span of its value.
+    group: Option<(String, Span)>,
     opd: Option<Opd>,
+}
+
+/// What survived validation of one `[[group]]` table.
+struct GroupDraft {
+    /// The span of the table, where problems of the group as a whole go.
+    header: Span,
+    /// The id when valid, with the span of its value.
+    id: Option<(String, Span)>,
+    /// Whatever string was written as the id, valid or not, so an OPD that
+    /// names a group with an invalid id is not also told the group is
+    /// unknown.
+    label: Option<String>,
+    /// Per direction, download first.
+    allocations: [AllocationDraft; 2],
+    group: Option<Group>,
 }
 
 #[derive(Default)]
@@ -190,6 +211,37 @@ impl<'s> Checker<'s> {
             },
         };
 
+        let mut groups = Vec::new();
+        match root.get("group").map(|value| (value, value.get_ref())) {
+            None => {}
+            Some((_, DeValue::Array(array))) => {
+                for item in array.iter() {
+                    match item.get_ref() {
+                        DeValue::Table(table) => groups.push(self.group(table, &item.span())),
+                        other => self.error(
+                            &item.span(),
+                            format!(
+                                "each group must be a [[group]] table, not {}",
+                                with_article(other)
+                            ),
+                        ),
+                    }
+                }
+            }
+            Some((value, DeValue::Table(_))) => self.error(
+                &value.span(),
+                "write [[group]] with double brackets, one per group; [group] defines a single \
+                 table",
+            ),
+            Some((value, other)) => self.error(
+                &value.span(),
+                format!(
+                    "group must be [[group]] tables, one per group, not {}",
+                    with_article(other)
+                ),
+            ),
+        }
+
         let mut opds = Vec::new();
         match root.get("opd") {
             None => self.error(
@@ -247,10 +299,25 @@ impl<'s> Checker<'s> {
             },
         };
 
-        self.duplicate_ids(&opds);
+        self.duplicate_ids(opds.iter().filter_map(|opd| opd.id.as_ref()), "id", "OPD");
+        self.duplicate_ids(
+            groups.iter().filter_map(|group| group.id.as_ref()),
+            "group id",
+            "group",
+        );
+        if let Some(extra) = groups.get(MAX_GROUPS) {
+            self.error(
+                &extra.header,
+                format!(
+                    "more than {MAX_GROUPS} groups; a group is for OPDs that share an \
+                     allocation, merge some"
+                ),
+            );
+        }
+        self.group_references(&opds, &groups);
         self.overlapping_subnets(&opds);
         if let Some(gateway) = &gateway {
-            self.capacities(gateway, &opds);
+            self.capacities(gateway, &opds, &groups);
         }
 
         let gateway = gateway?.gateway?;
@@ -258,9 +325,14 @@ impl<'s> Checker<'s> {
             .into_iter()
             .map(|draft| draft.opd)
             .collect::<Option<Vec<_>>>()?;
+        let groups = groups
+            .into_iter()
+            .map(|draft| draft.group)
+            .collect::<Option<Vec<_>>>()?;
         Some(Policy {
             gateway,
             opds,
+            groups,
             diagnosis: diagnosis?,
         })
     }
@@ -681,29 +753,17 @@ impl<'s> Checker<'s> {
             .and_then(|value| {
                 let id = self.string(value, "id", "\"diskominfo\"")?;
                 label = Some(id.to_string());
-                self.id(id, &value.span())
+                self.id(id, &value.span(), "id")
                     .then(|| (id.to_string(), value.span()))
             });
 
-        let name = self
-            .require(
-                table,
-                "name",
-                header,
-                PLACE,
-                "\"Dinas Komunikasi dan Informatika\"",
-            )
-            .and_then(|value| {
-                let name = self.string(value, "name", "\"Dinas Komunikasi dan Informatika\"")?;
-                if name.trim().is_empty() {
-                    self.error(
-                        &value.span(),
-                        "name is empty; write the OPD's name, e.g. \"Dinas Kesehatan\"",
-                    );
-                    return None;
-                }
-                Some(name.to_string())
-            });
+        let name = self.name(
+            table,
+            header,
+            PLACE,
+            "\"Dinas Komunikasi dan Informatika\"",
+            "the OPD's name, e.g. \"Dinas Kesehatan\"",
+        );
 
         let (subnets, subnets_ok) =
             match self.require(table, "subnets", header, PLACE, "[\"10.20.1.0/24\"]") {
@@ -711,19 +771,7 @@ impl<'s> Checker<'s> {
                 None => (Vec::new(), false),
             };
 
-        let mut allocations: [AllocationDraft; 2] = Default::default();
-        for (direction, slot) in Direction::all().into_iter().zip(allocations.iter_mut()) {
-            let key = direction.as_str();
-            if let Some(value) = self.require(
-                table,
-                key,
-                header,
-                PLACE,
-                "{ guaranteed = \"10M\", ceiling = \"50M\" }",
-            ) {
-                *slot = self.allocation(value, key);
-            }
-        }
+        let allocations = self.allocations(table, header, PLACE, "OPD");
 
         let probe = match table.get("probe") {
             None => Some(None),
@@ -731,6 +779,15 @@ impl<'s> Checker<'s> {
                 .string(value, "probe", "\"10.20.1.1\"")
                 .and_then(|text| self.probe(text, &value.span()))
                 .map(Some),
+        };
+
+        // Whether the group exists is checked once every group is known
+        // (see `group_references`).
+        let group = match table.get("group") {
+            None => Some(None),
+            Some(value) => self
+                .string(value, "group", "\"kecamatan\"")
+                .map(|group| Some((group.to_string(), value.span()))),
         };
 
         let [download, upload] = &allocations;
@@ -741,17 +798,25 @@ impl<'s> Checker<'s> {
             download.allocation(),
             upload.allocation(),
             probe,
+            &group,
         ) {
-            (Some((id, _)), Some(name), true, Some(download), Some(upload), Some(probe)) => {
-                Some(Opd {
-                    id: id.clone(),
-                    name,
-                    subnets: subnets.iter().map(|(net, _)| *net).collect(),
-                    download,
-                    upload,
-                    probe,
-                })
-            }
+            (
+                Some((id, _)),
+                Some(name),
+                true,
+                Some(download),
+                Some(upload),
+                Some(probe),
+                Some(group),
+            ) => Some(Opd {
+                id: id.clone(),
+                name,
+                subnets: subnets.iter().map(|(net, _)| *net).collect(),
+                download,
+                upload,
+                probe,
+                group: group.as_ref().map(|(group, _)| group.clone()),
+            }),
             _ => None,
         };
         OpdDraft {
@@ -759,11 +824,104 @@ impl<'s> Checker<'s> {
             label,
             subnets,
             allocations,
+            group: group.flatten(),
             opd,
         }
     }
 
-    fn id(&mut self, id: &str, span: &Span) -> bool {
+    // ---- [[group]] ----------------------------------------------------------
+
+    fn group(&mut self, table: &DeTable<'_>, header: &Span) -> GroupDraft {
+        const PLACE: &str = "this [[group]]";
+        self.unknown_keys(table, GROUP_KEYS, "in [[group]]");
+
+        let mut label = None;
+        let id = self
+            .require(table, "id", header, PLACE, "\"kecamatan\"")
+            .and_then(|value| {
+                let id = self.string(value, "id", "\"kecamatan\"")?;
+                label = Some(id.to_string());
+                self.id(id, &value.span(), "group id")
+                    .then(|| (id.to_string(), value.span()))
+            });
+        let name = self.name(
+            table,
+            header,
+            PLACE,
+            "\"Kantor Kecamatan\"",
+            "the group's name, e.g. \"Kantor Kecamatan\"",
+        );
+        let allocations = self.allocations(table, header, PLACE, "group");
+
+        let [download, upload] = &allocations;
+        let group = match (&id, name, download.allocation(), upload.allocation()) {
+            (Some((id, _)), Some(name), Some(download), Some(upload)) => Some(Group {
+                id: id.clone(),
+                name,
+                download,
+                upload,
+            }),
+            _ => None,
+        };
+        GroupDraft {
+            header: header.clone(),
+            id,
+            label,
+            allocations,
+            group,
+        }
+    }
+
+    // ---- shared by [[opd]] and [[group]] --------------------------------------
+
+    /// The required, non-empty `name` of an OPD or group.
+    fn name(
+        &mut self,
+        table: &DeTable<'_>,
+        header: &Span,
+        place: &str,
+        example: &str,
+        what_to_write: &str,
+    ) -> Option<String> {
+        let value = self.require(table, "name", header, place, example)?;
+        let name = self.string(value, "name", example)?;
+        if name.trim().is_empty() {
+            self.error(
+                &value.span(),
+                format!("name is empty; write {what_to_write}"),
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// The required `download` and `upload` allocations of an `owner`
+    /// ("OPD" or "group").
+    fn allocations(
+        &mut self,
+        table: &DeTable<'_>,
+        header: &Span,
+        place: &str,
+        owner: &str,
+    ) -> [AllocationDraft; 2] {
+        let mut allocations: [AllocationDraft; 2] = Default::default();
+        for (direction, slot) in Direction::all().into_iter().zip(allocations.iter_mut()) {
+            let key = direction.as_str();
+            if let Some(value) = self.require(
+                table,
+                key,
+                header,
+                place,
+                "{ guaranteed = \"10M\", ceiling = \"50M\" }",
+            ) {
+                *slot = self.allocation(value, key, owner);
+            }
+        }
+        allocations
+    }
+
+    /// Checks an OPD or group id; `what` is "id" or "group id".
+    fn id(&mut self, id: &str, span: &Span, what: &str) -> bool {
         let valid = !id.is_empty()
             && id.len() <= MAX_ID_LEN
             && id
@@ -780,8 +938,8 @@ impl<'s> Checker<'s> {
                 .collect();
             suggestion.truncate(MAX_ID_LEN);
             let mut message = format!(
-                "invalid id \"{id}\": an id is 1 to {MAX_ID_LEN} characters of a-z, 0-9 and '-' \
-                 (it appears in metric labels and URLs)"
+                "invalid {what} \"{id}\": an id is 1 to {MAX_ID_LEN} characters of a-z, 0-9 and \
+                 '-' (it appears in metric labels and URLs)"
             );
             if !suggestion.is_empty() && suggestion != id {
                 message.push_str(&format!("; e.g. \"{suggestion}\""));
@@ -853,7 +1011,7 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn allocation(&mut self, value: &Value<'_>, key: &str) -> AllocationDraft {
+    fn allocation(&mut self, value: &Value<'_>, key: &str, owner: &str) -> AllocationDraft {
         let DeValue::Table(table) = value.get_ref() else {
             self.error(
                 &value.span(),
@@ -866,7 +1024,7 @@ impl<'s> Checker<'s> {
         };
         let span = value.span();
         self.unknown_keys(table, ALLOCATION_KEYS, &format!("in {key}"));
-        let place = format!("{key} of this OPD");
+        let place = format!("{key} of this {owner}");
         let guaranteed = self
             .require(table, "guaranteed", &span, &place, "\"10M\"")
             .and_then(|value| self.rate(value));
@@ -880,7 +1038,7 @@ impl<'s> Checker<'s> {
                 ceiling_span,
                 format!(
                     "ceiling {ceiling} is below guaranteed {guaranteed}; the ceiling is the most \
-                     the OPD may use and must be at least its guarantee: write at least \
+                     the {owner} may use and must be at least its guarantee: write at least \
                      \"{guaranteed}\""
                 ),
             );
@@ -1061,21 +1219,57 @@ impl<'s> Checker<'s> {
 
     // ---- cross-checks ---------------------------------------------------------
 
-    fn duplicate_ids(&mut self, opds: &[OpdDraft]) {
+    /// Ids of one kind (`what` is "id" or "group id", of an `owner` "OPD"
+    /// or "group") must be unique; each repeat is reported at its value.
+    fn duplicate_ids<'d>(
+        &mut self,
+        ids: impl Iterator<Item = &'d (String, Span)>,
+        what: &str,
+        owner: &str,
+    ) {
         let mut seen: HashMap<&str, &Span> = HashMap::new();
-        for (id, span) in opds.iter().filter_map(|opd| opd.id.as_ref()) {
+        for (id, span) in ids {
             if let Some(first) = seen.get(id.as_str()) {
                 let first_line = self.line(first.start);
                 self.error(
                     span,
                     format!(
-                        "duplicate id \"{id}\": the OPD at line {first_line} already uses it; \
-                         every OPD needs its own id"
+                        "duplicate {what} \"{id}\": the {owner} at line {first_line} already uses \
+                         it; every {owner} needs its own id"
                     ),
                 );
             } else {
                 seen.insert(id, span);
             }
+        }
+    }
+
+    /// Every `group = "..."` of an OPD must name a `[[group]]`.
+    fn group_references(&mut self, opds: &[OpdDraft], groups: &[GroupDraft]) {
+        let ids: Vec<&str> = groups
+            .iter()
+            .filter_map(|group| group.id.as_ref().map(|(id, _)| id.as_str()))
+            .collect();
+        for (name, span) in opds.iter().filter_map(|opd| opd.group.as_ref()) {
+            // A group whose own id is invalid is reported there, once.
+            let written = groups
+                .iter()
+                .any(|group| group.label.as_deref() == Some(name.as_str()));
+            if ids.contains(&name.as_str()) || written {
+                continue;
+            }
+            let mut message = format!("unknown group \"{name}\"");
+            if let Some(suggestion) = closest(name, &ids) {
+                message.push_str(&format!(" (did you mean \"{suggestion}\"?)"));
+            }
+            if ids.is_empty() {
+                message.push_str(
+                    "; define it in a [[group]] table with its id, name, download and upload",
+                );
+            } else {
+                message.push_str(&format!("; the groups are: {}", ids.join(", ")));
+            }
+            self.error(span, message);
         }
     }
 
@@ -1123,39 +1317,143 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn capacities(&mut self, gateway: &GatewayDraft, opds: &[OpdDraft]) {
+    /// Allocations against what holds them: a group's against the gateway,
+    /// an OPD's against its group, or against the gateway when it has none.
+    /// The gateway's capacity holds every group's guarantee and every
+    /// ungrouped OPD's; a group's guarantee holds its members'.
+    fn capacities(&mut self, gateway: &GatewayDraft, opds: &[OpdDraft], groups: &[GroupDraft]) {
+        // The group of each OPD, as an index into `groups`, found by the id
+        // as written (a group with an invalid id still holds its members);
+        // the first of duplicate ids wins (the duplicate is reported on its
+        // own). An OPD naming no known group (reported as unknown) takes
+        // part in no sum: where its guarantee belongs is not known.
+        let mut index_of: HashMap<&str, usize> = HashMap::new();
+        for (index, group) in groups.iter().enumerate() {
+            if let Some(label) = &group.label {
+                index_of.entry(label.as_str()).or_insert(index);
+            }
+        }
+        let member_of: Vec<Membership> = opds
+            .iter()
+            .map(|opd| match &opd.group {
+                None => Membership::Ungrouped,
+                Some((id, _)) => index_of
+                    .get(id.as_str())
+                    .map_or(Membership::Unknown, |&g| Membership::Member(g)),
+            })
+            .collect();
+        let as_rate = |bits: u128| Rate(u64::try_from(bits).unwrap_or(u64::MAX));
+
         for (index, direction) in Direction::all().into_iter().enumerate() {
             let Some((capacity, capacity_span)) = &gateway.capacity[index] else {
                 continue;
             };
             let capacity_line = self.line(capacity_span.start);
+            let over_capacity = |ceiling: &Rate| {
+                format!(
+                    "ceiling {ceiling} exceeds the gateway's {direction} capacity {capacity} \
+                     (line {capacity_line}); write at most \"{capacity}\""
+                )
+            };
+            // What the capacity holds: (sum, groups counted, OPDs counted).
             let mut sum: u128 = 0;
-            let mut count = 0usize;
-            for opd in opds {
-                let allocation = &opd.allocations[index];
+            let mut group_count = 0usize;
+            let mut opd_count = 0usize;
+            for group in groups {
+                let allocation = &group.allocations[index];
                 if let Some((ceiling, span)) = &allocation.ceiling
                     && ceiling > capacity
                 {
-                    self.error(
-                        span,
-                        format!(
-                            "ceiling {ceiling} exceeds the gateway's {direction} capacity \
-                             {capacity} (line {capacity_line}); write at most \"{capacity}\""
-                        ),
-                    );
+                    self.error(span, over_capacity(ceiling));
                 }
                 if let Some((guaranteed, _)) = &allocation.guaranteed {
                     sum += u128::from(guaranteed.0);
-                    count += 1;
+                    group_count += 1;
+                }
+            }
+            // What each group's guarantee holds: (sum, members counted).
+            let mut member_sums = vec![(0u128, 0usize); groups.len()];
+            for (opd, member_of) in opds.iter().zip(&member_of) {
+                let allocation = &opd.allocations[index];
+                let group = match member_of {
+                    Membership::Member(g) => Some(&groups[*g]),
+                    _ => None,
+                };
+                if let Some((ceiling, span)) = &allocation.ceiling {
+                    // The tighter limit is reported: the group's ceiling
+                    // unless that one is itself above the capacity.
+                    let group_ceiling = group.and_then(|group| {
+                        let (group_ceiling, group_span) =
+                            group.allocations[index].ceiling.as_ref()?;
+                        let id = group.label.as_ref()?;
+                        (group_ceiling <= capacity).then_some((group_ceiling, group_span, id))
+                    });
+                    match group_ceiling {
+                        Some((group_ceiling, group_span, id)) if ceiling > group_ceiling => {
+                            let group_line = self.line(group_span.start);
+                            self.error(
+                                span,
+                                format!(
+                                    "ceiling {ceiling} exceeds the {direction} ceiling \
+                                     {group_ceiling} of group \"{id}\" (line {group_line}); an \
+                                     OPD cannot borrow beyond its group: write at most \
+                                     \"{group_ceiling}\""
+                                ),
+                            );
+                        }
+                        _ if ceiling > capacity => self.error(span, over_capacity(ceiling)),
+                        _ => {}
+                    }
+                }
+                if let Some((guaranteed, _)) = &allocation.guaranteed {
+                    match member_of {
+                        Membership::Member(g) => {
+                            member_sums[*g].0 += u128::from(guaranteed.0);
+                            member_sums[*g].1 += 1;
+                        }
+                        Membership::Ungrouped => {
+                            sum += u128::from(guaranteed.0);
+                            opd_count += 1;
+                        }
+                        Membership::Unknown => {}
+                    }
+                }
+            }
+            for (group, (members_sum, members)) in groups.iter().zip(member_sums) {
+                let (Some((guaranteed, span)), Some(id)) =
+                    (&group.allocations[index].guaranteed, &group.label)
+                else {
+                    continue;
+                };
+                if members_sum > u128::from(guaranteed.0) {
+                    self.error(
+                        span,
+                        format!(
+                            "the {direction} guarantees of the {} in group \"{id}\" sum to {}, \
+                             more than the group's guaranteed {guaranteed} by {}; lower some of \
+                             theirs or raise the group's",
+                            counted(members, "OPD"),
+                            as_rate(members_sum),
+                            as_rate(members_sum - u128::from(guaranteed.0))
+                        ),
+                    );
                 }
             }
             if sum > u128::from(capacity.0) {
                 let over = sum - u128::from(capacity.0);
-                let as_rate = |bits: u128| Rate(u64::try_from(bits).unwrap_or(u64::MAX));
+                let what = match (group_count, opd_count) {
+                    (0, opds) => format!("{opds} OPDs"),
+                    (groups, 0) => counted(groups, "group"),
+                    (groups, opds) => format!(
+                        "{} and {} outside groups",
+                        counted(groups, "group"),
+                        counted(opds, "OPD")
+                    ),
+                };
                 self.error(
                     capacity_span,
                     format!(
-                        "the {direction} guarantees of {count} OPDs sum to {}, more than the \
+                        "the {direction} guarantees of {what} sum to {}, more than the \
                          {direction} capacity {capacity} by {}; lower some guarantees or raise \
                          the capacity",
                         as_rate(sum),
@@ -1165,6 +1463,21 @@ impl<'s> Checker<'s> {
             }
         }
     }
+}
+
+/// Where an OPD's allocation comes from, for the capacity checks.
+enum Membership {
+    /// No `group` key: straight from the gateway's capacity.
+    Ungrouped,
+    /// From the group with this index.
+    Member(usize),
+    /// It names a group that does not exist.
+    Unknown,
+}
+
+/// "1 OPD", "3 OPDs", "2 groups".
+fn counted(count: usize, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
 }
 
 /// "a string", "an integer", ... for messages.

@@ -5,13 +5,18 @@
 //!
 //! ```text
 //! htb 1: root (default class 1:2)
-//! └── class 1:1           rate = ceil = gateway capacity
-//!     ├── class 1:2       unclassified traffic       ── leaf qdisc 2:
-//!     └── class 1:(s+16)  OPD slot s, one per OPD    ── leaf qdisc (s+16):
+//! └── class 1:1               rate = ceil = gateway capacity
+//!     ├── class 1:2           unclassified traffic       ── leaf qdisc 2:
+//!     ├── class 1:(s+16)      OPD slot s, one per OPD    ── leaf qdisc (s+16):
+//!     └── class 1:(0x6000+g)  a group of OPDs (inner class, no leaf)
+//!         └── class 1:(s+16)  a member OPD               ── leaf qdisc (s+16):
 //! ```
 //!
 //! The eBPF classifier writes `skb->priority = 1:minor`, which HTB takes as
-//! the class directly; everything else falls into the default class.
+//! the class directly; everything else falls into the default class. The
+//! shaper itself does not know OPDs or groups: it installs whatever tree of
+//! classes it is given ([`ClassSpec::parent`] says where each goes) and
+//! gives a leaf qdisc to every class without children.
 //!
 //! **Leaf handles.** The leaf qdisc of class `1:N` has handle `N:` (its
 //! major number is the class's minor number), so `tc qdisc show` lists
@@ -24,7 +29,10 @@
 //!
 //! **Updates never tear down.** [`Shaper::apply`] reconciles: classes that
 //! stay are changed in place (their counters and queues survive), missing
-//! ones are created with their leaf, unwanted ones are deleted. Only when
+//! ones are created with their leaf, unwanted ones are deleted. HTB cannot
+//! move a class to another parent, so a class whose parent changes (an OPD
+//! joining or leaving a group) is deleted and created again under the new
+//! one, and so is everything below it; nothing else is touched. Only when
 //! the interface's root is not jatah's HTB is it replaced.
 //!
 //! Everything is spoken over a raw `NETLINK_ROUTE` socket; no `tc` process
@@ -53,7 +61,17 @@ pub const ROOT_HANDLE: u32 = HTB_MAJOR << 16;
 const ROOT_MINOR: u16 = ROOT_CLASS_MINOR as u16;
 
 /// Largest class minor that may carry a leaf qdisc (see [`leaf_handle`]).
+/// Every class of a tree is kept within it, inner classes too: an inner
+/// class becomes a leaf when its last child goes.
 pub const MAX_LEAF_MINOR: u16 = 0x7fff;
+
+/// Minor number of the root class `1:1`, the parent of top-level classes
+/// in [`ClassSpec::parent`].
+pub const ROOT_CLASS: u16 = ROOT_MINOR;
+
+/// How many classes deep HTB nests below its root class
+/// (`TC_HTB_MAXDEPTH` = 8 levels, the root class being the first).
+const MAX_DEPTH: usize = 7;
 
 /// Class id `1:minor`.
 pub const fn class_id(minor: u16) -> u32 {
@@ -118,6 +136,10 @@ impl fmt::Display for LeafQdisc {
 pub struct ClassSpec {
     /// Class minor: the class is `1:minor`.
     pub minor: u16,
+    /// Minor of the parent class: [`ROOT_CLASS`] (1) for a class right
+    /// under the root class, else another class of the same tree. A class
+    /// that is some class's parent is an inner class and gets no leaf qdisc.
+    pub parent: u16,
     /// Guaranteed rate, bits per second.
     pub rate_bps: u64,
     /// Ceiling (rate when borrowing from the root class), bits per second.
@@ -129,9 +151,10 @@ pub struct ClassSpec {
 pub struct HtbTree {
     /// Rate and ceiling of the root class `1:1`, bits per second.
     pub capacity_bps: u64,
-    /// The class for unclassified traffic (the qdisc's `default`), `1:2`.
+    /// The class for unclassified traffic (the qdisc's `default`), `1:2`;
+    /// always right under the root class.
     pub default_class: ClassSpec,
-    /// The OPD classes.
+    /// The other classes (OPDs and groups), in any order.
     pub classes: Vec<ClassSpec>,
     /// Leaf qdisc kind under every class.
     pub leaf: LeafQdisc,
@@ -248,7 +271,6 @@ struct Class {
     minor: u16,
     parent: u32,
     params: Option<HtbClass>,
-    level: u32,
     stats: Stats,
 }
 
@@ -258,6 +280,8 @@ struct Wanted {
     minor: u16,
     parent: u32,
     params: HtbClass,
+    /// No class of the tree sits under it: it gets a leaf qdisc.
+    leaf: bool,
 }
 
 /// What an operation was, for error messages and logs.
@@ -372,8 +396,12 @@ impl Shaper {
     /// Installs jatah's tree on `ifindex`, or brings an installed one to
     /// `tree` without tearing it down: classes that stay are changed in
     /// place (like `tc class change`, so their counters and queued packets
-    /// survive), missing ones are created with their leaf qdisc, unwanted
-    /// ones are deleted (children before parents). A root qdisc that is not
+    /// survive), missing ones are created (parents before children) with
+    /// a leaf qdisc where they have no children, unwanted ones are deleted
+    /// (children before parents). A class stays where it is wanted under
+    /// the parent it already has, and that parent stays; one under another
+    /// parent is deleted and created anew (HTB cannot move a class), and
+    /// with it its subtree. A root qdisc that is not
     /// jatah's (`htb 1:`) — the kernel's default, or anyone else's — is
     /// replaced. Nothing is touched if `tree` is invalid.
     ///
@@ -419,19 +447,23 @@ impl Shaper {
         };
 
         // Which existing classes stay: wanted, under the wanted parent, and
-        // (for OPD classes) with the root class itself staying.
+        // that parent staying too. `want` lists parents first, so one pass
+        // decides every parent before its children.
         let by_minor: HashMap<u16, &Class> = existing.iter().map(|c| (c.minor, c)).collect();
-        let wanted: HashMap<u16, &Wanted> = want.iter().map(|w| (w.minor, w)).collect();
-        let root_stays = by_minor
-            .get(&ROOT_MINOR)
-            .is_some_and(|c| c.parent == TC_H_ROOT);
-        let stays = |c: &Class| match wanted.get(&c.minor) {
-            Some(w) => c.parent == w.parent && (c.minor == ROOT_MINOR || root_stays),
-            None => false,
-        };
+        let mut staying: HashSet<u16> = HashSet::new();
+        for w in &want {
+            let parent_stays =
+                w.parent == TC_H_ROOT || staying.contains(&((w.parent & 0xffff) as u16));
+            if parent_stays && by_minor.get(&w.minor).is_some_and(|c| c.parent == w.parent) {
+                staying.insert(w.minor);
+            }
+        }
+        let stays = |c: &Class| staying.contains(&c.minor);
 
         // HTB refuses to delete a class that has children, so the deepest
-        // go first. A class's leaf qdisc goes with it.
+        // go first. A class's leaf qdisc goes with it. Everything below a
+        // doomed class is doomed too (its parent does not stay), so this
+        // deletes whole subtrees.
         let mut doomed: Vec<&Class> = existing.iter().filter(|c| !stays(c)).collect();
         doomed.sort_by_key(|c| Reverse(depth(c, &by_minor)));
         for c in doomed {
@@ -448,8 +480,11 @@ impl Shaper {
 
         // Parents before children: `want` starts with the root class.
         for w in &want {
+            // Whether it is a leaf is judged by the tree wanted, not by the
+            // dump: the deletions above have already made a class whose
+            // children all left into a leaf, whose quantum now counts.
             match by_minor.get(&w.minor).filter(|c| stays(c)) {
-                Some(c) if c.params.is_some_and(|p| p.same_as(&w.params, c.level == 0)) => {
+                Some(c) if c.params.is_some_and(|p| p.same_as(&w.params, w.leaf)) => {
                     report.unchanged += 1;
                 }
                 Some(_) => {
@@ -461,7 +496,9 @@ impl Shaper {
                     report.created += 1;
                 }
             }
-            if w.minor != ROOT_MINOR {
+            // An inner class has no leaf: HTB destroyed it when the first
+            // child arrived.
+            if w.leaf {
                 self.ensure_leaf(ifindex, w.minor, tree, &qdiscs, &mut report)?;
             }
         }
@@ -776,7 +813,6 @@ impl Shaper {
                     minor: (o.msg.handle & 0xffff) as u16,
                     parent: o.msg.parent,
                     params: decoded.map(|(p, _)| p),
-                    level: decoded.map_or(0, |(_, level)| level),
                     stats: o.stats.unwrap_or_default(),
                 }
             })
@@ -855,8 +891,9 @@ fn leaf_matches(kind: LeafQdisc, options: Option<&[u8]>, limit: u32) -> bool {
     }
 }
 
-/// Checks `tree` and turns it into the classes to install, root class
-/// first, then the default class, then the others by minor.
+/// Checks `tree` and turns it into the classes to install, parents before
+/// children: the root class first, then by depth and, within a depth, by
+/// minor (so the default class comes first among the top-level classes).
 fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     let invalid = |reason: String| ShaperError::InvalidTree { ifindex, reason };
     let bytes = |bps: u64, what: &dyn fmt::Display| {
@@ -871,37 +908,83 @@ fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     if tree.leaf_limit == 0 {
         return Err(invalid("leaf queue limit must be at least 1 packet".into()));
     }
+    if tree.default_class.parent != ROOT_MINOR {
+        return Err(invalid(format!(
+            "the default {} must sit right under the root class",
+            ClassName(tree.default_class.minor)
+        )));
+    }
     let capacity = bytes(tree.capacity_bps, &"gateway capacity")?;
-    let mut seen = HashSet::new();
-    let mut want = vec![Wanted {
-        minor: ROOT_MINOR,
-        parent: TC_H_ROOT,
-        params: HtbClass::new(capacity, capacity),
-    }];
-    let mut others: Vec<&ClassSpec> = tree.classes.iter().collect();
-    others.sort_by_key(|c| c.minor);
-    for spec in std::iter::once(&tree.default_class).chain(others) {
+    let specs: Vec<&ClassSpec> = std::iter::once(&tree.default_class)
+        .chain(&tree.classes)
+        .collect();
+    let mut by_minor: HashMap<u16, &ClassSpec> = HashMap::new();
+    for spec in &specs {
         let name = ClassName(spec.minor);
         if spec.minor <= ROOT_MINOR || spec.minor > MAX_LEAF_MINOR {
             return Err(invalid(format!(
                 "{name}: minor must be within 2..={MAX_LEAF_MINOR} (1 is the root class)"
             )));
         }
-        if !seen.insert(spec.minor) {
+        if by_minor.insert(spec.minor, spec).is_some() {
             return Err(invalid(format!("{name} is given twice")));
         }
-        let rate = bytes(spec.rate_bps, &name)?;
-        let ceil = bytes(spec.ceil_bps, &name)?;
         if spec.ceil_bps < spec.rate_bps {
             return Err(invalid(format!(
                 "{name}: ceiling {} bit/s is below its rate {} bit/s",
                 spec.ceil_bps, spec.rate_bps
             )));
         }
+    }
+    // The default class is the qdisc's fallback for every unknown
+    // priority, so it must stay a leaf.
+    let parent_ok = |spec: &ClassSpec| {
+        spec.parent == ROOT_MINOR
+            || (spec.parent != tree.default_class.minor && by_minor.contains_key(&spec.parent))
+    };
+    if let Some(spec) = specs.iter().find(|spec| !parent_ok(spec)) {
+        return Err(invalid(format!(
+            "{}: its parent {} is neither the root class nor another class of the tree (the \
+             default class cannot be a parent)",
+            ClassName(spec.minor),
+            ClassName(spec.parent)
+        )));
+    }
+    let mut ordered: Vec<(usize, &ClassSpec)> = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let name = ClassName(spec.minor);
+        // Every parent is a class of the tree (checked above), so walking
+        // up ends at the root class within MAX_DEPTH steps, or the parents
+        // form a cycle or nest deeper than HTB allows.
+        let mut depth = 1;
+        let mut parent = spec.parent;
+        while parent != ROOT_MINOR {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                return Err(invalid(format!(
+                    "{name}: its parents nest deeper than HTB's {MAX_DEPTH} levels below the \
+                     root class, or form a cycle"
+                )));
+            }
+            parent = by_minor[&parent].parent;
+        }
+        ordered.push((depth, spec));
+    }
+    ordered.sort_by_key(|&(depth, spec)| (depth, spec.minor));
+    let parents: HashSet<u16> = specs.iter().map(|spec| spec.parent).collect();
+    let mut want = vec![Wanted {
+        minor: ROOT_MINOR,
+        parent: TC_H_ROOT,
+        params: HtbClass::new(capacity, capacity),
+        leaf: false,
+    }];
+    for (_, spec) in ordered {
+        let name = ClassName(spec.minor);
         want.push(Wanted {
             minor: spec.minor,
-            parent: class_id(ROOT_MINOR),
-            params: HtbClass::new(rate, ceil),
+            parent: class_id(spec.parent),
+            params: HtbClass::new(bytes(spec.rate_bps, &name)?, bytes(spec.ceil_bps, &name)?),
+            leaf: !parents.contains(&spec.minor),
         });
     }
     Ok(want)

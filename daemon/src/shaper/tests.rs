@@ -260,9 +260,16 @@ fn parse_qdiscs(out: &str) -> Vec<TcQdisc> {
     list
 }
 
+/// A class right under the root class.
 fn spec(minor: u16, rate_bps: u64, ceil_bps: u64) -> ClassSpec {
+    child(minor, ROOT_CLASS, rate_bps, ceil_bps)
+}
+
+/// A class under `parent`.
+fn child(minor: u16, parent: u16, rate_bps: u64, ceil_bps: u64) -> ClassSpec {
     ClassSpec {
         minor,
+        parent,
         rate_bps,
         ceil_bps,
     }
@@ -887,4 +894,257 @@ fn a_thousand_opds_span_multipart_dumps() {
     let report = lab.shaper.apply(lab.ifindex, &tree(&half, 50)).unwrap();
     assert_eq!((report.deleted, report.unchanged), (500, 502), "{report}");
     assert_eq!(lab.shaper.class_stats(lab.ifindex).unwrap().len(), 502);
+}
+
+/// A group class's minor, as gateway.rs chooses them (0x6000 and up).
+const GROUP: u16 = 0x6000;
+const OTHER_GROUP: u16 = 0x6001;
+
+#[test]
+fn nested_classes_are_created_parents_first_and_inner_classes_get_no_leaf() {
+    let mut lab = Lab::new();
+    // The children are listed before their parent: apply orders them.
+    let t = tree(
+        &[
+            child(17, GROUP, 5_000_000, 20_000_000),
+            child(18, GROUP, 5_000_000, 20_000_000),
+            spec(19, 10_000_000, 50_000_000),
+            spec(GROUP, 10_000_000, 20_000_000),
+        ],
+        100,
+    );
+    let report = lab.shaper.apply(lab.ifindex, &t).unwrap();
+    assert_eq!(
+        report,
+        ApplyReport {
+            root_installed: true,
+            created: 6,
+            leaves_attached: 4,
+            ..Default::default()
+        }
+    );
+    let classes = lab.classes();
+    assert_eq!(
+        keys(&classes),
+        ["1:1", "1:11", "1:12", "1:13", "1:2", "1:6000"]
+    );
+    let c = |id: &str| {
+        let c = &classes[id];
+        (
+            c.parent.as_str(),
+            c.leaf.as_deref(),
+            c.rate.as_str(),
+            c.ceil.as_str(),
+        )
+    };
+    assert_eq!(c("1:6000"), ("1:1", None, "10Mbit", "20Mbit"));
+    assert_eq!(c("1:11"), ("1:6000", Some("11:"), "5Mbit", "20Mbit"));
+    assert_eq!(c("1:12"), ("1:6000", Some("12:"), "5Mbit", "20Mbit"));
+    assert_eq!(c("1:13"), ("1:1", Some("13:"), "10Mbit", "50Mbit"));
+    let qdiscs = lab.qdiscs();
+    assert!(
+        !qdiscs
+            .iter()
+            .any(|q| q.parent == "1:6000" || q.handle == "6000:"),
+        "an inner class has no leaf qdisc: {qdiscs:?}"
+    );
+    assert_eq!(qdiscs.len(), 5, "{qdiscs:?}");
+
+    // Traffic of the members passes through the group's class.
+    lab.send_udp(17, 100, 100, None);
+    lab.send_udp(18, 50, 100, None);
+    lab.wait_idle();
+    let classes = lab.classes();
+    assert_eq!(classes["1:6000"].bytes, 150 * (100 + UDP_OVERHEAD));
+
+    let again = lab.shaper.apply(lab.ifindex, &t).unwrap();
+    assert!(again.is_noop(), "{again}");
+    assert_eq!(again.unchanged, 6);
+    assert_eq!(lab.classes(), classes);
+}
+
+#[test]
+fn a_group_changes_in_place_and_only_moved_classes_are_recreated() {
+    let mut lab = Lab::new();
+    let first = tree(
+        &[
+            spec(GROUP, 10_000_000, 20_000_000),
+            child(17, GROUP, 4_000_000, 20_000_000),
+            child(18, GROUP, 4_000_000, 20_000_000),
+            spec(19, 10_000_000, 50_000_000),
+        ],
+        1000,
+    );
+    lab.shaper.apply(lab.ifindex, &first).unwrap();
+    lab.send_udp(17, 200, 100, None);
+    lab.send_udp(18, 150, 100, None);
+    lab.send_udp(19, 100, 200, None);
+    lab.wait_idle();
+    let before = lab.classes();
+    assert_eq!(before["1:12"].packets, 150);
+
+    // The group's rates change, 1:12 leaves it for the root class; 1:11
+    // and 1:13 stay as they are.
+    let second = tree(
+        &[
+            spec(GROUP, 12_000_000, 25_000_000),
+            child(17, GROUP, 4_000_000, 20_000_000),
+            spec(18, 4_000_000, 20_000_000),
+            spec(19, 10_000_000, 50_000_000),
+        ],
+        1000,
+    );
+    let report = lab.shaper.apply(lab.ifindex, &second).unwrap();
+    assert_eq!(
+        report,
+        ApplyReport {
+            root_installed: false,
+            created: 1,
+            changed: 1,
+            unchanged: 4,
+            deleted: 1,
+            leaves_attached: 1,
+            leaves_changed: 0,
+        }
+    );
+    let after = lab.classes();
+    let group = &after["1:6000"];
+    assert_eq!(
+        (group.rate.as_str(), group.ceil.as_str()),
+        ("12Mbit", "25Mbit")
+    );
+    assert_eq!(
+        (group.bytes, group.packets),
+        (before["1:6000"].bytes, before["1:6000"].packets),
+        "a group changed in place keeps its counters"
+    );
+    assert_eq!(
+        after["1:11"], before["1:11"],
+        "a member that stays is untouched"
+    );
+    assert_eq!(
+        after["1:13"], before["1:13"],
+        "a class outside the group too"
+    );
+    assert_eq!(after["1:2"], before["1:2"]);
+    let moved = &after["1:12"];
+    assert_eq!(
+        (moved.parent.as_str(), moved.leaf.as_deref(), moved.packets),
+        ("1:1", Some("12:"), 0),
+        "the moved class is created anew under its new parent"
+    );
+
+    // A new group takes 1:13 in; the old group is dissolved (1:11 goes
+    // to the root class), leaving it empty: it becomes a leaf.
+    let third = tree(
+        &[
+            spec(GROUP, 12_000_000, 25_000_000),
+            spec(17, 4_000_000, 20_000_000),
+            spec(18, 4_000_000, 20_000_000),
+            spec(OTHER_GROUP, 10_000_000, 50_000_000),
+            child(19, OTHER_GROUP, 10_000_000, 50_000_000),
+        ],
+        1000,
+    );
+    let report = lab.shaper.apply(lab.ifindex, &third).unwrap();
+    // Deleted: 1:11 and 1:13, created: 1:6001 and both again. The emptied
+    // group is changed: as a leaf its quantum counts, and HTB kept the one
+    // from before its rate changed (an inner class ignores the quantum).
+    assert_eq!(
+        (
+            report.deleted,
+            report.created,
+            report.unchanged,
+            report.changed,
+            report.leaves_attached
+        ),
+        (2, 3, 3, 1, 3),
+        "{report}"
+    );
+    let classes = lab.classes();
+    assert_eq!(classes["1:13"].parent, "1:6001");
+    assert_eq!(classes["1:11"].parent, "1:1");
+    assert_eq!(classes["1:12"], after["1:12"], "1:12 did not move again");
+    assert_eq!(classes["1:6001"].leaf, None);
+    assert_eq!(
+        classes["1:6000"].leaf.as_deref(),
+        Some("6000:"),
+        "an empty group is a leaf and gets a leaf qdisc"
+    );
+    assert!(lab.shaper.apply(lab.ifindex, &third).unwrap().is_noop());
+
+    // Back to a flat tree: the groups go, their members move up.
+    let flat = tree(
+        &[
+            spec(17, 4_000_000, 20_000_000),
+            spec(18, 4_000_000, 20_000_000),
+            spec(19, 10_000_000, 50_000_000),
+        ],
+        1000,
+    );
+    let report = lab.shaper.apply(lab.ifindex, &flat).unwrap();
+    assert_eq!((report.deleted, report.created), (3, 1), "{report}");
+    assert_eq!(keys(&lab.classes()), ["1:1", "1:11", "1:12", "1:13", "1:2"]);
+}
+
+#[test]
+fn nesting_is_validated_before_anything_is_touched() {
+    let err = |classes: &[ClassSpec]| plan(1, &tree(classes, 10)).unwrap_err().to_string();
+    assert!(
+        err(&[child(17, 0x6000, 1000, 1000)])
+            .contains("class 1:11 (minor 17): its parent class 1:6000 (minor 24576) is neither"),
+        "{}",
+        err(&[child(17, 0x6000, 1000, 1000)])
+    );
+    assert!(err(&[child(17, 2, 1000, 1000)]).contains("the default class cannot be a parent"));
+    let cycle = err(&[child(17, 18, 1000, 1000), child(18, 17, 1000, 1000)]);
+    assert!(cycle.contains("or form a cycle"), "{cycle}");
+    // Seven levels below the root class is HTB's limit.
+    let chain = |n: u16| -> Vec<ClassSpec> {
+        (0..n)
+            .map(|i| {
+                child(
+                    100 + i,
+                    if i == 0 { ROOT_CLASS } else { 99 + i },
+                    1000,
+                    1000,
+                )
+            })
+            .collect()
+    };
+    assert!(plan(1, &tree(&chain(7), 10)).is_ok());
+    assert!(err(&chain(8)).contains("deeper than HTB's 7 levels"));
+    let mut t = tree(&[], 10);
+    t.default_class.parent = 17;
+    assert!(
+        plan(1, &t)
+            .unwrap_err()
+            .to_string()
+            .contains("must sit right under the root class")
+    );
+
+    // Parents first, by depth, then minor; only childless classes get leaves.
+    let t = tree(
+        &[
+            child(17, 0x6000, 1000, 1000),
+            spec(0x6000, 1000, 1000),
+            spec(18, 1000, 1000),
+            spec(0x6001, 1000, 1000),
+        ],
+        10,
+    );
+    let want = plan(1, &t).unwrap();
+    let order: Vec<(u16, bool)> = want.iter().map(|w| (w.minor, w.leaf)).collect();
+    assert_eq!(
+        order,
+        [
+            (1, false),
+            (2, true),
+            (18, true),
+            (0x6000, false),
+            (0x6001, true),
+            (17, true)
+        ]
+    );
+    assert_eq!(want[5].parent, class_id(0x6000));
 }

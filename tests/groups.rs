@@ -197,6 +197,52 @@ fn a_group_ceiling_holds_for_its_members_together() {
             "{dir:?}: dinkes, outside the group, got {dinkes:.2} Mbit/s instead of its 30M ceiling"
         );
     }
+
+    // The group in metrics and the API.
+    let (_, metrics) = lab.http_get("/metrics").unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{group=\"{GROUP}\"}}")))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(
+        value("jatah_group_download_ceiling_bytes_per_second"),
+        1_250_000.0
+    );
+    assert!(value("jatah_group_download_bytes_total") > 5_000_000.0);
+    assert!(metrics.contains(&format!(
+        "jatah_group_member{{group=\"{GROUP}\",opd=\"kec-waru\"}} 1"
+    )));
+    let (status, body) = lab
+        .http_get_as(
+            &format!("/api/v1/groups/{GROUP}"),
+            Some(jatah::lab::LAB_ADMIN_TOKEN),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let g: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(g["download"]["ceiling_bps"], 10_000_000);
+    assert_eq!(g["members"].as_array().unwrap().len(), 2);
+    // An OPD's token sees its own group, with only itself as a member; an
+    // OPD outside the group does not see it.
+    let own = lab
+        .http_get_as(
+            &format!("/api/v1/groups/{GROUP}"),
+            Some(&jatah::lab::lab_opd_token("kec-waru")),
+        )
+        .unwrap();
+    assert_eq!(own.0, 200);
+    let own: Value = serde_json::from_str(&own.1).unwrap();
+    assert_eq!(own["members"], serde_json::json!(["kec-waru"]));
+    let outside = lab
+        .http_get_as(
+            &format!("/api/v1/groups/{GROUP}"),
+            Some(&jatah::lab::lab_opd_token("dinkes")),
+        )
+        .unwrap();
+    assert_eq!(outside.0, 404);
 }
 
 #[test]

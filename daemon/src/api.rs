@@ -144,7 +144,7 @@ pub struct GatewayStatus {
         title = "jatah",
         description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
     ),
-    paths(list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan),
+    paths(list_groups, get_group, list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"))
@@ -172,6 +172,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/opds/{id}/usage", get(get_usage))
         .route("/api/v1/opds/{id}/usage.csv", get(get_usage_csv))
         .route("/api/v1/opds/{id}/diagnosis", get(get_diagnosis))
+        .route("/api/v1/groups", get(list_groups))
+        .route("/api/v1/groups/{id}", get(get_group))
         .route("/api/v1/events", get(get_events))
         .route("/api/v1/gateway", get(get_gateway))
         .route("/api/v1/policy/reload", post(post_reload))
@@ -780,4 +782,131 @@ async fn post_plan(
     let new =
         crate::policy::parse(&body, "request").map_err(|e| Problem::bad_request(e.to_string()))?;
     Ok(Json(crate::plan::diff(&state.view().policy, &new)))
+}
+
+/// One direction of a group: its allocation, its members' current rate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupDirection {
+    pub guaranteed_bps: u64,
+    pub ceiling_bps: u64,
+    /// Sum of the members' rates.
+    pub rate: WindowRates,
+}
+
+/// A group of OPDs sharing an allocation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupBody {
+    pub id: String,
+    pub name: String,
+    /// Members this token may see.
+    pub members: Vec<String>,
+    pub download: GroupDirection,
+    pub upload: GroupDirection,
+}
+
+/// Groups this token may see.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupList {
+    pub groups: Vec<GroupBody>,
+}
+
+fn group_body(state: &AppState, access: &Access, g: &crate::policy::Group) -> GroupBody {
+    let view = state.view();
+    let members: Vec<&Opd> = view.policy.members(&g.id).collect();
+    let dir = |dir: Direction| {
+        let d = if dir == Direction::Download {
+            DOWNLOAD
+        } else {
+            UPLOAD
+        };
+        let a = g.allocation(dir);
+        let mut rate = WindowRates::default();
+        if let Ok(r) = state.rates.lock() {
+            for o in &members {
+                let x = r.rates(&o.id, d);
+                rate.last_1s_bps += x.last_1s_bps;
+                rate.last_10s_bps += x.last_10s_bps;
+                rate.last_60s_bps += x.last_60s_bps;
+            }
+        }
+        GroupDirection {
+            guaranteed_bps: a.guaranteed.bits_per_second(),
+            ceiling_bps: a.ceiling.bits_per_second(),
+            rate,
+        }
+    };
+    GroupBody {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        members: members
+            .iter()
+            .filter(|o| access.can_see(&o.id))
+            .map(|o| o.id.clone())
+            .collect(),
+        download: dir(Direction::Download),
+        upload: dir(Direction::Upload),
+    }
+}
+
+/// Whether a token may see a group: the admin sees all, an OPD token the
+/// group its OPD belongs to.
+fn can_see_group(state: &AppState, access: &Access, group: &str) -> bool {
+    match access {
+        Access::Admin => true,
+        Access::Opd(id) => {
+            state.view().policy.opd(id).and_then(|o| o.group.as_deref()) == Some(group)
+        }
+        Access::Anonymous => false,
+    }
+}
+
+/// List the groups this token may see.
+#[utoipa::path(get, path = "/api/v1/groups", tag = "opds",
+    responses(
+        (status = 200, description = "Groups with allocation, members and current rate", body = GroupList),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn list_groups(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<GroupList>, Problem> {
+    let access = access(&state, &headers)?;
+    if access == Access::Anonymous {
+        return Err(Problem::token_required());
+    }
+    let view = state.view();
+    let groups = view
+        .policy
+        .groups
+        .iter()
+        .filter(|g| can_see_group(&state, &access, &g.id))
+        .map(|g| group_body(&state, &access, g))
+        .collect();
+    Ok(Json(GroupList { groups }))
+}
+
+/// One group.
+#[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "opds",
+    params(("id" = String, Path, description = "Group id, e.g. kecamatan")),
+    responses(
+        (status = 200, description = "The group", body = GroupBody),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group (or not visible to this token)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = [])))]
+async fn get_group(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<GroupBody>, Problem> {
+    let access = access(&state, &headers)?;
+    if access == Access::Anonymous {
+        return Err(Problem::token_required());
+    }
+    let view = state.view();
+    match view.policy.group(&id) {
+        Some(g) if can_see_group(&state, &access, &id) => Ok(Json(group_body(&state, &access, g))),
+        _ => Err(Problem::not_found(format!("there is no group {id:?}"))),
+    }
 }

@@ -16,17 +16,18 @@ use tracing::warn;
 
 use crate::policy::Direction;
 use crate::server::AppState;
-use crate::shaper::Shaper;
+use crate::shaper::{ClassStats, Shaper};
 
-/// Keeps HTB drop counters monotonic: HTB statistics restart from zero when
-/// a class is recreated, the exported counter must not.
+/// Keeps counters read from HTB classes (drops, a group's bytes) monotonic:
+/// HTB statistics restart from zero when a class is recreated, the
+/// exported counter must not.
 #[derive(Debug, Default)]
-pub struct DropTracker {
-    /// (direction, opd) -> (last raw value, carried offset)
+pub struct Monotonic {
+    /// (series index, key) -> (last raw value, carried offset)
     seen: BTreeMap<(usize, String), (u64, u64)>,
 }
 
-impl DropTracker {
+impl Monotonic {
     pub fn observe(&mut self, dir: usize, opd: &str, raw: u64) -> u64 {
         let e = self.seen.entry((dir, opd.to_string())).or_insert((raw, 0));
         if raw < e.0 {
@@ -86,9 +87,10 @@ impl JatahCollector {
     }
 }
 
-/// HTB drops per OPD class minor, per direction index.
-pub fn htb_drops(state: &AppState) -> [BTreeMap<u16, u64>; 2] {
-    let mut out = [BTreeMap::new(), BTreeMap::new()];
+/// HTB class statistics of both trees (download on the LAN device, upload
+/// on the WAN), read over netlink; empty where unavailable.
+pub fn htb_stats(state: &AppState) -> [Vec<ClassStats>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
     let Some(ifaces) = &state.shaping else {
         return out;
     };
@@ -101,15 +103,16 @@ pub fn htb_drops(state: &AppState) -> [BTreeMap<u16, u64>; 2] {
     };
     for (d, iface) in [(DOWNLOAD, &ifaces.lan_device), (UPLOAD, &ifaces.wan)] {
         match shaper.class_stats(iface.ifindex) {
-            Ok(stats) => {
-                for c in stats {
-                    out[d].insert(c.minor, c.drops);
-                }
-            }
+            Ok(stats) => out[d] = stats,
             Err(e) => warn!(interface = %iface.name, error = %e, "reading HTB class statistics"),
         }
     }
     out
+}
+
+/// HTB drops per class minor, per direction index.
+pub fn drops_by_minor(stats: &[Vec<ClassStats>; 2]) -> [BTreeMap<u16, u64>; 2] {
+    [0, 1].map(|d| stats[d].iter().map(|c| (c.minor, c.drops)).collect())
 }
 
 impl Collector for JatahCollector {
@@ -121,7 +124,8 @@ impl Collector for JatahCollector {
         let state = &self.state;
         let view = state.view();
         let policy = &view.policy;
-        let drops = htb_drops(state);
+        let class_stats = htb_stats(state);
+        let drops = drops_by_minor(&class_stats);
         let mut drop_tracker = state.drops.lock().unwrap_or_else(|p| p.into_inner());
 
         let mut bytes = [Vec::new(), Vec::new()];
@@ -234,6 +238,7 @@ impl Collector for JatahCollector {
             ));
         }
         out.extend(diagnosis_families(state, &view));
+        out.extend(group_families(state, &view, &class_stats));
         out.push(family(
             "jatah_opd_info",
             "OPDs in the policy in force (value 1), with their names.",
@@ -315,6 +320,97 @@ impl Collector for JatahCollector {
         ));
         out
     }
+}
+
+/// Groups: allocation, membership, and what each group's HTB class
+/// delivered (kept monotonic like the drops).
+fn group_families(
+    state: &AppState,
+    view: &crate::server::PolicyView,
+    stats: &[Vec<ClassStats>; 2],
+) -> Vec<MetricFamily> {
+    let policy = &view.policy;
+    if policy.groups.is_empty() {
+        return Vec::new();
+    }
+    let mut info = Vec::new();
+    let mut member = Vec::new();
+    let mut alloc: [[Vec<Metric>; 2]; 2] = Default::default();
+    let mut delivered: [[Vec<Metric>; 2]; 2] = Default::default();
+    let per_dir = [
+        crate::gateway::group_class_stats(policy, &stats[DOWNLOAD]),
+        crate::gateway::group_class_stats(policy, &stats[UPLOAD]),
+    ];
+    let mut tracker = state
+        .group_counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for g in &policy.groups {
+        let l = || vec![label("group", &g.id)];
+        info.push(gauge(
+            vec![label("group", &g.id), label("name", &g.name)],
+            1.0,
+        ));
+        for o in policy.members(&g.id) {
+            member.push(gauge(vec![label("group", &g.id), label("opd", &o.id)], 1.0));
+        }
+        for (d, dir) in [(DOWNLOAD, Direction::Download), (UPLOAD, Direction::Upload)] {
+            let a = g.allocation(dir);
+            alloc[d][0].push(gauge(l(), a.guaranteed.bytes_per_second() as f64));
+            alloc[d][1].push(gauge(l(), a.ceiling.bytes_per_second() as f64));
+            if let Some(c) = per_dir[d].get(&g.id) {
+                let key = format!("group:{}", g.id);
+                delivered[d][0].push(counter(l(), tracker.observe(d * 2, &key, c.bytes) as f64));
+                delivered[d][1].push(counter(
+                    l(),
+                    tracker.observe(d * 2 + 1, &key, c.packets) as f64,
+                ));
+            }
+        }
+    }
+    let mut out = vec![
+        family(
+            "jatah_group_info",
+            "Groups in the policy in force (value 1), with their names.",
+            MetricType::GAUGE,
+            info,
+        ),
+        family(
+            "jatah_group_member",
+            "OPDs in each group (value 1).",
+            MetricType::GAUGE,
+            member,
+        ),
+    ];
+    for (d, name) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {
+        let [g, c] = std::mem::take(&mut alloc[d]);
+        out.push(family(
+            &format!("jatah_group_{name}_guaranteed_bytes_per_second"),
+            &format!("The group's guaranteed {name} rate."),
+            MetricType::GAUGE,
+            g,
+        ));
+        out.push(family(
+            &format!("jatah_group_{name}_ceiling_bytes_per_second"),
+            &format!("The group's {name} ceiling."),
+            MetricType::GAUGE,
+            c,
+        ));
+        let [b, p] = std::mem::take(&mut delivered[d]);
+        out.push(family(
+            &format!("jatah_group_{name}_bytes_total"),
+            &format!("{name} bytes the group's HTB class delivered (not offered: drops excluded)."),
+            MetricType::COUNTER,
+            b,
+        ));
+        out.push(family(
+            &format!("jatah_group_{name}_packets_total"),
+            &format!("{name} packets the group's HTB class delivered."),
+            MetricType::COUNTER,
+            p,
+        ));
+    }
+    out
 }
 
 /// States, round trips and probes (the diagnosis signals).
@@ -525,7 +621,7 @@ mod tests {
 
     #[test]
     fn drop_counters_never_go_backwards_when_a_class_is_recreated() {
-        let mut t = DropTracker::default();
+        let mut t = Monotonic::default();
         assert_eq!(t.observe(0, "a", 5), 5);
         assert_eq!(t.observe(0, "a", 9), 9);
         assert_eq!(t.observe(0, "a", 2), 11, "class recreated: continue from 9");

@@ -70,7 +70,9 @@ pub struct AppState {
     /// Interfaces whose HTB class statistics give the drop counters.
     pub shaping: Option<Interfaces>,
     pub reload: Mutex<ReloadStatus>,
-    pub drops: Mutex<crate::metrics::DropTracker>,
+    pub drops: Mutex<crate::metrics::Monotonic>,
+    /// Keeps group class counters monotonic across class recreation.
+    pub group_counters: Mutex<crate::metrics::Monotonic>,
     /// Verdicts per OPD and for the gateway.
     pub engine: Mutex<Engine>,
     /// ICMP probes of OPD routers and upstream targets (None without
@@ -95,6 +97,7 @@ impl AppState {
             shaping: None,
             reload: Mutex::new(ReloadStatus::default()),
             drops: Mutex::new(Default::default()),
+            group_counters: Mutex::new(Default::default()),
             engine: Mutex::new(Engine::new(crate::watch::thresholds(&view_policy))),
             prober: None,
             controller: Mutex::new(None),

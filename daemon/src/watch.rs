@@ -122,7 +122,7 @@ impl Watcher {
             .filter(|d| *d > 0.0)
             .unwrap_or(1.0);
         self.last = Some(now);
-        let drops = crate::metrics::htb_drops(state);
+        let drops = crate::metrics::drops_by_minor(&crate::metrics::htb_stats(state));
         let probes: BTreeMap<String, ProbeStatus> = state
             .prober
             .as_ref()

@@ -395,3 +395,67 @@ fn sighup_and_a_saved_file_reload_and_plan_shows_the_change_first() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_schedule_switches_allocations_at_its_edges() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // A window from the minute after next to one minute later, in WITA.
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Makassar);
+    let from = now + chrono::Duration::minutes(2);
+    let to = from + chrono::Duration::minutes(1);
+    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let days: Vec<&str> = [from, to]
+        .iter()
+        .map(|t| day[chrono::Datelike::weekday(t).num_days_from_monday() as usize])
+        .collect();
+    let schedule = format!(
+        "\n[[schedule]]\nname = \"rush\"\ndays = [\"{}\", \"{}\"]\nfrom = \"{}\"\nto = \"{}\"\n\n\
+         [[schedule.opd]]\nid = \"rsud\"\ndownload = {{ guaranteed = \"5M\", ceiling = \"15M\" }}\n",
+        days[0],
+        days[1],
+        from.format("%H:%M"),
+        to.format("%H:%M")
+    );
+    require_root();
+    let mut lab = Lab::build(spec("jt-rsched")).unwrap();
+    let policy = format!("{}{schedule}", lab.spec.policy_toml());
+    lab.write_policy(&policy).unwrap();
+    lab.start_daemon(jatah()).unwrap();
+    let ceiling =
+        |lab: &Lab| admin_get(lab, "/api/v1/opds/rsud")["download"]["ceiling_bps"].as_u64();
+    assert_eq!(ceiling(&lab), Some(10_000_000), "before the window");
+    let rsud = lab.class_minor("rsud").unwrap();
+    let wait_for = |want: u64, tc: &str, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            let shown = lab
+                .tc_classes("lan0")
+                .unwrap()
+                .into_iter()
+                .find(|c| c.0 == rsud)
+                .map(|c| c.2);
+            if ceiling(&lab) == Some(want) && shown.as_deref() == Some(tc) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ceiling not {want} by the edge: {:?} {shown:?}",
+                ceiling(&lab)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for(15_000_000, "15Mbit", Duration::from_secs(190));
+    let g = admin_get(&lab, "/api/v1/gateway");
+    assert_eq!(g["schedules_open"], serde_json::json!(["rush"]));
+    eprintln!("window open at {}", chrono::Utc::now());
+    wait_for(10_000_000, "10Mbit", Duration::from_secs(75));
+    assert_eq!(
+        admin_get(&lab, "/api/v1/gateway")["schedules_open"],
+        serde_json::json!([])
+    );
+    assert!(
+        lab.daemon_log().contains("trigger=\"schedule\"")
+            || lab.daemon_log().contains("trigger=schedule")
+    );
+}

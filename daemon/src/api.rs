@@ -135,6 +135,8 @@ pub struct GatewayStatus {
     pub download: GatewayDirection,
     pub upload: GatewayDirection,
     pub policy: PolicyStatus,
+    /// Schedules whose window is open now (their allocations are in force).
+    pub schedules_open: Vec<String>,
     pub history_available: bool,
 }
 
@@ -599,6 +601,11 @@ async fn get_gateway(
             last_reload_at: reload.at,
             last_reload_error: reload.error,
         },
+        schedules_open: crate::schedule::open_schedules(
+            &policy.schedules,
+            Utc::now(),
+            policy.gateway.timezone,
+        ),
         history_available: state.history.available(),
     }))
 }

@@ -53,6 +53,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     info!(listen = %listener.local_addr()?, "HTTP server bound");
 
     let bpffs = opts.bpffs.clone();
+    // The policy in force: the file's, with the schedules open now.
+    let base = policy.clone();
+    let policy = crate::schedule::effective(&base, &base.schedules, chrono::Utc::now());
     let policy_for_apply = policy.clone();
     let started = std::time::Instant::now();
     let ifaces_for_apply = ifaces.clone();
@@ -107,6 +110,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
     }
     *state.controller.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::reload::Controller {
+        base,
         datapath,
         shaper,
         ifaces: ifaces.clone(),
@@ -116,6 +120,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     tokio::spawn(crate::reload::watch(
         state.clone(),
         opts.policy.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::reload::follow_schedules(
+        state.clone(),
+        Arc::new(crate::schedule::SystemClock),
         shutdown.clone(),
     ));
     if let Some(prober) = state.prober.clone() {

@@ -318,6 +318,9 @@ pub fn diff(old: &Policy, new: &Policy) -> Plan {
     if old.diagnosis != new.diagnosis {
         plan.gateway.push("diagnosis settings changed".into());
     }
+    if old.schedules != new.schedules {
+        plan.gateway.push("schedules changed".into());
+    }
     let moved_groups = diff_groups(old, new, &mut plan);
 
     // Where every subnet lived before, to say "moved from X".

@@ -26,6 +26,9 @@ use crate::shaper::Shaper;
 /// What owns the kernel state: the loaded programs and maps, the netlink
 /// socket, the interfaces. One reload at a time holds it.
 pub struct Controller {
+    /// The policy file as read, before schedules: the policy in force is
+    /// this with the allocations of the windows open now.
+    pub base: Policy,
     pub datapath: Datapath,
     pub shaper: Shaper,
     pub ifaces: Interfaces,
@@ -76,9 +79,43 @@ pub fn reload(state: &AppState, why: &str) -> ReloadOutcome {
     let file = ctl.policy_path.display().to_string();
     let outcome = match crate::policy::load(&ctl.policy_path) {
         Err(e) => ReloadOutcome::new("rejected", None, Some(e.to_string()), started),
-        Ok(new) => apply(state, ctl, new, started),
+        Ok(new) => {
+            let in_force = crate::schedule::effective(&new, &new.schedules, chrono::Utc::now());
+            let outcome = apply(state, ctl, in_force, started);
+            if outcome.ok() {
+                ctl.base = new;
+            }
+            outcome
+        }
     };
     drop(guard);
+    record(state, why, &file, &outcome);
+    outcome
+}
+
+/// Puts the allocations of the windows open now into force (at a
+/// schedule's edge); the policy file is not read again.
+pub fn reapply(state: &AppState, why: &str) -> ReloadOutcome {
+    let started = Instant::now();
+    let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(ctl) = guard.as_mut() else {
+        return ReloadOutcome::new(
+            "rejected",
+            None,
+            Some("the data path is not attached yet".into()),
+            started,
+        );
+    };
+    let file = ctl.policy_path.display().to_string();
+    let in_force = crate::schedule::effective(&ctl.base, &ctl.base.schedules, chrono::Utc::now());
+    let outcome = apply(state, ctl, in_force, started);
+    drop(guard);
+    record(state, why, &file, &outcome);
+    outcome
+}
+
+/// Reports a reload's outcome: the status the metrics and API show, a log line.
+fn record(state: &AppState, why: &str, file: &str, outcome: &ReloadOutcome) {
     let mut status = state.reload.lock().unwrap_or_else(|p| p.into_inner());
     *status = ReloadStatus {
         successful: outcome.ok(),
@@ -103,7 +140,6 @@ pub fn reload(state: &AppState, why: &str) -> ReloadOutcome {
             "policy reload refused; the policy in force stays"
         ),
     }
-    outcome
 }
 
 fn apply(state: &AppState, ctl: &mut Controller, new: Policy, started: Instant) -> ReloadOutcome {
@@ -208,5 +244,36 @@ pub async fn watch(state: Arc<AppState>, path: PathBuf, shutdown: CancellationTo
         pending = None;
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || reload(&st, trigger)).await;
+    }
+}
+
+/// Applies the schedules' allocations at every window edge: sleeps until
+/// the next edge (at most a minute, so a changed policy or a clock that
+/// jumped is noticed), then puts the allocations in force.
+pub async fn follow_schedules(
+    state: Arc<AppState>,
+    clock: Arc<dyn crate::schedule::Clock>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = clock.now();
+        let next = {
+            let guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+            guard.as_ref().and_then(|c| {
+                crate::schedule::next_edge(&c.base.schedules, now, c.base.gateway.timezone)
+            })
+        };
+        let wait = next
+            .map(|n| (n - now).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if next.is_some_and(|n| clock.now() >= n) {
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || reapply(&st, "schedule")).await;
+        }
     }
 }

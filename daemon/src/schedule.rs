@@ -12,7 +12,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::policy::{Allocation, Direction, Policy};
+use crate::policy::{Allocation, Policy};
 
 /// Days of the week, Monday first, as written in a policy.
 pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -178,42 +178,15 @@ pub fn check(base: &Policy, schedules: &[Schedule]) -> Vec<(String, String)> {
             apply(&mut p, &schedules[i]);
         }
         let names: Vec<&str> = open.iter().map(|&i| schedules[i].name.as_str()).collect();
-        for dir in Direction::all() {
-            let cap = p.capacity(dir);
-            let sum: u64 = p
-                .opds
-                .iter()
-                .map(|o| o.allocation(dir).guaranteed.bits_per_second())
-                .sum();
-            if sum > cap.bits_per_second() {
-                problems.push((
-                    names.join("+"),
-                    format!(
-                        "while {} {} open, {} guarantees add up to {} bit/s, over the gateway's {cap}",
-                        names.join(" and "),
-                        if names.len() == 1 { "is" } else { "are" },
-                        dir.as_str(),
-                        sum
-                    ),
-                ));
-            }
-            for o in &p.opds {
-                let a = o.allocation(dir);
-                if a.ceiling < a.guaranteed || a.ceiling > cap {
-                    problems.push((
-                        names.join("+"),
-                        format!(
-                            "while {} {} open, {}'s {} ceiling {} must be between its guarantee {} and the gateway's {cap}",
-                            names.join(" and "),
-                            if names.len() == 1 { "is" } else { "are" },
-                            o.id,
-                            dir.as_str(),
-                            a.ceiling,
-                            a.guaranteed
-                        ),
-                    ));
-                }
-            }
+        for problem in p.allocation_problems() {
+            problems.push((
+                names.join("+"),
+                format!(
+                    "while {} {} open: {problem}",
+                    names.join(" and "),
+                    if names.len() == 1 { "is" } else { "are" }
+                ),
+            ));
         }
     }
     problems

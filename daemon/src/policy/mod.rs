@@ -250,6 +250,8 @@ pub struct Policy {
     pub groups: Vec<Group>,
     /// The `[diagnosis]` table (defaults when absent).
     pub diagnosis: DiagnosisSettings,
+    /// `[[schedule]]` tables: windows that change some OPDs' allocations.
+    pub schedules: Vec<crate::schedule::Schedule>,
 }
 
 impl Policy {

@@ -1329,3 +1329,56 @@ fn allocation_problems_recheck_a_changed_policy() {
         ]
     );
 }
+
+const OFFICE_HOURS: &str = "\n[[schedule]]\nname = \"office-hours\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n\
+from = \"07:30\"\nto = \"16:00\"\n\n[[schedule.opd]]\nid = \"dinkes\"\ndownload = { guaranteed = \"30M\", ceiling = \"90M\" }\n";
+
+#[test]
+fn schedules_are_read() {
+    let p = parse(&format!("{BASE}{OFFICE_HOURS}"), "t.toml").unwrap();
+    assert_eq!(p.schedules.len(), 1);
+    let s = &p.schedules[0];
+    assert_eq!(s.name, "office-hours");
+    assert_eq!(s.window.days, [true, true, true, true, true, false, false]);
+    assert_eq!(s.window.from.to_string(), "07:30:00");
+    assert_eq!(s.allocations[0].opd, "dinkes");
+    assert_eq!(
+        s.allocations[0].download.unwrap().ceiling,
+        parse_rate("90M").unwrap()
+    );
+    assert!(s.allocations[0].upload.is_none());
+}
+
+#[test]
+fn schedule_errors_point_at_the_problem() {
+    // BASE has 20 lines; the schedule header is on line 22.
+    let bad_day = format!("{BASE}{}", OFFICE_HOURS.replace("\"fri\"", "\"jumat\""));
+    assert_one(&bad_day, 24, 37, "unknown day \"jumat\"");
+    let bad_time = format!("{BASE}{}", OFFICE_HOURS.replace("\"16:00\"", "\"4pm\""));
+    assert_one(&bad_time, 26, 6, "not a time of day");
+    let too_much = format!(
+        "{BASE}{}",
+        OFFICE_HOURS
+            .replace("\"30M\"", "\"95M\"")
+            .replace("\"90M\"", "\"100M\"")
+    );
+    assert_has(&rejected(&too_much), 22, 1, "while office-hours is open");
+    let below = format!("{BASE}{}", OFFICE_HOURS.replace("\"90M\"", "\"10M\""));
+    assert_has(&rejected(&below), 22, 1, "below its guarantee");
+    let second = OFFICE_HOURS
+        .replace("office-hours", "lunch")
+        .replace("07:30", "12:00")
+        .replace("16:00", "13:00");
+    let overlap = format!("{BASE}{OFFICE_HOURS}{second}");
+    assert_has(
+        &rejected(&overlap),
+        32,
+        1,
+        "overlaps schedule \"office-hours\" for dinkes",
+    );
+    let ghost = format!(
+        "{BASE}{}",
+        OFFICE_HOURS.replace("id = \"dinkes\"", "id = \"nosuch\"")
+    );
+    assert_has(&rejected(&ghost), 22, 1, "no OPD \"nosuch\"");
+}

@@ -138,6 +138,10 @@ pub struct Datapath {
     /// Slots of removed OPDs, kept from reuse until their last counters
     /// have been scraped ([`Datapath::release`]).
     retired: BTreeMap<String, u32>,
+    /// What the prefix tries hold, as this process last wrote them (read
+    /// from the kernel once): a reload diffs against it without walking
+    /// the tries.
+    installed: Option<(Prefixes<4>, Prefixes<16>)>,
     reader: CounterReader,
 }
 
@@ -157,6 +161,7 @@ impl Datapath {
             bpffs: bpffs.to_path_buf(),
             slots: BTreeMap::new(),
             retired: BTreeMap::new(),
+            installed: None,
             reader: CounterReader::open(bpffs)?,
         };
         dp.slots = dp.read_owners()?;
@@ -331,8 +336,8 @@ impl Datapath {
             self.write_owner(*slot, id)?;
             debug!(opd = %id, slot, "OPD slot assigned");
         }
-        let mut want4: BTreeMap<([u8; 4], u32), u32> = BTreeMap::new();
-        let mut want6: BTreeMap<([u8; 16], u32), u32> = BTreeMap::new();
+        let mut want4: Prefixes<4> = BTreeMap::new();
+        let mut want6: Prefixes<16> = BTreeMap::new();
         for opd in opds {
             let slot = new_slots[&opd.id];
             for p in &opd.prefixes {
@@ -346,16 +351,28 @@ impl Datapath {
                 }
             }
         }
+        let installed = self.installed.take();
+        let (have4, have6) = match installed {
+            Some(h) => h,
+            None => (
+                read_trie(self.map_mut(map_names::PREFIXES_V4)?, "IPv4 prefixes")?,
+                read_trie(self.map_mut(map_names::PREFIXES_V6)?, "IPv6 prefixes")?,
+            ),
+        };
+        // On an error the cache stays empty: the next sync reads the tries.
         sync_trie(
             self.map_mut(map_names::PREFIXES_V4)?,
+            &have4,
             &want4,
             "IPv4 prefixes",
         )?;
         sync_trie(
             self.map_mut(map_names::PREFIXES_V6)?,
+            &have6,
             &want6,
             "IPv6 prefixes",
         )?;
+        self.installed = Some((want4.clone(), want6.clone()));
         for (id, slot) in &removed {
             self.write_owner(*slot, "")?;
             self.retired.insert(id.clone(), *slot);
@@ -655,9 +672,32 @@ fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {
     total
 }
 
+/// Prefix -> slot, as a trie holds them.
+type Prefixes<const N: usize> = BTreeMap<([u8; N], u32), u32>;
+
+fn read_trie<const N: usize>(
+    map: &mut aya::maps::Map,
+    what: &str,
+) -> Result<Prefixes<N>, DatapathError>
+where
+    [u8; N]: aya::Pod,
+{
+    let trie: LpmTrie<&mut MapData, [u8; N], u32> =
+        LpmTrie::try_from(map).map_err(map_err(what))?;
+    let mut have = Prefixes::new();
+    for item in trie.iter() {
+        let (k, v) = item.map_err(map_err(format!("reading {what}")))?;
+        have.insert((k.data(), k.prefix_len()), v);
+    }
+    Ok(have)
+}
+
+/// Brings a trie from `have` to `want`: entries added or changed first,
+/// then the ones no longer wanted removed.
 fn sync_trie<const N: usize>(
     map: &mut aya::maps::Map,
-    want: &BTreeMap<([u8; N], u32), u32>,
+    have: &Prefixes<N>,
+    want: &Prefixes<N>,
     what: &str,
 ) -> Result<(), DatapathError>
 where
@@ -665,11 +705,6 @@ where
 {
     let mut trie: LpmTrie<&mut MapData, [u8; N], u32> =
         LpmTrie::try_from(map).map_err(map_err(what))?;
-    let mut have: BTreeMap<([u8; N], u32), u32> = BTreeMap::new();
-    for item in trie.iter() {
-        let (k, v) = item.map_err(map_err(format!("reading {what}")))?;
-        have.insert((k.data(), k.prefix_len()), v);
-    }
     for (&(addr, len), &slot) in want {
         if have.get(&(addr, len)) != Some(&slot) {
             trie.insert(&Key::new(len, addr), slot, 0)

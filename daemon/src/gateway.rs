@@ -314,7 +314,7 @@ pub fn apply(
     ] {
         let leaf = shaper.resolve_leaf(iface.ifindex, &pref);
         let tree = htb_tree(policy, datapath, dir, leaf);
-        let report = shaper.apply(iface.ifindex, &tree)?;
+        let report = shaper.apply_changed(iface.ifindex, &tree)?;
         info!(
             direction = dir.as_str(),
             interface = %iface.name,

@@ -415,7 +415,7 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         assert!(
             problems
                 .iter()
-                .any(|(_, m)| m.contains("guarantees add up")),
+                .any(|(_, m)| m.contains("more than its capacity")),
             "{problems:?}"
         );
         let mut wrong = office_hours();

@@ -241,6 +241,8 @@ pub struct Shaper {
     sock: netlink::Socket,
     /// Probe results per [`LeafQdisc`] (indexed by `LeafQdisc::index`).
     leaf_support: [Option<bool>; 3],
+    /// The tree last put in force per interface by [`Shaper::apply_changed`].
+    applied: std::collections::HashMap<u32, HtbTree>,
 }
 
 impl fmt::Debug for Shaper {
@@ -390,7 +392,26 @@ impl Shaper {
         Ok(Shaper {
             sock,
             leaf_support: [None; 3],
+            applied: std::collections::HashMap::new(),
         })
+    }
+
+    /// Like [`Shaper::apply`], but skips the kernel entirely when `tree` is
+    /// the one this shaper last put in force on `ifindex`: a reload that
+    /// changes one direction does not re-read the other's tree. Any error
+    /// forgets what was applied, so the next call checks the kernel again.
+    pub fn apply_changed(
+        &mut self,
+        ifindex: u32,
+        tree: &HtbTree,
+    ) -> Result<ApplyReport, ShaperError> {
+        if self.applied.get(&ifindex) == Some(tree) {
+            return Ok(ApplyReport::default());
+        }
+        self.applied.remove(&ifindex);
+        let report = self.apply(ifindex, tree)?;
+        self.applied.insert(ifindex, tree.clone());
+        Ok(report)
     }
 
     /// Installs jatah's tree on `ifindex`, or brings an installed one to

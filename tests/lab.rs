@@ -261,3 +261,60 @@ fn status_shows_an_opd_at_its_ceiling_while_it_downloads() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+fn lab_namespaces() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("jlab-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn jatah_lab_shows_live_rates_and_cleans_up_on_ctrl_c() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    assert!(lab_namespaces().is_empty(), "another lab is running");
+    let child = std::process::Command::new(jatah())
+        .args(["lab", "--seconds", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Let it print a few tables, then press ctrl-c.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(!lab_namespaces().is_empty(), "the lab built its namespaces");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("bappeda"))
+        .expect("a rate table with bappeda");
+    let down: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Every OPD downloads as fast as it can on a 60M uplink: bappeda gets
+    // at least its 5M guarantee and never more than its 10M ceiling.
+    assert!(
+        (0.9 * 5.0..=10.6).contains(&down),
+        "bappeda at {down} Mbit/s: {row}"
+    );
+    assert!(text.contains("removing namespaces"));
+    assert!(
+        lab_namespaces().is_empty(),
+        "namespaces left behind: {:?}",
+        lab_namespaces()
+    );
+}

@@ -898,8 +898,10 @@ pub fn run_interactive(seconds: u64) -> Result<()> {
         prev = now;
         prev_t = Instant::now();
     }
-    for c in clients {
-        let _ = c.wait_with_output();
+    // Interrupted: the clients would run on to their end; stop them now.
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
     }
     lab.stop_daemon()?;
     println!("lab finished; removing namespaces, pins and processes.");

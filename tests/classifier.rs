@@ -676,3 +676,44 @@ fn what_the_gateway_itself_sends_an_opd_is_not_the_opds_usage() {
         1
     );
 }
+
+#[test]
+fn pins_of_another_layout_are_replaced_not_misread() {
+    require_root();
+    let bpffs = BpffsMount::new("jt-cls").unwrap();
+    // An older jatah's layout: a directory with a pinned map in it.
+    let old = bpffs.path().join("jatah/v0");
+    std::fs::create_dir_all(&old).unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(old.join("JATAH_COUNTERS"))
+        .args([
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "1",
+            "name",
+            "old_counters",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(old.join("JATAH_COUNTERS").exists());
+    let dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    assert!(!old.exists(), "the old layout's pins are removed");
+    assert!(dp.slots().is_empty(), "nothing was read from them");
+    assert!(
+        bpffs
+            .path()
+            .join(format!("jatah/v{}", jatah_common::LAYOUT_VERSION))
+            .exists()
+    );
+}

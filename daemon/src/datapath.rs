@@ -150,6 +150,7 @@ impl Datapath {
     /// run (same slots, counters continue) and pinning new ones there.
     pub fn load_pinned(bpffs: &Path) -> Result<Self, DatapathError> {
         ensure_bpffs(bpffs)?;
+        replace_other_layouts(bpffs)?;
         let dir = pin_dir(bpffs);
         fs::create_dir_all(dir.join("links"))
             .map_err(io_err(format!("creating {}", dir.display())))?;
@@ -635,6 +636,34 @@ impl CounterReader {
         }
         Ok(out)
     }
+}
+
+/// Pins of another map layout (an older or newer jatah) are never read as
+/// if they were this one's: they are removed, which also detaches the
+/// programs their links held, and the log says so. Their counters are
+/// lost; slots are assigned anew.
+fn replace_other_layouts(bpffs: &Path) -> Result<(), DatapathError> {
+    let root = bpffs.join("jatah");
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Ok(());
+    };
+    let current = format!("v{LAYOUT_VERSION}");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == current || !name.starts_with('v') {
+            continue;
+        }
+        let path = e.path();
+        fs::remove_dir_all(&path).map_err(io_err(format!("removing {}", path.display())))?;
+        tracing::warn!(
+            found = %name,
+            expected = %current,
+            path = %path.display(),
+            "replaced pins of another map layout: its programs are detached and its counters \
+             restart under this version"
+        );
+    }
+    Ok(())
 }
 
 /// Removes everything jatah pinned under `bpffs` (links first, which

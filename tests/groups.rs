@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, wait_iperf};
+use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::netns::require_root;
 use jatah::policy::Direction;
 use serde_json::Value;
@@ -107,16 +107,7 @@ fn class_bytes(lab: &Lab, iface: &str) -> BTreeMap<u16, u64> {
 
 /// POST /api/v1/policy/reload as admin: (status, body).
 fn reload(lab: &Lab) -> (u16, Value) {
-    let (status, body) = lab
-        .in_gateway(|| {
-            jatah::client::post(
-                jatah::lab::GW_LISTEN.parse()?,
-                "/api/v1/policy/reload",
-                Some(LAB_ADMIN_TOKEN),
-                "",
-            )
-        })
-        .unwrap();
+    let (status, body) = lab.reload_now().unwrap();
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 

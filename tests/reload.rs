@@ -42,16 +42,7 @@ fn start(prefix: &str) -> Lab {
 
 /// POST /api/v1/policy/reload as admin: (status, body).
 fn reload(lab: &Lab) -> (u16, Value) {
-    let (status, body) = lab
-        .in_gateway(|| {
-            jatah::client::post(
-                jatah::lab::GW_LISTEN.parse()?,
-                "/api/v1/policy/reload",
-                Some(LAB_ADMIN_TOKEN),
-                "",
-            )
-        })
-        .unwrap();
+    let (status, body) = lab.reload_now().unwrap();
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 

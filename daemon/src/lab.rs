@@ -490,6 +490,19 @@ impl Lab {
         self.in_gateway(move || crate::client::get(GW_LISTEN.parse()?, &path, token.as_deref()))
     }
 
+    /// Asks jatah to reload its policy file now (as the lab's admin):
+    /// (status, body).
+    pub fn reload_now(&self) -> Result<(u16, String)> {
+        self.in_gateway(|| {
+            crate::client::post(
+                GW_LISTEN.parse()?,
+                "/api/v1/policy/reload",
+                Some(LAB_ADMIN_TOKEN),
+                "",
+            )
+        })
+    }
+
     /// HTB class statistics on a gateway interface (`lan0` or `wan0`).
     pub fn class_stats(&self, ifname: &str) -> Result<Vec<ClassStats>> {
         let ifindex = self.gw.ifindex(ifname)?;

@@ -66,36 +66,38 @@ impl ReloadOutcome {
 
 /// Reloads the policy file now (blocking: netlink and BPF syscalls).
 pub fn reload(state: &AppState, why: &str) -> ReloadOutcome {
-    let started = Instant::now();
-    let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(ctl) = guard.as_mut() else {
-        return ReloadOutcome::new(
-            "rejected",
-            None,
-            Some("the data path is not attached yet".into()),
-            started,
-        );
-    };
-    let file = ctl.policy_path.display().to_string();
-    let outcome = match crate::policy::load(&ctl.policy_path) {
-        Err(e) => ReloadOutcome::new("rejected", None, Some(e.to_string()), started),
-        Ok(new) => {
-            let in_force = crate::schedule::effective(&new, &new.schedules, chrono::Utc::now());
-            let outcome = apply(state, ctl, in_force, started);
-            if outcome.ok() {
-                ctl.base = new;
+    with_controller(state, why, |ctl, started| {
+        match crate::policy::load(&ctl.policy_path) {
+            Err(e) => ReloadOutcome::new("rejected", None, Some(e.to_string()), started),
+            Ok(new) => {
+                let in_force = crate::schedule::effective(&new, &new.schedules, chrono::Utc::now());
+                let outcome = apply(state, ctl, in_force, started);
+                if outcome.ok() {
+                    ctl.base = new;
+                }
+                outcome
             }
-            outcome
         }
-    };
-    drop(guard);
-    record(state, why, &file, &outcome);
-    outcome
+    })
 }
 
 /// Puts the allocations of the windows open now into force (at a
 /// schedule's edge); the policy file is not read again.
 pub fn reapply(state: &AppState, why: &str) -> ReloadOutcome {
+    with_controller(state, why, |ctl, started| {
+        let in_force =
+            crate::schedule::effective(&ctl.base, &ctl.base.schedules, chrono::Utc::now());
+        apply(state, ctl, in_force, started)
+    })
+}
+
+/// Runs one change with the kernel state held (one at a time), then
+/// reports its outcome.
+fn with_controller(
+    state: &AppState,
+    why: &str,
+    change: impl FnOnce(&mut Controller, Instant) -> ReloadOutcome,
+) -> ReloadOutcome {
     let started = Instant::now();
     let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
     let Some(ctl) = guard.as_mut() else {
@@ -107,8 +109,7 @@ pub fn reapply(state: &AppState, why: &str) -> ReloadOutcome {
         );
     };
     let file = ctl.policy_path.display().to_string();
-    let in_force = crate::schedule::effective(&ctl.base, &ctl.base.schedules, chrono::Utc::now());
-    let outcome = apply(state, ctl, in_force, started);
+    let outcome = change(ctl, started);
     drop(guard);
     record(state, why, &file, &outcome);
     outcome

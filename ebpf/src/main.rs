@@ -294,6 +294,16 @@ enum Way {
     ToOpd,
 }
 
+impl Way {
+    #[inline(always)]
+    fn reverse(self) -> Way {
+        match self {
+            Way::FromOpd => Way::ToOpd,
+            Way::ToOpd => Way::FromOpd,
+        }
+    }
+}
+
 /// `*p += v`, atomically (other CPUs update the same value).
 #[inline(always)]
 unsafe fn atomic_add(p: *mut u64, v: u64) {
@@ -387,14 +397,19 @@ fn track_handshake(ctx: &TcContext, h: &Headers, slot: u32, way: Way) {
         return;
     }
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    match (way, syn, ack) {
-        // An OPD host opens a connection.
-        (Way::FromOpd, true, false) => {
-            if same && e.state == HS_OUT_SYN {
-                bump_side(slot, SIDE_WAN, true);
-            } else {
-                bump_side(slot, SIDE_WAN, false);
-            }
+    // The handshake this packet belongs to was opened in the direction a
+    // SYN-ACK travels against, and any other packet with.
+    let opening = if syn && ack { way.reverse() } else { way };
+    // An OPD host's handshake crosses the WAN first, an Internet host's the
+    // LAN first.
+    let (first, second, opened, answered) = match opening {
+        Way::FromOpd => (SIDE_WAN, SIDE_LAN, HS_OUT_SYN, HS_OUT_SYNACK),
+        Way::ToOpd => (SIDE_LAN, SIDE_WAN, HS_IN_SYN, HS_IN_SYNACK),
+    };
+    match (syn, ack) {
+        // A SYN: a new handshake, or the same one sent again.
+        (true, false) => {
+            bump_side(slot, first, same && e.state == opened);
             *e = Handshake {
                 opd_addr: h.addr,
                 remote_addr: h.other,
@@ -402,58 +417,25 @@ fn track_handshake(ctx: &TcContext, h: &Headers, slot: u32, way: Way) {
                 remote_port,
                 hash,
                 slot,
-                state: HS_OUT_SYN,
+                state: opened,
                 t_syn: now,
                 t_synack: 0,
             };
         }
-        // The Internet answers it: the WAN leg is done, the LAN leg starts.
-        (Way::ToOpd, true, true) if same && e.state == HS_OUT_SYN => {
-            record_rtt(slot, SIDE_WAN, now.saturating_sub(e.t_syn));
-            bump_side(slot, SIDE_LAN, false);
-            e.state = HS_OUT_SYNACK;
+        // The answer: the first leg is done, the second starts.
+        (true, true) if same && e.state == opened => {
+            record_rtt(slot, first, now.saturating_sub(e.t_syn));
+            bump_side(slot, second, false);
+            e.state = answered;
             e.t_synack = now;
         }
-        (Way::ToOpd, true, true) if same && e.state == HS_OUT_SYNACK => {
-            bump_side(slot, SIDE_LAN, true);
+        (true, true) if same && e.state == answered => {
+            bump_side(slot, second, true);
             e.t_synack = now;
         }
-        // The OPD host completes it.
-        (Way::FromOpd, false, true) if e.state == HS_OUT_SYNACK => {
-            record_rtt(slot, SIDE_LAN, now.saturating_sub(e.t_synack));
-            e.state = HS_EMPTY;
-        }
-        // An Internet host opens a connection to an OPD host.
-        (Way::ToOpd, true, false) => {
-            if same && e.state == HS_IN_SYN {
-                bump_side(slot, SIDE_LAN, true);
-            } else {
-                bump_side(slot, SIDE_LAN, false);
-            }
-            *e = Handshake {
-                opd_addr: h.addr,
-                remote_addr: h.other,
-                opd_port,
-                remote_port,
-                hash,
-                slot,
-                state: HS_IN_SYN,
-                t_syn: now,
-                t_synack: 0,
-            };
-        }
-        (Way::FromOpd, true, true) if same && e.state == HS_IN_SYN => {
-            record_rtt(slot, SIDE_LAN, now.saturating_sub(e.t_syn));
-            bump_side(slot, SIDE_WAN, false);
-            e.state = HS_IN_SYNACK;
-            e.t_synack = now;
-        }
-        (Way::FromOpd, true, true) if same && e.state == HS_IN_SYNACK => {
-            bump_side(slot, SIDE_WAN, true);
-            e.t_synack = now;
-        }
-        (Way::ToOpd, false, true) if e.state == HS_IN_SYNACK => {
-            record_rtt(slot, SIDE_WAN, now.saturating_sub(e.t_synack));
+        // The opener's ACK completes it (`same` holds: see above).
+        (false, true) if e.state == answered => {
+            record_rtt(slot, second, now.saturating_sub(e.t_synack));
             e.state = HS_EMPTY;
         }
         _ => {}

@@ -654,6 +654,43 @@ fn handshake_timing_is_off_unless_enabled_and_ignores_resets() {
 }
 
 #[test]
+fn only_sampled_connections_are_timed_and_all_their_packets_agree() {
+    use jatah_common::{SIDE_LAN, SIDE_WAN, handshake_sampled};
+    let mut fx = fixture();
+    fx.dp.set_rtt_tracking(true).unwrap();
+    // One connection in 8.
+    fx.dp.set_rtt_sampling(3).unwrap();
+    let flags = 3 << jatah_common::RTT_SAMPLE_SHIFT_POS;
+    let slot = fx.slot("dinkes");
+    let ul = |fx: &Fixture, f: &[u8]| fx.run(program_names::UPLOAD_MARK, f, SkbContext::default());
+    let mut sampled = 0;
+    for port in 41000..41064u16 {
+        sampled += u64::from(handshake_sampled(port, 443, flags));
+        ul(&fx, &tcp4(DINKES_HOST, INTERNET, port, 443, SYN, 0));
+        fx.down(&tcp4(INTERNET, DINKES_HOST, 443, port, SYNACK, 0));
+        ul(&fx, &tcp4(DINKES_HOST, INTERNET, port, 443, ACK, 0));
+    }
+    assert!(
+        (2..=20).contains(&sampled),
+        "about 8 of 64 connections are in the sample: {sampled}"
+    );
+    let (wan, lan) = (
+        fx.dp.rtt(slot, SIDE_WAN).unwrap(),
+        fx.dp.rtt(slot, SIDE_LAN).unwrap(),
+    );
+    // Every sampled handshake is timed on both legs, and no other.
+    assert_eq!((wan.started, wan.count), (sampled, sampled));
+    assert_eq!((lan.started, lan.count), (sampled, sampled));
+    assert_eq!(wan.retransmits + lan.retransmits, 0);
+
+    // Sampling off again (shift 0): every connection is timed.
+    fx.dp.set_rtt_sampling(0).unwrap();
+    ul(&fx, &tcp4(DINKES_HOST, INTERNET, 42000, 443, SYN, 0));
+    fx.down(&tcp4(INTERNET, DINKES_HOST, 443, 42000, SYNACK, 0));
+    assert_eq!(fx.dp.rtt(slot, SIDE_WAN).unwrap().count, sampled + 1);
+}
+
+#[test]
 fn what_the_gateway_itself_sends_an_opd_is_not_the_opds_usage() {
     let fx = fixture();
     let f = frame(eth(ETH_IP), ipv4_tcp([10, 20, 1, 1], DINKES_HOST, 56));

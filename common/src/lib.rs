@@ -62,6 +62,29 @@ pub struct Counters {
 
 /// [`Config::flags`] bit: time TCP handshakes (per-OPD LAN/WAN RTT).
 pub const FLAG_RTT: u32 = 1;
+/// [`Config::flags`] bits 8-10: log2 of the handshake sampling rate. Only
+/// one connection in `1 << shift` is timed (chosen by its ports, so every
+/// packet of a connection agrees): reading the kernel clock is the dearest
+/// part of timing a handshake, and a sample of connections gives the same
+/// round-trip distribution.
+pub const RTT_SAMPLE_SHIFT_POS: u32 = 8;
+/// Largest sampling shift: one handshake in 128.
+pub const RTT_SAMPLE_SHIFT_MAX: u32 = 7;
+
+/// The sampling shift held in `flags`.
+#[inline(always)]
+pub fn rtt_sample_shift(flags: u32) -> u32 {
+    (flags >> RTT_SAMPLE_SHIFT_POS) & RTT_SAMPLE_SHIFT_MAX
+}
+
+/// Whether the connection between these ports is timed under the sampling
+/// shift in `flags`. Ports rather than the whole [`handshake_hash`]: one
+/// end's port is ephemeral, so its low bits spread connections evenly, and
+/// every packet of a connection agrees.
+#[inline(always)]
+pub fn handshake_sampled(opd_port: u16, remote_port: u16, flags: u32) -> bool {
+    u32::from(opd_port ^ remote_port) & ((1u32 << rtt_sample_shift(flags)) - 1) == 0
+}
 
 /// Runtime settings the daemon writes into the config array (index 0).
 #[repr(C)]

@@ -83,79 +83,109 @@ fn classifier(rounds: usize, sizes: &[usize]) {
     println!();
 }
 
-/// A TCP frame to or from 10.0.0.7 with the given flags.
-fn tcp(from_opd: bool, flags: u8, payload: usize) -> Vec<u8> {
+/// A TCP frame to or from 10.0.0.7 with the given flags, between the OPD
+/// host's port `opd_port` and the Internet host's port 443.
+fn tcp(from_opd: bool, flags: u8, payload: usize, opd_port: u16) -> Vec<u8> {
     let mut f = frame([10, 0, 0, 7]);
-    if from_opd {
+    let (sport, dport) = if from_opd {
         let (src, dst) = (f[26..30].to_vec(), f[30..34].to_vec());
         f[26..30].copy_from_slice(&dst);
         f[30..34].copy_from_slice(&src);
-    }
+        (opd_port, 443)
+    } else {
+        (443, opd_port)
+    };
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
     f[47] = flags;
     f.truncate(54);
     f.extend(std::iter::repeat_n(0u8, payload));
     f
 }
 
+/// Handshake timing cost per packet: tracking off, on for a connection in
+/// the sample, on for one outside it, at the default sampling rate.
 fn rtt_cost(rounds: usize) {
     let bpffs = BpffsMount::new("jt-bench").unwrap();
     let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
     dp.sync_opds(&prefixes(30)).unwrap();
     dp.set_mark_mask(0x7fff_0000).unwrap();
+    let sampling = jatah::policy::DiagnosisSettings::default().rtt_sampling;
+    let shift = sampling.trailing_zeros();
+    dp.set_rtt_sampling(shift).unwrap();
+    let flags = shift << jatah_common::RTT_SAMPLE_SHIFT_POS;
+    let port = |sampled: bool| {
+        (40000..41000u16)
+            .find(|p| jatah_common::handshake_sampled(*p, 443, flags) == sampled)
+            .unwrap()
+    };
+    let (timed, untimed) = (port(true), port(false));
     const REPEAT: u32 = 1_000_000;
-    let cases = [
+    let cases: [(&str, &str, bool, u8, usize); 5] = [
         (
             "SYN from an OPD (LAN ingress)",
             program_names::UPLOAD_MARK,
-            tcp(true, 0x02, 0),
+            true,
+            0x02,
+            0,
         ),
         (
             "SYN-ACK to an OPD (LAN egress)",
             program_names::DOWNLOAD,
-            tcp(false, 0x12, 0),
+            false,
+            0x12,
+            0,
         ),
         (
             "ACK from an OPD (LAN ingress)",
             program_names::UPLOAD_MARK,
-            tcp(true, 0x10, 0),
+            true,
+            0x10,
+            0,
         ),
         (
             "data to an OPD (LAN egress)",
             program_names::DOWNLOAD,
-            tcp(false, 0x10, 1400),
+            false,
+            0x10,
+            1400,
         ),
         (
             "data from an OPD (LAN ingress)",
             program_names::UPLOAD_MARK,
-            tcp(true, 0x10, 1400),
+            true,
+            0x10,
+            1400,
         ),
     ];
     println!(
-        "## Handshake RTT tracking: cost per packet, off vs on (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {rounds} rounds)\n"
+        "## Handshake RTT tracking: cost per packet, off vs on (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {rounds} rounds, 1 connection in {sampling} timed)\n"
     );
-    println!("| packet | tracking off ns | tracking on ns | on/off |");
-    println!("|---|---:|---:|---:|");
-    for (name, prog, f) in cases {
-        let mut off = Vec::new();
-        let mut on = Vec::new();
+    println!(
+        "| packet | off ns | on, timed connection ns | on, other connection ns | on, average ns | average/off |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let ctx = SkbContext::forwarded();
+    for (name, prog, from_opd, tcp_flags, payload) in cases {
+        let timed_frame = tcp(from_opd, tcp_flags, payload, timed);
+        let untimed_frame = tcp(from_opd, tcp_flags, payload, untimed);
+        let (mut off, mut on_timed, mut on_untimed) = (Vec::new(), Vec::new(), Vec::new());
+        let ns = |dp: &Datapath, f: &[u8]| {
+            dp.test_run(prog, f, &ctx, REPEAT).unwrap().2.as_nanos() as f64
+        };
         for _ in 0..rounds {
             dp.set_rtt_tracking(false).unwrap();
-            off.push(
-                dp.test_run(prog, &f, &SkbContext::forwarded(), REPEAT)
-                    .unwrap()
-                    .2
-                    .as_nanos() as f64,
-            );
+            off.push(ns(&dp, &untimed_frame));
             dp.set_rtt_tracking(true).unwrap();
-            on.push(
-                dp.test_run(prog, &f, &SkbContext::forwarded(), REPEAT)
-                    .unwrap()
-                    .2
-                    .as_nanos() as f64,
-            );
+            on_timed.push(ns(&dp, &timed_frame));
+            on_untimed.push(ns(&dp, &untimed_frame));
         }
-        let (a, b) = (median(off), median(on));
-        println!("| {name} | {a:.0} | {b:.0} | {:.2} |", b / a);
+        let (a, t, u) = (median(off), median(on_timed), median(on_untimed));
+        let avg = (t + u * f64::from(sampling - 1)) / f64::from(sampling);
+        println!(
+            "| {name} | {a:.0} | {t:.0} | {u:.0} | {avg:.0} | {:.2} |",
+            avg / a
+        );
     }
     println!();
 }
@@ -237,6 +267,10 @@ fn main() {
     } else {
         &[10, 1_000, 10_000, 60_000]
     };
+    if args.iter().any(|a| a == "--rtt-only") {
+        rtt_cost(rounds);
+        return;
+    }
     classifier(rounds, sizes);
     rtt_cost(rounds);
     forwarding(rounds, if quick { 2 } else { 5 });

@@ -20,8 +20,9 @@ use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use jatah_common::{
-    COUNTER_SLOTS, Config, Counters, FLAG_RTT, LAYOUT_VERSION, MAX_OPDS, RttHistogram,
-    SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names, program_names,
+    COUNTER_SLOTS, Config, Counters, FLAG_RTT, LAYOUT_VERSION, MAX_OPDS, RTT_SAMPLE_SHIFT_MAX,
+    RTT_SAMPLE_SHIFT_POS, RttHistogram, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names,
+    program_names,
 };
 use tracing::{debug, info};
 
@@ -249,6 +250,16 @@ impl Datapath {
         } else {
             cfg.flags & !FLAG_RTT
         };
+        self.write_config(cfg)
+    }
+
+    /// Times one TCP connection in `1 << shift` (shift at most
+    /// [`RTT_SAMPLE_SHIFT_MAX`]); 0 times every connection.
+    pub fn set_rtt_sampling(&mut self, shift: u32) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        let field = RTT_SAMPLE_SHIFT_MAX << RTT_SAMPLE_SHIFT_POS;
+        cfg.flags =
+            (cfg.flags & !field) | ((shift.min(RTT_SAMPLE_SHIFT_MAX)) << RTT_SAMPLE_SHIFT_POS);
         self.write_config(cfg)
     }
 

@@ -306,6 +306,7 @@ pub fn apply(
 ) -> Result<(), GatewayError> {
     datapath.set_mark_mask(policy.gateway.mark_mask)?;
     datapath.set_rtt_tracking(policy.diagnosis.rtt_tracking)?;
+    datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
     datapath.sync_opds(&opd_prefixes(policy))?;
     let pref = leaf_preference(policy.gateway.leaf_qdisc);
     for (dir, iface) in [

@@ -489,13 +489,13 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
     }
     out.push(family(
         "jatah_opd_rtt_seconds",
-        "TCP handshake round trips per OPD, by side: lan = gateway to OPD host and back, wan = gateway to Internet host and back.",
+        "TCP handshake round trips per OPD, by side: lan = gateway to OPD host and back, wan = gateway to Internet host and back. Over the sampled connections (diagnosis.rtt_sampling).",
         MetricType::HISTOGRAM,
         hists,
     ));
     out.push(family(
         "jatah_opd_syn_unanswered_total",
-        "Handshake packets (SYN or SYN-ACK) sent again because the first went unanswered, per OPD and side.",
+        "Handshake packets (SYN or SYN-ACK) sent again because the first went unanswered, per OPD and side, over the sampled connections.",
         MetricType::COUNTER,
         unanswered,
     ));

@@ -4,6 +4,7 @@
 //! [diagnosis]
 //! probe_interval = "1s"      # how often OPD routers and upstream targets are pinged
 //! rtt_tracking = true        # time TCP handshakes (LAN and WAN round trips)
+//! rtt_sampling = 8           # ... of one connection in 8 (1, 2, 4, ... 128)
 //! lan_rtt = "50ms"           # an OPD's LAN round trip above this: local_degraded
 //! wan_rtt = "150ms"          # upstream round trips above this: upstream_degraded
 //! probe_lost_in_a_row = 3    # router probes lost in a row before "not answering"
@@ -32,6 +33,10 @@ pub struct UpstreamTarget {
 pub struct DiagnosisSettings {
     pub probe_interval: Duration,
     pub rtt_tracking: bool,
+    /// One TCP connection in this many (a power of two) has its handshake
+    /// timed; the clock read that timing needs is the dearest step of the
+    /// classifier.
+    pub rtt_sampling: u32,
     pub lan_rtt: Duration,
     pub wan_rtt: Duration,
     pub probe_lost_in_a_row: u32,
@@ -44,6 +49,7 @@ impl Default for DiagnosisSettings {
         DiagnosisSettings {
             probe_interval: Duration::from_secs(1),
             rtt_tracking: true,
+            rtt_sampling: 8,
             lan_rtt: Duration::from_millis(50),
             wan_rtt: Duration::from_millis(150),
             probe_lost_in_a_row: 3,
@@ -56,6 +62,7 @@ impl Default for DiagnosisSettings {
 pub(super) const DIAGNOSIS_KEYS: &[&str] = &[
     "probe_interval",
     "rtt_tracking",
+    "rtt_sampling",
     "lan_rtt",
     "wan_rtt",
     "probe_lost_in_a_row",

@@ -862,6 +862,18 @@ fn probe_not_an_address() {
 }
 
 #[test]
+fn rtt_sampling_takes_powers_of_two() {
+    for n in [1u32, 2, 16, 128] {
+        let p = parse(
+            &format!("{BASE}[diagnosis]\nrtt_sampling = {n}\n"),
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(p.diagnosis.rtt_sampling, n);
+    }
+}
+
+#[test]
 fn diagnosis_table_is_read_with_defaults_for_what_is_left_out() {
     let source = format!(
         "{BASE}\n[diagnosis]\nprobe_interval = \"500ms\"\nwan_rtt = \"200ms\"\nrtt_tracking = false\n\n\
@@ -878,6 +890,7 @@ fn diagnosis_table_is_read_with_defaults_for_what_is_left_out() {
         "default kept"
     );
     assert!(!d.rtt_tracking);
+    assert_eq!(d.rtt_sampling, 8, "default kept");
     assert_eq!(d.upstream.len(), 2);
     assert_eq!(
         d.upstream[1].address,
@@ -909,6 +922,24 @@ fn diagnosis_errors_point_at_the_value() {
         22,
         23,
         "between 1 and 60",
+    );
+    assert_one(
+        &format!("{BASE}[diagnosis]\nrtt_sampling = 3\n"),
+        22,
+        16,
+        "1, 2, 4, 8, 16, 32, 64 or 128",
+    );
+    assert_one(
+        &format!("{BASE}[diagnosis]\nrtt_sampling = 256\n"),
+        22,
+        16,
+        "1, 2, 4, 8, 16, 32, 64 or 128",
+    );
+    assert_one(
+        &format!("{BASE}[diagnosis]\nrtt_sampling = \"8\"\n"),
+        22,
+        16,
+        "the default is 8",
     );
     assert_one(
         &format!("{BASE}[diagnosis]\nprobes = 3\n"),

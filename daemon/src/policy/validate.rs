@@ -1150,6 +1150,25 @@ impl<'s> Checker<'s> {
                 }
             }
         }
+        if let Some(value) = table.get("rtt_sampling") {
+            let n = match value.get_ref() {
+                DeValue::Integer(i) => i.as_str().parse::<u32>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) if n.is_power_of_two() && n <= 1 << jatah_common::RTT_SAMPLE_SHIFT_MAX => {
+                    d.rtt_sampling = n
+                }
+                _ => {
+                    self.error(
+                        &value.span(),
+                        "rtt_sampling is how many TCP connections share one timed handshake: \
+                         1, 2, 4, 8, 16, 32, 64 or 128 (the default is 8)",
+                    );
+                    ok = false;
+                }
+            }
+        }
         if let Some(value) = table.get("probe_lost_in_a_row") {
             match value.get_ref() {
                 DeValue::Integer(i) => match i.as_str().parse::<u32>() {

@@ -454,11 +454,11 @@ async fn the_real_server_answers_on_a_port_and_shuts_down_gracefully() {
     let addr = listener.local_addr().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let stop = token.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, router(fx.state.clone()))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .into_future(),
-    );
+    let server = tokio::spawn(jatah::server::serve(
+        listener,
+        router(fx.state.clone()),
+        stop,
+    ));
     let (status, body) =
         tokio::task::spawn_blocking(move || jatah::client::get(addr, "/api/v1/opds", Some(ADMIN)))
             .await
@@ -470,7 +470,96 @@ async fn the_real_server_answers_on_a_port_and_shuts_down_gracefully() {
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("server stops after the signal")
-        .unwrap()
+        .unwrap();
+}
+
+/// Reads from `stream` until the server closes it or `limit` passes;
+/// returns what was read and when the connection closed (None: still open).
+fn read_until_closed(
+    stream: &mut std::net::TcpStream,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    use std::io::Read;
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while t0.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into(), Some(t0.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (String::from_utf8_lossy(&got).into(), Some(t0.elapsed())),
+        }
+    }
+    (String::from_utf8_lossy(&got).into(), None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_time_out_and_never_hold_up_others() {
+    use std::io::Write;
+    let fx = fixture(false, true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(jatah::server::serve(
+        listener,
+        router(fx.state.clone()),
+        token.clone(),
+    ));
+    let (headers, body, other) = tokio::task::spawn_blocking(move || {
+        // Slowloris: headers begun, never finished.
+        let mut slow_headers = std::net::TcpStream::connect(addr).unwrap();
+        slow_headers
+            .write_all(b"GET /api/v1/opds HTTP/1.1\r\nHost: jatah\r\nX-Slow: 1")
+            .unwrap();
+        // A body announced and never sent.
+        let mut slow_body = std::net::TcpStream::connect(addr).unwrap();
+        slow_body
+            .write_all(
+                format!(
+                    "POST /api/v1/policy/plan HTTP/1.1\r\nHost: jatah\r\n\
+                     Authorization: Bearer {ADMIN}\r\nContent-Length: 1000\r\n\r\n[gateway]\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        // Meanwhile everyone else is served.
+        let other = jatah::client::get(addr, "/api/v1/opds", Some(ADMIN)).unwrap();
+        let body_thread =
+            std::thread::spawn(move || read_until_closed(&mut slow_body, Duration::from_secs(30)));
+        let headers = read_until_closed(&mut slow_headers, Duration::from_secs(30));
+        (headers, body_thread.join().unwrap(), other)
+    })
+    .await
+    .unwrap();
+    assert_eq!(other.0, 200, "another client is served at once");
+    let (_, closed) = headers;
+    eprintln!("unfinished headers: closed after {closed:?}");
+    assert!(
+        closed.is_some_and(|d| d >= Duration::from_secs(5) && d <= Duration::from_secs(20)),
+        "unfinished headers are cut off after {:?}: {closed:?}",
+        jatah::server::HEADER_READ_TIMEOUT
+    );
+    let (answer, closed) = body;
+    eprintln!(
+        "unfinished body: {:?} after {closed:?}",
+        answer.lines().next()
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "an unfinished body gets 408 Request Timeout: {answer:?}"
+    );
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("server stops after the signal")
         .unwrap();
 }
 

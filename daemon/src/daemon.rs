@@ -46,7 +46,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         }
     };
     let _lock = crate::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
-    let ifaces = gateway::resolve_interfaces(&policy, &file)?;
+    let Some(ifaces) = wait_for_interfaces(&policy, &file, &shutdown).await? else {
+        info!("stopped while waiting for interfaces; nothing was changed");
+        return Ok(());
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -86,7 +89,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         source: opts.policy.clone(),
     };
     let mut state = AppState::new(view, tokens, Some(CounterReader::open(&opts.bpffs)?));
-    state.shaping = Some(ifaces.clone());
+    *state.shaping.write().unwrap_or_else(|p| p.into_inner()) = Some(ifaces.clone());
     *state.reload.lock().unwrap_or_else(|p| p.into_inner()) = ReloadStatus {
         successful: true,
         at: Some(chrono::Utc::now()),
@@ -127,6 +130,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         Arc::new(crate::schedule::SystemClock),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::links::keep_attached(state.clone(), shutdown.clone()));
     if let Some(prober) = state.prober.clone() {
         let stop = shutdown.clone();
         tokio::spawn(async move { prober.run(stop).await });
@@ -141,15 +145,54 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
 
     let sampler = tokio::spawn(sample_counters(state.clone(), shutdown.clone()));
     let app = server::router(state);
-    let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("HTTP server")?;
+    server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     let _ = sampler.await;
     info!("stopped; the data path stays in force (`jatah down` removes it)");
     Ok(())
+}
+
+/// Resolves the policy's interfaces, waiting for any that do not exist
+/// yet (a VLAN subinterface or bridge the network configuration creates
+/// after jatah starts): they are looked for every second, and jatah
+/// attaches as soon as all exist. Other problems (LAN interfaces on
+/// different devices) stop jatah at once. None if shutdown came first.
+async fn wait_for_interfaces(
+    policy: &crate::policy::Policy,
+    file: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<gateway::Interfaces>> {
+    let started = std::time::Instant::now();
+    let mut last_said: Option<std::time::Instant> = None;
+    loop {
+        match gateway::resolve_interfaces(policy, file) {
+            Ok(ifaces) => {
+                if last_said.is_some() {
+                    info!(
+                        waited_seconds = started.elapsed().as_secs_f64(),
+                        "every interface the policy names exists now"
+                    );
+                }
+                return Ok(Some(ifaces));
+            }
+            Err(gateway::GatewayError::NoSuchInterface { name, key, .. }) => {
+                if last_said.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                    warn!(
+                        interface = %name,
+                        key,
+                        policy = %file,
+                        "waiting for the interface to appear; nothing is shaped until it does                          (a typo? `ip link` lists this host's interfaces)"
+                    );
+                    last_said = Some(std::time::Instant::now());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(crate::links::CHECK_EVERY) => {}
+        }
+    }
 }
 
 /// Opens the history store; a failure is logged and reported by the API and

@@ -24,7 +24,7 @@ use jatah_common::{
     RTT_SAMPLE_SHIFT_POS, RttHistogram, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names,
     program_names,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The compiled eBPF object (built by build.rs from ebpf/).
 pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/jatah"));
@@ -446,12 +446,23 @@ impl Datapath {
     /// pinned; a link pinned by an earlier run is atomically switched to the
     /// new program, so no packet passes unclassified during a restart.
     pub fn attach(&mut self, at: &Attachment) -> Result<(), DatapathError> {
+        self.attach_on(at, None)
+    }
+
+    /// Attaches the programs that belong on interface `only` (all of them
+    /// when None). An interface that was deleted and created again has a
+    /// new ifindex: its old links died with it, so their pins are dropped
+    /// and new links made.
+    pub fn attach_on(&mut self, at: &Attachment, only: Option<&str>) -> Result<(), DatapathError> {
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         for (prog, iface, kind) in [
             (program_names::DOWNLOAD, &at.lan, TcAttachType::Egress),
             (program_names::UPLOAD_MARK, &at.lan, TcAttachType::Ingress),
             (program_names::UPLOAD, &at.wan, TcAttachType::Egress),
         ] {
+            if only.is_some_and(|o| o != iface.as_str()) {
+                continue;
+            }
             if tcx {
                 self.attach_tcx(prog, iface, kind)?;
             } else {
@@ -486,16 +497,41 @@ impl Datapath {
         let what = format!("attaching {prog} to {iface} ({kind:?})");
         let existing = pin.exists().then(|| PinnedLink::from_pin(&pin));
         let program = self.classifier_mut(prog)?;
-        let link_id = match existing {
+        // Switch the pinned link to this program in place (no moment
+        // without a classifier). A link whose interface is gone (deleted and
+        // created again since) cannot be switched: attach anew.
+        let switched = match existing {
             Some(Ok(old)) => {
-                let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(
-                    |e: aya::programs::links::LinkError| {
-                        DatapathError::Other(format!("{what}: {e}"))
+                let link: Result<SchedClassifierLink, _> = FdLink::from(old).try_into();
+                match link {
+                    Ok(link) => match program.attach_to_link(link) {
+                        Ok(id) => Some(id),
+                        Err(e) => {
+                            warn!(
+                                program = prog,
+                                interface = iface,
+                                error = %e,
+                                "pinned link is defunct (its interface was recreated); attaching anew"
+                            );
+                            None
+                        }
                     },
-                )?;
-                program.attach_to_link(link).map_err(prog_err(&what))?
+                    Err(e) => {
+                        warn!(program = prog, interface = iface, error = %e, "pinned link unusable; attaching anew");
+                        None
+                    }
+                }
             }
-            _ => program
+            _ => None,
+        };
+        if switched.is_none() && pin.exists() {
+            fs::remove_file(&pin)
+                .map_err(|e| DatapathError::Other(format!("removing {}: {e}", pin.display())))?;
+        }
+        let program = self.classifier_mut(prog)?;
+        let link_id = match switched {
+            Some(id) => id,
+            None => program
                 .attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::default()))
                 .map_err(prog_err(&what))?,
         };

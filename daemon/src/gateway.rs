@@ -85,7 +85,7 @@ pub enum GatewayError {
     Shaper(#[from] crate::shaper::ShaperError),
 }
 
-fn ifindex(name: &str) -> Option<u32> {
+pub(crate) fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
@@ -285,7 +285,7 @@ pub fn tree_for_slots(
     }
 }
 
-fn leaf_preference(p: PolicyLeaf) -> Vec<LeafQdisc> {
+pub(crate) fn leaf_preference(p: PolicyLeaf) -> Vec<LeafQdisc> {
     match p {
         PolicyLeaf::Auto => vec![LeafQdisc::FqCodel, LeafQdisc::Cake, LeafQdisc::Pfifo],
         PolicyLeaf::FqCodel => vec![LeafQdisc::FqCodel, LeafQdisc::Pfifo],

@@ -256,18 +256,6 @@ impl Lab {
             "netns",
             inet.name(),
         ])?;
-        gw.ip([
-            "link",
-            "add",
-            "lan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "uplink",
-            "netns",
-            sw.name(),
-        ])?;
         inet.ip(["addr", "add", &format!("{INET_ADDR}/24"), "dev", "wan0"])?;
         inet.ip(["link", "set", "wan0", "up"])?;
         if !self.spec.nat {
@@ -276,21 +264,12 @@ impl Lab {
         }
         gw.ip(["addr", "add", &format!("{GW_WAN_ADDR}/24"), "dev", "wan0"])?;
         gw.ip(["link", "set", "wan0", "up"])?;
-        gw.ip(["link", "set", "lan0", "up"])?;
         gw.ip(["route", "add", "default", "via", INET_ADDR])?;
         gw.run("sysctl", ["-qw", "net.ipv4.ip_forward=1"])?;
         sw.ip(["link", "add", "br0", "type", "bridge"])?;
-        sw.ip(["link", "set", "uplink", "master", "br0"])?;
-        sw.ip(["link", "set", "uplink", "up"])?;
         sw.ip(["link", "set", "br0", "up"])?;
+        self.create_lan()?;
         for (i, ns) in self.opds.iter().enumerate() {
-            gw.ip([
-                "addr",
-                "add",
-                &format!("10.20.{}.1/24", i + 1),
-                "dev",
-                "lan0",
-            ])?;
             let port = format!("p{i}");
             sw.ip([
                 "link",
@@ -318,13 +297,7 @@ impl Lab {
         }
         if self.spec.mtu != 1500 {
             let mtu = self.spec.mtu.to_string();
-            for (ns, dev) in [
-                (inet, "wan0"),
-                (gw, "wan0"),
-                (gw, "lan0"),
-                (sw, "uplink"),
-                (sw, "br0"),
-            ] {
+            for (ns, dev) in [(inet, "wan0"), (gw, "wan0"), (sw, "br0")] {
                 ns.ip(["link", "set", dev, "mtu", &mtu])?;
             }
             for (i, ns) in self.opds.iter().enumerate() {
@@ -347,6 +320,51 @@ impl Lab {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Creates the gateway's LAN interface `lan0` (a veth to the switch's
+    /// bridge) with every OPD's gateway address: at build time, and again
+    /// after [`Lab::delete_lan`], when it gets a new ifindex as a recreated
+    /// interface does.
+    pub fn create_lan(&self) -> Result<()> {
+        let (gw, sw) = (&self.gw, &self.sw);
+        gw.ip([
+            "link",
+            "add",
+            "lan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink",
+            "netns",
+            sw.name(),
+        ])?;
+        if self.spec.mtu != 1500 {
+            let mtu = self.spec.mtu.to_string();
+            gw.ip(["link", "set", "lan0", "mtu", &mtu])?;
+            sw.ip(["link", "set", "uplink", "mtu", &mtu])?;
+        }
+        for i in 0..self.opds.len() {
+            gw.ip([
+                "addr",
+                "add",
+                &format!("10.20.{}.1/24", i + 1),
+                "dev",
+                "lan0",
+            ])?;
+        }
+        sw.ip(["link", "set", "uplink", "master", "br0"])?;
+        sw.ip(["link", "set", "uplink", "up"])?;
+        gw.ip(["link", "set", "lan0", "up"])?;
+        Ok(())
+    }
+
+    /// Deletes the gateway's LAN interface (its peer on the switch goes
+    /// with it), as a network reconfiguration or an unplugged NIC does.
+    pub fn delete_lan(&self) -> Result<()> {
+        self.gw.ip(["link", "del", "lan0"])?;
         Ok(())
     }
 
@@ -382,12 +400,19 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `jatah run` in the gateway namespace and waits until /healthz
-    /// answers 200 (at most 30 s).
-    pub fn start_daemon(&mut self, jatah: &Path) -> Result<()> {
+    /// Starts `jatah run` in the gateway namespace without waiting for it
+    /// (the lab stops it on Drop like one [`Lab::start_daemon`] started).
+    pub fn spawn_daemon(&mut self, jatah: &Path) -> Result<()> {
         self.mount_bpffs()?;
         let child = self.spawn_jatah(jatah, "jatah.log")?;
         self.daemon = Some(child);
+        Ok(())
+    }
+
+    /// Starts `jatah run` in the gateway namespace and waits until /healthz
+    /// answers 200 (at most 30 s).
+    pub fn start_daemon(&mut self, jatah: &Path) -> Result<()> {
+        self.spawn_daemon(jatah)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = self.http_get("/healthz") {

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod history;
 pub mod instance;
 pub mod lab;
+pub mod links;
 pub mod metrics;
 pub mod netns;
 pub mod plan;

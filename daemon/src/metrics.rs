@@ -91,7 +91,7 @@ impl JatahCollector {
 /// on the WAN), read over netlink; empty where unavailable.
 pub fn htb_stats(state: &AppState) -> [Vec<ClassStats>; 2] {
     let mut out = [Vec::new(), Vec::new()];
-    let Some(ifaces) = &state.shaping else {
+    let Some(ifaces) = state.shaping() else {
         return out;
     };
     let mut shaper = match Shaper::new() {
@@ -104,7 +104,10 @@ pub fn htb_stats(state: &AppState) -> [Vec<ClassStats>; 2] {
     for (d, iface) in [(DOWNLOAD, &ifaces.lan_device), (UPLOAD, &ifaces.wan)] {
         match shaper.class_stats(iface.ifindex) {
             Ok(stats) => out[d] = stats,
-            Err(e) => warn!(interface = %iface.name, error = %e, "reading HTB class statistics"),
+            Err(e) => {
+                warn!(interface = %iface.name, operation = "htb_stats", error = %e, "reading HTB class statistics");
+                state.count_kernel_error("htb_stats", &iface.name);
+            }
         }
     }
     out
@@ -300,6 +303,43 @@ impl Collector for JatahCollector {
             MetricType::GAUGE,
             vec![gauge(vec![], reload.duration_seconds)],
         ));
+        let errors = state
+            .kernel_errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            out.push(family(
+                "jatah_kernel_errors_total",
+                "Netlink and BPF operations that failed, by operation and interface (each is also logged).",
+                MetricType::COUNTER,
+                errors
+                    .iter()
+                    .map(|((op, iface), n)| {
+                        counter(
+                            vec![label("interface", iface), label("operation", op)],
+                            *n as f64,
+                        )
+                    })
+                    .collect(),
+            ));
+        }
+        let attached = state
+            .interfaces_attached
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        if !attached.is_empty() {
+            out.push(family(
+                "jatah_interface_attached",
+                "1 while jatah's classifiers and HTB tree are on the interface; 0 while it is missing or re-attaching failed.",
+                MetricType::GAUGE,
+                attached
+                    .iter()
+                    .map(|(iface, up)| gauge(vec![label("interface", iface)], f64::from(u8::from(*up))))
+                    .collect(),
+            ));
+        }
         out.push(family(
             "jatah_history_available",
             "1 if the usage history store is writable and answering.",

@@ -67,8 +67,13 @@ pub struct AppState {
     pub counters: Option<CounterReader>,
     pub rates: Mutex<RateTable>,
     pub history: History,
-    /// Interfaces whose HTB class statistics give the drop counters.
-    pub shaping: Option<Interfaces>,
+    /// Interfaces whose HTB class statistics give the drop counters (their
+    /// ifindexes change when an interface is recreated).
+    pub shaping: RwLock<Option<Interfaces>>,
+    /// Netlink and BPF operations that failed, by (operation, interface).
+    pub kernel_errors: Mutex<BTreeMap<(String, String), u64>>,
+    /// Whether jatah's programs and HTB tree are on each shaped interface.
+    pub interfaces_attached: Mutex<BTreeMap<String, bool>>,
     pub reload: Mutex<ReloadStatus>,
     pub drops: Mutex<crate::metrics::Monotonic>,
     /// Keeps group class counters monotonic across class recreation.
@@ -94,7 +99,9 @@ impl AppState {
             counters,
             rates: Mutex::new(RateTable::default()),
             history: History::default(),
-            shaping: None,
+            shaping: RwLock::new(None),
+            kernel_errors: Mutex::new(BTreeMap::new()),
+            interfaces_attached: Mutex::new(BTreeMap::new()),
             reload: Mutex::new(ReloadStatus::default()),
             drops: Mutex::new(Default::default()),
             group_counters: Mutex::new(Default::default()),
@@ -111,6 +118,25 @@ impl AppState {
             .read()
             .map(|v| v.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The interfaces jatah shapes on now.
+    pub fn shaping(&self) -> Option<Interfaces> {
+        self.shaping
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Counts a failed netlink or BPF operation on an interface
+    /// (`jatah_kernel_errors_total`). The caller logs it.
+    pub fn count_kernel_error(&self, operation: &str, interface: &str) {
+        *self
+            .kernel_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((operation.to_string(), interface.to_string()))
+            .or_default() += 1;
     }
 
     /// Called after a scrape exported these retired OPDs' final counters:
@@ -146,6 +172,69 @@ pub fn router(state: Arc<AppState>) -> Router {
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+/// A client gets this long to send a request's headers; slower ones
+/// (slowloris) are disconnected. Bodies are bounded by [`REQUEST_TIMEOUT`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` fires, then lets requests in
+/// flight finish (at most [`DRAIN_TIMEOUT`]). Like `axum::serve`, plus a
+/// deadline for request headers, and every request carries the client's
+/// address (`ConnectInfo<SocketAddr>`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("HTTP requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+        }
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {

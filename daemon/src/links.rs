@@ -1,0 +1,197 @@
+//! Keeps jatah on the gateway's interfaces when one goes away and comes
+//! back: a VLAN subinterface or bridge recreated by the network
+//! configuration, a USB NIC plugged in again, a veth rebuilt. Deleting an
+//! interface takes its classifier links and HTB tree with it; the new one
+//! (same name, new ifindex) gets both again within a second or two of
+//! appearing. Attaching that fails is logged with the interface and the
+//! operation, counted in `jatah_kernel_errors_total`, and retried with
+//! backoff (1, 2, 4 ... 30 s).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::gateway::{self, Interface};
+use crate::policy::Direction;
+use crate::reload::Controller;
+use crate::server::AppState;
+
+/// How often interfaces are looked at.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to re-attach.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Wait before attempt `failures + 1` after `failures` failed ones.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(5);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+/// What the keeper remembers of one interface between checks.
+#[derive(Debug, Default)]
+struct Watched {
+    /// When it was last seen missing (None while present).
+    missing_since: Option<Instant>,
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+/// Looks at the shaped interfaces every [`CHECK_EVERY`] until shutdown.
+pub async fn keep_attached(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keeper = Arc::new(std::sync::Mutex::new(BTreeMap::<String, Watched>::new()));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (st, k) = (state.clone(), keeper.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            check_once(&st, &mut k.lock().unwrap_or_else(|p| p.into_inner()));
+        })
+        .await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Lan,
+    Wan,
+}
+
+impl Role {
+    fn key(self) -> &'static str {
+        match self {
+            Role::Lan => "gateway.lan",
+            Role::Wan => "gateway.wan",
+        }
+    }
+
+    fn direction(self) -> Direction {
+        match self {
+            Role::Lan => Direction::Download,
+            Role::Wan => Direction::Upload,
+        }
+    }
+
+    fn of(self, ctl: &mut Controller) -> &mut Interface {
+        match self {
+            Role::Lan => &mut ctl.ifaces.lan_device,
+            Role::Wan => &mut ctl.ifaces.wan,
+        }
+    }
+}
+
+fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
+    let now = Instant::now();
+    let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(ctl) = guard.as_mut() else {
+        return;
+    };
+    let mut attached = BTreeMap::new();
+    let mut moved = false;
+    for role in [Role::Lan, Role::Wan] {
+        let iface = role.of(ctl).clone();
+        let w = keeper.entry(iface.name.clone()).or_default();
+        let up = match gateway::ifindex(&iface.name) {
+            None => {
+                if w.missing_since.is_none() {
+                    warn!(
+                        interface = %iface.name,
+                        key = role.key(),
+                        "interface is gone: nothing is shaped or counted there until it returns; \
+                         jatah re-attaches as soon as it does"
+                    );
+                    w.missing_since = Some(now);
+                }
+                false
+            }
+            Some(idx) if idx == iface.ifindex && w.failures == 0 => {
+                w.missing_since = None;
+                true
+            }
+            Some(idx) => {
+                if w.next_try.is_some_and(|t| now < t) {
+                    false
+                } else {
+                    match reattach(state, ctl, role, idx) {
+                        Ok(()) => {
+                            info!(
+                                interface = %iface.name,
+                                ifindex = idx,
+                                missing_seconds = w.missing_since.map(|t| now.duration_since(t).as_secs_f64()),
+                                "interface back: classifiers and HTB tree attached again"
+                            );
+                            *w = Watched::default();
+                            moved = true;
+                            true
+                        }
+                        Err((operation, e)) => {
+                            w.failures += 1;
+                            let wait = backoff(w.failures);
+                            w.next_try = Some(now + wait);
+                            error!(
+                                interface = %iface.name,
+                                operation,
+                                error = %e,
+                                attempt = w.failures,
+                                retry_in_seconds = wait.as_secs(),
+                                "attaching to the interface failed"
+                            );
+                            state.count_kernel_error(operation, &iface.name);
+                            false
+                        }
+                    }
+                }
+            }
+        };
+        attached.insert(iface.name.clone(), up);
+    }
+    if moved {
+        *state.shaping.write().unwrap_or_else(|p| p.into_inner()) = Some(ctl.ifaces.clone());
+    }
+    *state
+        .interfaces_attached
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = attached;
+}
+
+/// Puts the classifiers and the HTB tree of `role` on the interface's new
+/// ifindex. Returns the failed operation and why.
+fn reattach(
+    state: &AppState,
+    ctl: &mut Controller,
+    role: Role,
+    ifindex: u32,
+) -> Result<(), (&'static str, String)> {
+    role.of(ctl).ifindex = ifindex;
+    let name = role.of(ctl).name.clone();
+    ctl.datapath
+        .attach_on(&ctl.ifaces.attachment(), Some(&name))
+        .map_err(|e| ("attach", e.to_string()))?;
+    let policy = state.view().policy.clone();
+    let pref = gateway::leaf_preference(policy.gateway.leaf_qdisc);
+    let leaf = ctl.shaper.resolve_leaf(ifindex, &pref);
+    let tree = gateway::htb_tree(&policy, &ctl.datapath, role.direction(), leaf);
+    ctl.shaper
+        .apply_changed(ifindex, &tree)
+        .map_err(|e| ("htb", e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_thirty() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(0).as_secs(), 1);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}

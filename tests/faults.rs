@@ -1,0 +1,183 @@
+//! Faults around the daemon: the gateway's interfaces going away and coming
+//! back (or appearing only after jatah starts). Programs and HTB trees are
+//! attached again within 5 s, the failure is logged and counted, and the
+//! allocations hold afterwards with real traffic.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jatah::lab::{INET_ADDR, Lab, LabOpd, LabSpec, wait_iperf};
+use jatah::netns::require_root;
+use jatah::policy::Direction;
+use jatah_common::{DOWNLOAD, UPLOAD};
+
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn jatah() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_jatah"))
+}
+
+fn build(prefix: &str) -> Lab {
+    require_root();
+    Lab::build(LabSpec {
+        prefix: prefix.into(),
+        download: "100M".into(),
+        upload: "100M".into(),
+        nat: true,
+        mtu: 1500,
+        opds: vec![
+            LabOpd::new("dinsos", "Dinas Sosial", ("5M", "10M"), ("5M", "10M")),
+            LabOpd::new("bpbd", "BPBD", ("5M", "50M"), ("5M", "50M")),
+        ],
+    })
+    .unwrap()
+}
+
+/// Whether jatah's LAN classifiers and HTB root are on the gateway's lan0:
+/// `tc` shows the root, and pings from dinsos' router are counted as
+/// dinsos' download (`jatah_dl` on lan0 egress) and upload (`jatah_ul_mark`
+/// on lan0 ingress marks them for the WAN side, behind NAT). This
+/// bpftool cannot list TCX links by interface, so the programs are
+/// judged by what they do.
+fn lan_attached(lab: &Lab) -> bool {
+    let Ok(tc) = lab.gw.run("tc", ["qdisc", "show", "dev", "lan0"]) else {
+        return false;
+    };
+    if !String::from_utf8_lossy(&tc.stdout).contains("qdisc htb 1: root") {
+        return false;
+    }
+    let count = || lab.counters().ok().map(|c| c["dinsos"]);
+    let Some(before) = count() else {
+        return false;
+    };
+    let _ = lab.opds[0].run("ping", ["-c", "2", "-i", "0.2", "-W", "1", INET_ADDR]);
+    let Some(after) = count() else {
+        return false;
+    };
+    after.packets[DOWNLOAD] > before.packets[DOWNLOAD]
+        && after.packets[UPLOAD] > before.packets[UPLOAD]
+}
+
+/// Seconds until `lan_attached` holds (None after 15 s).
+fn seconds_until_attached(lab: &Lab) -> Option<f64> {
+    let t0 = Instant::now();
+    for _ in 0..300 {
+        if lan_attached(lab) {
+            return Some(t0.elapsed().as_secs_f64());
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn metric(lab: &Lab, prefix: &str) -> Option<f64> {
+    let (_, body) = lab.http_get("/metrics").ok()?;
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// dinsos' download through the recreated interface is held to its 10M
+/// ceiling and counted.
+fn assert_enforced(lab: &Lab) {
+    let before = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD];
+    let r = wait_iperf(lab.spawn_iperf(0, Direction::Download, 5, 1).unwrap()).unwrap();
+    let mbit = r.bits_per_second / 1e6;
+    let after = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD];
+    eprintln!(
+        "after re-attaching: {mbit:.2} Mbit/s, counted {} bytes",
+        after - before
+    );
+    assert!(
+        (8.0..=10.3).contains(&mbit),
+        "held to the 10M ceiling: {mbit:.2}"
+    );
+    assert!(after - before > 4_000_000, "counted: {}", after - before);
+}
+
+#[test]
+fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = build("jt-flap");
+    lab.start_daemon(jatah()).unwrap();
+    assert!(lan_attached(&lab));
+    assert_eq!(
+        metric(&lab, "jatah_interface_attached{interface=\"lan0\"}"),
+        Some(1.0)
+    );
+
+    lab.delete_lan().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lab.daemon_running(), "jatah lives on");
+    assert_eq!(
+        metric(&lab, "jatah_interface_attached{interface=\"lan0\"}"),
+        Some(0.0),
+        "the gauge shows the interface missing"
+    );
+    // The scrape could not read lan0's HTB classes: logged and counted.
+    let errors = metric(
+        &lab,
+        "jatah_kernel_errors_total{interface=\"lan0\",operation=\"htb_stats\"}",
+    );
+    assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
+
+    lab.create_lan().unwrap();
+    let took = seconds_until_attached(&lab);
+    eprintln!("lan0 recreated: classifiers and HTB back after {took:?} s");
+    assert!(
+        took.is_some_and(|s| s <= 5.0),
+        "{took:?}\n{}",
+        lab.daemon_log()
+    );
+    let log = lab.daemon_log();
+    assert!(log.contains("interface is gone"), "{log}");
+    assert!(log.contains("interface back"), "{log}");
+    assert_enforced(&lab);
+    assert_eq!(
+        metric(&lab, "jatah_interface_attached{interface=\"lan0\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = build("jt-late");
+    lab.delete_lan().unwrap();
+    lab.spawn_daemon(jatah()).unwrap();
+    let t0 = Instant::now();
+    while !lab
+        .daemon_log()
+        .contains("waiting for the interface to appear")
+        && t0.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = lab.daemon_log();
+    assert!(log.contains("waiting for the interface to appear"), "{log}");
+    assert!(log.contains("lan0"), "the log names the interface: {log}");
+    assert!(lab.daemon_running(), "jatah waits rather than exits");
+    assert!(!lan_attached(&lab));
+
+    lab.create_lan().unwrap();
+    let took = seconds_until_attached(&lab);
+    eprintln!("lan0 created after start: attached after {took:?} s");
+    assert!(
+        took.is_some_and(|s| s <= 5.0),
+        "{took:?}\n{}",
+        lab.daemon_log()
+    );
+    let t0 = Instant::now();
+    while lab.http_get("/healthz").ok().map(|(c, _)| c) != Some(200)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lab.http_get("/healthz").unwrap().0, 200);
+    assert_enforced(&lab);
+}

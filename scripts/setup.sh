@@ -8,6 +8,7 @@
 #                    wrk hyperfine (benchmarks), chromium chromium-driver (UI tests)
 #   Rust             the nightly toolchain's rust-src component (eBPF build)
 #   bpf-linker       0.13, built against Debian's LLVM 22
+#   schemathesis     4.x from PyPI (API fuzzing against the OpenAPI document)
 set -euo pipefail
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -41,6 +42,15 @@ if ((${#missing[@]})); then
   pkill -x prometheus 2>/dev/null || true
 else
   say "Debian packages: all present"
+fi
+
+# schemathesis fuzzes the API against its OpenAPI document (tests/schemathesis.rs).
+st_bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/schemathesis"
+if ! "$st_bin" --version 2>/dev/null | grep -q 'version 4\.'; then
+  say "installing schemathesis 4 from PyPI (API fuzzing tests)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'schemathesis>=4,<5'
+else
+  say "schemathesis: $("$st_bin" --version)"
 fi
 
 if ! command -v rustup >/dev/null; then

@@ -181,3 +181,155 @@ fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
     assert_eq!(lab.http_get("/healthz").unwrap().0, 200);
     assert_enforced(&lab);
 }
+
+/// A small tmpfs mounted over the lab's history directory, unmounted on
+/// Drop (declare it after the lab so it goes first).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "jatah-test-disk",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_owned())
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        for _ in 0..10_000 {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Polls `check` every 500 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if check() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+/// Seconds until the next minute boundary, plus `extra`.
+fn past_next_minute(extra: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Duration::from_secs(60 - now % 60 + extra)
+}
+
+fn usage_download(lab: &Lab) -> (u16, u64) {
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    let path = format!(
+        "/api/v1/opds/dinsos/usage?from={}&to={}&step=1m",
+        jatah::lab::url_encode(&from),
+        jatah::lab::url_encode(&to)
+    );
+    let (code, body) = lab
+        .http_get_as(&path, Some(jatah::lab::LAB_ADMIN_TOKEN))
+        .unwrap();
+    if code != 200 {
+        return (code, 0);
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let total = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["download_bytes"].as_u64().unwrap())
+        .sum();
+    (code, total)
+}
+
+#[test]
+fn a_full_history_disk_stops_only_the_history_and_loses_no_bytes_once_freed() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = build("jt-disk");
+    let disk = SmallDisk::mount(&lab.dir().join("data"), "4m");
+    lab.start_daemon(jatah()).unwrap();
+    // The first minute sets the history's cursors.
+    std::thread::sleep(past_next_minute(3));
+    assert_eq!(usage_download(&lab).0, 200);
+
+    let filler = disk.fill();
+    let counted_before = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD];
+    let r = wait_iperf(lab.spawn_iperf(0, Direction::Download, 4, 1).unwrap()).unwrap();
+    let sent_while_full = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD] - counted_before;
+    let mbit = r.bits_per_second / 1e6;
+    assert!((8.0..=10.3).contains(&mbit), "still shaped: {mbit:.2}");
+    let failed = wait_for(Duration::from_secs(75), || {
+        metric(&lab, "jatah_history_available") == Some(0.0)
+    });
+    assert!(
+        failed.is_some(),
+        "the store reports the full disk\n{}",
+        lab.daemon_log()
+    );
+    assert_eq!(
+        usage_download(&lab).0,
+        503,
+        "the API says the store is unavailable"
+    );
+    let (code, body) = lab.http_get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("jatah_opd_download_bytes_total{opd=\"dinsos\"}"));
+    assert!(lab.daemon_log().contains("is full"), "{}", lab.daemon_log());
+
+    std::fs::remove_file(filler).unwrap();
+    let recovered = wait_for(Duration::from_secs(75), || {
+        metric(&lab, "jatah_history_available") == Some(1.0)
+    });
+    assert!(
+        recovered.is_some(),
+        "recovers once space returns\n{}",
+        lab.daemon_log()
+    );
+    let (code, total) = usage_download(&lab);
+    eprintln!(
+        "disk full then freed: {sent_while_full} bytes counted while full, history has {total}"
+    );
+    assert_eq!(code, 200);
+    assert!(
+        total >= sent_while_full,
+        "the bytes of the outage are in the history: {total} < {sent_while_full}"
+    );
+    assert!(lab.daemon_log().contains("recovered"));
+    drop(disk);
+}

@@ -469,9 +469,9 @@ async fn usage_points(
 #[utoipa::path(get, path = "/api/v1/opds/{id}/usage", tag = "opds",
     params(
         ("id" = String, Path, description = "OPD id"),
-        ("from" = Option<String>, Query, description = "RFC 3339 start (default: 24 h before `to`)"),
-        ("to" = Option<String>, Query, description = "RFC 3339 end, exclusive (default: now)"),
-        ("step" = Option<String>, Query, description = "1m (kept 35 days), 1h (2 years) or 1d (forever); default 1h"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 start (default: 24 h before `to`)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339 end, exclusive (default: now)"),
+        ("step" = Option<String>, Query, pattern = "^(1m|1h|1d)$", description = "1m (kept 35 days), 1h (2 years) or 1d (forever); default 1h"),
     ),
     responses(
         (status = 200, description = "Usage per step", body = Usage),
@@ -495,9 +495,9 @@ async fn get_usage(
 #[utoipa::path(get, path = "/api/v1/opds/{id}/usage.csv", tag = "opds",
     params(
         ("id" = String, Path, description = "OPD id"),
-        ("from" = Option<String>, Query, description = "RFC 3339 start"),
-        ("to" = Option<String>, Query, description = "RFC 3339 end, exclusive"),
-        ("step" = Option<String>, Query, description = "1m, 1h or 1d"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 start"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339 end, exclusive"),
+        ("step" = Option<String>, Query, pattern = "^(1m|1h|1d)$", description = "1m, 1h or 1d"),
     ),
     responses(
         (status = 200, description = "CSV: start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps", body = String, content_type = "text/csv"),
@@ -672,8 +672,8 @@ pub struct Events {
 /// `opd:` token sees its own OPD's events and the gateway's.
 #[utoipa::path(get, path = "/api/v1/events", tag = "gateway",
     params(
-        ("from" = Option<String>, Query, description = "RFC 3339 start (default: 24 h before `to`)"),
-        ("to" = Option<String>, Query, description = "RFC 3339 end, exclusive (default: now)"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 start (default: 24 h before `to`)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339 end, exclusive (default: now)"),
         ("opd" = Option<String>, Query, description = "Only this OPD's events (and the gateway's)"),
     ),
     responses(
@@ -772,7 +772,10 @@ async fn post_reload(
 /// What a reload of the policy in the request body (TOML) would change
 /// against the policy in force. Nothing is changed.
 #[utoipa::path(post, path = "/api/v1/policy/plan", tag = "gateway",
-    request_body(content = String, content_type = "application/toml", description = "A policy file"),
+    request_body(description = "A policy file (TOML)", content(
+        (String = "application/toml"),
+        (String = "text/plain"),
+    )),
     responses(
         (status = 200, description = "The changes", body = crate::plan::Plan),
         (status = 400, description = "The policy is invalid; detail lists FILE:LINE:COLUMN problems", body = Problem, content_type = "application/problem+json"),

@@ -198,6 +198,11 @@ async fn wait_for_interfaces(
 /// Opens the history store; a failure is logged and reported by the API and
 /// a metric, and never stops the data path.
 fn open_history(state: &AppState, dir: &std::path::Path, tz: chrono_tz::Tz) {
+    *state
+        .history
+        .location
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some((dir.to_owned(), tz));
     match HistoryStore::open(dir, tz) {
         Ok(store) => {
             info!(dir = %dir.display(), "usage history store open");
@@ -316,6 +321,22 @@ fn sample_once(state: &AppState, record_minute: Option<chrono::DateTime<chrono::
         .store
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    if guard.is_none() {
+        // Opening failed at start: try again every minute; the kernel's
+        // counters keep every byte until then.
+        let location = state
+            .history
+            .location
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((dir, tz)) = location
+            && let Ok(store) = HistoryStore::open(&dir, tz)
+        {
+            info!(dir = %dir.display(), "usage history store opened");
+            *guard = Some(store);
+        }
+    }
     let Some(store) = guard.as_mut() else {
         return;
     };

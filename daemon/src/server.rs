@@ -49,6 +49,9 @@ pub struct ReloadStatus {
 pub struct History {
     pub store: Mutex<Option<HistoryStore>>,
     pub error: Mutex<Option<String>>,
+    /// Where the store lives, to open it again when opening failed at start
+    /// (a full disk, a damaged file since moved aside).
+    pub location: Mutex<Option<(PathBuf, chrono_tz::Tz)>>,
 }
 
 impl History {

@@ -22,6 +22,9 @@ use crate::shaper::Shaper;
 pub struct RunOptions {
     pub policy: PathBuf,
     pub listen: SocketAddr,
+    /// Where the status page alone is served (reached from OPD LANs and
+    /// by token links from outside); None = only on `listen`.
+    pub status_listen: Option<SocketAddr>,
     pub bpffs: PathBuf,
     /// Where the per-namespace instance lock lives.
     pub run_dir: PathBuf,
@@ -51,6 +54,16 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     info!(listen = %listener.local_addr()?, "HTTP server bound");
+    let status_listener = match opts.status_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (--status-listen)"))?;
+            info!(listen = %l.local_addr()?, "status page bound");
+            Some(l)
+        }
+        None => None,
+    };
 
     let bpffs = opts.bpffs.clone();
     // The policy in force: the file's, with the schedules open now.
@@ -140,12 +153,33 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     );
 
     let sampler = tokio::spawn(sample_counters(state.clone(), shutdown.clone()));
+    // The peer's address identifies an OPD's visitors on the status page.
+    let status = status_listener.map(|l| {
+        let app = server::status_router(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    });
     let app = server::router(state);
     let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("HTTP server")?;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
+    .context("HTTP server");
+    shutdown.cancel();
+    if let Some(status) = status {
+        status
+            .await
+            .context("status page server")?
+            .context("status page server")?;
+    }
+    served?;
     shutdown.cancel();
     let _ = sampler.await;
     info!("stopped; the data path stays in force (`jatah down` removes it)");

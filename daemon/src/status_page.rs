@@ -274,6 +274,9 @@ pub struct ReferenceMatch {
     pub opd_name: Option<String>,
     /// Whether this verdict is still in force.
     pub current: bool,
+    /// The verdict's sentence, as the operator read it.
+    pub explanation_en: String,
+    pub explanation_id: String,
 }
 
 /// What a reference code names.
@@ -580,14 +583,23 @@ pub async fn get_reference(
     let matches: Vec<ReferenceMatch> = events
         .into_iter()
         .filter(|e| visible(&e.opd))
-        .map(|e| ReferenceMatch {
-            opd_name: e
-                .opd
-                .as_deref()
-                .and_then(|o| view.policy.opd(o))
-                .map(|o| o.name.clone()),
-            current: is_current(&e.opd, &e.state, e.at),
-            event: e,
+        .map(|e| {
+            let (explanation_en, explanation_id) = serde_json::from_value::<DiagnosisState>(
+                serde_json::Value::String(e.state.clone()),
+            )
+            .map(|s| crate::diagnosis::explain(e.opd.as_deref(), s, &e.evidence))
+            .unwrap_or_else(|_| (e.message.clone(), e.message.clone()));
+            ReferenceMatch {
+                opd_name: e
+                    .opd
+                    .as_deref()
+                    .and_then(|o| view.policy.opd(o))
+                    .map(|o| o.name.clone()),
+                current: is_current(&e.opd, &e.state, e.at),
+                explanation_en,
+                explanation_id,
+                event: e,
+            }
         })
         .collect();
     if matches.is_empty() {

@@ -30,6 +30,13 @@
         upstream_down: 'Internet terputus (bukan di kantor Anda)',
         none: 'Menunggu data',
       },
+      statesAdmin: {
+        local_fault: 'Gangguan di kantor OPD',
+        local_degraded: 'Jaringan kantor OPD lambat',
+        upstream_degraded: 'Internet melambat',
+        upstream_down: 'Internet terputus',
+      },
+      unreachable: 'Tidak terhubung ke gateway',
       since: (t) => `Sejak ${t}.`,
       refLabel: 'Kode referensi',
       refHelp: 'Sebutkan kode ini bila menghubungi Diskominfo.',
@@ -51,11 +58,11 @@
       you: 'Kantor Anda',
       network: 'Jaringan Diskominfo',
       updated: (t) => `Diperbarui ${t}; halaman ini memperbarui diri setiap beberapa detik.`,
-      offline: (t) =>
+      offline: (t) => `Halaman ini tidak dapat menghubungi gateway Diskominfo sejak ${t}.`,
+      offlineSentence: (t) =>
         `Halaman ini tidak dapat menghubungi gateway Diskominfo sejak ${t}. Jika Anda membukanya dari jaringan kantor, ` +
-        'sambungan kantor Anda ke Diskominfo mungkin terputus: periksa kabel daya dan konektor router. ' +
-        'Untuk melihat diagnosis, buka tautan token OPD Anda dari ponsel dengan data seluler.',
-      stale: 'Data di bawah adalah data terakhir yang diterima.',
+        'sambungan kantor Anda ke Diskominfo mungkin terputus: periksa kabel daya dan konektor router.',
+      stale: 'Kecepatan dan pemakaian di bawah adalah data terakhir yang diterima.',
       unknownTitle: 'Alamat Anda bukan jaringan OPD',
       unknownBody: (a) =>
         `Halaman status menampilkan OPD dari alamat komputer yang membukanya, dan alamat ${a} tidak termasuk jaringan OPD mana pun.`,
@@ -81,6 +88,12 @@
           ['Satu komputer saja bermasalah?', ' Periksa kabel jaringan atau Wi-Fi komputer itu.'],
         ],
         starting: [['Tunggu beberapa detik', ': halaman ini diperbarui sendiri.']],
+        offline: [
+          ['Kabel daya', ': pastikan kabel daya router tercolok kuat di router dan stopkontak, dan lampu daya (power) menyala.'],
+          ['Konektor', ': cabut lalu pasang kembali kabel jaringan di router dan di komputer ini sampai terdengar klik.'],
+          ['Lampu router', ': lampu power dan lampu WAN/Internet harus menyala atau berkedip. Jika mati atau merah, matikan router, tunggu 30 detik, lalu nyalakan lagi.'],
+          ['Lihat diagnosis Diskominfo', ': buka tautan token OPD Anda dari ponsel dengan data seluler. Jika tidak bisa juga, hubungi helpdesk Diskominfo dan sebutkan kode referensi terakhir {ref}.'],
+        ],
         local_fault: [
           ['Kabel daya', ': pastikan kabel daya router tercolok kuat di router dan stopkontak, dan lampu daya (power) menyala.'],
           ['Konektor', ': cabut lalu pasang kembali kabel jaringan (LAN/WAN atau fiber) di router sampai terdengar klik; pastikan kabel tidak tertekuk atau putus.'],
@@ -125,6 +138,13 @@
         upstream_down: 'Internet down (not your office)',
         none: 'Gathering data',
       },
+      statesAdmin: {
+        local_fault: 'Fault at the OPD',
+        local_degraded: "The OPD's network is slow",
+        upstream_degraded: 'Internet slow',
+        upstream_down: 'Internet down',
+      },
+      unreachable: 'Not connected to the gateway',
       since: (t) => `Since ${t}.`,
       refLabel: 'Reference code',
       refHelp: 'Quote this code when you call Diskominfo.',
@@ -146,11 +166,11 @@
       you: 'Your office',
       network: "Diskominfo's network",
       updated: (t) => `Updated ${t}; this page refreshes itself every few seconds.`,
-      offline: (t) =>
+      offline: (t) => `This page cannot reach Diskominfo's gateway since ${t}.`,
+      offlineSentence: (t) =>
         `This page cannot reach Diskominfo's gateway since ${t}. If you opened it from the office network, ` +
-        "your office's connection to Diskominfo may be cut: check the router's power cable and connector. " +
-        "To see the diagnosis, open your OPD's token link from a phone on mobile data.",
-      stale: 'The data below is the last received.',
+        "your office's connection to Diskominfo may be cut: check the router's power cable and connector.",
+      stale: 'The speeds and usage below are the last received.',
       unknownTitle: "Your address is not an OPD's network",
       unknownBody: (a) =>
         `The status page shows the OPD of the computer that opens it, and the address ${a} belongs to no OPD's network.`,
@@ -176,6 +196,12 @@
           ['Only one computer has trouble?', " Check that computer's network cable or Wi-Fi."],
         ],
         starting: [['Wait a few seconds', ': this page updates itself.']],
+        offline: [
+          ['Power cable', ": make sure the router's power cable sits firmly in the router and the socket, and the power light is on."],
+          ['Connector', ': unplug and plug back the network cable at the router and at this computer until it clicks.'],
+          ['Router lights', ': the power and WAN/Internet lights should be on or blinking. If they are off or red, switch the router off, wait 30 seconds, and switch it on again.'],
+          ["See Diskominfo's diagnosis", ": open your OPD's token link from a phone on mobile data. If that fails too, call Diskominfo's helpdesk and give the last reference code {ref}."],
+        ],
         local_fault: [
           ['Power cable', ": make sure the router's power cable sits firmly in the router and the socket, and the power light is on."],
           ['Connector', ': unplug and plug back the network cable (LAN/WAN or fibre) at the router until it clicks; check the cable is not bent or cut.'],
@@ -218,6 +244,7 @@
   let last = null; // last good answer
   let lastAt = null; // when it came
   let failingSince = null;
+  let failures = 0; // polls failed in a row
   let lastProblem = null; // last refusal, shown instead of data
   let shownVerdictKey = null;
 
@@ -248,9 +275,13 @@
     return new Intl.NumberFormat(locale(), { maximumFractionDigits: digits, minimumFractionDigits: 0 }).format(x);
   }
 
-  function rate(bps) {
+  function mbit(bps) {
     const m = (bps || 0) / 1e6;
-    return `${num(m, m < 10 ? 1 : 0)} Mbit/s`;
+    return num(m, m < 10 ? 1 : 0);
+  }
+
+  function rate(bps) {
+    return `${mbit(bps)} Mbit/s`;
   }
 
   function bytes(b) {
@@ -290,10 +321,12 @@
   }
 
   function stateName(state) {
+    if (state === 'unreachable') return t().unreachable;
+    if (admin && t().statesAdmin[state]) return t().statesAdmin[state];
     return t().states[state || 'none'] || state;
   }
 
-  const SYMBOL = { green: '✓', yellow: '!', red: '✕', grey: '…' };
+  const SYMBOL = { green: '✓', yellow: '!', red: '✕', grey: '?' };
 
   function trafficLight(light, state, small) {
     const label = t().lightLabel(t().light[light], stateName(state));
@@ -376,7 +409,7 @@
     const tz = last && last.timezone;
     const abbr = last && last.timezone_abbreviation;
     const since = clock(failingSince.toISOString(), tz, abbr, false);
-    box.replaceChildren(h('p', { id: 'offline-text' }, t().offline(since)), last ? h('p', {}, t().stale) : null);
+    box.replaceChildren(h('p', { id: 'offline-text' }, t().offline(since), last && !admin ? ` ${t().stale}` : ''));
     box.hidden = false;
   }
 
@@ -413,18 +446,24 @@
       h('p', { class: 'muted small', id: 'identified' }, d.identified_by === 'address' ? L.byAddress(d.visitor_address || '') : L.byToken)
     );
 
-    const key = [lang, state, d.since_local, d.reference, d.light].join('|');
+    // Unreachable from here (twice in a row): from the office that is most
+    // likely the office's own cable or router, whatever the last answer said.
+    const offline = failingSince !== null && failures >= 2;
+    const light = offline ? 'grey' : d.light;
+    const checklist = offline ? 'offline' : d.checklist;
+    const key = [lang, offline, state, d.since_local, d.reference, d.light].join('|');
     if (key !== shownVerdictKey) {
       shownVerdictKey = key;
-      const sentence = lang === 'id' ? d.sentence_id : d.sentence_en;
+      const since = offline ? clock(failingSince.toISOString(), d.timezone, d.timezone_abbreviation, false) : null;
+      const sentence = offline ? L.offlineSentence(since) : lang === 'id' ? d.sentence_id : d.sentence_en;
       $('verdict-card').replaceChildren(
         h('h2', { id: 'verdict-title' }, lang === 'id' ? 'Status sekarang' : 'Status now'),
         h('div', { class: 'verdict' },
-          trafficLight(d.light, state, false),
+          trafficLight(light, offline ? 'unreachable' : state, false),
           h('div', { class: 'verdict-text' },
-            h('p', { class: 'state-label' }, badge(d.light, state, 'state-label')),
+            h('p', { class: 'state-label' }, badge(light, offline ? 'unreachable' : state, 'state-label')),
             h('p', { class: 'sentence', id: 'sentence' }, sentence),
-            d.since_local ? h('p', { class: 'muted small' }, L.since(d.since_local)) : null,
+            !offline && d.since_local && !sentence.includes(d.since_local) ? h('p', { class: 'muted small' }, L.since(d.since_local)) : null,
             d.reference
               ? h('p', { id: 'reference' }, `${L.refLabel}: `, h('span', { class: 'ref', id: 'ref-code' }, d.reference), h('br'), h('span', { class: 'muted small' }, L.refHelp))
               : null,
@@ -432,11 +471,16 @@
       );
     }
 
-    const steps = L.steps[d.checklist] || [];
-    const fill = (s) => s.replace('{ref}', d.reference || '–').replace('{since}', d.since_local || '–');
+    const steps = L.steps[checklist] || [];
+    // The code and the time never break across lines.
+    const fill = (s) => s.split(/(\{ref\}|\{since\})/).map((part) => {
+      if (part === '{ref}') return h('span', { class: 'ref nowrap' }, d.reference || '–');
+      if (part === '{since}') return h('span', { class: 'nowrap' }, d.since_local || '–');
+      return part;
+    });
     $('todo').replaceChildren(
       h('h2', { id: 'todo-title' }, L.todo),
-      h('ol', { class: 'steps', id: 'checklist', 'data-checklist': d.checklist },
+      h('ol', { class: 'steps', id: 'checklist', 'data-checklist': checklist },
         steps.map(([head, rest]) => h('li', {}, h('strong', {}, head), fill(rest))))
     );
 
@@ -468,7 +512,7 @@
         : h('p', { class: 'muted' }, L.noHistory)
     );
 
-    $('chart-card').replaceChildren(h('h2', { id: 'chart-title-h' }, L.chart), chart(d));
+    $('chart-card').replaceChildren(h('h2', { id: 'chart-title-h' }, L.chart), ...[].concat(chart(d)));
 
     const events = d.recent_events || [];
     $('events-card').replaceChildren(
@@ -599,7 +643,7 @@
           h('span', { class: 'ref' }, m.reference), ' · ', m.opd_name || t().network, ' · ',
           badge(lightOf(m.state), m.state, null), ' · ', clock(m.at, tz, abbr, false), ' · ',
           m.current ? t().lookupCurrent : t().lookupPast,
-          h('br'), h('span', { class: 'muted small' }, m.message)))));
+          h('br'), h('span', { class: 'muted small' }, lang === 'id' ? m.explanation_id : m.explanation_en)))));
     } catch (e) {
       out.replaceChildren(h('p', {}, t().errorTitle));
     }
@@ -626,8 +670,8 @@
           h('div', {},
             h('h2', {}, h('a', { href, 'aria-label': L.openPage(o.name) }, o.name)),
             h('p', {}, badge(o.light, o.state, null)),
-            h('p', { class: 'small' }, `↓ ${rate(o.download.rate.last_10s_bps)} / ${rate(o.download.ceiling_bps)}`, h('br'),
-              `↑ ${rate(o.upload.rate.last_10s_bps)} / ${rate(o.upload.ceiling_bps)}`),
+            h('p', { class: 'small' }, `↓ ${mbit(o.download.rate.last_10s_bps)} / ${rate(o.download.ceiling_bps)}`, h('br'),
+              `↑ ${mbit(o.upload.rate.last_10s_bps)} / ${rate(o.upload.ceiling_bps)}`),
             o.since_local ? h('p', { class: 'muted small' }, L.since(o.since_local)) : null,
             o.reference ? h('p', { class: 'small' }, `${L.refLabel}: `, h('span', { class: 'ref' }, o.reference)) : null));
       }))
@@ -654,6 +698,7 @@
         lastProblem = null;
         lastAt = new Date();
         failingSince = null;
+        failures = 0;
         setOffline(false);
         render();
       } else if (r.status === 400 && !admin && token && !wantedOpd) {
@@ -670,7 +715,8 @@
       }
     } catch (e) {
       if (!failingSince) failingSince = new Date();
-      setOffline(true);
+      failures += 1;
+      if (failures >= 2) render();
     }
     setTimeout(poll, POLL_MS);
   }
@@ -682,7 +728,7 @@
       else renderOpd(last);
       setUpdated();
     }
-    if (failingSince) setOffline(true);
+    setOffline(failingSince !== null && failures >= 2);
   }
 
   function start() {

@@ -432,6 +432,13 @@ async fn a_reference_code_finds_its_event_for_those_who_may_see_it() {
         assert_eq!(m["previous"], "healthy");
         assert_eq!(m["current"], false);
         assert_eq!(m["evidence"]["probe_lost_in_a_row"], 3);
+        assert!(
+            m["explanation_id"]
+                .as_str()
+                .unwrap()
+                .contains("perangkat di kantor Anda tidak merespons"),
+            "{m}"
+        );
     }
     // Read out on the phone: lower case, no hyphen, O for 0.
     let sloppy = code.to_lowercase().replace('-', "").replace('0', "o");

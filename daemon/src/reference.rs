@@ -65,6 +65,7 @@ pub fn code(opd: Option<&str>, state: &str, since: DateTime<Utc>) -> String {
 
 /// Reads a code as a person typed it; the error says what is wrong.
 pub fn decode(text: &str, now: DateTime<Utc>) -> Result<Decoded, String> {
+    let shown: String = text.chars().take(24).collect();
     let mut value: u64 = 0;
     let mut n = 0;
     for ch in text.chars() {
@@ -83,13 +84,15 @@ pub fn decode(text: &str, now: DateTime<Utc>) -> Result<Decoded, String> {
         };
         n += 1;
         if n > LEN {
-            break;
+            return Err(format!(
+                "a reference code has {LEN} characters, like 0K3M-7QZD; {shown:?} has more"
+            ));
         }
         value = value << 5 | v;
     }
     if n != LEN {
         return Err(format!(
-            "a reference code has {LEN} characters, like 0K3M-7QZD; {text:?} has {n}"
+            "a reference code has {LEN} characters, like 0K3M-7QZD; {shown:?} has {n}"
         ));
     }
     let minutes = (value >> CHECK_BITS) as i64;
@@ -164,6 +167,9 @@ mod tests {
         assert!(decode("ABCD-EFGH-J", now).is_err());
         assert!(decode("", now).is_err());
         assert!(decode("ÄÄÄÄ-ÄÄÄÄ", now).is_err());
+        let long = "A".repeat(100_000);
+        let e = decode(&long, now).unwrap_err();
+        assert!(e.contains("has more") && e.len() < 200, "{e}");
     }
 
     #[test]

@@ -423,6 +423,9 @@ async fn the_openapi_document_covers_every_endpoint_and_resolves() {
         "/api/v1/opds/{id}/usage",
         "/api/v1/opds/{id}/usage.csv",
         "/api/v1/gateway",
+        "/api/v1/status",
+        "/api/v1/status/overview",
+        "/api/v1/references/{code}",
     ] {
         assert!(
             doc["paths"][p]["get"].is_object(),
@@ -445,6 +448,16 @@ async fn the_openapi_document_covers_every_endpoint_and_resolves() {
     for key in v["opds"][0].as_object().unwrap().keys() {
         assert!(summary[key].is_object(), "OpdSummary.{key} is undocumented");
     }
+    // The status page's data, and the events it lists.
+    let page = &doc["components"]["schemas"]["StatusPage"]["properties"];
+    let (_, v) = json(&fx, "/api/v1/status", Some(DINKES)).await;
+    for key in v.as_object().unwrap().keys() {
+        assert!(page[key].is_object(), "StatusPage.{key} is undocumented");
+    }
+    assert!(
+        doc["components"]["schemas"]["EventBody"]["properties"]["reference"].is_object(),
+        "EventBody.reference is undocumented"
+    );
 }
 
 #[tokio::test]
@@ -589,6 +602,13 @@ async fn every_endpoint_answers_every_kind_of_caller_as_expected() {
         ("/api/v1/opds/dinkes/diagnosis", [401, 401, 404, 200, 200]),
         ("/api/v1/events", [401, 401, 200, 200, 200]),
         ("/api/v1/events?opd=dinkes", [401, 401, 404, 200, 200]),
+        // No peer address here (as behind no listener): no token is an
+        // unknown visitor; an admin must name the OPD.
+        ("/api/v1/status", [401, 401, 200, 200, 400]),
+        ("/api/v1/status?opd=dinkes", [401, 401, 404, 200, 200]),
+        ("/api/v1/status/overview", [401, 401, 403, 403, 200]),
+        ("/api/v1/references/0000-0000", [401, 401, 404, 404, 404]),
+        ("/api/v1/references/UUUU-UUUU", [401, 401, 400, 400, 400]),
     ];
     for (path, want) in matrix {
         for (k, token) in [None, Some("wrong"), Some(OTHER), Some(DINKES), Some(ADMIN)]

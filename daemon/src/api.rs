@@ -146,10 +146,12 @@ pub struct GatewayStatus {
         title = "jatah",
         description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
     ),
-    paths(list_groups, get_group, list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan),
+    paths(list_groups, get_group, list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan,
+        crate::status_page::get_status, crate::status_page::get_overview, crate::status_page::get_reference),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"))
+    tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"),
+        (name = "status", description = "The status page for OPD operators and its admin overview"))
 )]
 pub struct ApiDoc;
 
@@ -270,7 +272,7 @@ fn dir_usage(state: &AppState, opd: &Opd, slot: Option<u32>, dir: Direction) -> 
     }
 }
 
-fn summary(state: &AppState, opd: &Opd) -> OpdSummary {
+pub(crate) fn summary(state: &AppState, opd: &Opd) -> OpdSummary {
     let slot = state.view().slots.get(&opd.id).copied();
     OpdSummary {
         id: opd.id.clone(),
@@ -323,19 +325,24 @@ async fn get_opd(
     Path(id): Path<String>,
 ) -> Result<Json<OpdDetail>, Problem> {
     let (_, opd) = require_opd(&state, &headers, &id)?;
+    Ok(Json(opd_detail(&state, &opd).await))
+}
+
+/// One OPD in full (the history is read off the async workers).
+pub(crate) async fn opd_detail(state: &Arc<AppState>, opd: &Opd) -> OpdDetail {
     let st = state.clone();
     let oid = opd.id.clone();
     let (today, this_month) = tokio::task::spawn_blocking(move || volumes(&st, &oid))
         .await
         .unwrap_or((None, None));
-    Ok(Json(OpdDetail {
-        summary: summary(&state, &opd),
+    OpdDetail {
+        summary: summary(state, opd),
         subnets: opd.subnets.iter().map(|s| s.to_string()).collect(),
         probe: opd.probe.map(|p| p.to_string()),
         today,
         this_month,
         history_available: state.history.available(),
-    }))
+    }
 }
 
 /// Today's and this month's volume from the history (None when unavailable).
@@ -358,7 +365,7 @@ pub fn volumes(state: &AppState, opd: &str) -> (Option<Volume>, Option<Volume>) 
 
 /// Runs `f` with the history store, or says why it is unavailable (503):
 /// never a wrong or empty answer in its place.
-fn with_history<T>(
+pub(crate) fn with_history<T>(
     state: &AppState,
     f: impl FnOnce(&crate::history::HistoryStore) -> Result<T, Problem>,
 ) -> Result<T, Problem> {
@@ -382,7 +389,7 @@ fn with_history<T>(
 
 /// A history error as the API reports it: the caller's mistake (400,
 /// naming `parameter`) or the store's (503).
-fn history_problem(e: crate::history::HistoryError, parameter: &str) -> Problem {
+pub(crate) fn history_problem(e: crate::history::HistoryError, parameter: &str) -> Problem {
     if e.is_client_error() {
         Problem::bad_parameter(parameter, e.to_string())
     } else {
@@ -391,7 +398,7 @@ fn history_problem(e: crate::history::HistoryError, parameter: &str) -> Problem 
 }
 
 /// Parses `from`, `to` and `step`; defaults: the last 24 hours by the hour.
-fn usage_query(
+pub(crate) fn usage_query(
     q: &HashMap<String, String>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>, Step), Problem> {
     let time = |name: &str| -> Result<Option<DateTime<Utc>>, Problem> {
@@ -425,7 +432,7 @@ fn usage_query(
     Ok((from, to, step))
 }
 
-async fn usage_points(
+pub(crate) async fn usage_points(
     state: Arc<AppState>,
     id: String,
     q: HashMap<String, String>,
@@ -658,6 +665,23 @@ pub struct EventBody {
     #[schema(value_type = Object)]
     pub evidence: serde_json::Value,
     pub message: String,
+    /// The event's reference code (`XXXX-XXXX`), as the status page shows
+    /// it; `GET /api/v1/references/{code}` finds the event again.
+    pub reference: String,
+}
+
+impl From<crate::history::Event> for EventBody {
+    fn from(e: crate::history::Event) -> Self {
+        EventBody {
+            reference: crate::reference::code(e.opd.as_deref(), &e.state, e.at),
+            at: e.at,
+            opd: e.opd,
+            state: e.state,
+            previous: e.previous,
+            evidence: e.evidence,
+            message: e.message,
+        }
+    }
 }
 
 /// Changes of state in a time range.
@@ -704,35 +728,36 @@ async fn get_events(
         (Access::Admin, None) => None,
     };
     let (from, to, _) = usage_query(&q)?;
+    let events = events_of(state, from, to, filter).await?;
+    Ok(Json(Events { from, to, events }))
+}
+
+/// Events in `[from, to)`, oldest first: every OPD's and the gateway's, or
+/// (`filter`) one OPD's and the gateway's. Another OPD's events never pass
+/// the filter.
+pub(crate) async fn events_of(
+    state: Arc<AppState>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    filter: Option<String>,
+) -> Result<Vec<EventBody>, Problem> {
     tokio::task::spawn_blocking(move || {
         let events = with_history(&state, |store| {
             store
                 .events(from, to, None)
                 .map_err(|e| history_problem(e, "from"))
         })?;
-        Ok(Json(Events {
-            from,
-            to,
-            events: events
-                .into_iter()
-                // Another OPD's events never reach an opd: token.
-                .filter(|e| e.opd.is_none() || filter.is_none() || e.opd == filter)
-                .map(|e| EventBody {
-                    at: e.at,
-                    opd: e.opd,
-                    state: e.state,
-                    previous: e.previous,
-                    evidence: e.evidence,
-                    message: e.message,
-                })
-                .collect(),
-        }))
+        Ok(events
+            .into_iter()
+            .filter(|e| e.opd.is_none() || filter.is_none() || e.opd == filter)
+            .map(EventBody::from)
+            .collect())
     })
     .await
     .map_err(|e| Problem::internal(format!("events query: {e}")))?
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     match access(state, headers)? {
         Access::Admin => Ok(()),
         Access::Anonymous => Err(Problem::token_required()),

@@ -22,6 +22,9 @@ use crate::shaper::Shaper;
 pub struct RunOptions {
     pub policy: PathBuf,
     pub listen: SocketAddr,
+    /// Where the status page alone is served (reached from OPD LANs and
+    /// by token links from outside); None = only on `listen`.
+    pub status_listen: Option<SocketAddr>,
     pub bpffs: PathBuf,
     /// Where the per-namespace instance lock lives.
     pub run_dir: PathBuf,
@@ -54,6 +57,16 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     info!(listen = %listener.local_addr()?, "HTTP server bound");
+    let status_listener = match opts.status_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (--status-listen)"))?;
+            info!(listen = %l.local_addr()?, "status page bound");
+            Some(l)
+        }
+        None => None,
+    };
 
     let bpffs = opts.bpffs.clone();
     // The policy in force: the file's, with the schedules open now.
@@ -144,8 +157,21 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     );
 
     let sampler = tokio::spawn(sample_counters(state.clone(), shutdown.clone()));
+    // server::serve passes every request the client's address: it
+    // identifies an OPD's visitors on the status page.
+    let status = status_listener.map(|l| {
+        tokio::spawn(server::serve(
+            l,
+            server::status_router(state.clone()),
+            shutdown.clone(),
+        ))
+    });
     let app = server::router(state);
     server::serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(status) = status {
+        status.await.context("status page server")?;
+    }
     shutdown.cancel();
     let _ = sampler.await;
     info!("stopped; the data path stays in force (`jatah down` removes it)");

@@ -599,22 +599,44 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
 
 /// One sentence an OPD operator understands, in English and Indonesian.
 pub fn explain(opd: Option<&str>, state: State, evidence: &Value) -> (String, String) {
+    explain_since(opd, state, evidence, None)
+}
+
+/// The same sentence, saying since when a problem lasts (`since` is a local
+/// time as the reader reads it, e.g. "10:02 WITA"): "... tidak merespons
+/// sejak 10:02 WITA: periksa ...". Normal states do not mention the time.
+pub fn explain_since(
+    opd: Option<&str>,
+    state: State,
+    evidence: &Value,
+    since: Option<&str>,
+) -> (String, String) {
     let reason = evidence.get("reason").and_then(Value::as_str).unwrap_or("");
     let who_en = opd
         .map(|o| format!("OPD {o}"))
         .unwrap_or_else(|| "The gateway".into());
+    let en_since = since.map(|t| format!(" (since {t})")).unwrap_or_default();
+    let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
     match (opd.is_none(), state, reason) {
         (true, State::Healthy, _) => (
             "The Internet uplink delivers normally.".into(),
             "Jaringan Diskominfo normal: koneksi Internet berjalan baik.".into(),
         ),
         (true, State::UpstreamDegraded, _) => (
-            "The Internet uplink delivers less than contracted (slow or losing); Diskominfo is on it, nothing to fix at the OPDs.".into(),
-            "Koneksi Internet dari penyedia layanan sedang menurun; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda.".into(),
+            format!(
+                "The Internet uplink delivers less than contracted (slow or losing){en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Koneksi Internet dari penyedia layanan sedang menurun{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
         ),
         (true, State::UpstreamDown, _) => (
-            "The Internet uplink is down; Diskominfo is on it, nothing to fix at the OPDs.".into(),
-            "Koneksi Internet dari penyedia layanan terputus; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda.".into(),
+            format!(
+                "The Internet uplink is down{en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Koneksi Internet dari penyedia layanan terputus{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
         ),
         (_, State::Healthy, _) => (
             format!("{who_en}: the network is working normally."),
@@ -625,32 +647,60 @@ pub fn explain(opd: Option<&str>, state: State, evidence: &Value) -> (String, St
             "Tidak ada lalu lintas saat ini, dan tidak ada gangguan.".into(),
         ),
         (_, State::Saturated, _) => (
-            format!("{who_en} is using its whole allocation; the network is fine, the office's own use fills it."),
-            "Kuota bandwidth kantor Anda sedang terpakai penuh; jaringan normal, pemakaian di kantor Anda sendiri yang memenuhinya.".into(),
+            format!(
+                "{who_en} is using its whole allocation{en_since}; the network is fine, the office's own use fills it."
+            ),
+            format!(
+                "Kuota bandwidth kantor Anda sedang terpakai penuh{id_since}; jaringan normal, pemakaian di kantor Anda sendiri yang memenuhinya."
+            ),
         ),
         (_, State::LocalFault, "link_down") => (
-            format!("{who_en}: the link to the office is down; check the cable and connector."),
-            "Jaringan Diskominfo normal; sambungan ke kantor Anda terputus: periksa kabel dan konektor.".into(),
+            format!(
+                "{who_en}: the link to the office is down{en_since}; check the cable and connector."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; sambungan ke kantor Anda terputus{id_since}: periksa kabel dan konektor."
+            ),
         ),
         (_, State::LocalFault, "one_way_traffic") => (
-            format!("{who_en}: traffic reaches the office but nothing comes back; check the office router and its cables."),
-            "Jaringan Diskominfo normal; data sampai ke kantor Anda tetapi tidak ada balasan: periksa router dan kabel di kantor Anda.".into(),
+            format!(
+                "{who_en}: traffic reaches the office but nothing comes back{en_since}; check the office router and its cables."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; data sampai ke kantor Anda tetapi tidak ada balasan{id_since}: periksa router dan kabel di kantor Anda."
+            ),
         ),
         (_, State::LocalFault, _) => (
-            format!("{who_en}: the office router does not answer and nothing comes from the office; check its power cable and connector."),
-            "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons: periksa kabel daya dan konektor router.".into(),
+            format!(
+                "{who_en}: the office router does not answer and nothing comes from the office{en_since}; check its power cable and connector."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons{id_since}: periksa kabel daya dan konektor router."
+            ),
         ),
         (_, State::LocalDegraded, _) => (
-            format!("{who_en}: the office's own network is slow or losing packets while other offices are fine; check the office router and cabling."),
-            "Jaringan Diskominfo normal; jaringan di kantor Anda lambat atau putus-putus: periksa router dan kabel di kantor Anda.".into(),
+            format!(
+                "{who_en}: the office's own network is slow or losing packets while other offices are fine{en_since}; check the office router and cabling."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; jaringan di kantor Anda lambat atau putus-putus{id_since}: periksa router dan kabel di kantor Anda."
+            ),
         ),
         (_, State::UpstreamDegraded, _) => (
-            format!("{who_en} is fine; the Internet uplink is degraded for everyone and Diskominfo is on it."),
-            "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan sedang menurun untuk semua kantor dan Diskominfo sedang menangani.".into(),
+            format!(
+                "{who_en} is fine; the Internet uplink is degraded for everyone{en_since} and Diskominfo is on it."
+            ),
+            format!(
+                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan sedang menurun untuk semua kantor{id_since} dan Diskominfo sedang menangani."
+            ),
         ),
         (_, State::UpstreamDown, _) => (
-            format!("{who_en} is fine; the Internet uplink is down for everyone and Diskominfo is on it."),
-            "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor dan Diskominfo sedang menangani.".into(),
+            format!(
+                "{who_en} is fine; the Internet uplink is down for everyone{en_since} and Diskominfo is on it."
+            ),
+            format!(
+                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor{id_since} dan Diskominfo sedang menangani."
+            ),
         ),
     }
 }

@@ -39,6 +39,12 @@ pub const INET_ADDR: &str = "198.51.100.1";
 pub const GW_WAN_ADDR: &str = "198.51.100.2";
 /// Where jatah listens inside the gateway namespace.
 pub const GW_LISTEN: &str = "127.0.0.1:9476";
+/// Where jatah serves the status page inside the gateway namespace: every
+/// address, so browsers on the OPD LANs (10.20.(i+1).1) and outside (the
+/// WAN address) reach it.
+pub const GW_STATUS_LISTEN: &str = "0.0.0.0:9477";
+/// The status page's port.
+pub const GW_STATUS_PORT: u16 = 9477;
 /// Where the lab's Prometheus listens inside the gateway namespace.
 pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
 /// The lab's admin token (the lab's tokens file also gives every OPD a
@@ -165,6 +171,22 @@ pub fn generated_policy(n: usize) -> String {
 /// Address of OPD `i`'s router/host inside its namespace.
 pub fn opd_addr(i: usize) -> String {
     format!("10.20.{}.2", i + 1)
+}
+
+/// The gateway's address on OPD `i`'s LAN (its default route).
+pub fn opd_gateway_addr(i: usize) -> String {
+    format!("10.20.{}.1", i + 1)
+}
+
+/// The status page as a browser in OPD `i`'s LAN opens it.
+pub fn status_url_in_opd(i: usize) -> String {
+    format!("http://{}:{GW_STATUS_PORT}/status", opd_gateway_addr(i))
+}
+
+/// The status page as a browser outside (the Internet namespace) opens it,
+/// with a path after the port such as `/status#token=...`.
+pub fn status_url_outside(path: &str) -> String {
+    format!("http://{GW_WAN_ADDR}:{GW_STATUS_PORT}{path}")
 }
 
 /// iperf3 server port for OPD `i`, a direction, and a lane: an iperf3
@@ -446,7 +468,8 @@ impl Lab {
             .arg(&self.policy_path)
             .arg("--bpffs")
             .arg(self.bpffs()?)
-            .args(["--listen", GW_LISTEN, "--run-dir"])
+            .args(["--listen", GW_LISTEN, "--status-listen", GW_STATUS_LISTEN])
+            .arg("--run-dir")
             .arg(self.dir.join("run"))
             .arg("--data-dir")
             .arg(self.dir.join("data"))
@@ -855,6 +878,106 @@ impl Drop for Lab {
     }
 }
 
+/// Where the lab's status page can be opened: token links through a
+/// forward from this machine's loopback into the gateway namespace, and
+/// the commands that show an OPD recognised by its address.
+fn print_status_page(lab: &Lab) {
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], GW_STATUS_PORT));
+    let local = format!("127.0.0.1:{GW_STATUS_PORT}");
+    println!("Status page for OPD operators (README: \"Status page for OPD operators\"):");
+    match forward_into(format!("/run/netns/{}", lab.gw.name()), &local, target) {
+        Ok(addr) => {
+            println!(
+                "  open in a browser on this machine (forwarded into {}):",
+                lab.gw.name()
+            );
+            for o in &lab.spec.opds {
+                println!(
+                    "    {:<12} http://{addr}/status#token={}",
+                    o.id,
+                    lab_opd_token(&o.id)
+                );
+            }
+            println!(
+                "    {:<12} http://{addr}/status/admin#token={LAB_ADMIN_TOKEN}",
+                "admin grid"
+            );
+            println!(
+                "  (over ssh: ssh -L {GW_STATUS_PORT}:127.0.0.1:{GW_STATUS_PORT} <this machine>, then the same links)"
+            );
+        }
+        Err(e) => println!("  (no forward from {local}: {e}; use the commands below)"),
+    }
+    if let (Some(ns), Some(o)) = (lab.opds.first(), lab.spec.opds.first()) {
+        println!(
+            "  inside {}'s LAN the address alone picks the OPD:\n    ip netns exec {} curl -s {}\n    \
+             ip netns exec {} curl -s http://{}:{GW_STATUS_PORT}/api/v1/status",
+            o.id,
+            ns.name(),
+            status_url_in_opd(0),
+            ns.name(),
+            opd_gateway_addr(0)
+        );
+        println!(
+            "  pull {}'s cable (its page turns red within seconds), and plug it back:\n    \
+             ip -n {} link set p0 down\n    ip -n {} link set p0 up",
+            o.id,
+            lab.sw.name(),
+            lab.sw.name()
+        );
+    }
+    println!();
+}
+
+/// Forwards connections to `local` (in this process's namespace) to
+/// `target` inside the namespace at `ns_path`, for as long as the process
+/// runs.
+fn forward_into(
+    ns_path: String,
+    local: &str,
+    target: std::net::SocketAddr,
+) -> io::Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind(local)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let ns = ns_path.clone();
+            std::thread::spawn(move || {
+                // A socket opened by a thread inside the namespace stays
+                // there after the thread ends.
+                let server = std::thread::spawn(move || -> Result<std::net::TcpStream> {
+                    enter_netns(&ns)?;
+                    Ok(std::net::TcpStream::connect_timeout(
+                        &target,
+                        Duration::from_secs(3),
+                    )?)
+                })
+                .join();
+                if let Ok(Ok(server)) = server {
+                    pipe(client, server);
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Copies both ways until each side has closed.
+fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
+    use std::net::Shutdown;
+    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = io::copy(&mut a2, &mut b2);
+        let _ = b2.shutdown(Shutdown::Write);
+    });
+    let (mut a, mut b) = (a, b);
+    let _ = io::copy(&mut b, &mut a);
+    let _ = a.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
+
 /// `jatah lab`: builds the demo lab, runs jatah in it, drives traffic and
 /// prints per-OPD rates from jatah's own counters every 2 s.
 pub fn run_interactive(seconds: u64) -> Result<()> {
@@ -890,6 +1013,7 @@ pub fn run_interactive(seconds: u64) -> Result<()> {
         lab.gw.name(),
         lab.dir().join("jatah.log").display()
     );
+    print_status_page(&lab);
     println!(
         "Every OPD downloads as fast as it can for {seconds} s; dinkes and kec-sepaku also upload.\n\
          Watch each OPD held between its guarantee and its ceiling (ctrl-c ends early; everything is cleaned up).\n"

@@ -40,6 +40,12 @@ enum Command {
         /// Address for /healthz, /metrics and the API.
         #[arg(long, env = "JATAH_LISTEN", default_value = "127.0.0.1:9476")]
         listen: SocketAddr,
+        /// Address for the status page alone (/status, /status/admin and
+        /// the endpoints they call; no /metrics, no other API), reached
+        /// from the OPDs' LANs, e.g. 0.0.0.0:9477. The visitor's source
+        /// address picks its OPD, so no proxy may stand in front of it.
+        #[arg(long, env = "JATAH_STATUS_LISTEN")]
+        status_listen: Option<SocketAddr>,
         /// bpffs mount under which jatah pins its maps and links, so a
         /// restart adopts them. Inside `ip netns exec` /sys is remounted:
         /// mount a bpffs elsewhere (e.g. /run/jatah/bpffs) and name it here.
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
         Command::Run {
             policy,
             listen,
+            status_listen,
             bpffs,
             run_dir,
             data_dir,
@@ -159,6 +166,7 @@ fn main() -> ExitCode {
             let opts = jatah::daemon::RunOptions {
                 policy,
                 listen,
+                status_listen,
                 bpffs,
                 run_dir,
                 data_dir,

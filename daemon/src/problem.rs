@@ -82,6 +82,23 @@ impl Problem {
         Self::unauthorized("this needs a token (admin or opd:<id>)")
     }
 
+    /// 401 on the status page: no token, and the visitor's address is in
+    /// no OPD's subnets, so there is no OPD to show (and never another's).
+    pub fn unknown_visitor(addr: Option<std::net::IpAddr>) -> Self {
+        let from = addr
+            .map(|a| format!("your address {} is in no OPD's network", a.to_canonical()))
+            .unwrap_or_else(|| "your address is unknown".into());
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unknown-visitor",
+            "Not an OPD's address",
+            format!(
+                "{from}: open the status page from your office's network, or use the token link \
+                 Diskominfo gave your OPD (/status#token=...)"
+            ),
+        )
+    }
+
     /// 403: authenticated, but this needs the admin role.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)

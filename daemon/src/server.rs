@@ -164,17 +164,35 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The router, built apart from the listener so tests can call it directly.
+/// It serves everything: health, metrics, the API and the status page.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(crate::metrics::serve))
-        .merge(crate::api::routes())
+    limited(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(crate::metrics::serve))
+            .merge(crate::api::routes())
+            .merge(crate::status_page::routes()),
+    )
+    .with_state(state)
+}
+
+/// The router of `--status-listen`, the address OPD LANs (and token links
+/// from outside) reach: the status page and the endpoints it calls, and
+/// nothing else, so /metrics and the summary API never reach the OPDs.
+pub fn status_router(state: Arc<AppState>) -> Router {
+    limited(crate::status_page::routes().fallback(|| async {
+        crate::problem::Problem::not_found("no such page; the status page is /status")
+    }))
+    .with_state(state)
+}
+
+fn limited(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+    router
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .with_state(state)
 }
 
 /// A client gets this long to send a request's headers; slower ones

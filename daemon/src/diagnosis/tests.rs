@@ -463,3 +463,27 @@ fn explanations_exist_in_both_languages_for_every_state() {
         }
     }
 }
+
+#[test]
+fn a_problem_sentence_says_since_when_and_a_normal_one_does_not() {
+    let ev = json!({"reason": "router_not_answering"});
+    let (en, id) = explain_since(Some("dinkes"), State::LocalFault, &ev, Some("10:02 WITA"));
+    assert_eq!(
+        id,
+        "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons sejak 10:02 WITA: \
+         periksa kabel daya dan konektor router."
+    );
+    assert!(en.contains("(since 10:02 WITA)"), "{en}");
+    // Without a time, the sentence is the engine's own.
+    assert_eq!(
+        explain_since(Some("dinkes"), State::LocalFault, &ev, None),
+        explain(Some("dinkes"), State::LocalFault, &ev)
+    );
+    let (en, id) = explain_since(
+        Some("dinkes"),
+        State::Healthy,
+        &json!({}),
+        Some("10:02 WITA"),
+    );
+    assert!(!en.contains("10:02") && !id.contains("10:02"));
+}

@@ -265,6 +265,20 @@ impl Policy {
         self.opds.iter().find(|opd| opd.id == id)
     }
 
+    /// The OPD whose subnets hold `addr`: the longest matching prefix wins
+    /// (a validated policy has no overlaps, so there is at most one). An
+    /// IPv4 address written as IPv6 (`::ffff:10.20.1.7`, as a dual-stack
+    /// socket reports it) is read as IPv4.
+    pub fn opd_for_address(&self, addr: IpAddr) -> Option<&Opd> {
+        let addr = addr.to_canonical();
+        self.opds
+            .iter()
+            .flat_map(|opd| opd.subnets.iter().map(move |net| (net, opd)))
+            .filter(|(net, _)| net.contains(&addr))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, opd)| opd)
+    }
+
     /// The group with this id.
     pub fn group(&self, id: &str) -> Option<&Group> {
         self.groups.iter().find(|group| group.id == id)

@@ -1413,3 +1413,21 @@ fn schedule_errors_point_at_the_problem() {
     );
     assert_has(&rejected(&ghost), 22, 1, "no OPD \"nosuch\"");
 }
+
+#[test]
+fn an_address_belongs_to_the_opd_whose_subnet_holds_it() {
+    let policy = parse(BASE, "policy.toml").unwrap();
+    let id = |a: &str| {
+        policy
+            .opd_for_address(a.parse::<IpAddr>().unwrap())
+            .map(|o| o.id.as_str())
+    };
+    assert_eq!(id("10.20.1.7"), Some("diskominfo"));
+    assert_eq!(id("10.20.2.200"), Some("dinkes"));
+    assert_eq!(id("fd00:20:0:2::99"), Some("dinkes"));
+    // As a dual-stack socket reports an IPv4 peer.
+    assert_eq!(id("::ffff:10.20.2.5"), Some("dinkes"));
+    assert_eq!(id("10.20.9.1"), None);
+    assert_eq!(id("127.0.0.1"), None);
+    assert_eq!(id("198.51.100.1"), None);
+}

@@ -638,6 +638,22 @@ async fn every_endpoint_answers_every_kind_of_caller_as_expected() {
 }
 
 #[tokio::test]
+async fn oversized_query_strings_are_refused_with_414() {
+    let fx = fixture(false, true);
+    let long = format!("/api/v1/events?opd={}", "x".repeat(jatah::server::MAX_URI));
+    let (s, v) = json(&fx, &long, Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::URI_TOO_LONG, "{v}");
+    assert_eq!(v["type"], "/problems/uri-too-long");
+    // Just under the limit is answered (404: no such OPD).
+    let fits = format!(
+        "/api/v1/events?opd={}",
+        "x".repeat(jatah::server::MAX_URI - "/api/v1/events?opd=".len())
+    );
+    let (s, _) = json(&fx, &fits, Some(ADMIN)).await;
+    assert_ne!(s, StatusCode::URI_TOO_LONG);
+}
+
+#[tokio::test]
 async fn oversized_bodies_are_refused() {
     let fx = fixture(false, true);
     let body = "x".repeat(5 * 1024 * 1024);

@@ -43,6 +43,17 @@ impl Problem {
         p
     }
 
+    /// 414: the path and query string are longer than any request jatah
+    /// answers needs.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            format!("the path and query string are limited to {limit} bytes"),
+        )
+    }
+
     /// 400 about the request as a whole.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(

@@ -186,8 +186,29 @@ pub fn status_router(state: Arc<AppState>) -> Router {
     .with_state(state)
 }
 
+/// Longest path and query string answered (the longest real one, a usage
+/// query with two RFC 3339 times, is under 200 bytes); longer is 414.
+pub const MAX_URI: usize = 8 * 1024;
+
+async fn limit_uri(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if len > MAX_URI {
+        return crate::problem::Problem::uri_too_long(MAX_URI).into_response();
+    }
+    next.run(req).await
+}
+
 fn limited(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
     router
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -4,11 +4,17 @@
 //! e.g. traffic that did not reach the class it was meant for).
 //!
 //! - [`classifier`]: the classifier's cost per packet (BPF_PROG_TEST_RUN).
-//! - [`traffic`]: forwarding with real traffic in the lab.
+//! - [`traffic`]: forwarding and shaping with real traffic in the lab:
+//!   jatah against the same HTB tree classified by linear u32 filters, and
+//!   against no shaping at all.
 //! - [`control`]: policy apply time, `/metrics` scrape time, memory.
+//! - [`compare`]: the comparison command that runs all of it and writes
+//!   its tables into BENCHMARKS.md.
 
 pub mod classifier;
+pub mod compare;
 pub mod control;
+pub mod report;
 pub mod traffic;
 
 use std::process::Child;

@@ -1,7 +1,9 @@
-//! Measuring code shared by the benchmarks (`cargo bench`). Benchmarks print
-//! numbers; nothing here judges a timing as a failure. An error means a
-//! measurement could not be made (or would not measure what it claims,
-//! e.g. traffic that did not reach the class it was meant for).
+//! Measuring code shared by the benchmarks (`cargo bench`) and the smoke
+//! test that proves the comparison command still runs
+//! (tests/bench_smoke.rs). Benchmarks print numbers; nothing here judges
+//! a timing as a failure. An error means a measurement could not be made
+//! (or would not measure what it claims, e.g. traffic that did not reach
+//! the class it was meant for).
 //!
 //! - [`classifier`]: the classifier's cost per packet (BPF_PROG_TEST_RUN).
 //! - [`traffic`]: forwarding and shaping with real traffic in the lab:

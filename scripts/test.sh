@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs jatah's whole test suite: formatting, clippy, unit tests, the eBPF
-# classifier tests (BPF_PROG_TEST_RUN) and the network-namespace lab tests
-# with real iperf3 traffic. Needs root (namespaces, BPF, qdiscs).
+# classifier tests (BPF_PROG_TEST_RUN), the network-namespace lab tests
+# with real iperf3 traffic, and a smoke run of the benchmark command
+# (tests/bench_smoke.rs: one short round, proves it works, judges no
+# timing). Needs root (namespaces, BPF, qdiscs).
 # Installs what is missing first (see scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,56 +1,26 @@
 //! Daemon benchmarks (root): `/metrics` scrape time and body size with 30
 //! and 1,000 OPDs, resident memory with 1,000 OPDs after a while, and API
 //! throughput with wrk on `/api/v1/opds` (30 OPDs, 2 connections).
-//! Prints numbers; never fails on timing.
+//! Prints numbers; never fails on timing. The measuring code lives in
+//! `jatah::bench::control`, shared with `cargo bench --bench compare`.
 //!
 //!   cargo bench --bench api [-- --rss-minutes 10 --quick]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, generated_policy};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use jatah::bench::control::{lab_with_daemon, scrape};
+use jatah::bench::rss_kib;
+use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab};
 
 fn lab_with(n: usize) -> Lab {
-    let mut lab = Lab::build(LabSpec {
-        prefix: "jt-bapi".into(),
-        download: "40G".into(),
-        upload: "40G".into(),
-        nat: true,
-        mtu: 1500,
-        opds: vec![LabOpd::new(
-            "opd-0",
-            "OPD 0",
-            ("1M", "100M"),
-            ("1M", "100M"),
-        )],
-    })
-    .unwrap();
-    lab.write_policy(&generated_policy(n)).unwrap();
-    let started = Instant::now();
-    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .unwrap();
-    eprintln!(
-        "{n} OPDs: jatah ready in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (lab, ready) =
+        lab_with_daemon("jt-bapi", n, Path::new(env!("CARGO_BIN_EXE_jatah"))).unwrap();
+    eprintln!("{n} OPDs: jatah ready in {ready:.2} s");
     lab
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn scrape(rounds: usize) {
+fn scrapes(rounds: usize) {
     println!(
         "## /metrics scrape (median of {rounds} scrapes, from inside the gateway namespace)\n"
     );
@@ -58,20 +28,11 @@ fn scrape(rounds: usize) {
     println!("|---:|---:|---:|---:|");
     for n in [30, 1_000] {
         let lab = lab_with(n);
-        let mut times = Vec::new();
-        let mut body = String::new();
-        for _ in 0..rounds {
-            let t = Instant::now();
-            let (status, b) = lab.http_get("/metrics").unwrap();
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(status, 200);
-            body = b;
-        }
-        let series = body
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .count();
-        println!("| {n} | {:.2} | {} | {series} |", median(times), body.len());
+        let s = scrape(&lab, rounds).unwrap();
+        println!(
+            "| {n} | {:.2} | {} | {} |",
+            s.median_ms, s.body_bytes, s.series
+        );
     }
     println!();
 }
@@ -79,16 +40,16 @@ fn scrape(rounds: usize) {
 fn rss(minutes: u64) {
     let lab = lab_with(1_000);
     let pid = lab.daemon_pid().unwrap();
-    let start = rss_kib(pid);
+    let start = rss_kib(pid).unwrap();
     let end_at = Instant::now() + Duration::from_secs(minutes * 60);
     let mut peak = start;
     // Scrape every 15 s meanwhile, as Prometheus would.
     while Instant::now() < end_at {
         let _ = lab.http_get("/metrics");
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(rss_kib(pid).unwrap());
         std::thread::sleep(Duration::from_secs(15));
     }
-    let end = rss_kib(pid);
+    let end = rss_kib(pid).unwrap();
     println!("## Resident memory, 1,000 OPDs, scraped every 15 s\n");
     println!("| after | VmRSS MiB |");
     println!("|---|---:|");
@@ -137,7 +98,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 0 } else { 10 });
-    scrape(if quick { 3 } else { 21 });
+    scrapes(if quick { 3 } else { 21 });
     wrk(if quick { 2 } else { 10 });
     rss(minutes);
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use jatah::bench::median;
 use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec};
 use jatah::policy::Direction;
 use serde_json::Value;
@@ -41,11 +42,6 @@ fn wait(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<f64> {
         std::thread::sleep(Duration::from_millis(100));
     }
     None
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn lab() -> (Lab, Vec<Child>) {
@@ -138,7 +134,7 @@ fn main() {
         let max = v.iter().cloned().fold(0.0, f64::max);
         println!(
             "| {name} | {verdict} | {:.1} | {min:.1} | {max:.1} |",
-            median(v.to_vec())
+            median(v)
         );
     };
     row("cable pulled (scenario 1)", "OPD local_fault", &cable);

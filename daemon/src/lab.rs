@@ -580,9 +580,10 @@ impl Lab {
             .ok_or_else(|| anyhow!("no OPD {id} in this lab"))
     }
 
-    /// An iperf3 client in OPD `i` against its server of `lane`; download
-    /// uses reverse mode so the Internet side sends.
-    fn iperf_command(
+    /// An iperf3 client in OPD `i` against its server of `lane` (0: bulk,
+    /// 1: steady), JSON output; download uses reverse mode so the Internet
+    /// side sends. Callers add what the test needs (`-P`, `-u`, `-b`, ...).
+    pub fn iperf_command(
         &self,
         i: usize,
         dir: Direction,

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod daemon;
 pub mod datapath;

@@ -654,6 +654,36 @@ fn handshake_timing_is_off_unless_enabled_and_ignores_resets() {
 }
 
 #[test]
+fn batch_map_reads_give_what_entry_by_entry_reads_give() {
+    use jatah_common::{SIDE_LAN, SIDE_WAN};
+    let mut fx = fixture();
+    fx.dp.set_rtt_tracking(true).unwrap();
+    let ul = |fx: &Fixture, f: &[u8]| fx.run(program_names::UPLOAD_MARK, f, SkbContext::default());
+    for port in 43000..43010u16 {
+        ul(&fx, &tcp4(DINKES_HOST, INTERNET, port, 443, SYN, 0));
+        fx.down(&tcp4(INTERNET, DINKES_HOST, 443, port, SYNACK, 100));
+        ul(&fx, &tcp4(DINKES_HOST, INTERNET, port, 443, ACK, 0));
+    }
+    let reader = jatah::datapath::CounterReader::open(fx._bpffs.path()).unwrap();
+    let n = fx.dp.slots().values().max().unwrap() + 1;
+    let counters = reader.read_first(n).unwrap();
+    let rtts = reader.rtt_first(n).unwrap();
+    assert_eq!((counters.len(), rtts.len()), (n as usize, 2 * n as usize));
+    for slot in 0..n {
+        assert_eq!(counters[slot as usize], reader.read(slot).unwrap());
+        for side in [SIDE_LAN, SIDE_WAN] {
+            assert_eq!(
+                rtts[(slot * 2 + side) as usize],
+                reader.rtt(slot, side).unwrap()
+            );
+        }
+    }
+    let dinkes = fx.slot("dinkes");
+    assert!(counters[dinkes as usize].packets[jatah_common::DOWNLOAD] >= 10);
+    assert_eq!(rtts[(dinkes * 2 + SIDE_WAN) as usize].count, 10);
+}
+
+#[test]
 fn only_sampled_connections_are_timed_and_all_their_packets_agree() {
     use jatah_common::{SIDE_LAN, SIDE_WAN, handshake_sampled};
     let mut fx = fixture();

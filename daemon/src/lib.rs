@@ -13,6 +13,7 @@ pub mod client;
 pub mod daemon;
 pub mod datapath;
 pub mod diagnosis;
+pub mod exposition;
 pub mod gateway;
 pub mod history;
 pub mod instance;

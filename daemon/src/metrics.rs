@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::exposition::{Family as MetricFamily, Kind, Sample as Metric, Value};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jatah_common::{DOWNLOAD, Stat, UPLOAD, opd_class_minor};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, TextEncoder};
-use tracing::warn;
+use tracing::{debug, warn};
+
+use crate::datapath::CounterReader;
 
 use crate::policy::Direction;
 use crate::server::AppState;
@@ -38,52 +38,40 @@ impl Monotonic {
     }
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.to_string());
-    l.set_value(value.to_string());
-    l
+type LabelPair = (&'static str, String);
+
+fn label(name: &'static str, value: &str) -> LabelPair {
+    (name, value.to_string())
 }
 
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(kind);
-    f.set_metric(metrics);
-    f
+fn family(name: &str, help: &str, kind: Kind, metrics: Vec<Metric>) -> MetricFamily {
+    MetricFamily {
+        name: name.to_string(),
+        help: help.to_string(),
+        kind,
+        samples: metrics,
+    }
 }
 
 fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
-    let mut c = Counter::default();
-    c.set_value(v);
-    let mut m = Metric::from_label(labels);
-    m.set_counter(c);
-    m
+    Metric {
+        labels,
+        value: Value::Number(v),
+    }
 }
 
 fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(v);
-    let mut m = Metric::from_label(labels);
-    m.set_gauge(g);
-    m
+    counter(labels, v)
 }
 
 /// The collector; reads everything at scrape time.
 pub struct JatahCollector {
     state: Arc<AppState>,
-    descs: Vec<Desc>,
 }
 
 impl JatahCollector {
     pub fn new(state: Arc<AppState>) -> Self {
-        // Collector::desc is used by Registry for consistency checks; one
-        // descriptor for the family group is enough for an unchecked collector.
-        JatahCollector {
-            state,
-            descs: Vec::new(),
-        }
+        JatahCollector { state }
     }
 }
 
@@ -118,19 +106,24 @@ pub fn drops_by_minor(stats: &[Vec<ClassStats>; 2]) -> [BTreeMap<u16, u64>; 2] {
     [0, 1].map(|d| stats[d].iter().map(|c| (c.minor, c.drops)).collect())
 }
 
-impl Collector for JatahCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
+impl JatahCollector {
+    /// Every family, read now.
+    pub fn collect(&self) -> Vec<MetricFamily> {
         let state = &self.state;
         let view = state.view();
         let policy = &view.policy;
-        let class_stats = htb_stats(state);
+        // The HTB dumps (netlink) and the round-trip histograms (BPF map
+        // reads) are the two slow parts of a scrape; do them side by side.
+        let (class_stats, diagnosis) = std::thread::scope(|s| {
+            let htb = s.spawn(|| htb_stats(state));
+            let diagnosis = diagnosis_families(state, &view);
+            (htb.join().unwrap_or_default(), diagnosis)
+        });
         let drops = drops_by_minor(&class_stats);
         let mut drop_tracker = state.drops.lock().unwrap_or_else(|p| p.into_inner());
 
+        let counters =
+            SlotTable::read(state, &view, |r, n| r.read_first(n), |r, slot| r.read(slot));
         let mut bytes = [Vec::new(), Vec::new()];
         let mut packets = [Vec::new(), Vec::new()];
         let mut dropped = [Vec::new(), Vec::new()];
@@ -152,15 +145,10 @@ impl Collector for JatahCollector {
             let Some(&slot) = view.slots.get(&opd.id) else {
                 continue;
             };
-            if let Some(reader) = &state.counters {
-                match reader.read(slot) {
-                    Ok(c) => {
-                        for d in [DOWNLOAD, UPLOAD] {
-                            bytes[d].push(counter(l(), c.bytes[d] as f64));
-                            packets[d].push(counter(l(), c.packets[d] as f64));
-                        }
-                    }
-                    Err(e) => warn!(opd = %opd.id, error = %e, "reading counters"),
+            if let Some(c) = counters.get(slot) {
+                for d in [DOWNLOAD, UPLOAD] {
+                    bytes[d].push(counter(l(), c.bytes[d] as f64));
+                    packets[d].push(counter(l(), c.packets[d] as f64));
                 }
             }
             let minor = opd_class_minor(slot) as u16;
@@ -172,15 +160,13 @@ impl Collector for JatahCollector {
         drop(drop_tracker);
         // Removed OPDs: their final counters, once, so Prometheus sees the
         // last value; then their slots may be reused.
-        if !view.retired.is_empty()
-            && let Some(reader) = &state.counters
-        {
+        if !view.retired.is_empty() && state.counters.is_some() {
             let mut exported = std::collections::BTreeSet::new();
             for (id, &slot) in &view.retired {
                 if view.slots.contains_key(id) {
                     continue;
                 }
-                if let Ok(c) = reader.read(slot) {
+                if let Some(c) = counters.get(slot) {
                     for d in [DOWNLOAD, UPLOAD] {
                         bytes[d].push(counter(vec![label("opd", id)], c.bytes[d] as f64));
                         packets[d].push(counter(vec![label("opd", id)], c.packets[d] as f64));
@@ -201,13 +187,13 @@ impl Collector for JatahCollector {
             out.push(family(
                 &format!("jatah_opd_{name}_bytes_total"),
                 &format!("Bytes {what} offered to the OPD's HTB class (headers of every segment included)."),
-                MetricType::COUNTER,
+                Kind::Counter,
                 std::mem::take(&mut bytes[d]),
             ));
             out.push(family(
                 &format!("jatah_opd_{name}_packets_total"),
                 &format!("Packets {what} attributed to the OPD."),
-                MetricType::COUNTER,
+                Kind::Counter,
                 std::mem::take(&mut packets[d]),
             ));
             out.push(family(
@@ -215,37 +201,37 @@ impl Collector for JatahCollector {
                 &format!(
                     "Packets {what} dropped by the OPD's HTB class (queue full at its ceiling)."
                 ),
-                MetricType::COUNTER,
+                Kind::Counter,
                 std::mem::take(&mut dropped[d]),
             ));
             out.push(family(
                 &format!("jatah_opd_{name}_guaranteed_bytes_per_second"),
                 &format!("The OPD's guaranteed {name} rate."),
-                MetricType::GAUGE,
+                Kind::Gauge,
                 std::mem::take(&mut guaranteed[d]),
             ));
             out.push(family(
                 &format!("jatah_opd_{name}_ceiling_bytes_per_second"),
                 &format!("The OPD's {name} ceiling."),
-                MetricType::GAUGE,
+                Kind::Gauge,
                 std::mem::take(&mut ceiling[d]),
             ));
             out.push(family(
                 &format!("jatah_gateway_{name}_capacity_bytes_per_second"),
                 &format!("Contracted uplink {name} capacity."),
-                MetricType::GAUGE,
+                Kind::Gauge,
                 vec![gauge(
                     vec![],
                     policy.gateway.capacity(dir_of(d)).bytes_per_second() as f64,
                 )],
             ));
         }
-        out.extend(diagnosis_families(state, &view));
+        out.extend(diagnosis);
         out.extend(group_families(state, &view, &class_stats));
         out.push(family(
             "jatah_opd_info",
             "OPDs in the policy in force (value 1), with their names.",
-            MetricType::GAUGE,
+            Kind::Gauge,
             info,
         ));
         if let Some(reader) = &state.counters {
@@ -254,7 +240,7 @@ impl Collector for JatahCollector {
                     out.push(family(
                         &format!("jatah_unclassified_{name}_bytes_total"),
                         &format!("{name} bytes that matched no OPD (default class)."),
-                        MetricType::COUNTER,
+                        Kind::Counter,
                         vec![counter(vec![], u.bytes[d] as f64)],
                     ));
                 }
@@ -263,7 +249,7 @@ impl Collector for JatahCollector {
                 out.push(family(
                     "jatah_datapath_unparsed_packets_total",
                     "Packets the classifier could not parse (passed unshaped, default class).",
-                    MetricType::COUNTER,
+                    Kind::Counter,
                     vec![
                         counter(
                             vec![label("direction", "download"), label("reason", "malformed")],
@@ -285,13 +271,13 @@ impl Collector for JatahCollector {
         out.push(family(
             "jatah_policy_last_reload_successful",
             "1 if the last policy load or reload succeeded.",
-            MetricType::GAUGE,
+            Kind::Gauge,
             vec![gauge(vec![], if reload.successful { 1.0 } else { 0.0 })],
         ));
         out.push(family(
             "jatah_policy_last_reload_timestamp_seconds",
             "When the policy was last loaded or reloaded (Unix time).",
-            MetricType::GAUGE,
+            Kind::Gauge,
             vec![gauge(
                 vec![],
                 reload.at.map(|t| t.timestamp() as f64).unwrap_or(0.0),
@@ -300,7 +286,7 @@ impl Collector for JatahCollector {
         out.push(family(
             "jatah_policy_last_reload_duration_seconds",
             "How long the last policy load or reload took to apply.",
-            MetricType::GAUGE,
+            Kind::Gauge,
             vec![gauge(vec![], reload.duration_seconds)],
         ));
         let errors = state
@@ -312,7 +298,7 @@ impl Collector for JatahCollector {
             out.push(family(
                 "jatah_kernel_errors_total",
                 "Netlink and BPF operations that failed, by operation and interface (each is also logged).",
-                MetricType::COUNTER,
+                Kind::Counter,
                 errors
                     .iter()
                     .map(|((op, iface), n)| {
@@ -333,7 +319,7 @@ impl Collector for JatahCollector {
             out.push(family(
                 "jatah_interface_attached",
                 "1 while jatah's classifiers and HTB tree are on the interface; 0 while it is missing or re-attaching failed.",
-                MetricType::GAUGE,
+                Kind::Gauge,
                 attached
                     .iter()
                     .map(|(iface, up)| gauge(vec![label("interface", iface)], f64::from(u8::from(*up))))
@@ -343,7 +329,7 @@ impl Collector for JatahCollector {
         out.push(family(
             "jatah_history_available",
             "1 if the usage history store is writable and answering.",
-            MetricType::GAUGE,
+            Kind::Gauge,
             vec![gauge(
                 vec![],
                 if state.history.available() { 1.0 } else { 0.0 },
@@ -352,7 +338,7 @@ impl Collector for JatahCollector {
         out.push(family(
             "jatah_build_info",
             "jatah's version (value 1).",
-            MetricType::GAUGE,
+            Kind::Gauge,
             vec![gauge(
                 vec![label("version", env!("CARGO_PKG_VERSION"))],
                 1.0,
@@ -412,13 +398,13 @@ fn group_families(
         family(
             "jatah_group_info",
             "Groups in the policy in force (value 1), with their names.",
-            MetricType::GAUGE,
+            Kind::Gauge,
             info,
         ),
         family(
             "jatah_group_member",
             "OPDs in each group (value 1).",
-            MetricType::GAUGE,
+            Kind::Gauge,
             member,
         ),
     ];
@@ -427,26 +413,26 @@ fn group_families(
         out.push(family(
             &format!("jatah_group_{name}_guaranteed_bytes_per_second"),
             &format!("The group's guaranteed {name} rate."),
-            MetricType::GAUGE,
+            Kind::Gauge,
             g,
         ));
         out.push(family(
             &format!("jatah_group_{name}_ceiling_bytes_per_second"),
             &format!("The group's {name} ceiling."),
-            MetricType::GAUGE,
+            Kind::Gauge,
             c,
         ));
         let [b, p] = std::mem::take(&mut delivered[d]);
         out.push(family(
             &format!("jatah_group_{name}_bytes_total"),
             &format!("{name} bytes the group's HTB class delivered (not offered: drops excluded)."),
-            MetricType::COUNTER,
+            Kind::Counter,
             b,
         ));
         out.push(family(
             &format!("jatah_group_{name}_packets_total"),
             &format!("{name} packets the group's HTB class delivered."),
-            MetricType::COUNTER,
+            Kind::Counter,
             p,
         ));
     }
@@ -471,14 +457,14 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
     out.push(family(
         "jatah_opd_state",
         "The OPD's diagnosis state (1 for the current state, 0 for the others).",
-        MetricType::GAUGE,
+        Kind::Gauge,
         states,
     ));
     let gw = engine.gateway().map(|v| v.state);
     out.push(family(
         "jatah_gateway_state",
         "The gateway's diagnosis state (1 for the current state, 0 for the others).",
-        MetricType::GAUGE,
+        Kind::Gauge,
         [State::Healthy, State::UpstreamDegraded, State::UpstreamDown]
             .into_iter()
             .map(|s| {
@@ -494,7 +480,14 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
     let bounds = crate::watch::rtt_bucket_bounds();
     let mut hists = Vec::new();
     let mut unanswered = Vec::new();
-    if let Some(reader) = &state.counters {
+    // Index slot * 2 + side, like the map.
+    let rtts = SlotTable::read(
+        state,
+        view,
+        |r, n| r.rtt_first(n),
+        |r, i| r.rtt(i / 2, i % 2),
+    );
+    if state.counters.is_some() {
         for opd in &view.policy.opds {
             let Some(&slot) = view.slots.get(&opd.id) else {
                 continue;
@@ -503,26 +496,32 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
                 (jatah_common::SIDE_LAN, "lan"),
                 (jatah_common::SIDE_WAN, "wan"),
             ] {
-                let Ok(h) = reader.rtt(slot, side) else {
+                let Some(h) = rtts.get(slot * 2 + side) else {
                     continue;
                 };
                 let labels = || vec![label("opd", &opd.id), label("side", name)];
+                // Every other kernel bucket (0.5 ms, 2 ms, 8 ms ... 2 s):
+                // enough to tell a LAN from a WAN round trip and a slow one
+                // from a fast one, at half the series per OPD.
                 let mut cumulative = 0u64;
-                let mut buckets = Vec::with_capacity(bounds.len());
+                let mut buckets = Vec::with_capacity(bounds.len() / 2);
                 for (k, upper) in bounds.iter().enumerate() {
                     cumulative += h.buckets[k];
-                    let mut b = prometheus::proto::Bucket::default();
-                    b.set_upper_bound(*upper);
-                    b.set_cumulative_count(cumulative);
-                    buckets.push(b);
+                    if k % 2 == 1 {
+                        buckets.push((*upper, cumulative));
+                    }
                 }
-                let mut hist = prometheus::proto::Histogram::default();
-                hist.set_bucket(buckets);
-                hist.set_sample_count(h.count);
-                hist.set_sample_sum(h.sum_ns as f64 / 1e9);
-                let mut m = Metric::from_label(labels());
-                m.set_histogram(hist);
-                hists.push(m);
+                // The count is the buckets' total (the last one holds the
+                // longest round trips), so the two always agree.
+                let count: u64 = h.buckets.iter().sum();
+                hists.push(Metric {
+                    labels: labels(),
+                    value: Value::Histogram {
+                        buckets,
+                        count,
+                        sum: h.sum_ns as f64 / 1e9,
+                    },
+                });
                 unanswered.push(counter(labels(), h.retransmits as f64));
             }
         }
@@ -530,13 +529,13 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
     out.push(family(
         "jatah_opd_rtt_seconds",
         "TCP handshake round trips per OPD, by side: lan = gateway to OPD host and back, wan = gateway to Internet host and back. Over the sampled connections (diagnosis.rtt_sampling).",
-        MetricType::HISTOGRAM,
+        Kind::Histogram,
         hists,
     ));
     out.push(family(
         "jatah_opd_syn_unanswered_total",
         "Handshake packets (SYN or SYN-ACK) sent again because the first went unanswered, per OPD and side, over the sampled connections.",
-        MetricType::COUNTER,
+        Kind::Counter,
         unanswered,
     ));
 
@@ -584,29 +583,78 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
         out.push(family(
             &format!("{prefix}_up"),
             &format!("1 if the last ICMP probe of {what} was answered."),
-            MetricType::GAUGE,
+            Kind::Gauge,
             take(&mut p_up),
         ));
         out.push(family(
             &format!("{prefix}_rtt_seconds"),
             &format!("Round trip of the last answered probe of {what}."),
-            MetricType::GAUGE,
+            Kind::Gauge,
             take(&mut p_rtt),
         ));
         out.push(family(
             &format!("{prefix}_sent_total"),
             &format!("ICMP probes sent to {what}."),
-            MetricType::COUNTER,
+            Kind::Counter,
             take(&mut p_sent),
         ));
         out.push(family(
             &format!("{prefix}_lost_total"),
             &format!("ICMP probes of {what} that went unanswered."),
-            MetricType::COUNTER,
+            Kind::Counter,
             take(&mut p_lost),
         ));
     }
     out
+}
+
+/// One map's entries for every slot of the policy in force (and the
+/// retired ones), read in one batch; entry by entry where the kernel has
+/// no batch reads. A failed read leaves the entry out, logged.
+struct SlotTable<'a, T> {
+    reader: Option<&'a CounterReader>,
+    batch: Option<Vec<T>>,
+    one: fn(&CounterReader, u32) -> Result<T, crate::datapath::DatapathError>,
+}
+
+impl<'a, T: Clone> SlotTable<'a, T> {
+    fn read(
+        state: &'a AppState,
+        view: &crate::server::PolicyView,
+        batch: impl FnOnce(&CounterReader, u32) -> Result<Vec<T>, crate::datapath::DatapathError>,
+        one: fn(&CounterReader, u32) -> Result<T, crate::datapath::DatapathError>,
+    ) -> Self {
+        let reader = state.counters.as_ref();
+        let slots = view
+            .slots
+            .values()
+            .chain(view.retired.values())
+            .max()
+            .map_or(0, |m| m + 1);
+        let batch = reader
+            .filter(|_| slots > 0)
+            .and_then(|r| match batch(r, slots) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    debug!(error = %e, "batch map read unavailable; reading entry by entry");
+                    None
+                }
+            });
+        SlotTable { reader, batch, one }
+    }
+
+    fn get(&self, index: u32) -> Option<T> {
+        if let Some(b) = &self.batch {
+            return b.get(index as usize).cloned();
+        }
+        match (self.one)(self.reader?, index) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(index, error = %e, "reading a BPF map entry");
+                None
+            }
+        }
+    }
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -625,29 +673,33 @@ fn dir_of(d: usize) -> Direction {
 }
 
 /// Renders every metric in the text exposition format.
-pub fn render(state: Arc<AppState>) -> Result<String, prometheus::Error> {
-    let mut families = JatahCollector::new(state).collect();
-    // The encoder refuses a family without samples (no upstream targets
-    // configured, no OPD yet); leaving it out is what Prometheus expects.
-    families.retain(|f| !f.get_metric().is_empty());
-    let mut buf = Vec::new();
-    TextEncoder::new().encode(&families, &mut buf)?;
-    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+pub fn render(state: Arc<AppState>) -> String {
+    let families = JatahCollector::new(state).collect();
+    let series: usize = families.iter().map(|f| f.samples.len()).sum();
+    let mut body = String::with_capacity(series * 64);
+    crate::exposition::encode(&families, &mut body);
+    drop(families);
+    body
 }
 
 /// `GET /metrics`. Netlink and map reads block, so they run off the workers.
 pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
-    match tokio::task::spawn_blocking(move || render(state)).await {
-        Ok(Ok(body)) => {
+    let rendered = tokio::task::spawn_blocking(move || render(state)).await;
+    // A scrape of many OPDs allocates megabytes in small pieces; hand the
+    // freed ones back to the system rather than keep them between scrapes
+    // (off the scrape's own time).
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: glibc's malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    });
+    match rendered {
+        Ok(body) => {
             let mut res = (StatusCode::OK, body).into_response();
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             res
-        }
-        Ok(Err(e)) => {
-            crate::problem::Problem::internal(format!("encoding metrics: {e}")).into_response()
         }
         Err(e) => {
             crate::problem::Problem::internal(format!("collecting metrics: {e}")).into_response()

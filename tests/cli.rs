@@ -66,15 +66,15 @@ fn a_broken_policy_is_reported_with_file_line_and_column_and_exit_code_1() {
     assert!(err.contains("byte units"), "{err}");
 }
 
+const NO_SUCH_INTERFACES: &str = "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtnoexist1\"]\n\
+    download = \"100M\"\nupload = \"100M\"\n\n[[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\n\
+    subnets = [\"10.20.1.0/24\"]\ndownload = { guaranteed = \"20M\", ceiling = \"30M\" }\n\
+    upload = { guaranteed = \"1M\", ceiling = \"5M\" }\n";
+
 #[test]
-fn run_refuses_an_interface_that_does_not_exist_and_changes_nothing() {
+fn run_refuses_a_missing_bpffs_at_once() {
     jatah::netns::require_root();
-    let p = temp_policy(
-        "noiface.toml",
-        "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtnoexist1\"]\ndownload = \"100M\"\nupload = \"100M\"\n\n\
-         [[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\nsubnets = [\"10.20.1.0/24\"]\n\
-         download = { guaranteed = \"20M\", ceiling = \"30M\" }\nupload = { guaranteed = \"1M\", ceiling = \"5M\" }\n",
-    );
+    let p = temp_policy("nobpffs.toml", NO_SUCH_INTERFACES);
     let run_dir = std::env::temp_dir().join(format!("jatah-cli-run-{}", std::process::id()));
     let out = jatah(&[
         "run",
@@ -90,9 +90,76 @@ fn run_refuses_an_interface_that_does_not_exist_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("\"jtnoexist0\"") && err.contains("does not exist"),
+        err.contains("not a bpffs mount") && err.contains("mount -t bpf bpf /nonexistent"),
         "{err}"
     );
+}
+
+#[test]
+fn run_waits_for_interfaces_that_do_not_exist_yet_and_changes_nothing_meanwhile() {
+    jatah::netns::require_root();
+    let bpffs = jatah::netns::BpffsMount::new("jt-cli").unwrap();
+    let p = temp_policy("noiface.toml", NO_SUCH_INTERFACES);
+    let dir = p.parent().unwrap().to_owned();
+    let log_path = dir.join("noiface.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jatah"))
+        .args(["run", "--policy"])
+        .arg(&p)
+        .args(["--listen", "127.0.0.1:0", "--bpffs"])
+        .arg(bpffs.path())
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    /// Kills the child however the test ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id() as i32;
+    let t0 = std::time::Instant::now();
+    let said = |needle: &str| {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    while !said("waiting for the interface to appear")
+        && t0.elapsed() < std::time::Duration::from_secs(20)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        text.contains("waiting for the interface to appear") && text.contains("jtnoexist0"),
+        "the log names the missing interface: {text}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "jatah waits, not exits"
+    );
+    assert!(
+        !bpffs.path().join("jatah").exists(),
+        "nothing is pinned while waiting"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut reaped = Reap(child);
+    let status = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            reaped.0.try_wait().unwrap()
+        })
+        .expect("jatah stops on SIGTERM while waiting");
+    assert!(status.success(), "{status}");
+    assert!(said("nothing was changed"));
 }
 
 #[test]

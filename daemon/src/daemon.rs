@@ -49,6 +49,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         }
     };
     let _lock = crate::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
+    // What waiting cannot fix is reported at once.
+    crate::datapath::ensure_bpffs(&opts.bpffs)?;
     let Some(ifaces) = wait_for_interfaces(&policy, &file, &shutdown).await? else {
         info!("stopped while waiting for interfaces; nothing was changed");
         return Ok(());

@@ -144,6 +144,66 @@ fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
     );
 }
 
+/// Whether jatah's WAN classifier and HTB root are on the gateway's wan0:
+/// `tc` shows the root, and pings from dinsos' router are counted as its
+/// upload, which `jatah_ul` on wan0 egress does (by the mark set on lan0).
+fn wan_attached(lab: &Lab) -> bool {
+    let Ok(tc) = lab.gw.run("tc", ["qdisc", "show", "dev", "wan0"]) else {
+        return false;
+    };
+    if !String::from_utf8_lossy(&tc.stdout).contains("qdisc htb 1: root") {
+        return false;
+    }
+    let count = || lab.counters().ok().map(|c| c["dinsos"].packets[UPLOAD]);
+    let Some(before) = count() else {
+        return false;
+    };
+    let _ = lab.opds[0].run("ping", ["-c", "2", "-i", "0.2", "-W", "1", INET_ADDR]);
+    count().is_some_and(|after| after > before)
+}
+
+#[test]
+fn a_wan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = build("jt-wflap");
+    lab.start_daemon(jatah()).unwrap();
+    assert!(wan_attached(&lab));
+    lab.delete_wan().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lab.daemon_running(), "jatah lives on");
+    assert_eq!(
+        metric(&lab, "jatah_interface_attached{interface=\"wan0\"}"),
+        Some(0.0)
+    );
+    lab.create_wan().unwrap();
+    let t0 = Instant::now();
+    let mut took = None;
+    for _ in 0..300 {
+        if wan_attached(&lab) {
+            took = Some(t0.elapsed().as_secs_f64());
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("wan0 recreated: classifier and HTB back after {took:?} s");
+    assert!(
+        took.is_some_and(|s| s <= 5.0),
+        "{took:?}\n{}",
+        lab.daemon_log()
+    );
+    // dinsos' upload is held to its 10M ceiling again.
+    let r = wait_iperf(lab.spawn_iperf(0, Direction::Upload, 5, 1).unwrap()).unwrap();
+    let mbit = r.bits_per_second / 1e6;
+    eprintln!("upload after re-attaching: {mbit:.2} Mbit/s");
+    assert!(
+        (8.0..=10.3).contains(&mbit),
+        "held to the 10M ceiling: {mbit:.2}"
+    );
+}
+
 #[test]
 fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -265,28 +265,8 @@ impl Lab {
     }
 
     fn wire(&mut self) -> Result<()> {
-        let (inet, gw, sw) = (&self.inet, &self.gw, &self.sw);
-        gw.ip([
-            "link",
-            "add",
-            "wan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wan0",
-            "netns",
-            inet.name(),
-        ])?;
-        inet.ip(["addr", "add", &format!("{INET_ADDR}/24"), "dev", "wan0"])?;
-        inet.ip(["link", "set", "wan0", "up"])?;
-        if !self.spec.nat {
-            // Without NAT the Internet must route OPD subnets back.
-            inet.ip(["route", "add", "10.20.0.0/16", "via", GW_WAN_ADDR])?;
-        }
-        gw.ip(["addr", "add", &format!("{GW_WAN_ADDR}/24"), "dev", "wan0"])?;
-        gw.ip(["link", "set", "wan0", "up"])?;
-        gw.ip(["route", "add", "default", "via", INET_ADDR])?;
+        let (gw, sw) = (&self.gw, &self.sw);
+        self.create_wan()?;
         gw.run("sysctl", ["-qw", "net.ipv4.ip_forward=1"])?;
         sw.ip(["link", "add", "br0", "type", "bridge"])?;
         sw.ip(["link", "set", "br0", "up"])?;
@@ -319,7 +299,7 @@ impl Lab {
         }
         if self.spec.mtu != 1500 {
             let mtu = self.spec.mtu.to_string();
-            for (ns, dev) in [(inet, "wan0"), (gw, "wan0"), (sw, "br0")] {
+            for (ns, dev) in [(sw, "br0")] {
                 ns.ip(["link", "set", dev, "mtu", &mtu])?;
             }
             for (i, ns) in self.opds.iter().enumerate() {
@@ -342,6 +322,47 @@ impl Lab {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Creates the gateway's WAN interface `wan0` (a veth to the Internet
+    /// namespace) with its address and default route: at build time, and
+    /// again after [`Lab::delete_wan`].
+    pub fn create_wan(&self) -> Result<()> {
+        let (inet, gw) = (&self.inet, &self.gw);
+        gw.ip([
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "netns",
+            inet.name(),
+        ])?;
+        if self.spec.mtu != 1500 {
+            let mtu = self.spec.mtu.to_string();
+            gw.ip(["link", "set", "wan0", "mtu", &mtu])?;
+            inet.ip(["link", "set", "wan0", "mtu", &mtu])?;
+        }
+        inet.ip(["addr", "add", &format!("{INET_ADDR}/24"), "dev", "wan0"])?;
+        inet.ip(["link", "set", "wan0", "up"])?;
+        if !self.spec.nat {
+            // Without NAT the Internet must route OPD subnets back.
+            inet.ip(["route", "add", "10.20.0.0/16", "via", GW_WAN_ADDR])?;
+        }
+        gw.ip(["addr", "add", &format!("{GW_WAN_ADDR}/24"), "dev", "wan0"])?;
+        gw.ip(["link", "set", "wan0", "up"])?;
+        gw.ip(["route", "add", "default", "via", INET_ADDR])?;
+        Ok(())
+    }
+
+    /// Deletes the gateway's WAN interface (its peer in the Internet
+    /// namespace goes with it).
+    pub fn delete_wan(&self) -> Result<()> {
+        self.gw.ip(["link", "del", "wan0"])?;
         Ok(())
     }
 

@@ -299,9 +299,7 @@ impl Lab {
         }
         if self.spec.mtu != 1500 {
             let mtu = self.spec.mtu.to_string();
-            for (ns, dev) in [(sw, "br0")] {
-                ns.ip(["link", "set", dev, "mtu", &mtu])?;
-            }
+            sw.ip(["link", "set", "br0", "mtu", &mtu])?;
             for (i, ns) in self.opds.iter().enumerate() {
                 sw.ip(["link", "set", &format!("p{i}"), "mtu", &mtu])?;
                 ns.ip(["link", "set", "eth0", "mtu", &mtu])?;

@@ -34,14 +34,14 @@ fn build(prefix: &str) -> Lab {
     .unwrap()
 }
 
-/// Whether jatah's LAN classifiers and HTB root are on the gateway's lan0:
-/// `tc` shows the root, and pings from dinsos' router are counted as
-/// dinsos' download (`jatah_dl` on lan0 egress) and upload (`jatah_ul_mark`
-/// on lan0 ingress marks them for the WAN side, behind NAT). This
-/// bpftool cannot list TCX links by interface, so the programs are
-/// judged by what they do.
-fn lan_attached(lab: &Lab) -> bool {
-    let Ok(tc) = lab.gw.run("tc", ["qdisc", "show", "dev", "lan0"]) else {
+/// Whether jatah's classifiers and HTB root are on the gateway's `ifname`:
+/// `tc` shows the root, and pings from dinsos' router are counted in each
+/// of `directions`. On lan0, download is `jatah_dl` (egress) and upload
+/// `jatah_ul_mark` (ingress, marking for the WAN side behind NAT); on wan0,
+/// upload is `jatah_ul` (egress, by that mark). This bpftool cannot list
+/// TCX links by interface, so the programs are judged by what they do.
+fn attached(lab: &Lab, ifname: &str, directions: &[usize]) -> bool {
+    let Ok(tc) = lab.gw.run("tc", ["qdisc", "show", "dev", ifname]) else {
         return false;
     };
     if !String::from_utf8_lossy(&tc.stdout).contains("qdisc htb 1: root") {
@@ -55,23 +55,37 @@ fn lan_attached(lab: &Lab) -> bool {
     let Some(after) = count() else {
         return false;
     };
-    after.packets[DOWNLOAD] > before.packets[DOWNLOAD]
-        && after.packets[UPLOAD] > before.packets[UPLOAD]
+    directions
+        .iter()
+        .all(|&d| after.packets[d] > before.packets[d])
 }
 
-/// Seconds until `lan_attached` holds (None after 15 s).
-fn seconds_until_attached(lab: &Lab) -> Option<f64> {
+const LAN: (&str, &[usize]) = ("lan0", &[DOWNLOAD, UPLOAD]);
+const WAN: (&str, &[usize]) = ("wan0", &[UPLOAD]);
+
+/// Polls `check` every `every` until it holds (how long it took) or
+/// `limit` passes (None).
+fn wait_for(limit: Duration, every: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
-    for _ in 0..300 {
-        if lan_attached(lab) {
-            return Some(t0.elapsed().as_secs_f64());
+    let rounds = limit.as_millis() / every.as_millis().max(1) + 1;
+    for _ in 0..rounds {
+        if check() {
+            return Some(t0.elapsed());
         }
-        if t0.elapsed() > Duration::from_secs(15) {
+        if t0.elapsed() >= limit {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
     None
+}
+
+/// Seconds until jatah is back on an interface (None after 15 s).
+fn seconds_until_attached(lab: &Lab, (ifname, directions): (&str, &[usize])) -> Option<f64> {
+    wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+        attached(lab, ifname, directions)
+    })
+    .map(|d| d.as_secs_f64())
 }
 
 fn metric(lab: &Lab, prefix: &str) -> Option<f64> {
@@ -82,13 +96,17 @@ fn metric(lab: &Lab, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// dinsos' download through the recreated interface is held to its 10M
-/// ceiling and counted.
-fn assert_enforced(lab: &Lab) {
-    let before = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD];
-    let r = wait_iperf(lab.spawn_iperf(0, Direction::Download, 5, 1).unwrap()).unwrap();
+/// dinsos' traffic in `dir` through the recreated interface is held to
+/// its 10M ceiling and counted.
+fn assert_enforced(lab: &Lab, dir: Direction) {
+    let d = match dir {
+        Direction::Download => DOWNLOAD,
+        Direction::Upload => UPLOAD,
+    };
+    let before = lab.counters().unwrap()["dinsos"].bytes[d];
+    let r = wait_iperf(lab.spawn_iperf(0, dir, 5, 1).unwrap()).unwrap();
     let mbit = r.bits_per_second / 1e6;
-    let after = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD];
+    let after = lab.counters().unwrap()["dinsos"].bytes[d];
     eprintln!(
         "after re-attaching: {mbit:.2} Mbit/s, counted {} bytes",
         after - before
@@ -105,7 +123,7 @@ fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = build("jt-flap");
     lab.start_daemon(jatah()).unwrap();
-    assert!(lan_attached(&lab));
+    assert!(attached(&lab, LAN.0, LAN.1));
     assert_eq!(
         metric(&lab, "jatah_interface_attached{interface=\"lan0\"}"),
         Some(1.0)
@@ -127,7 +145,7 @@ fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
     assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
 
     lab.create_lan().unwrap();
-    let took = seconds_until_attached(&lab);
+    let took = seconds_until_attached(&lab, LAN);
     eprintln!("lan0 recreated: classifiers and HTB back after {took:?} s");
     assert!(
         took.is_some_and(|s| s <= 5.0),
@@ -137,29 +155,11 @@ fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
     let log = lab.daemon_log();
     assert!(log.contains("interface is gone"), "{log}");
     assert!(log.contains("interface back"), "{log}");
-    assert_enforced(&lab);
+    assert_enforced(&lab, Direction::Download);
     assert_eq!(
         metric(&lab, "jatah_interface_attached{interface=\"lan0\"}"),
         Some(1.0)
     );
-}
-
-/// Whether jatah's WAN classifier and HTB root are on the gateway's wan0:
-/// `tc` shows the root, and pings from dinsos' router are counted as its
-/// upload, which `jatah_ul` on wan0 egress does (by the mark set on lan0).
-fn wan_attached(lab: &Lab) -> bool {
-    let Ok(tc) = lab.gw.run("tc", ["qdisc", "show", "dev", "wan0"]) else {
-        return false;
-    };
-    if !String::from_utf8_lossy(&tc.stdout).contains("qdisc htb 1: root") {
-        return false;
-    }
-    let count = || lab.counters().ok().map(|c| c["dinsos"].packets[UPLOAD]);
-    let Some(before) = count() else {
-        return false;
-    };
-    let _ = lab.opds[0].run("ping", ["-c", "2", "-i", "0.2", "-W", "1", INET_ADDR]);
-    count().is_some_and(|after| after > before)
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn a_wan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = build("jt-wflap");
     lab.start_daemon(jatah()).unwrap();
-    assert!(wan_attached(&lab));
+    assert!(attached(&lab, WAN.0, WAN.1));
     lab.delete_wan().unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(lab.daemon_running(), "jatah lives on");
@@ -176,32 +176,14 @@ fn a_wan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
         Some(0.0)
     );
     lab.create_wan().unwrap();
-    let t0 = Instant::now();
-    let mut took = None;
-    for _ in 0..300 {
-        if wan_attached(&lab) {
-            took = Some(t0.elapsed().as_secs_f64());
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(15) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let took = seconds_until_attached(&lab, WAN);
     eprintln!("wan0 recreated: classifier and HTB back after {took:?} s");
     assert!(
         took.is_some_and(|s| s <= 5.0),
         "{took:?}\n{}",
         lab.daemon_log()
     );
-    // dinsos' upload is held to its 10M ceiling again.
-    let r = wait_iperf(lab.spawn_iperf(0, Direction::Upload, 5, 1).unwrap()).unwrap();
-    let mbit = r.bits_per_second / 1e6;
-    eprintln!("upload after re-attaching: {mbit:.2} Mbit/s");
-    assert!(
-        (8.0..=10.3).contains(&mbit),
-        "held to the 10M ceiling: {mbit:.2}"
-    );
+    assert_enforced(&lab, Direction::Upload);
 }
 
 #[test]
@@ -210,36 +192,29 @@ fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
     let mut lab = build("jt-late");
     lab.delete_lan().unwrap();
     lab.spawn_daemon(jatah()).unwrap();
-    let t0 = Instant::now();
-    while !lab
-        .daemon_log()
-        .contains("waiting for the interface to appear")
-        && t0.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        lab.daemon_log()
+            .contains("waiting for the interface to appear")
+    });
     let log = lab.daemon_log();
     assert!(log.contains("waiting for the interface to appear"), "{log}");
     assert!(log.contains("lan0"), "the log names the interface: {log}");
     assert!(lab.daemon_running(), "jatah waits rather than exits");
-    assert!(!lan_attached(&lab));
+    assert!(!attached(&lab, LAN.0, LAN.1));
 
     lab.create_lan().unwrap();
-    let took = seconds_until_attached(&lab);
+    let took = seconds_until_attached(&lab, LAN);
     eprintln!("lan0 created after start: attached after {took:?} s");
     assert!(
         took.is_some_and(|s| s <= 5.0),
         "{took:?}\n{}",
         lab.daemon_log()
     );
-    let t0 = Instant::now();
-    while lab.http_get("/healthz").ok().map(|(c, _)| c) != Some(200)
-        && t0.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        lab.http_get("/healthz").ok().map(|(c, _)| c) == Some(200)
+    });
     assert_eq!(lab.http_get("/healthz").unwrap().0, 200);
-    assert_enforced(&lab);
+    assert_enforced(&lab, Direction::Download);
 }
 
 /// A small tmpfs mounted over the lab's history directory, unmounted on
@@ -293,18 +268,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Polls `check` every 500 ms until it holds or `limit` passes.
-fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if check() {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    None
-}
-
 /// Seconds until the next minute boundary, plus `extra`.
 fn past_next_minute(extra: u64) -> Duration {
     let now = std::time::SystemTime::now()
@@ -354,7 +317,7 @@ fn a_full_history_disk_stops_only_the_history_and_loses_no_bytes_once_freed() {
     let sent_while_full = lab.counters().unwrap()["dinsos"].bytes[DOWNLOAD] - counted_before;
     let mbit = r.bits_per_second / 1e6;
     assert!((8.0..=10.3).contains(&mbit), "still shaped: {mbit:.2}");
-    let failed = wait_for(Duration::from_secs(75), || {
+    let failed = wait_for(Duration::from_secs(75), Duration::from_millis(500), || {
         metric(&lab, "jatah_history_available") == Some(0.0)
     });
     assert!(
@@ -373,7 +336,7 @@ fn a_full_history_disk_stops_only_the_history_and_loses_no_bytes_once_freed() {
     assert!(lab.daemon_log().contains("is full"), "{}", lab.daemon_log());
 
     std::fs::remove_file(filler).unwrap();
-    let recovered = wait_for(Duration::from_secs(75), || {
+    let recovered = wait_for(Duration::from_secs(75), Duration::from_millis(500), || {
         metric(&lab, "jatah_history_available") == Some(1.0)
     });
     assert!(

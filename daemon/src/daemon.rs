@@ -308,17 +308,15 @@ fn sample_once(state: &AppState, record_minute: Option<chrono::DateTime<chrono::
     let now = std::time::Instant::now();
     let mut totals = Vec::with_capacity(view.slots.len());
     {
+        let counters = crate::datapath::SlotTable::counters(Some(reader), view.slot_count());
         let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
         for opd in &view.policy.opds {
             let Some(&slot) = view.slots.get(&opd.id) else {
                 continue;
             };
-            match reader.read(slot) {
-                Ok(c) => {
-                    rates.record(&opd.id, now, c.bytes);
-                    totals.push((opd.id.clone(), c.bytes));
-                }
-                Err(e) => warn!(opd = %opd.id, error = %e, "sampling counters"),
+            if let Some(c) = counters.get(slot) {
+                rates.record(&opd.id, now, c.bytes);
+                totals.push((opd.id.clone(), c.bytes));
             }
         }
         rates.retain(|id| view.slots.contains_key(id));

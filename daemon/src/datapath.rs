@@ -501,34 +501,24 @@ impl Datapath {
         // without a classifier). A link whose interface is gone (deleted and
         // created again since) cannot be switched: attach anew.
         let switched = match existing {
-            Some(Ok(old)) => {
-                let link: Result<SchedClassifierLink, _> = FdLink::from(old).try_into();
-                match link {
-                    Ok(link) => match program.attach_to_link(link) {
-                        Ok(id) => Some(id),
-                        Err(e) => {
-                            warn!(
-                                program = prog,
-                                interface = iface,
-                                error = %e,
-                                "pinned link is defunct (its interface was recreated); attaching anew"
-                            );
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        warn!(program = prog, interface = iface, error = %e, "pinned link unusable; attaching anew");
-                        None
-                    }
-                }
-            }
+            Some(Ok(old)) => SchedClassifierLink::try_from(FdLink::from(old))
+                .map_err(|e| e.to_string())
+                .and_then(|link| program.attach_to_link(link).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    warn!(
+                        program = prog,
+                        interface = iface,
+                        error = %e,
+                        "pinned link is defunct (its interface was recreated?); attaching anew"
+                    )
+                })
+                .ok(),
             _ => None,
         };
         if switched.is_none() && pin.exists() {
             fs::remove_file(&pin)
                 .map_err(|e| DatapathError::Other(format!("removing {}: {e}", pin.display())))?;
         }
-        let program = self.classifier_mut(prog)?;
         let link_id = match switched {
             Some(id) => id,
             None => program
@@ -771,6 +761,71 @@ fn owner_id(owner: &SlotOwner) -> Option<String> {
         .position(|&b| b == 0)
         .unwrap_or(owner.id.len());
     Some(String::from_utf8_lossy(&owner.id[..len]).into_owned())
+}
+
+/// One map's entries for the slots below a count (both sides' histograms
+/// for round trips: index `slot * 2 + side`), read in one batch; entry by
+/// entry where the kernel has no batch reads. A failed read leaves the
+/// entry out, logged. What a scrape and the per-second sampling read.
+pub struct SlotTable<'a, T> {
+    reader: Option<&'a CounterReader>,
+    batch: Option<Vec<T>>,
+    one: fn(&CounterReader, u32) -> Result<T, DatapathError>,
+}
+
+impl<'a> SlotTable<'a, Counters> {
+    /// Every slot's counters below `slots`, summed over CPUs.
+    pub fn counters(reader: Option<&'a CounterReader>, slots: u32) -> Self {
+        Self::read(
+            reader,
+            slots,
+            CounterReader::read_first,
+            CounterReader::read,
+        )
+    }
+}
+
+impl<'a> SlotTable<'a, RttHistogram> {
+    /// Every slot's round-trip histograms below `slots` (both sides).
+    pub fn round_trips(reader: Option<&'a CounterReader>, slots: u32) -> Self {
+        Self::read(reader, slots, CounterReader::rtt_first, |r, i| {
+            r.rtt(i / 2, i % 2)
+        })
+    }
+}
+
+impl<'a, T: Clone> SlotTable<'a, T> {
+    fn read(
+        reader: Option<&'a CounterReader>,
+        slots: u32,
+        batch: fn(&CounterReader, u32) -> Result<Vec<T>, DatapathError>,
+        one: fn(&CounterReader, u32) -> Result<T, DatapathError>,
+    ) -> Self {
+        let batch = reader
+            .filter(|_| slots > 0)
+            .and_then(|r| match batch(r, slots) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    debug!(error = %e, "batch map read unavailable; reading entry by entry");
+                    None
+                }
+            });
+        SlotTable { reader, batch, one }
+    }
+
+    /// The entry at `index` (a slot; `slot * 2 + side` for round trips).
+    pub fn get(&self, index: u32) -> Option<T> {
+        if let Some(b) = &self.batch {
+            return b.get(index as usize).cloned();
+        }
+        match (self.one)(self.reader?, index) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(index, error = %e, "reading a BPF map entry");
+                None
+            }
+        }
+    }
 }
 
 /// `bpf(BPF_MAP_LOOKUP_BATCH)` of the first `n` entries of an array map

@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jatah_common::{DOWNLOAD, Stat, UPLOAD, opd_class_minor};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::datapath::CounterReader;
+use crate::datapath::SlotTable;
 
 use crate::policy::Direction;
 use crate::server::AppState;
@@ -122,8 +122,7 @@ impl JatahCollector {
         let drops = drops_by_minor(&class_stats);
         let mut drop_tracker = state.drops.lock().unwrap_or_else(|p| p.into_inner());
 
-        let counters =
-            SlotTable::read(state, &view, |r, n| r.read_first(n), |r, slot| r.read(slot));
+        let counters = SlotTable::counters(state.counters.as_ref(), view.slot_count());
         let mut bytes = [Vec::new(), Vec::new()];
         let mut packets = [Vec::new(), Vec::new()];
         let mut dropped = [Vec::new(), Vec::new()];
@@ -481,12 +480,7 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
     let mut hists = Vec::new();
     let mut unanswered = Vec::new();
     // Index slot * 2 + side, like the map.
-    let rtts = SlotTable::read(
-        state,
-        view,
-        |r, n| r.rtt_first(n),
-        |r, i| r.rtt(i / 2, i % 2),
-    );
+    let rtts = SlotTable::round_trips(state.counters.as_ref(), view.slot_count());
     if state.counters.is_some() {
         for opd in &view.policy.opds {
             let Some(&slot) = view.slots.get(&opd.id) else {
@@ -606,55 +600,6 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
         ));
     }
     out
-}
-
-/// One map's entries for every slot of the policy in force (and the
-/// retired ones), read in one batch; entry by entry where the kernel has
-/// no batch reads. A failed read leaves the entry out, logged.
-struct SlotTable<'a, T> {
-    reader: Option<&'a CounterReader>,
-    batch: Option<Vec<T>>,
-    one: fn(&CounterReader, u32) -> Result<T, crate::datapath::DatapathError>,
-}
-
-impl<'a, T: Clone> SlotTable<'a, T> {
-    fn read(
-        state: &'a AppState,
-        view: &crate::server::PolicyView,
-        batch: impl FnOnce(&CounterReader, u32) -> Result<Vec<T>, crate::datapath::DatapathError>,
-        one: fn(&CounterReader, u32) -> Result<T, crate::datapath::DatapathError>,
-    ) -> Self {
-        let reader = state.counters.as_ref();
-        let slots = view
-            .slots
-            .values()
-            .chain(view.retired.values())
-            .max()
-            .map_or(0, |m| m + 1);
-        let batch = reader
-            .filter(|_| slots > 0)
-            .and_then(|r| match batch(r, slots) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    debug!(error = %e, "batch map read unavailable; reading entry by entry");
-                    None
-                }
-            });
-        SlotTable { reader, batch, one }
-    }
-
-    fn get(&self, index: u32) -> Option<T> {
-        if let Some(b) = &self.batch {
-            return b.get(index as usize).cloned();
-        }
-        match (self.one)(self.reader?, index) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                warn!(index, error = %e, "reading a BPF map entry");
-                None
-            }
-        }
-    }
 }
 
 fn dir_index(d: Direction) -> usize {

@@ -34,6 +34,18 @@ pub struct PolicyView {
     pub source: PathBuf,
 }
 
+impl PolicyView {
+    /// One more than the highest slot in use (retired slots included):
+    /// how far to read the per-slot maps.
+    pub fn slot_count(&self) -> u32 {
+        self.slots
+            .values()
+            .chain(self.retired.values())
+            .max()
+            .map_or(0, |m| m + 1)
+    }
+}
+
 /// Outcome of the last policy (re)load.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadStatus {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use jatah_common::{Counters, RTT_BUCKETS, RttHistogram, SIDE_LAN, SIDE_WAN, opd_class_minor};
 use tracing::{info, warn};
 
+use crate::datapath::SlotTable;
 use crate::diagnosis::{Change, OpdSignals, Probe, Thresholds, Tick};
 use crate::policy::{Direction, Policy};
 use crate::probe::{ProbeStatus, ProbeTarget};
@@ -147,17 +148,17 @@ impl Watcher {
         let Some(reader) = &state.counters else {
             return tick;
         };
+        let all_counters = SlotTable::counters(Some(reader), view.slot_count());
+        let round_trips = SlotTable::round_trips(Some(reader), view.slot_count());
         for opd in &policy.opds {
             let Some(&slot) = view.slots.get(&opd.id) else {
                 continue;
             };
-            let Ok(counters) = reader.read(slot) else {
+            let Some(counters) = all_counters.get(slot) else {
                 continue;
             };
-            let rtt = [
-                reader.rtt(slot, SIDE_LAN).unwrap_or_default(),
-                reader.rtt(slot, SIDE_WAN).unwrap_or_default(),
-            ];
+            let rtt = [SIDE_LAN, SIDE_WAN]
+                .map(|side| round_trips.get(slot * 2 + side).unwrap_or_default());
             let minor = opd_class_minor(slot) as u16;
             let drop_now = [
                 drops[0].get(&minor).copied().unwrap_or(0),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use jatah::bench::control::{lab_with_daemon, scrape};
 use jatah::bench::rss_kib;
-use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab};
+use jatah::lab::Lab;
 
 fn lab_with(n: usize) -> Lab {
     let (lab, ready) =
@@ -58,34 +58,19 @@ fn rss(minutes: u64) {
     println!("| peak | {:.1} |\n", peak as f64 / 1024.0);
 }
 
-fn wrk(seconds: u32) {
+fn wrk(seconds: u64) {
     let lab = lab_with(30);
-    let out = lab
-        .gw
-        .command("wrk")
-        .args(["-t2", "-c2", &format!("-d{seconds}s"), "--latency", "-H"])
-        .arg(format!("Authorization: Bearer {LAB_ADMIN_TOKEN}"))
-        .arg(format!("http://{GW_LISTEN}/api/v1/opds"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .map(str::trim)
-        .unwrap_or("?");
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(str::trim)
-        .unwrap_or("?");
-    let errors = text
-        .lines()
-        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    let w = jatah::bench::wrk::finish(jatah::bench::wrk::spawn(
+        &lab,
+        "/api/v1/opds",
+        2,
+        2,
+        seconds,
+    ));
     println!("## API throughput: wrk -t2 -c2 -d{seconds}s on /api/v1/opds (30 OPDs)\n");
-    println!("| requests/s | p99 latency | errors |");
-    println!("|---:|---:|---|");
-    println!("| {rps} | {p99} | {} |\n", errors.unwrap_or("none"));
+    println!("| requests/s | p99 ms | errors |");
+    println!("|---:|---:|---:|");
+    println!("| {:.0} | {:.2} | {} |\n", w.rps, w.p99_ms, w.errors);
 }
 
 fn main() {

@@ -8,64 +8,12 @@
 //!   cargo bench --bench load [-- --seconds 60]
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, wait_iperf};
+use jatah::bench::{median, wrk};
+use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
-
-/// What wrk printed that matters: requests/s, p99 (ms), errors.
-#[derive(Debug, Default)]
-struct Wrk {
-    rps: f64,
-    p99_ms: f64,
-    requests: u64,
-    errors: u64,
-}
-
-fn spawn_wrk(lab: &Lab, path: &str, seconds: u64) -> Child {
-    lab.gw
-        .command("wrk")
-        .args(["-t1", "-c4", &format!("-d{seconds}s"), "--latency", "-H"])
-        .arg(format!("Authorization: Bearer {LAB_ADMIN_TOKEN}"))
-        .arg(format!("http://{GW_LISTEN}{path}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wrk runs (scripts/setup.sh installs it)")
-}
-
-fn millis(v: &str) -> f64 {
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-    let n: f64 = num.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => f64::NAN,
-    }
-}
-
-fn parse_wrk(out: &str) -> Wrk {
-    let mut w = Wrk::default();
-    for line in out.lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        match t.as_slice() {
-            ["99%", v] => w.p99_ms = millis(v),
-            ["Requests/sec:", v] => w.rps = v.parse().unwrap_or(0.0),
-            [n, "requests", "in", ..] => w.requests = n.parse().unwrap_or(0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => w.errors += n.parse::<u64>().unwrap_or(0),
-            ["Socket", "errors:", rest @ ..] => {
-                w.errors += rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum::<u64>()
-            }
-            _ => {}
-        }
-    }
-    w
-}
 
 fn policy(lab: &Lab, bappeda_ceiling: &str) -> String {
     lab.spec.policy_toml().replace(
@@ -123,8 +71,8 @@ fn main() {
     eprintln!("round 2: traffic + wrk on /api/v1/opds and /metrics + a reload every 5 s");
     let bg = background(&lab);
     let iperf = shaped_run(&lab, seconds as u32);
-    let api = spawn_wrk(&lab, "/api/v1/opds", seconds);
-    let metrics = spawn_wrk(&lab, "/metrics", seconds);
+    let api = wrk::spawn(&lab, "/api/v1/opds", 1, 4, seconds);
+    let metrics = wrk::spawn(&lab, "/metrics", 1, 4, seconds);
     let started = Instant::now();
     let (mut applied, mut reloads, mut reload_ms) = (0, 0, Vec::new());
     let mut flip = false;
@@ -144,16 +92,10 @@ fn main() {
         }
     }
     let loaded = wait_iperf(iperf).unwrap();
-    let api = parse_wrk(&String::from_utf8_lossy(
-        &api.wait_with_output().unwrap().stdout,
-    ));
-    let metrics = parse_wrk(&String::from_utf8_lossy(
-        &metrics.wait_with_output().unwrap().stdout,
-    ));
+    let (api, metrics) = (wrk::finish(api), wrk::finish(metrics));
     for c in bg {
         let _ = wait_iperf(c);
     }
-    reload_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (q, l) = (quiet.bits_per_second / 1e6, loaded.bits_per_second / 1e6);
     println!(
         "## Load: API and /metrics under wrk, reloads every 5 s, traffic flowing ({seconds} s)\n"
@@ -168,8 +110,8 @@ fn main() {
     }
     println!(
         "\nReloads: {applied} of {reloads} applied, median {:.1} ms, max {:.1} ms.\n",
-        reload_ms.get(reload_ms.len() / 2).copied().unwrap_or(0.0),
-        reload_ms.last().copied().unwrap_or(0.0)
+        median(&reload_ms),
+        reload_ms.iter().copied().fold(0.0, f64::max)
     );
     println!("| dinkes download (30M ceiling, 4 flows) | Mbit/s |");
     println!("|---|---:|");

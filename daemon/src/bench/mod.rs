@@ -10,6 +10,7 @@
 //!   jatah against the same HTB tree classified by linear u32 filters, and
 //!   against no shaping at all.
 //! - [`control`]: policy apply time, `/metrics` scrape time, memory.
+//! - [`wrk`]: HTTP load on the lab's jatah and what wrk reports.
 //! - [`compare`]: the comparison command that runs all of it and writes
 //!   its tables into BENCHMARKS.md.
 
@@ -18,6 +19,7 @@ pub mod compare;
 pub mod control;
 pub mod report;
 pub mod traffic;
+pub mod wrk;
 
 use std::process::Child;
 use std::time::{Duration, Instant};

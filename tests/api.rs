@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{TimeZone, Utc};
-use jatah::auth::{Access, Tokens};
 use jatah::datapath::{CounterReader, Datapath, SkbContext};
 use jatah::gateway::opd_prefixes;
 use jatah::history::{CounterReading, HistoryStore};
-use jatah::netns::{BpffsMount, require_root};
-use jatah::server::{AppState, PolicyView, router};
+use jatah::http::auth::{Access, Tokens};
+use jatah::http::{AppState, PolicyView, router};
+use jatah::lab::netns::{BpffsMount, require_root};
 use jatah_common::program_names;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -108,7 +108,8 @@ fn fixture(anonymous_summary: bool, with_history: bool) -> Fixture {
         tokens,
         Some(CounterReader::open(bpffs.path()).unwrap()),
     );
-    let data_dir = std::env::temp_dir().join(format!("jatah-api-{}", jatah::netns::unique_token()));
+    let data_dir =
+        std::env::temp_dir().join(format!("jatah-api-{}", jatah::lab::netns::unique_token()));
     if with_history {
         let mut store = HistoryStore::open(&data_dir, policy.gateway.timezone).unwrap();
         // Two minutes of dinkes usage, an hour ago (first reading sets the cursor).
@@ -467,16 +468,13 @@ async fn the_real_server_answers_on_a_port_and_shuts_down_gracefully() {
     let addr = listener.local_addr().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let stop = token.clone();
-    let server = tokio::spawn(jatah::server::serve(
-        listener,
-        router(fx.state.clone()),
-        stop,
-    ));
-    let (status, body) =
-        tokio::task::spawn_blocking(move || jatah::client::get(addr, "/api/v1/opds", Some(ADMIN)))
-            .await
-            .unwrap()
-            .unwrap();
+    let server = tokio::spawn(jatah::http::serve(listener, router(fx.state.clone()), stop));
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        jatah::cli::client::get(addr, "/api/v1/opds", Some(ADMIN))
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"dinkes\""));
     token.cancel();
@@ -521,7 +519,7 @@ async fn slow_clients_time_out_and_never_hold_up_others() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(jatah::server::serve(
+    let server = tokio::spawn(jatah::http::serve(
         listener,
         router(fx.state.clone()),
         token.clone(),
@@ -544,7 +542,7 @@ async fn slow_clients_time_out_and_never_hold_up_others() {
             )
             .unwrap();
         // Meanwhile everyone else is served.
-        let other = jatah::client::get(addr, "/api/v1/opds", Some(ADMIN)).unwrap();
+        let other = jatah::cli::client::get(addr, "/api/v1/opds", Some(ADMIN)).unwrap();
         let body_thread =
             std::thread::spawn(move || read_until_closed(&mut slow_body, Duration::from_secs(30)));
         let headers = read_until_closed(&mut slow_headers, Duration::from_secs(30));
@@ -558,7 +556,7 @@ async fn slow_clients_time_out_and_never_hold_up_others() {
     assert!(
         closed.is_some_and(|d| d >= Duration::from_secs(5) && d <= Duration::from_secs(20)),
         "unfinished headers are cut off after {:?}: {closed:?}",
-        jatah::server::HEADER_READ_TIMEOUT
+        jatah::http::HEADER_READ_TIMEOUT
     );
     let (answer, closed) = body;
     eprintln!(
@@ -640,14 +638,14 @@ async fn every_endpoint_answers_every_kind_of_caller_as_expected() {
 #[tokio::test]
 async fn oversized_query_strings_are_refused_with_414() {
     let fx = fixture(false, true);
-    let long = format!("/api/v1/events?opd={}", "x".repeat(jatah::server::MAX_URI));
+    let long = format!("/api/v1/events?opd={}", "x".repeat(jatah::http::MAX_URI));
     let (s, v) = json(&fx, &long, Some(ADMIN)).await;
     assert_eq!(s, StatusCode::URI_TOO_LONG, "{v}");
     assert_eq!(v["type"], "/problems/uri-too-long");
     // Just under the limit is answered (404: no such OPD).
     let fits = format!(
         "/api/v1/events?opd={}",
-        "x".repeat(jatah::server::MAX_URI - "/api/v1/events?opd=".len())
+        "x".repeat(jatah::http::MAX_URI - "/api/v1/events?opd=".len())
     );
     let (s, _) = json(&fx, &fits, Some(ADMIN)).await;
     assert_ne!(s, StatusCode::URI_TOO_LONG);

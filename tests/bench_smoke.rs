@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use jatah::bench::compare::{self, SECTIONS, Settings};
 use jatah::bench::report::{self, BEGIN, Cell, END};
-use jatah::netns::require_root;
+use jatah::lab::netns::require_root;
 
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 

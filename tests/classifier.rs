@@ -3,7 +3,7 @@
 //! counted, and that nothing, however malformed, is dropped.
 
 use jatah::datapath::{Datapath, OpdPrefixes, Prefix, SkbContext};
-use jatah::netns::{BpffsMount, require_root};
+use jatah::lab::netns::{BpffsMount, require_root};
 use jatah_common::{
     DEFAULT_CLASS_MINOR, DOWNLOAD, Stat, UPLOAD, htb_priority, opd_class_minor, program_names,
 };

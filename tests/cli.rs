@@ -73,7 +73,7 @@ const NO_SUCH_INTERFACES: &str = "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtno
 
 #[test]
 fn run_refuses_a_missing_bpffs_at_once() {
-    jatah::netns::require_root();
+    jatah::lab::netns::require_root();
     let p = temp_policy("nobpffs.toml", NO_SUCH_INTERFACES);
     let run_dir = std::env::temp_dir().join(format!("jatah-cli-run-{}", std::process::id()));
     let out = jatah(&[
@@ -97,8 +97,8 @@ fn run_refuses_a_missing_bpffs_at_once() {
 
 #[test]
 fn run_waits_for_interfaces_that_do_not_exist_yet_and_changes_nothing_meanwhile() {
-    jatah::netns::require_root();
-    let bpffs = jatah::netns::BpffsMount::new("jt-cli").unwrap();
+    jatah::lab::netns::require_root();
+    let bpffs = jatah::lab::netns::BpffsMount::new("jt-cli").unwrap();
     let p = temp_policy("noiface.toml", NO_SUCH_INTERFACES);
     let dir = p.parent().unwrap().to_owned();
     let log_path = dir.join("noiface.log");

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
-use jatah::netns::require_root;
 use jatah::policy::Direction;
 use serde_json::Value;
 

@@ -8,8 +8,8 @@ use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec};
-use jatah::netns::require_root;
 use jatah::policy::Direction;
 use serde_json::Value;
 

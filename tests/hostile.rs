@@ -4,7 +4,7 @@
 //! misattributed; the parser never panics and every error has a place.
 
 use jatah::datapath::{Datapath, OpdPrefixes, Prefix, SkbContext};
-use jatah::netns::{BpffsMount, require_root};
+use jatah::lab::netns::{BpffsMount, require_root};
 use jatah_common::{DEFAULT_CLASS_MINOR, htb_priority, opd_class_minor, program_names};
 
 /// xorshift64*: reproducible randomness without a dependency.

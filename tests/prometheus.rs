@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
-use jatah::netns::require_root;
 use jatah::policy::Direction;
 
 fn rate_of(lab: &Lab, opd: &str) -> f64 {

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, wait_iperf_udp};
-use jatah::netns::require_root;
 use jatah::policy::Direction;
 use serde_json::Value;
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
-use jatah::netns::require_root;
 use jatah::policy::Direction;
 use jatah_common::DOWNLOAD;
 

@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, lab_opd_token};
-use jatah::netns::require_root;
 
 /// The schemathesis command pip installed beside `python3` (found this way
 /// whether or not a pyenv shim was made for it).

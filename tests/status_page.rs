@@ -13,10 +13,10 @@ use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use jatah::lab::netns::require_root;
 use jatah::lab::{
     LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, lab_opd_token, status_url_in_opd, status_url_outside,
 };
-use jatah::netns::require_root;
 use jatah::policy::Direction;
 use serde_json::{Value, json};
 use webdriver::{Browser, require_browser};

@@ -74,7 +74,7 @@ fn wrk(seconds: u64) {
 }
 
 fn main() {
-    jatah::netns::require_root();
+    jatah::lab::netns::require_root();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let minutes = args

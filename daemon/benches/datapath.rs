@@ -13,7 +13,7 @@ use jatah::bench::classifier::{self, REPEAT, prefixes, tcp_frame};
 use jatah::bench::traffic::{self, RunSettings};
 use jatah::bench::{Progress, median};
 use jatah::datapath::Datapath;
-use jatah::netns::BpffsMount;
+use jatah::lab::netns::BpffsMount;
 use jatah_common::program_names;
 
 fn classifier(rounds: usize, sizes: &[usize]) {
@@ -137,7 +137,7 @@ fn forwarding(rounds: usize, seconds: u32) {
 }
 
 fn main() {
-    jatah::netns::require_root();
+    jatah::lab::netns::require_root();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let rounds = args

@@ -70,7 +70,7 @@ fn lab() -> (Lab, Vec<Child>) {
 }
 
 fn main() {
-    jatah::netns::require_root();
+    jatah::lab::netns::require_root();
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args
         .iter()

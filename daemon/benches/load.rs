@@ -28,7 +28,7 @@ fn shaped_run(lab: &Lab, seconds: u32) -> Child {
 }
 
 fn main() {
-    jatah::netns::require_root();
+    jatah::lab::netns::require_root();
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args
         .iter()

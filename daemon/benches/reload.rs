@@ -10,7 +10,7 @@ use jatah::bench::control::{apply_times, lab_spec};
 use jatah::lab::Lab;
 
 fn main() {
-    jatah::netns::require_root();
+    jatah::lab::netns::require_root();
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args
         .iter()

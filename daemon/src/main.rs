@@ -158,12 +158,12 @@ fn main() -> ExitCode {
             tokens,
         } => {
             init_logging();
-            if let Err(e) = jatah::daemon::require_privileges() {
+            if let Err(e) = jatah::runtime::require_privileges() {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let opts = jatah::daemon::RunOptions {
+            let opts = jatah::runtime::RunOptions {
                 policy,
                 listen,
                 status_listen,
@@ -176,8 +176,8 @@ fn main() -> ExitCode {
                 }),
             };
             let token = CancellationToken::new();
-            rt.spawn(jatah::daemon::shutdown_on_signal(token.clone()));
-            match rt.block_on(jatah::daemon::run(opts, token)) {
+            rt.spawn(jatah::runtime::shutdown_on_signal(token.clone()));
+            match rt.block_on(jatah::runtime::run(opts, token)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
         }
         Command::Down { policy, bpffs } => {
             init_logging();
-            match jatah::daemon::down(&policy, &bpffs) {
+            match jatah::runtime::down(&policy, &bpffs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { api, token } => match jatah::status::print(&api, token.as_deref()) {
+        Command::Status { api, token } => match jatah::cli::status::print(&api, token.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan { file, api, token } => {
-            match jatah::status::plan(&file, &api, token.as_deref()) {
+            match jatah::cli::status::plan(&file, &api, token.as_deref()) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -215,7 +215,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Token(TokenCommand::New { role, name }) => {
-            match jatah::auth::new_entry(&name, &role) {
+            match jatah::http::auth::new_entry(&name, &role) {
                 Ok((token, entry)) => {
                     println!("# Add to the tokens file (e.g. /etc/jatah/tokens.toml):\n{entry}");
                     println!("# Hand this token to {name} (it is not stored anywhere):\n# {token}");

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use jatah::netns::NetNs;
+use jatah::lab::netns::NetNs;
 use serde_json::{Value, json};
 
 /// Chromium proper (Debian's /usr/bin/chromium is a wrapper script).
@@ -57,7 +57,7 @@ impl<'a> Browser<'a> {
         let port = 9515 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 400;
         let profile = std::env::temp_dir().join(format!(
             "jatah-chromium-{name}-{}",
-            jatah::netns::unique_token()
+            jatah::lab::netns::unique_token()
         ));
         std::fs::create_dir_all(&profile)?;
         let driver = ns
@@ -148,7 +148,7 @@ impl<'a> Browser<'a> {
         } else {
             &[]
         };
-        let (status, text) = jatah::client::exchange(
+        let (status, text) = jatah::cli::client::exchange(
             self.connect()?,
             &format!("127.0.0.1:{}", self.port),
             method,

@@ -98,7 +98,7 @@ pub struct ClassifierCost {
 /// last prefix inserted; every run hits the per-CPU cache after the first,
 /// as a flow's packets do.
 pub fn costs(sizes: &[usize], rounds: usize, repeat: u32) -> Result<Vec<ClassifierCost>> {
-    let bpffs = crate::netns::BpffsMount::new("jt-bench")?;
+    let bpffs = crate::lab::netns::BpffsMount::new("jt-bench")?;
     let mut dp = Datapath::load_pinned(bpffs.path())?;
     sizes
         .iter()

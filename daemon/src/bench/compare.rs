@@ -117,7 +117,7 @@ pub struct Results {
 /// Measures everything `settings` asks for, printing progress and each
 /// table as it is done; `jatah` is the daemon binary to start in the lab.
 pub fn run(settings: &Settings, jatah: &Path) -> Result<Report> {
-    crate::netns::require_root_or_explain()?;
+    crate::lab::netns::require_root_or_explain()?;
     let progress = Progress::default();
     let host = Host::read();
     progress.say(format!(

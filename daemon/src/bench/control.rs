@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow, ensure};
 use super::{median, rss_kib};
 use crate::datapath::Datapath;
 use crate::gateway;
+use crate::lab::netns::BpffsMount;
 use crate::lab::{Lab, LabOpd, LabSpec, generated_policy};
-use crate::netns::BpffsMount;
 use crate::policy::Rate;
 use crate::shaper::Shaper;
 

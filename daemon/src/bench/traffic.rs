@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use super::{ChildGuard, Progress, median, wait_bounded};
 use crate::datapath::{PinnedCounters, pin_dir};
+use crate::lab::netns::{NetNs, run_checked};
 use crate::lab::{Lab, LabOpd, LabSpec};
-use crate::netns::{NetNs, run_checked};
 use crate::policy::Direction;
 use crate::shaper::Shaper;
 

@@ -7,7 +7,9 @@
 //! is never returned, so nothing downstream can act on half of it.
 
 mod diagnosis;
+pub mod plan;
 mod rate;
+pub mod schedule;
 mod validate;
 
 #[cfg(test)]
@@ -251,7 +253,7 @@ pub struct Policy {
     /// The `[diagnosis]` table (defaults when absent).
     pub diagnosis: DiagnosisSettings,
     /// `[[schedule]]` tables: windows that change some OPDs' allocations.
-    pub schedules: Vec<crate::schedule::Schedule>,
+    pub schedules: Vec<crate::policy::schedule::Schedule>,
 }
 
 impl Policy {

@@ -366,7 +366,7 @@ impl<'s> Checker<'s> {
         // moment of the week the allocations in force must fit.
         let mut failed = false;
         let plain: Vec<_> = schedules.iter().map(|(s, _)| s.clone()).collect();
-        for (name, message) in crate::schedule::check(&policy, &plain) {
+        for (name, message) in crate::policy::schedule::check(&policy, &plain) {
             let span = schedules
                 .iter()
                 .find(|(s, _)| name.split('+').next() == Some(s.name.as_str()))
@@ -1281,8 +1281,8 @@ impl<'s> Checker<'s> {
         ok.then_some(d)
     }
 
-    fn schedule(&mut self, item: &Value<'_>) -> Option<crate::schedule::Schedule> {
-        use crate::schedule::{DAYS, Schedule, ScheduledAllocation, Window};
+    fn schedule(&mut self, item: &Value<'_>) -> Option<crate::policy::schedule::Schedule> {
+        use crate::policy::schedule::{DAYS, Schedule, ScheduledAllocation, Window};
         let DeValue::Table(table) = item.get_ref() else {
             self.error(&item.span(), "each schedule is a [[schedule]] table");
             return None;

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::netns::{NetNs, require_root};
+use crate::lab::netns::{NetNs, require_root};
 
 const DEV: &str = "v0";
 const LOCAL: &str = "10.77.0.1";

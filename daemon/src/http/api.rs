@@ -17,13 +17,13 @@ use jatah_common::{DOWNLOAD, SLOT_UNCLASSIFIED, UPLOAD};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::Access;
 use crate::diagnosis::{State as DiagnosisState, Verdict};
 use crate::history::Step;
+use crate::http::AppState;
+use crate::http::auth::Access;
+use crate::http::problem::Problem;
 use crate::policy::{Direction, Opd};
-use crate::problem::Problem;
-use crate::rates::WindowRates;
-use crate::server::AppState;
+use crate::runtime::rates::WindowRates;
 
 /// Allocation, current rate and totals of one direction of an OPD.
 #[derive(Debug, Serialize, ToSchema)]
@@ -147,7 +147,7 @@ pub struct GatewayStatus {
         description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
     ),
     paths(list_groups, get_group, list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan,
-        crate::status_page::get_status, crate::status_page::get_overview, crate::status_page::get_reference),
+        crate::http::status_page::get_status, crate::http::status_page::get_overview, crate::http::status_page::get_reference),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"),
@@ -608,7 +608,7 @@ async fn get_gateway(
             last_reload_at: reload.at,
             last_reload_error: reload.error,
         },
-        schedules_open: crate::schedule::open_schedules(
+        schedules_open: crate::policy::schedule::open_schedules(
             &policy.schedules,
             Utc::now(),
             policy.gateway.timezone,
@@ -673,7 +673,7 @@ pub struct EventBody {
 impl From<crate::history::Event> for EventBody {
     fn from(e: crate::history::Event) -> Self {
         EventBody {
-            reference: crate::reference::code(e.opd.as_deref(), &e.state, e.at),
+            reference: crate::diagnosis::reference::code(e.opd.as_deref(), &e.state, e.at),
             at: e.at,
             opd: e.opd,
             state: e.state,
@@ -769,7 +769,7 @@ pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(),
 /// changes interfaces, is refused and the policy in force stays.
 #[utoipa::path(post, path = "/api/v1/policy/reload", tag = "gateway",
     responses(
-        (status = 200, description = "Applied, or nothing to change", body = crate::reload::ReloadOutcome),
+        (status = 200, description = "Applied, or nothing to change", body = crate::runtime::reload::ReloadOutcome),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Refused (invalid file, or a change needing a restart) or failed and rolled back; the policy in force stays", body = Problem, content_type = "application/problem+json"),
@@ -778,11 +778,12 @@ pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(),
 async fn post_reload(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<crate::reload::ReloadOutcome>, Problem> {
+) -> Result<Json<crate::runtime::reload::ReloadOutcome>, Problem> {
     require_admin(&state, &headers)?;
-    let outcome = tokio::task::spawn_blocking(move || crate::reload::reload(&state, "API"))
-        .await
-        .map_err(|e| Problem::internal(format!("reload: {e}")))?;
+    let outcome =
+        tokio::task::spawn_blocking(move || crate::runtime::reload::reload(&state, "API"))
+            .await
+            .map_err(|e| Problem::internal(format!("reload: {e}")))?;
     if outcome.ok() {
         Ok(Json(outcome))
     } else {
@@ -802,7 +803,7 @@ async fn post_reload(
         (String = "text/plain"),
     )),
     responses(
-        (status = 200, description = "The changes", body = crate::plan::Plan),
+        (status = 200, description = "The changes", body = crate::policy::plan::Plan),
         (status = 400, description = "The policy is invalid; detail lists FILE:LINE:COLUMN problems", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
@@ -812,11 +813,11 @@ async fn post_plan(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: String,
-) -> Result<Json<crate::plan::Plan>, Problem> {
+) -> Result<Json<crate::policy::plan::Plan>, Problem> {
     require_admin(&state, &headers)?;
     let new =
         crate::policy::parse(&body, "request").map_err(|e| Problem::bad_request(e.to_string()))?;
-    Ok(Json(crate::plan::diff(&state.view().policy, &new)))
+    Ok(Json(crate::policy::plan::diff(&state.view().policy, &new)))
 }
 
 /// One direction of a group: its allocation, its members' current rate.

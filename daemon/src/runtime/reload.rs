@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 
 use crate::datapath::Datapath;
 use crate::gateway::{self, Interfaces};
-use crate::plan::{Plan, diff};
+use crate::http::{AppState, PolicyView, ReloadStatus};
 use crate::policy::Policy;
-use crate::server::{AppState, PolicyView, ReloadStatus};
+use crate::policy::plan::{Plan, diff};
 use crate::shaper::Shaper;
 
 /// What owns the kernel state: the loaded programs and maps, the netlink
@@ -70,7 +70,8 @@ pub fn reload(state: &AppState, why: &str) -> ReloadOutcome {
         match crate::policy::load(&ctl.policy_path) {
             Err(e) => ReloadOutcome::new("rejected", None, Some(e.to_string()), started),
             Ok(new) => {
-                let in_force = crate::schedule::effective(&new, &new.schedules, chrono::Utc::now());
+                let in_force =
+                    crate::policy::schedule::effective(&new, &new.schedules, chrono::Utc::now());
                 let outcome = apply(state, ctl, in_force, started);
                 if outcome.ok() {
                     ctl.base = new;
@@ -86,7 +87,7 @@ pub fn reload(state: &AppState, why: &str) -> ReloadOutcome {
 pub fn reapply(state: &AppState, why: &str) -> ReloadOutcome {
     with_controller(state, why, |ctl, started| {
         let in_force =
-            crate::schedule::effective(&ctl.base, &ctl.base.schedules, chrono::Utc::now());
+            crate::policy::schedule::effective(&ctl.base, &ctl.base.schedules, chrono::Utc::now());
         apply(state, ctl, in_force, started)
     })
 }
@@ -189,9 +190,9 @@ fn publish(state: &AppState, ctl: &Controller, policy: Policy) {
         .engine
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .set_thresholds(crate::watch::thresholds(&policy));
+        .set_thresholds(crate::diagnosis::signals::thresholds(&policy));
     if let Some(p) = &state.prober {
-        p.set_targets(crate::watch::probe_targets(&policy));
+        p.set_targets(crate::diagnosis::signals::probe_targets(&policy));
     }
     let view = PolicyView {
         slots: ctl.datapath.slots().clone(),
@@ -253,7 +254,7 @@ pub async fn watch(state: Arc<AppState>, path: PathBuf, shutdown: CancellationTo
 /// jumped is noticed), then puts the allocations in force.
 pub async fn follow_schedules(
     state: Arc<AppState>,
-    clock: Arc<dyn crate::schedule::Clock>,
+    clock: Arc<dyn crate::policy::schedule::Clock>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -261,7 +262,7 @@ pub async fn follow_schedules(
         let next = {
             let guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
             guard.as_ref().and_then(|c| {
-                crate::schedule::next_edge(&c.base.schedules, now, c.base.gateway.timezone)
+                crate::policy::schedule::next_edge(&c.base.schedules, now, c.base.gateway.timezone)
             })
         };
         let wait = next

@@ -18,6 +18,8 @@
 //! (tests/classifier.rs).
 //! Every namespace, mount and process the lab creates is removed on Drop.
 
+pub mod netns;
+
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::datapath::PinnedCounters;
-use crate::netns::{BpffsMount, NetNs, unique_token};
+use crate::lab::netns::{BpffsMount, NetNs, unique_token};
 use crate::policy::Direction;
 use crate::shaper::{ClassStats, Shaper};
 
@@ -249,7 +251,7 @@ impl Lab {
             let _ = write!(
                 tokens,
                 "[[token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
-                hex::encode(crate::auth::hash_token(token))
+                hex::encode(crate::http::auth::hash_token(token))
             );
         };
         add("lab-admin", "admin", LAB_ADMIN_TOKEN);
@@ -554,14 +556,16 @@ impl Lab {
     pub fn http_get_as(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         let path = path.to_string();
         let token = token.map(str::to_string);
-        self.in_gateway(move || crate::client::get(GW_LISTEN.parse()?, &path, token.as_deref()))
+        self.in_gateway(move || {
+            crate::cli::client::get(GW_LISTEN.parse()?, &path, token.as_deref())
+        })
     }
 
     /// Asks jatah to reload its policy file now (as the lab's admin):
     /// (status, body).
     pub fn reload_now(&self) -> Result<(u16, String)> {
         self.in_gateway(|| {
-            crate::client::post(
+            crate::cli::client::post(
                 GW_LISTEN.parse()?,
                 "/api/v1/policy/reload",
                 Some(LAB_ADMIN_TOKEN),
@@ -783,8 +787,9 @@ impl Lab {
             .context("starting prometheus (apt-get install prometheus)")?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = self
-                .in_gateway(|| crate::client::get(PROMETHEUS_LISTEN.parse()?, "/-/ready", None));
+            let ready = self.in_gateway(|| {
+                crate::cli::client::get(PROMETHEUS_LISTEN.parse()?, "/-/ready", None)
+            });
             if matches!(ready, Ok((200, _))) {
                 return Ok(());
             }
@@ -801,8 +806,8 @@ impl Lab {
     /// Evaluates a PromQL expression now; returns the `data.result` array.
     pub fn prom_query(&self, expr: &str) -> Result<Vec<serde_json::Value>> {
         let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let (status, body) =
-            self.in_gateway(move || crate::client::get(PROMETHEUS_LISTEN.parse()?, &path, None))?;
+        let (status, body) = self
+            .in_gateway(move || crate::cli::client::get(PROMETHEUS_LISTEN.parse()?, &path, None))?;
         let v: serde_json::Value =
             serde_json::from_str(&body).with_context(|| format!("prometheus: {body}"))?;
         if status != 200 || v["status"] != "success" {
@@ -1001,7 +1006,7 @@ fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
 /// `jatah lab`: builds the demo lab, runs jatah in it, drives traffic and
 /// prints per-OPD rates from jatah's own counters every 2 s.
 pub fn run_interactive(seconds: u64) -> Result<()> {
-    crate::netns::require_root_or_explain()?;
+    crate::lab::netns::require_root_or_explain()?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::exposition::{Family as MetricFamily, Kind, Sample as Metric, Value};
+use crate::http::exposition::{Family as MetricFamily, Kind, Sample as Metric, Value};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,8 +14,8 @@ use tracing::warn;
 
 use crate::datapath::SlotTable;
 
+use crate::http::AppState;
 use crate::policy::Direction;
-use crate::server::AppState;
 use crate::shaper::{ClassStats, Shaper};
 
 /// Keeps counters read from HTB classes (drops, a group's bytes) monotonic:
@@ -351,7 +351,7 @@ impl JatahCollector {
 /// delivered (kept monotonic like the drops).
 fn group_families(
     state: &AppState,
-    view: &crate::server::PolicyView,
+    view: &crate::http::PolicyView,
     stats: &[Vec<ClassStats>; 2],
 ) -> Vec<MetricFamily> {
     let policy = &view.policy;
@@ -439,7 +439,7 @@ fn group_families(
 }
 
 /// States, round trips and probes (the diagnosis signals).
-fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec<MetricFamily> {
+fn diagnosis_families(state: &AppState, view: &crate::http::PolicyView) -> Vec<MetricFamily> {
     use crate::diagnosis::State;
     let mut out = Vec::new();
     let engine = state.engine.lock().unwrap_or_else(|p| p.into_inner());
@@ -476,7 +476,7 @@ fn diagnosis_families(state: &AppState, view: &crate::server::PolicyView) -> Vec
     ));
     drop(engine);
 
-    let bounds = crate::watch::rtt_bucket_bounds();
+    let bounds = crate::diagnosis::signals::rtt_bucket_bounds();
     let mut hists = Vec::new();
     let mut unanswered = Vec::new();
     // Index slot * 2 + side, like the map.
@@ -622,7 +622,7 @@ pub fn render(state: Arc<AppState>) -> String {
     let families = JatahCollector::new(state).collect();
     let series: usize = families.iter().map(|f| f.samples.len()).sum();
     let mut body = String::with_capacity(series * 64);
-    crate::exposition::encode(&families, &mut body);
+    crate::http::exposition::encode(&families, &mut body);
     drop(families);
     body
 }
@@ -646,9 +646,8 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
             );
             res
         }
-        Err(e) => {
-            crate::problem::Problem::internal(format!("collecting metrics: {e}")).into_response()
-        }
+        Err(e) => crate::http::problem::Problem::internal(format!("collecting metrics: {e}"))
+            .into_response(),
     }
 }
 

@@ -1,5 +1,12 @@
 //! jatah's HTTP server: what the handlers share, and the router.
 
+pub mod api;
+pub mod auth;
+pub mod exposition;
+pub mod metrics;
+pub mod problem;
+pub mod status_page;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +21,14 @@ use chrono::{DateTime, Utc};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::Tokens;
 use crate::datapath::CounterReader;
 use crate::diagnosis::Engine;
+use crate::diagnosis::probe::Prober;
 use crate::gateway::Interfaces;
 use crate::history::HistoryStore;
+use crate::http::auth::Tokens;
 use crate::policy::Policy;
-use crate::probe::Prober;
-use crate::rates::RateTable;
+use crate::runtime::rates::RateTable;
 
 /// The policy in force and the slot each of its OPDs holds, swapped as one
 /// on every (re)load so handlers never see a half-applied policy.
@@ -90,16 +97,16 @@ pub struct AppState {
     /// Whether jatah's programs and HTB tree are on each shaped interface.
     pub interfaces_attached: Mutex<BTreeMap<String, bool>>,
     pub reload: Mutex<ReloadStatus>,
-    pub drops: Mutex<crate::metrics::Monotonic>,
+    pub drops: Mutex<crate::http::metrics::Monotonic>,
     /// Keeps group class counters monotonic across class recreation.
-    pub group_counters: Mutex<crate::metrics::Monotonic>,
+    pub group_counters: Mutex<crate::http::metrics::Monotonic>,
     /// Verdicts per OPD and for the gateway.
     pub engine: Mutex<Engine>,
     /// ICMP probes of OPD routers and upstream targets (None without
     /// permission to send them, or in tests).
     pub prober: Option<Prober>,
     /// The kernel state, for reloads (None until attached, and in tests).
-    pub controller: Mutex<Option<crate::reload::Controller>>,
+    pub controller: Mutex<Option<crate::runtime::reload::Controller>>,
     /// Retired slots whose final counters a scrape has exported.
     pub scraped_retired: Mutex<BTreeSet<u32>>,
 }
@@ -120,7 +127,9 @@ impl AppState {
             reload: Mutex::new(ReloadStatus::default()),
             drops: Mutex::new(Default::default()),
             group_counters: Mutex::new(Default::default()),
-            engine: Mutex::new(Engine::new(crate::watch::thresholds(&view_policy))),
+            engine: Mutex::new(Engine::new(crate::diagnosis::signals::thresholds(
+                &view_policy,
+            ))),
             prober: None,
             controller: Mutex::new(None),
             scraped_retired: Mutex::new(BTreeSet::new()),
@@ -181,9 +190,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     limited(
         Router::new()
             .route("/healthz", get(healthz))
-            .route("/metrics", get(crate::metrics::serve))
-            .merge(crate::api::routes())
-            .merge(crate::status_page::routes()),
+            .route("/metrics", get(crate::http::metrics::serve))
+            .merge(crate::http::api::routes())
+            .merge(crate::http::status_page::routes()),
     )
     .with_state(state)
 }
@@ -192,8 +201,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// from outside) reach: the status page and the endpoints it calls, and
 /// nothing else, so /metrics and the summary API never reach the OPDs.
 pub fn status_router(state: Arc<AppState>) -> Router {
-    limited(crate::status_page::routes().fallback(|| async {
-        crate::problem::Problem::not_found("no such page; the status page is /status")
+    limited(crate::http::status_page::routes().fallback(|| async {
+        crate::http::problem::Problem::not_found("no such page; the status page is /status")
     }))
     .with_state(state)
 }
@@ -213,7 +222,7 @@ async fn limit_uri(
         .map(|p| p.as_str().len())
         .unwrap_or(0);
     if len > MAX_URI {
-        return crate::problem::Problem::uri_too_long(MAX_URI).into_response();
+        return crate::http::problem::Problem::uri_too_long(MAX_URI).into_response();
     }
     next.run(req).await
 }

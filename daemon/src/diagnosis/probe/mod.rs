@@ -1084,7 +1084,7 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::{NetNs, require_root, unique_token};
+    use crate::lab::netns::{NetNs, require_root, unique_token};
     use std::sync::mpsc;
     use std::thread;
 

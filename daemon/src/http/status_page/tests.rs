@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::*;
-use crate::auth::Tokens;
 use crate::diagnosis::{OpdSignals, Tick};
-use crate::server::{PolicyView, router, status_router};
+use crate::http::auth::Tokens;
+use crate::http::{PolicyView, router, status_router};
 
 const POLICY: &str = r#"
 [gateway]
@@ -346,7 +346,7 @@ async fn a_local_fault_says_since_when_and_brings_the_cable_checklist() {
     let code = v["reference"].as_str().unwrap();
     assert_eq!(
         code,
-        crate::reference::code(Some("dinkes"), "local_fault", since)
+        crate::diagnosis::reference::code(Some("dinkes"), "local_fault", since)
     );
     // Without a history store the page still answers, with no volumes.
     assert!(v["usage_24h"].is_null());
@@ -402,7 +402,10 @@ async fn the_overview_is_the_admins_alone() {
 #[tokio::test]
 async fn a_reference_code_finds_its_event_for_those_who_may_see_it() {
     let st = state();
-    let dir = std::env::temp_dir().join(format!("jatah-status-{}", crate::netns::unique_token()));
+    let dir = std::env::temp_dir().join(format!(
+        "jatah-status-{}",
+        crate::lab::netns::unique_token()
+    ));
     let mut store = crate::history::HistoryStore::open(&dir, chrono_tz::Asia::Makassar).unwrap();
     let at = Utc
         .timestamp_millis_opt(Utc::now().timestamp_millis() - 3_600_000)
@@ -418,7 +421,7 @@ async fn a_reference_code_finds_its_event_for_those_who_may_see_it() {
         })
         .unwrap();
     *st.history.store.lock().unwrap() = Some(store);
-    let code = crate::reference::code(Some("dinkes"), "local_fault", at);
+    let code = crate::diagnosis::reference::code(Some("dinkes"), "local_fault", at);
     let path = format!("/api/v1/references/{code}");
     for token in [ADMIN, DINKES] {
         let r = call(router(st.clone()), &path, None, Some(token), None).await;
@@ -467,7 +470,7 @@ async fn a_reference_code_finds_its_event_for_those_who_may_see_it() {
     no_trace_of_dinkes(&r.body);
     let r = call(router(st.clone()), &path, Some("10.20.1.5"), None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let other = crate::reference::code(Some("dinkes"), "healthy", at);
+    let other = crate::diagnosis::reference::code(Some("dinkes"), "healthy", at);
     let r = call(
         router(st.clone()),
         &format!("/api/v1/references/{other}"),
@@ -494,7 +497,7 @@ async fn a_reference_code_finds_its_event_for_those_who_may_see_it() {
 async fn a_verdict_in_force_is_found_by_its_code_without_history() {
     let st = state();
     let since = fault_dinkes(&st);
-    let code = crate::reference::code(Some("dinkes"), "local_fault", since);
+    let code = crate::diagnosis::reference::code(Some("dinkes"), "local_fault", since);
     let r = call(
         router(st),
         &format!("/api/v1/references/{code}"),

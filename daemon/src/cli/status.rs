@@ -18,9 +18,9 @@ fn volume(bytes: Option<u64>) -> String {
 /// Fetches the OPDs (and each one's detail for today's volume) and renders
 /// the table.
 pub fn render(api: &str, token: Option<&str>) -> Result<String> {
-    let addr = crate::client::resolve(api)?;
+    let addr = crate::cli::client::resolve(api)?;
     let get = |path: &str| -> Result<Value> {
-        let (status, body) = crate::client::get(addr, path, token)?;
+        let (status, body) = crate::cli::client::get(addr, path, token)?;
         if status != 200 {
             let detail = serde_json::from_str::<Value>(&body)
                 .ok()
@@ -102,8 +102,8 @@ pub fn plan(file: &std::path::Path, api: &str, token: Option<&str>) -> Result<St
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("{}: cannot read", file.display()))?;
     crate::policy::parse(&text, &file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let addr = crate::client::resolve(api)?;
-    let (status, body) = crate::client::post(addr, "/api/v1/policy/plan", token, &text)?;
+    let addr = crate::cli::client::resolve(api)?;
+    let (status, body) = crate::cli::client::post(addr, "/api/v1/policy/plan", token, &text)?;
     if status != 200 {
         let detail = serde_json::from_str::<Value>(&body)
             .ok()
@@ -111,6 +111,7 @@ pub fn plan(file: &std::path::Path, api: &str, token: Option<&str>) -> Result<St
             .unwrap_or(body);
         bail!("jatah at {api} answered HTTP {status}: {detail}");
     }
-    let plan: crate::plan::Plan = serde_json::from_str(&body).context("the plan is not JSON")?;
+    let plan: crate::policy::plan::Plan =
+        serde_json::from_str(&body).context("the plan is not JSON")?;
     Ok(plan.render())
 }

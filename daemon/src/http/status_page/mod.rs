@@ -30,16 +30,16 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::{EventBody, OpdDetail, OpdSummary, Usage};
-use crate::auth::Access;
 use crate::diagnosis::{State as DiagnosisState, Verdict};
+use crate::http::AppState;
+use crate::http::api::{EventBody, OpdDetail, OpdSummary, Usage};
+use crate::http::auth::Access;
+use crate::http::problem::Problem;
 use crate::policy::Opd;
-use crate::problem::Problem;
-use crate::server::AppState;
 
-const HTML: &str = include_str!("../web/status.html");
-const CSS: &str = include_str!("../web/status.css");
-const JS: &str = include_str!("../web/status.js");
+const HTML: &str = include_str!("../../../web/status.html");
+const CSS: &str = include_str!("../../../web/status.css");
+const JS: &str = include_str!("../../../web/status.js");
 
 /// What the page allows itself: its own scripts, styles and API, nothing
 /// inline, no frames, no other origin.
@@ -314,7 +314,7 @@ pub fn visitor_opd(
     peer: Option<SocketAddr>,
     wanted: Option<&str>,
 ) -> Result<(Opd, IdentifiedBy), Problem> {
-    let access = crate::api::access(state, headers)?;
+    let access = crate::http::api::access(state, headers)?;
     let view = state.view();
     let policy = &view.policy;
     let (opd, by) = match access {
@@ -380,7 +380,7 @@ pub async fn status_of(
 ) -> StatusPage {
     let now = Utc::now();
     let tz = state.view().policy.gateway.timezone;
-    let detail = crate::api::opd_detail(state, opd).await;
+    let detail = crate::http::api::opd_detail(state, opd).await;
     let (verdict, gateway) = state
         .engine
         .lock()
@@ -402,14 +402,14 @@ pub async fn status_of(
         ),
     };
     let state_now = verdict.as_ref().map(|v| v.state);
-    let usage_24h = crate::api::usage_points(
+    let usage_24h = crate::http::api::usage_points(
         state.clone(),
         opd.id.clone(),
         HashMap::from([("step".to_string(), "1h".to_string())]),
     )
     .await
     .ok();
-    let mut recent_events = crate::api::events_of(
+    let mut recent_events = crate::http::api::events_of(
         state.clone(),
         now - ChronoDuration::hours(24),
         now + ChronoDuration::seconds(1),
@@ -427,7 +427,7 @@ pub async fn status_of(
         opd: detail,
         reference: verdict
             .as_ref()
-            .map(|v| crate::reference::code(Some(&opd.id), v.state.as_str(), v.since)),
+            .map(|v| crate::diagnosis::reference::code(Some(&opd.id), v.state.as_str(), v.since)),
         verdict,
         gateway,
         light: Light::of(state_now),
@@ -455,7 +455,7 @@ pub async fn get_overview(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    crate::api::require_admin(&state, &headers)?;
+    crate::http::api::require_admin(&state, &headers)?;
     let now = Utc::now();
     let view = state.view();
     let tz = view.policy.gateway.timezone;
@@ -478,12 +478,13 @@ pub async fn get_overview(
         .map(|o| {
             let v = verdicts.get(&o.id);
             OverviewOpd {
-                summary: crate::api::summary(&state, o),
+                summary: crate::http::api::summary(&state, o),
                 light: Light::of(v.map(|v| v.state)),
                 since: v.map(|v| v.since),
                 since_local: v.map(|v| local_time(v.since, now, tz)),
-                reference: v
-                    .map(|v| crate::reference::code(Some(&o.id), v.state.as_str(), v.since)),
+                reference: v.map(|v| {
+                    crate::diagnosis::reference::code(Some(&o.id), v.state.as_str(), v.since)
+                }),
             }
         })
         .collect();
@@ -516,13 +517,13 @@ pub async fn get_reference(
     headers: HeaderMap,
     Path(code): Path<String>,
 ) -> Result<Json<ReferenceLookup>, Problem> {
-    let access = crate::api::access(&state, &headers)?;
+    let access = crate::http::api::access(&state, &headers)?;
     if access == Access::Anonymous {
         return Err(Problem::token_required());
     }
     let now = Utc::now();
-    let decoded =
-        crate::reference::decode(&code, now).map_err(|e| Problem::bad_parameter("code", e))?;
+    let decoded = crate::diagnosis::reference::decode(&code, now)
+        .map_err(|e| Problem::bad_parameter("code", e))?;
     let visible = |opd: &Option<String>| opd.as_deref().is_none_or(|o| access.can_see(o));
     // Verdicts in force first (they answer even when the history is down),
     // then the history of that minute.
@@ -552,7 +553,7 @@ pub async fn get_reference(
     };
     let from = decoded.minute;
     let history =
-        crate::api::events_of(state.clone(), from, from + ChronoDuration::minutes(1), None)
+        crate::http::api::events_of(state.clone(), from, from + ChronoDuration::minutes(1), None)
             .await
             .unwrap_or_default();
     let mut events: Vec<EventBody> = history
@@ -575,7 +576,7 @@ pub async fn get_reference(
                 previous: None,
                 evidence: v.evidence.clone(),
                 message: v.explanation_en.clone(),
-                reference: crate::reference::code(opd.as_deref(), st, v.since),
+                reference: crate::diagnosis::reference::code(opd.as_deref(), st, v.since),
             });
         }
     }

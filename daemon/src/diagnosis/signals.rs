@@ -12,10 +12,10 @@ use jatah_common::{Counters, RTT_BUCKETS, RttHistogram, SIDE_LAN, SIDE_WAN, opd_
 use tracing::{info, warn};
 
 use crate::datapath::SlotTable;
+use crate::diagnosis::probe::{ProbeStatus, ProbeTarget};
 use crate::diagnosis::{Change, OpdSignals, Probe, Thresholds, Tick};
+use crate::http::AppState;
 use crate::policy::{Direction, Policy};
-use crate::probe::{ProbeStatus, ProbeTarget};
-use crate::server::AppState;
 
 /// The verdict engine's thresholds from the policy.
 pub fn thresholds(policy: &Policy) -> Thresholds {
@@ -123,7 +123,7 @@ impl Watcher {
             .filter(|d| *d > 0.0)
             .unwrap_or(1.0);
         self.last = Some(now);
-        let drops = crate::metrics::drops_by_minor(&crate::metrics::htb_stats(state));
+        let drops = crate::http::metrics::drops_by_minor(&crate::http::metrics::htb_stats(state));
         let probes: BTreeMap<String, ProbeStatus> = state
             .prober
             .as_ref()

@@ -9,12 +9,12 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::auth::Tokens;
 use crate::datapath::{CounterReader, Datapath};
+use crate::http::auth::Tokens;
 
 use crate::gateway;
 use crate::history::{CounterReading, HistoryStore};
-use crate::server::{self, AppState, PolicyView, ReloadStatus};
+use crate::http::{self, AppState, PolicyView, ReloadStatus};
 use crate::shaper::Shaper;
 
 /// Options of `jatah run`.
@@ -48,7 +48,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             Tokens::default()
         }
     };
-    let _lock = crate::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
+    let _lock = crate::runtime::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
     // What waiting cannot fix is reported at once.
     crate::datapath::ensure_bpffs(&opts.bpffs)?;
     let Some(ifaces) = wait_for_interfaces(&policy, &file, &shutdown).await? else {
@@ -73,7 +73,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let bpffs = opts.bpffs.clone();
     // The policy in force: the file's, with the schedules open now.
     let base = policy.clone();
-    let policy = crate::schedule::effective(&base, &base.schedules, chrono::Utc::now());
+    let policy = crate::policy::schedule::effective(&base, &base.schedules, chrono::Utc::now());
     let policy_for_apply = policy.clone();
     let started = std::time::Instant::now();
     let ifaces_for_apply = ifaces.clone();
@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         duration_seconds: applied_in.as_secs_f64(),
     };
     open_history(&state, &opts.data_dir, policy.gateway.timezone);
-    let probe_config = crate::probe::ProbeConfig {
+    let probe_config = crate::diagnosis::probe::ProbeConfig {
         interval: policy.diagnosis.probe_interval,
         timeout: policy
             .diagnosis
@@ -120,32 +120,36 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             .min(std::time::Duration::from_secs(1)),
         ..Default::default()
     };
-    match crate::probe::Prober::new(probe_config) {
+    match crate::diagnosis::probe::Prober::new(probe_config) {
         Ok(prober) => {
-            prober.set_targets(crate::watch::probe_targets(&policy));
+            prober.set_targets(crate::diagnosis::signals::probe_targets(&policy));
             state.prober = Some(prober);
         }
         Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
     }
-    *state.controller.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::reload::Controller {
-        base,
-        datapath,
-        shaper,
-        ifaces: ifaces.clone(),
-        policy_path: opts.policy.clone(),
-    });
+    *state.controller.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(crate::runtime::reload::Controller {
+            base,
+            datapath,
+            shaper,
+            ifaces: ifaces.clone(),
+            policy_path: opts.policy.clone(),
+        });
     let state = Arc::new(state);
-    tokio::spawn(crate::reload::watch(
+    tokio::spawn(crate::runtime::reload::watch(
         state.clone(),
         opts.policy.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::reload::follow_schedules(
+    tokio::spawn(crate::runtime::reload::follow_schedules(
         state.clone(),
-        Arc::new(crate::schedule::SystemClock),
+        Arc::new(crate::policy::schedule::SystemClock),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::links::keep_attached(state.clone(), shutdown.clone()));
+    tokio::spawn(crate::runtime::links::keep_attached(
+        state.clone(),
+        shutdown.clone(),
+    ));
     if let Some(prober) = state.prober.clone() {
         let stop = shutdown.clone();
         tokio::spawn(async move { prober.run(stop).await });
@@ -159,17 +163,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     );
 
     let sampler = tokio::spawn(sample_counters(state.clone(), shutdown.clone()));
-    // server::serve passes every request the client's address: it
+    // http::serve passes every request the client's address: it
     // identifies an OPD's visitors on the status page.
     let status = status_listener.map(|l| {
-        tokio::spawn(server::serve(
+        tokio::spawn(http::serve(
             l,
-            server::status_router(state.clone()),
+            http::status_router(state.clone()),
             shutdown.clone(),
         ))
     });
-    let app = server::router(state);
-    server::serve(listener, app, shutdown.clone()).await;
+    let app = http::router(state);
+    http::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(status) = status {
         status.await.context("status page server")?;
@@ -218,7 +222,7 @@ async fn wait_for_interfaces(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(crate::links::CHECK_EVERY) => {}
+            _ = tokio::time::sleep(crate::runtime::links::CHECK_EVERY) => {}
         }
     }
 }
@@ -258,7 +262,9 @@ async fn sample_counters(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut minute = minute_start(chrono::Utc::now());
-    let watcher = Arc::new(std::sync::Mutex::new(crate::watch::Watcher::default()));
+    let watcher = Arc::new(std::sync::Mutex::new(
+        crate::diagnosis::signals::Watcher::default(),
+    ));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -281,7 +287,7 @@ async fn sample_counters(state: Arc<AppState>, shutdown: CancellationToken) {
 /// One second of diagnosis: gather signals, step the engine, keep changes.
 fn diagnose_once(
     state: &AppState,
-    watcher: &mut crate::watch::Watcher,
+    watcher: &mut crate::diagnosis::signals::Watcher,
     now: chrono::DateTime<chrono::Utc>,
 ) {
     let tick = watcher.tick(state, now);
@@ -291,7 +297,7 @@ fn diagnose_once(
         .unwrap_or_else(|p| p.into_inner())
         .step(&tick);
     for c in &changes {
-        crate::watch::record_change(state, c);
+        crate::diagnosis::signals::record_change(state, c);
     }
 }
 

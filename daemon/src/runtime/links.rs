@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::gateway::{self, Interface};
+use crate::http::AppState;
 use crate::policy::Direction;
-use crate::reload::Controller;
-use crate::server::AppState;
+use crate::runtime::reload::Controller;
 
 /// How often interfaces are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);

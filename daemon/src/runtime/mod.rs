@@ -1,0 +1,10 @@
+//! The running daemon: start-up and shutdown, the state its tasks share,
+//! the one-second sampler, policy reloads and interface keeping.
+
+pub mod instance;
+pub mod links;
+pub mod rates;
+pub mod reload;
+mod run;
+
+pub use run::*;

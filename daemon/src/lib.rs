@@ -6,6 +6,7 @@
 //! the HTB classes over rtnetlink; [`gateway`] turns a [`policy`] into both;
 //! [`daemon`] runs it all and [`server`] answers HTTP.
 
+#[cfg(feature = "testkit")]
 pub mod bench;
 pub mod cli;
 pub mod datapath;

@@ -27,8 +27,8 @@ use jatah_common::{
     AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
     DOWNLOAD, FLAG_RTT, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN, HS_IN_SYNACK,
     HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_SLOT, RttHistogram, SIDE_LAN,
-    SIDE_WAN, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat, UPLOAD, cache_index, handshake_hash,
-    handshake_sampled, htb_priority, opd_class_minor, rtt_bucket,
+    SIDE_WAN, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat, UPLOAD, cache_index,
+    handshake_hash, handshake_sampled, htb_priority, opd_class_minor, rtt_bucket, rtt_index,
 };
 
 /// Let the next program (or the qdisc) decide; never drop.
@@ -57,9 +57,9 @@ static JATAH_COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS
 static JATAH_CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 static JATAH_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
-/// Handshake round trips per OPD and side (index slot * 2 + side).
+/// Handshake round trips per OPD and side (index `rtt_index(slot, side)`).
 #[map]
-static JATAH_RTT: Array<RttHistogram> = Array::pinned(MAX_OPDS * 2, 0);
+static JATAH_RTT: Array<RttHistogram> = Array::pinned(MAX_OPDS * SIDES, 0);
 /// Handshakes in progress: direct-mapped, a new handshake takes the entry
 /// of an older one that hashes alike (bounded memory, like a 1-way LRU).
 #[map]
@@ -325,7 +325,7 @@ unsafe fn atomic_add(p: *mut u64, v: u64) {
 /// Adds one round trip to an OPD's histogram of a side.
 #[inline(always)]
 fn record_rtt(slot: u32, side: u32, ns: u64) {
-    if let Some(h) = JATAH_RTT.get_ptr_mut(slot * 2 + side) {
+    if let Some(h) = JATAH_RTT.get_ptr_mut(rtt_index(slot, side)) {
         // SAFETY: the map value lives as long as the program; shared
         // between CPUs, hence atomic adds.
         unsafe {
@@ -339,7 +339,7 @@ fn record_rtt(slot: u32, side: u32, ns: u64) {
 
 #[inline(always)]
 fn bump_side(slot: u32, side: u32, retransmit: bool) {
-    if let Some(h) = JATAH_RTT.get_ptr_mut(slot * 2 + side) {
+    if let Some(h) = JATAH_RTT.get_ptr_mut(rtt_index(slot, side)) {
         // SAFETY: as in record_rtt.
         unsafe {
             let field = if retransmit {

@@ -14,8 +14,9 @@ use jatah::datapath::{CounterReader, Datapath, SkbContext};
 use jatah::gateway::opd_prefixes;
 use jatah::history::{CounterReading, HistoryStore};
 use jatah::http::auth::{Access, Tokens};
-use jatah::http::{AppState, PolicyView, router};
+use jatah::http::router;
 use jatah::lab::netns::{BpffsMount, require_root};
+use jatah::runtime::state::{AppState, PolicyView};
 use jatah_common::program_names;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -103,11 +104,11 @@ fn fixture(anonymous_summary: bool, with_history: bool) -> Fixture {
         retired: Default::default(),
         source: "api-test.toml".into(),
     };
-    let state = AppState::new(
-        view,
-        tokens,
-        Some(CounterReader::open(bpffs.path()).unwrap()),
-    );
+    let state = AppState::builder(view, tokens)
+        .counters(CounterReader::open(bpffs.path()).unwrap())
+        .build();
+    // The API answers from the sampler's readings, as in the daemon: take one.
+    jatah::runtime::sampler::sample_once(&state, &mut Default::default(), Utc::now(), None);
     let data_dir =
         std::env::temp_dir().join(format!("jatah-api-{}", jatah::lab::netns::unique_token()));
     if with_history {
@@ -200,11 +201,21 @@ async fn admin_sees_every_opd_with_allocation_and_kernel_counters() {
 async fn current_rates_and_percent_of_ceiling_come_from_the_daemons_samples() {
     let fx = fixture(false, true);
     {
-        let mut r = fx.state.rates.lock().unwrap();
         let t0 = Instant::now();
         for s in 0..=10u64 {
             // 2.5 MB/s = 20 Mbit/s = half of dinkes' 40M ceiling.
-            r.record("dinkes", t0 + Duration::from_secs(s), [s * 2_500_000, 0]);
+            let totals = [(
+                "dinkes".to_string(),
+                jatah_common::Counters {
+                    bytes: [s * 2_500_000, 0],
+                    packets: [0, 0],
+                },
+            )];
+            fx.state.traffic.record(
+                t0 + Duration::from_secs(s),
+                totals.into_iter().collect(),
+                Default::default(),
+            );
         }
     }
     let (_, v) = json(&fx, "/api/v1/opds/dinkes", Some(ADMIN)).await;

@@ -97,6 +97,21 @@ pub struct Thresholds {
     pub idle_enter_s: u32,
 }
 
+impl Thresholds {
+    /// The thresholds a policy's `[diagnosis]` section sets; the rest
+    /// keep their defaults.
+    pub fn from_policy(policy: &crate::policy::Policy) -> Self {
+        let d = &policy.diagnosis;
+        Thresholds {
+            probe_lost_in_a_row: d.probe_lost_in_a_row,
+            silence_s: d.silence.as_secs().max(1) as u32,
+            lan_rtt: d.lan_rtt,
+            wan_rtt: d.wan_rtt,
+            ..Thresholds::default()
+        }
+    }
+}
+
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {

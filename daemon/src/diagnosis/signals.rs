@@ -1,31 +1,67 @@
-//! Gathers each second's signals for the verdict engine: per-OPD packets
-//! and rates from the BPF counters, handshake round trips from the RTT
-//! histograms, HTB drops, router and upstream probes, interface carrier.
-//! Turns the engine's state changes into log lines and history events.
+//! Turns each second's kernel reading into the verdict engine's signals:
+//! per-OPD packets and rates from the BPF counters, handshake round trips
+//! from the RTT histograms, HTB drops, router and upstream probes,
+//! interface carrier. It never reads the kernel's maps itself: the sampler
+//! (`runtime::sampler`) reads them once a second and hands the
+//! [`Reading`] to every consumer.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jatah_common::{Counters, RTT_BUCKETS, RttHistogram, SIDE_LAN, SIDE_WAN, opd_class_minor};
-use tracing::{info, warn};
+use jatah_common::{
+    Counters, DIRECTIONS, RTT_BUCKETS, RttHistogram, opd_class_minor, rtt_bucket_bound_ns,
+};
 
-use crate::datapath::SlotTable;
 use crate::diagnosis::probe::{ProbeStatus, ProbeTarget};
-use crate::diagnosis::{Change, OpdSignals, Probe, Thresholds, Tick};
-use crate::http::AppState;
+use crate::diagnosis::{OpdSignals, Probe, Tick};
 use crate::policy::{Direction, Policy};
 
-/// The verdict engine's thresholds from the policy.
-pub fn thresholds(policy: &Policy) -> Thresholds {
-    let d = &policy.diagnosis;
-    Thresholds {
-        probe_lost_in_a_row: d.probe_lost_in_a_row,
-        silence_s: d.silence.as_secs().max(1) as u32,
-        lan_rtt: d.lan_rtt,
-        wan_rtt: d.wan_rtt,
-        ..Thresholds::default()
+/// One reading of the kernel, taken by the sampler once a second: the
+/// cumulative counters and round-trip histograms of every slot in use, and
+/// the HTB drops of every class.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    pub at: Option<Instant>,
+    /// Counters by slot.
+    pub counters: BTreeMap<u32, Counters>,
+    /// Round-trip histograms by slot, LAN side then WAN side.
+    pub round_trips: BTreeMap<u32, [RttHistogram; 2]>,
+    /// HTB drops by class minor, per direction.
+    pub drops: [BTreeMap<u16, u64>; DIRECTIONS],
+    /// Traffic that matched no OPD.
+    pub unclassified: Counters,
+}
+
+/// What a probe target is: an OPD's router or an upstream target. Its
+/// [`ProbeOf::key`] names it in the prober.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOf {
+    Opd(String),
+    Upstream(String),
+}
+
+impl ProbeOf {
+    const OPD: &str = "opd:";
+    const UPSTREAM: &str = "upstream:";
+
+    /// The prober's key of this target.
+    pub fn key(&self) -> String {
+        match self {
+            ProbeOf::Opd(id) => format!("{}{id}", Self::OPD),
+            ProbeOf::Upstream(name) => format!("{}{name}", Self::UPSTREAM),
+        }
+    }
+
+    /// The target a prober key names.
+    pub fn parse(key: &str) -> Option<ProbeOf> {
+        if let Some(id) = key.strip_prefix(Self::OPD) {
+            Some(ProbeOf::Opd(id.to_string()))
+        } else {
+            key.strip_prefix(Self::UPSTREAM)
+                .map(|n| ProbeOf::Upstream(n.to_string()))
+        }
     }
 }
 
@@ -36,7 +72,7 @@ pub fn probe_targets(policy: &Policy) -> Vec<ProbeTarget> {
         .iter()
         .filter_map(|o| {
             o.probe
-                .map(|a| ProbeTarget::new(format!("opd:{}", o.id), a))
+                .map(|a| ProbeTarget::new(ProbeOf::Opd(o.id.clone()).key(), a))
         })
         .collect();
     t.extend(
@@ -44,7 +80,7 @@ pub fn probe_targets(policy: &Policy) -> Vec<ProbeTarget> {
             .diagnosis
             .upstream
             .iter()
-            .map(|u| ProbeTarget::new(format!("upstream:{}", u.name), u.address)),
+            .map(|u| ProbeTarget::new(ProbeOf::Upstream(u.name.clone()).key(), u.address)),
     );
     t
 }
@@ -53,7 +89,7 @@ pub fn probe_targets(policy: &Policy) -> Vec<ProbeTarget> {
 struct Previous {
     counters: Counters,
     rtt: [RttHistogram; 2],
-    drops: [u64; 2],
+    drops: [u64; DIRECTIONS],
 }
 
 /// Remembers the previous second to turn cumulative counters into deltas.
@@ -112,28 +148,25 @@ fn carrier(ifname: &str) -> Option<bool> {
 }
 
 impl Watcher {
-    /// Builds this second's tick from the kernel and the prober.
-    pub fn tick(&mut self, state: &AppState, at: DateTime<Utc>) -> Tick {
-        let view = state.view();
-        let policy = &view.policy;
-        let now = Instant::now();
+    /// Builds this second's tick from the sampler's reading, the policy in
+    /// force (with each OPD's slot) and the prober's state.
+    pub fn tick(
+        &mut self,
+        reading: &Reading,
+        policy: &Policy,
+        slots: &BTreeMap<String, u32>,
+        probes: &[ProbeStatus],
+        at: DateTime<Utc>,
+    ) -> Tick {
+        let now = reading.at.unwrap_or_else(Instant::now);
         let dt = self
             .last
             .map(|l| now.saturating_duration_since(l).as_secs_f64())
             .filter(|d| *d > 0.0)
             .unwrap_or(1.0);
         self.last = Some(now);
-        let drops = crate::http::metrics::drops_by_minor(&crate::http::metrics::htb_stats(state));
-        let probes: BTreeMap<String, ProbeStatus> = state
-            .prober
-            .as_ref()
-            .map(|p| {
-                p.snapshot()
-                    .into_iter()
-                    .map(|s| (s.key.clone(), s))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let probes: BTreeMap<&str, &ProbeStatus> =
+            probes.iter().map(|s| (s.key.as_str(), s)).collect();
         let addrs = interfaces_by_address();
         let lan: Vec<&String> = policy.gateway.lan.iter().collect();
 
@@ -145,25 +178,17 @@ impl Watcher {
             ],
             ..Tick::default()
         };
-        let Some(reader) = &state.counters else {
-            return tick;
-        };
-        let all_counters = SlotTable::counters(Some(reader), view.slot_count());
-        let round_trips = SlotTable::round_trips(Some(reader), view.slot_count());
         for opd in &policy.opds {
-            let Some(&slot) = view.slots.get(&opd.id) else {
+            let Some(&slot) = slots.get(&opd.id) else {
                 continue;
             };
-            let Some(counters) = all_counters.get(slot) else {
+            let Some(&counters) = reading.counters.get(&slot) else {
                 continue;
             };
-            let rtt = [SIDE_LAN, SIDE_WAN]
-                .map(|side| round_trips.get(slot * 2 + side).unwrap_or_default());
+            let rtt = reading.round_trips.get(&slot).copied().unwrap_or_default();
             let minor = opd_class_minor(slot) as u16;
-            let drop_now = [
-                drops[0].get(&minor).copied().unwrap_or(0),
-                drops[1].get(&minor).copied().unwrap_or(0),
-            ];
+            let drop_now: [u64; DIRECTIONS] =
+                std::array::from_fn(|d| reading.drops[d].get(&minor).copied().unwrap_or(0));
             let fresh = !self.prev.contains_key(&opd.id);
             let prev = self.prev.entry(opd.id.clone()).or_insert_with(|| Previous {
                 counters,
@@ -195,7 +220,7 @@ impl Watcher {
                 rtt,
                 drops: drop_now,
             };
-            if let Some(status) = probes.get(&format!("opd:{}", opd.id)) {
+            if let Some(status) = probes.get(ProbeOf::Opd(opd.id.clone()).key().as_str()) {
                 s.probes = self.new_results(status);
             }
             // Carrier of the LAN interface that serves the OPD's subnets.
@@ -209,7 +234,7 @@ impl Watcher {
         }
         self.prev.retain(|id, _| policy.opd(id).is_some());
         for u in &policy.diagnosis.upstream {
-            if let Some(status) = probes.get(&format!("upstream:{}", u.name)) {
+            if let Some(status) = probes.get(ProbeOf::Upstream(u.name.clone()).key().as_str()) {
                 let r = self.new_results(status);
                 tick.upstream.insert(u.name.clone(), r);
             }
@@ -248,38 +273,5 @@ fn new_round_trips(before: &RttHistogram, now: &RttHistogram) -> Vec<Duration> {
 
 /// Upper bounds of the RTT histogram buckets, in seconds (the last is +Inf).
 pub fn rtt_bucket_bounds() -> [f64; RTT_BUCKETS - 1] {
-    let mut b = [0.0; RTT_BUCKETS - 1];
-    for (k, v) in b.iter_mut().enumerate() {
-        *v = jatah_common::RTT_BUCKET0_NS as f64 * (1u64 << k) as f64 / 1e9;
-    }
-    b
-}
-
-/// Logs a state change and keeps it as an event in the history store.
-pub fn record_change(state: &AppState, change: &Change) {
-    let who = change.opd.as_deref().unwrap_or("gateway");
-    info!(
-        opd = who,
-        from = change.previous.map(|s| s.as_str()).unwrap_or("none"),
-        to = change.verdict.state.as_str(),
-        evidence = %change.verdict.evidence,
-        "{}",
-        change.verdict.explanation_en
-    );
-    let Ok(mut guard) = state.history.store.lock() else {
-        return;
-    };
-    if let Some(store) = guard.as_mut() {
-        let event = crate::history::Event {
-            at: change.verdict.since,
-            opd: change.opd.clone(),
-            state: change.verdict.state.as_str().to_string(),
-            previous: change.previous.map(|s| s.as_str().to_string()),
-            evidence: change.verdict.evidence.clone(),
-            message: change.verdict.explanation_en.clone(),
-        };
-        if let Err(e) = store.record_event(&event) {
-            warn!(error = %e, "could not keep a diagnosis event in the history");
-        }
-    }
+    std::array::from_fn(|k| rtt_bucket_bound_ns(k) as f64 / 1e9)
 }

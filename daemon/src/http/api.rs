@@ -13,17 +13,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use jatah_common::{DOWNLOAD, SLOT_UNCLASSIFIED, UPLOAD};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::diagnosis::{State as DiagnosisState, Verdict};
 use crate::history::Step;
-use crate::http::AppState;
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
 use crate::policy::{Direction, Opd};
 use crate::runtime::rates::WindowRates;
+use crate::runtime::state::AppState;
 
 /// Allocation, current rate and totals of one direction of an OPD.
 #[derive(Debug, Serialize, ToSchema)]
@@ -242,21 +241,11 @@ fn require_opd(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(Acces
     }
 }
 
-fn dir_usage(state: &AppState, opd: &Opd, slot: Option<u32>, dir: Direction) -> DirectionUsage {
-    let d = if dir == Direction::Download {
-        DOWNLOAD
-    } else {
-        UPLOAD
-    };
+fn dir_usage(state: &AppState, opd: &Opd, dir: Direction) -> DirectionUsage {
+    let d = dir.index();
     let a = opd.allocation(dir);
-    let rate = state
-        .rates
-        .lock()
-        .map(|r| r.rates(&opd.id, d))
-        .unwrap_or_default();
-    let counters = slot
-        .and_then(|s| state.counters.as_ref().and_then(|r| r.read(s).ok()))
-        .unwrap_or_default();
+    let rate = state.traffic.rates(&opd.id, d);
+    let counters = state.traffic.totals(&opd.id);
     let ceiling = a.ceiling.bits_per_second();
     DirectionUsage {
         guaranteed_bps: a.guaranteed.bits_per_second(),
@@ -273,17 +262,17 @@ fn dir_usage(state: &AppState, opd: &Opd, slot: Option<u32>, dir: Direction) -> 
 }
 
 pub(crate) fn summary(state: &AppState, opd: &Opd) -> OpdSummary {
-    let slot = state.view().slots.get(&opd.id).copied();
     OpdSummary {
         id: opd.id.clone(),
         name: opd.name.clone(),
         state: state
+            .diagnosis
             .engine
             .lock()
             .ok()
             .and_then(|e| e.opd(&opd.id).map(|v| v.state)),
-        download: dir_usage(state, opd, slot, Direction::Download),
-        upload: dir_usage(state, opd, slot, Direction::Upload),
+        download: dir_usage(state, opd, Direction::Download),
+        upload: dir_usage(state, opd, Direction::Upload),
     }
 }
 
@@ -565,26 +554,12 @@ async fn get_gateway(
     summary_access(&state, &headers)?;
     let view = state.view();
     let policy = &view.policy;
-    let unclassified = state
-        .counters
-        .as_ref()
-        .and_then(|r| r.read(SLOT_UNCLASSIFIED).ok())
-        .unwrap_or_default();
+    let unclassified = state.traffic.unclassified();
     let direction = |dir: Direction| {
-        let d = if dir == Direction::Download {
-            DOWNLOAD
-        } else {
-            UPLOAD
-        };
-        let mut rate = WindowRates::default();
-        if let Ok(r) = state.rates.lock() {
-            for o in &policy.opds {
-                let x = r.rates(&o.id, d);
-                rate.last_1s_bps += x.last_1s_bps;
-                rate.last_10s_bps += x.last_10s_bps;
-                rate.last_60s_bps += x.last_60s_bps;
-            }
-        }
+        let d = dir.index();
+        let rate = state
+            .traffic
+            .sum_rates(policy.opds.iter().map(|o| o.id.as_str()), d);
         GatewayDirection {
             capacity_bps: policy.capacity(dir).bits_per_second(),
             guaranteed_sum_bps: policy.guaranteed_sum(dir).bits_per_second(),
@@ -592,10 +567,15 @@ async fn get_gateway(
             unclassified_bytes_total: unclassified.bytes[d],
         }
     };
-    let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
+    let reload = state.reloads.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(Json(GatewayStatus {
         version: env!("CARGO_PKG_VERSION").into(),
-        diagnosis: state.engine.lock().ok().and_then(|e| e.gateway().cloned()),
+        diagnosis: state
+            .diagnosis
+            .engine
+            .lock()
+            .ok()
+            .and_then(|e| e.gateway().cloned()),
         wan: policy.gateway.wan.clone(),
         lan: policy.gateway.lan.clone(),
         timezone: policy.gateway.timezone.to_string(),
@@ -644,6 +624,7 @@ async fn get_diagnosis(
 ) -> Result<Json<Diagnosis>, Problem> {
     let (_, opd) = require_opd(&state, &headers, &id)?;
     let engine = state
+        .diagnosis
         .engine
         .lock()
         .map_err(|_| Problem::internal("diagnosis lock poisoned"))?;
@@ -850,21 +831,11 @@ fn group_body(state: &AppState, access: &Access, g: &crate::policy::Group) -> Gr
     let view = state.view();
     let members: Vec<&Opd> = view.policy.members(&g.id).collect();
     let dir = |dir: Direction| {
-        let d = if dir == Direction::Download {
-            DOWNLOAD
-        } else {
-            UPLOAD
-        };
+        let d = dir.index();
         let a = g.allocation(dir);
-        let mut rate = WindowRates::default();
-        if let Ok(r) = state.rates.lock() {
-            for o in &members {
-                let x = r.rates(&o.id, d);
-                rate.last_1s_bps += x.last_1s_bps;
-                rate.last_10s_bps += x.last_10s_bps;
-                rate.last_60s_bps += x.last_60s_bps;
-            }
-        }
+        let rate = state
+            .traffic
+            .sum_rates(members.iter().map(|o| o.id.as_str()), d);
         GroupDirection {
             guaranteed_bps: a.guaranteed.bits_per_second(),
             ceiling_bps: a.ceiling.bits_per_second(),

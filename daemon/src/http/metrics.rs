@@ -2,41 +2,21 @@
 //! custom Collector (summed over CPUs), drops from the HTB class statistics,
 //! allocations from the policy in force. Bytes, never bits.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::http::exposition::{Family as MetricFamily, Kind, Sample as Metric, Value};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jatah_common::{DOWNLOAD, Stat, UPLOAD, opd_class_minor};
-use tracing::warn;
+use jatah_common::{DIRECTIONS, DOWNLOAD, Stat, UPLOAD, opd_class_minor, rtt_index};
 
 use crate::datapath::SlotTable;
 
-use crate::http::AppState;
+use crate::diagnosis::signals::ProbeOf;
 use crate::policy::Direction;
-use crate::shaper::{ClassStats, Shaper};
-
-/// Keeps counters read from HTB classes (drops, a group's bytes) monotonic:
-/// HTB statistics restart from zero when a class is recreated, the
-/// exported counter must not.
-#[derive(Debug, Default)]
-pub struct Monotonic {
-    /// (series index, key) -> (last raw value, carried offset)
-    seen: BTreeMap<(usize, String), (u64, u64)>,
-}
-
-impl Monotonic {
-    pub fn observe(&mut self, dir: usize, opd: &str, raw: u64) -> u64 {
-        let e = self.seen.entry((dir, opd.to_string())).or_insert((raw, 0));
-        if raw < e.0 {
-            e.1 += e.0;
-        }
-        e.0 = raw;
-        e.1 + raw
-    }
-}
+use crate::runtime::state::{AppState, PolicyView, drops_by_minor, lock};
+use crate::shaper::ClassStats;
 
 type LabelPair = (&'static str, String);
 
@@ -64,63 +44,45 @@ fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
     counter(labels, v)
 }
 
-/// The collector; reads everything at scrape time.
-pub struct JatahCollector {
-    state: Arc<AppState>,
+/// What one scrape read: every family, and the retired OPDs whose final
+/// counters it holds.
+pub struct Scrape {
+    pub families: Vec<MetricFamily>,
+    pub exported_retired: BTreeSet<u32>,
 }
 
-impl JatahCollector {
-    pub fn new(state: Arc<AppState>) -> Self {
-        JatahCollector { state }
+/// Reads every family now, from the kernel and the daemon's state. Only
+/// reads: what the scrape exported is for the caller to record.
+pub fn collect(state: &AppState) -> Scrape {
+    let view = state.view();
+    // The HTB dumps (netlink) and the round-trip histograms (BPF map
+    // reads) are the two slow parts of a scrape; do them side by side.
+    let (class_stats, diagnosis) = std::thread::scope(|s| {
+        let htb = s.spawn(|| state.kernel.htb_stats());
+        let diagnosis = diagnosis_families(state, &view);
+        (htb.join().unwrap_or_default(), diagnosis)
+    });
+    let (mut families, exported_retired) = opd_families(state, &view, &class_stats);
+    families.extend(diagnosis);
+    families.extend(group_families(state, &view, &class_stats));
+    families.extend(daemon_families(state));
+    Scrape {
+        families,
+        exported_retired,
     }
 }
 
-/// HTB class statistics of both trees (download on the LAN device, upload
-/// on the WAN), read over netlink; empty where unavailable.
-pub fn htb_stats(state: &AppState) -> [Vec<ClassStats>; 2] {
-    let mut out = [Vec::new(), Vec::new()];
-    let Some(ifaces) = state.shaping() else {
-        return out;
-    };
-    let mut shaper = match Shaper::new() {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "netlink unavailable for HTB statistics");
-            return out;
-        }
-    };
-    for (d, iface) in [(DOWNLOAD, &ifaces.lan_device), (UPLOAD, &ifaces.wan)] {
-        match shaper.class_stats(iface.ifindex) {
-            Ok(stats) => out[d] = stats,
-            Err(e) => {
-                warn!(interface = %iface.name, operation = "htb_stats", error = %e, "reading HTB class statistics");
-                state.count_kernel_error("htb_stats", &iface.name);
-            }
-        }
-    }
-    out
-}
-
-/// HTB drops per class minor, per direction index.
-pub fn drops_by_minor(stats: &[Vec<ClassStats>; 2]) -> [BTreeMap<u16, u64>; 2] {
-    [0, 1].map(|d| stats[d].iter().map(|c| (c.minor, c.drops)).collect())
-}
-
-impl JatahCollector {
-    /// Every family, read now.
-    pub fn collect(&self) -> Vec<MetricFamily> {
-        let state = &self.state;
-        let view = state.view();
+/// Every OPD's counters, drops and allocation, the gateway's capacity, the
+/// unclassified traffic and what the classifier could not parse.
+fn opd_families(
+    state: &AppState,
+    view: &PolicyView,
+    class_stats: &[Vec<ClassStats>; DIRECTIONS],
+) -> (Vec<MetricFamily>, BTreeSet<u32>) {
+    {
         let policy = &view.policy;
-        // The HTB dumps (netlink) and the round-trip histograms (BPF map
-        // reads) are the two slow parts of a scrape; do them side by side.
-        let (class_stats, diagnosis) = std::thread::scope(|s| {
-            let htb = s.spawn(|| htb_stats(state));
-            let diagnosis = diagnosis_families(state, &view);
-            (htb.join().unwrap_or_default(), diagnosis)
-        });
-        let drops = drops_by_minor(&class_stats);
-        let mut drop_tracker = state.drops.lock().unwrap_or_else(|p| p.into_inner());
+        let drops = drops_by_minor(class_stats);
+        let mut drop_tracker = lock(&state.kernel.drops);
 
         let counters = SlotTable::counters(state.counters.as_ref(), view.slot_count());
         let mut bytes = [Vec::new(), Vec::new()];
@@ -136,7 +98,7 @@ impl JatahCollector {
                 1.0,
             ));
             for dir in Direction::all() {
-                let d = dir_index(dir);
+                let d = dir.index();
                 let a = opd.allocation(dir);
                 guaranteed[d].push(gauge(l(), a.guaranteed.bytes_per_second() as f64));
                 ceiling[d].push(gauge(l(), a.ceiling.bytes_per_second() as f64));
@@ -159,8 +121,8 @@ impl JatahCollector {
         drop(drop_tracker);
         // Removed OPDs: their final counters, once, so Prometheus sees the
         // last value; then their slots may be reused.
+        let mut exported = BTreeSet::new();
         if !view.retired.is_empty() && state.counters.is_some() {
-            let mut exported = std::collections::BTreeSet::new();
             for (id, &slot) in &view.retired {
                 if view.slots.contains_key(id) {
                     continue;
@@ -173,7 +135,6 @@ impl JatahCollector {
                     exported.insert(slot);
                 }
             }
-            state.retired_scraped(&exported);
         }
 
         let mut out = Vec::new();
@@ -221,12 +182,13 @@ impl JatahCollector {
                 Kind::Gauge,
                 vec![gauge(
                     vec![],
-                    policy.gateway.capacity(dir_of(d)).bytes_per_second() as f64,
+                    policy
+                        .gateway
+                        .capacity(Direction::from_index(d))
+                        .bytes_per_second() as f64,
                 )],
             ));
         }
-        out.extend(diagnosis);
-        out.extend(group_families(state, &view, &class_stats));
         out.push(family(
             "jatah_opd_info",
             "OPDs in the policy in force (value 1), with their names.",
@@ -266,7 +228,16 @@ impl JatahCollector {
                 ));
             }
         }
-        let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
+        (out, exported)
+    }
+}
+
+/// The daemon's own health: reloads, kernel errors, attachment, history,
+/// version.
+fn daemon_families(state: &AppState) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    {
+        let reload = state.reloads.lock().map(|r| r.clone()).unwrap_or_default();
         out.push(family(
             "jatah_policy_last_reload_successful",
             "1 if the last policy load or reload succeeded.",
@@ -288,11 +259,7 @@ impl JatahCollector {
             Kind::Gauge,
             vec![gauge(vec![], reload.duration_seconds)],
         ));
-        let errors = state
-            .kernel_errors
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default();
+        let errors = state.kernel.errors();
         if !errors.is_empty() {
             out.push(family(
                 "jatah_kernel_errors_total",
@@ -309,11 +276,7 @@ impl JatahCollector {
                     .collect(),
             ));
         }
-        let attached = state
-            .interfaces_attached
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default();
+        let attached = state.kernel.attached();
         if !attached.is_empty() {
             out.push(family(
                 "jatah_interface_attached",
@@ -351,7 +314,7 @@ impl JatahCollector {
 /// delivered (kept monotonic like the drops).
 fn group_families(
     state: &AppState,
-    view: &crate::http::PolicyView,
+    view: &PolicyView,
     stats: &[Vec<ClassStats>; 2],
 ) -> Vec<MetricFamily> {
     let policy = &view.policy;
@@ -366,10 +329,7 @@ fn group_families(
         crate::gateway::group_class_stats(policy, &stats[DOWNLOAD]),
         crate::gateway::group_class_stats(policy, &stats[UPLOAD]),
     ];
-    let mut tracker = state
-        .group_counters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut tracker = lock(&state.kernel.group_counters);
     for g in &policy.groups {
         let l = || vec![label("group", &g.id)];
         info.push(gauge(
@@ -439,10 +399,14 @@ fn group_families(
 }
 
 /// States, round trips and probes (the diagnosis signals).
-fn diagnosis_families(state: &AppState, view: &crate::http::PolicyView) -> Vec<MetricFamily> {
+fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> {
     use crate::diagnosis::State;
     let mut out = Vec::new();
-    let engine = state.engine.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = state
+        .diagnosis
+        .engine
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let mut states = Vec::new();
     for opd in &view.policy.opds {
         let current = engine.opd(&opd.id).map(|v| v.state);
@@ -479,7 +443,6 @@ fn diagnosis_families(state: &AppState, view: &crate::http::PolicyView) -> Vec<M
     let bounds = crate::diagnosis::signals::rtt_bucket_bounds();
     let mut hists = Vec::new();
     let mut unanswered = Vec::new();
-    // Index slot * 2 + side, like the map.
     let rtts = SlotTable::round_trips(state.counters.as_ref(), view.slot_count());
     if state.counters.is_some() {
         for opd in &view.policy.opds {
@@ -490,7 +453,7 @@ fn diagnosis_families(state: &AppState, view: &crate::http::PolicyView) -> Vec<M
                 (jatah_common::SIDE_LAN, "lan"),
                 (jatah_common::SIDE_WAN, "wan"),
             ] {
-                let Some(h) = rtts.get(slot * 2 + side) else {
+                let Some(h) = rtts.get(rtt_index(slot, side)) else {
                     continue;
                 };
                 let labels = || vec![label("opd", &opd.id), label("side", name)];
@@ -537,14 +500,12 @@ fn diagnosis_families(state: &AppState, view: &crate::http::PolicyView) -> Vec<M
     let mut p_rtt = (Vec::new(), Vec::new());
     let mut p_sent = (Vec::new(), Vec::new());
     let mut p_lost = (Vec::new(), Vec::new());
-    if let Some(prober) = &state.prober {
+    if let Some(prober) = &state.diagnosis.prober {
         for st in prober.snapshot() {
-            let (labels, upstream) = if let Some(id) = st.key.strip_prefix("opd:") {
-                (vec![label("opd", id)], false)
-            } else if let Some(name) = st.key.strip_prefix("upstream:") {
-                (vec![label("target", name)], true)
-            } else {
-                continue;
+            let (labels, upstream) = match ProbeOf::parse(&st.key) {
+                Some(ProbeOf::Opd(id)) => (vec![label("opd", &id)], false),
+                Some(ProbeOf::Upstream(name)) => (vec![label("target", &name)], true),
+                None => continue,
             };
             let pick = |pair: &mut (Vec<Metric>, Vec<Metric>), m: Metric| {
                 if upstream {
@@ -602,34 +563,27 @@ fn diagnosis_families(state: &AppState, view: &crate::http::PolicyView) -> Vec<M
     out
 }
 
-fn dir_index(d: Direction) -> usize {
-    match d {
-        Direction::Download => DOWNLOAD,
-        Direction::Upload => UPLOAD,
-    }
-}
-
-fn dir_of(d: usize) -> Direction {
-    if d == DOWNLOAD {
-        Direction::Download
-    } else {
-        Direction::Upload
-    }
-}
-
 /// Renders every metric in the text exposition format.
-pub fn render(state: Arc<AppState>) -> String {
-    let families = JatahCollector::new(state).collect();
-    let series: usize = families.iter().map(|f| f.samples.len()).sum();
+pub fn render(state: &AppState) -> (String, BTreeSet<u32>) {
+    let scrape = collect(state);
+    let series: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
     let mut body = String::with_capacity(series * 64);
-    crate::http::exposition::encode(&families, &mut body);
-    drop(families);
-    body
+    crate::http::exposition::encode(&scrape.families, &mut body);
+    (body, scrape.exported_retired)
 }
 
 /// `GET /metrics`. Netlink and map reads block, so they run off the workers.
+///
+/// A removed OPD's final counters are exported once; once this response
+/// holds them, its slot may be reused by the next reload. That record is
+/// the one thing a scrape changes, and it is made here, not while reading.
 pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
-    let rendered = tokio::task::spawn_blocking(move || render(state)).await;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let (body, exported) = render(&state);
+        state.policy.retired_exported(&exported);
+        body
+    })
+    .await;
     // A scrape of many OPDs allocates megabytes in small pieces; hand the
     // freed ones back to the system rather than keep them between scrapes
     // (off the scrape's own time).
@@ -648,20 +602,5 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(e) => crate::http::problem::Problem::internal(format!("collecting metrics: {e}"))
             .into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drop_counters_never_go_backwards_when_a_class_is_recreated() {
-        let mut t = Monotonic::default();
-        assert_eq!(t.observe(0, "a", 5), 5);
-        assert_eq!(t.observe(0, "a", 9), 9);
-        assert_eq!(t.observe(0, "a", 2), 11, "class recreated: continue from 9");
-        assert_eq!(t.observe(0, "a", 3), 12);
-        assert_eq!(t.observe(1, "a", 1), 1, "directions are separate");
     }
 }

@@ -1,4 +1,6 @@
-//! jatah's HTTP server: what the handlers share, and the router.
+//! jatah's HTTP side: the routers, their limits and the accept loop; the
+//! handlers live in the submodules and share the daemon's
+//! [`AppState`](crate::runtime::state::AppState).
 
 pub mod api;
 pub mod auth;
@@ -7,176 +9,18 @@ pub mod metrics;
 pub mod problem;
 pub mod status_page;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::datapath::CounterReader;
-use crate::diagnosis::Engine;
-use crate::diagnosis::probe::Prober;
-use crate::gateway::Interfaces;
-use crate::history::HistoryStore;
-use crate::http::auth::Tokens;
-use crate::policy::Policy;
-use crate::runtime::rates::RateTable;
-
-/// The policy in force and the slot each of its OPDs holds, swapped as one
-/// on every (re)load so handlers never see a half-applied policy.
-#[derive(Debug, Clone)]
-pub struct PolicyView {
-    pub policy: Policy,
-    pub slots: BTreeMap<String, u32>,
-    /// Removed OPDs whose final counters have not been scraped yet.
-    pub retired: BTreeMap<String, u32>,
-    pub source: PathBuf,
-}
-
-impl PolicyView {
-    /// One more than the highest slot in use (retired slots included):
-    /// how far to read the per-slot maps.
-    pub fn slot_count(&self) -> u32 {
-        self.slots
-            .values()
-            .chain(self.retired.values())
-            .max()
-            .map_or(0, |m| m + 1)
-    }
-}
-
-/// Outcome of the last policy (re)load.
-#[derive(Debug, Clone, Default)]
-pub struct ReloadStatus {
-    pub successful: bool,
-    pub at: Option<DateTime<Utc>>,
-    pub error: Option<String>,
-    pub duration_seconds: f64,
-}
-
-/// The history store, or why it is unavailable. The data path and metrics
-/// never wait for it.
-#[derive(Default)]
-pub struct History {
-    pub store: Mutex<Option<HistoryStore>>,
-    pub error: Mutex<Option<String>>,
-    /// Where the store lives, to open it again when opening failed at start
-    /// (a full disk, a damaged file since moved aside).
-    pub location: Mutex<Option<(PathBuf, chrono_tz::Tz)>>,
-}
-
-impl History {
-    pub fn available(&self) -> bool {
-        self.error.lock().map(|e| e.is_none()).unwrap_or(false)
-            && self.store.lock().map(|s| s.is_some()).unwrap_or(false)
-    }
-}
-
-/// What the handlers share.
-pub struct AppState {
-    /// Set once the data path is attached and the HTB trees are in force.
-    pub ready: AtomicBool,
-    pub tokens: Tokens,
-    pub view: RwLock<Arc<PolicyView>>,
-    pub counters: Option<CounterReader>,
-    pub rates: Mutex<RateTable>,
-    pub history: History,
-    /// Interfaces whose HTB class statistics give the drop counters (their
-    /// ifindexes change when an interface is recreated).
-    pub shaping: RwLock<Option<Interfaces>>,
-    /// Netlink and BPF operations that failed, by (operation, interface).
-    pub kernel_errors: Mutex<BTreeMap<(String, String), u64>>,
-    /// Whether jatah's programs and HTB tree are on each shaped interface.
-    pub interfaces_attached: Mutex<BTreeMap<String, bool>>,
-    pub reload: Mutex<ReloadStatus>,
-    pub drops: Mutex<crate::http::metrics::Monotonic>,
-    /// Keeps group class counters monotonic across class recreation.
-    pub group_counters: Mutex<crate::http::metrics::Monotonic>,
-    /// Verdicts per OPD and for the gateway.
-    pub engine: Mutex<Engine>,
-    /// ICMP probes of OPD routers and upstream targets (None without
-    /// permission to send them, or in tests).
-    pub prober: Option<Prober>,
-    /// The kernel state, for reloads (None until attached, and in tests).
-    pub controller: Mutex<Option<crate::runtime::reload::Controller>>,
-    /// Retired slots whose final counters a scrape has exported.
-    pub scraped_retired: Mutex<BTreeSet<u32>>,
-}
-
-impl AppState {
-    pub fn new(view: PolicyView, tokens: Tokens, counters: Option<CounterReader>) -> Self {
-        let view_policy = view.policy.clone();
-        AppState {
-            ready: AtomicBool::new(false),
-            tokens,
-            view: RwLock::new(Arc::new(view)),
-            counters,
-            rates: Mutex::new(RateTable::default()),
-            history: History::default(),
-            shaping: RwLock::new(None),
-            kernel_errors: Mutex::new(BTreeMap::new()),
-            interfaces_attached: Mutex::new(BTreeMap::new()),
-            reload: Mutex::new(ReloadStatus::default()),
-            drops: Mutex::new(Default::default()),
-            group_counters: Mutex::new(Default::default()),
-            engine: Mutex::new(Engine::new(crate::diagnosis::signals::thresholds(
-                &view_policy,
-            ))),
-            prober: None,
-            controller: Mutex::new(None),
-            scraped_retired: Mutex::new(BTreeSet::new()),
-        }
-    }
-
-    /// The policy view in force.
-    pub fn view(&self) -> Arc<PolicyView> {
-        self.view
-            .read()
-            .map(|v| v.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// The interfaces jatah shapes on now.
-    pub fn shaping(&self) -> Option<Interfaces> {
-        self.shaping
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Counts a failed netlink or BPF operation on an interface
-    /// (`jatah_kernel_errors_total`). The caller logs it.
-    pub fn count_kernel_error(&self, operation: &str, interface: &str) {
-        *self
-            .kernel_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((operation.to_string(), interface.to_string()))
-            .or_default() += 1;
-    }
-
-    /// Called after a scrape exported these retired OPDs' final counters:
-    /// they leave the view and their slots may be reused.
-    pub fn retired_scraped(&self, slots: &BTreeSet<u32>) {
-        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**view).clone();
-        next.retired.retain(|_, s| !slots.contains(s));
-        *view = Arc::new(next);
-        drop(view);
-        self.scraped_retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(slots.iter().copied());
-    }
-}
+use crate::runtime::state::AppState;
 
 /// Largest request body accepted: room for a policy file of every OPD
 /// slot (`POST /api/v1/policy/plan`), nothing more.

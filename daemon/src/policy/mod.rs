@@ -61,6 +61,24 @@ impl Direction {
             Direction::Upload => "upload",
         }
     }
+
+    /// Index of this direction in every per-direction array, on both sides
+    /// of the kernel boundary (`jatah_common::DOWNLOAD`/`UPLOAD`).
+    pub const fn index(self) -> usize {
+        match self {
+            Direction::Download => jatah_common::DOWNLOAD,
+            Direction::Upload => jatah_common::UPLOAD,
+        }
+    }
+
+    /// The direction at an index of a per-direction array.
+    pub const fn from_index(index: usize) -> Direction {
+        if index == jatah_common::DOWNLOAD {
+            Direction::Download
+        } else {
+            Direction::Upload
+        }
+    }
 }
 
 impl fmt::Display for Direction {

@@ -15,9 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::gateway::{self, Interface};
-use crate::http::AppState;
 use crate::policy::Direction;
-use crate::runtime::reload::Controller;
+use crate::runtime::state::{AppState, Controller, lock};
 
 /// How often interfaces are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -88,7 +87,7 @@ impl Role {
 
 fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
     let now = Instant::now();
-    let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = lock(&state.control);
     let Some(ctl) = guard.as_mut() else {
         return;
     };
@@ -142,7 +141,7 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
                                 retry_in_seconds = wait.as_secs(),
                                 "attaching to the interface failed"
                             );
-                            state.count_kernel_error(operation, &iface.name);
+                            state.kernel.count_error(operation, &iface.name);
                             false
                         }
                     }
@@ -152,12 +151,9 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
         attached.insert(iface.name.clone(), up);
     }
     if moved {
-        *state.shaping.write().unwrap_or_else(|p| p.into_inner()) = Some(ctl.ifaces.clone());
+        state.kernel.set_shaping(ctl.ifaces.clone());
     }
-    *state
-        .interfaces_attached
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = attached;
+    state.kernel.set_attached(attached);
 }
 
 /// Puts the classifiers and the HTB tree of `role` on the interface's new

@@ -6,5 +6,7 @@ pub mod links;
 pub mod rates;
 pub mod reload;
 mod run;
+pub mod sampler;
+pub mod state;
 
 pub use run::*;

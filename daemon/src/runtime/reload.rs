@@ -16,24 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use utoipa::ToSchema;
 
-use crate::datapath::Datapath;
-use crate::gateway::{self, Interfaces};
-use crate::http::{AppState, PolicyView, ReloadStatus};
+use crate::gateway;
 use crate::policy::Policy;
 use crate::policy::plan::{Plan, diff};
-use crate::shaper::Shaper;
-
-/// What owns the kernel state: the loaded programs and maps, the netlink
-/// socket, the interfaces. One reload at a time holds it.
-pub struct Controller {
-    /// The policy file as read, before schedules: the policy in force is
-    /// this with the allocations of the windows open now.
-    pub base: Policy,
-    pub datapath: Datapath,
-    pub shaper: Shaper,
-    pub ifaces: Interfaces,
-    pub policy_path: PathBuf,
-}
+use crate::runtime::state::{AppState, Controller, PolicyView, ReloadStatus, lock};
 
 /// The result of a reload, as the API and logs report it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -100,7 +86,7 @@ fn with_controller(
     change: impl FnOnce(&mut Controller, Instant) -> ReloadOutcome,
 ) -> ReloadOutcome {
     let started = Instant::now();
-    let mut guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = lock(&state.control);
     let Some(ctl) = guard.as_mut() else {
         return ReloadOutcome::new(
             "rejected",
@@ -118,7 +104,7 @@ fn with_controller(
 
 /// Reports a reload's outcome: the status the metrics and API show, a log line.
 fn record(state: &AppState, why: &str, file: &str, outcome: &ReloadOutcome) {
-    let mut status = state.reload.lock().unwrap_or_else(|p| p.into_inner());
+    let mut status = lock(&state.reloads);
     *status = ReloadStatus {
         successful: outcome.ok(),
         at: Some(chrono::Utc::now()),
@@ -162,12 +148,7 @@ fn apply(state: &AppState, ctl: &mut Controller, new: Policy, started: Instant) 
         return ReloadOutcome::new("unchanged", Some(plan), None, started);
     }
     // Slots whose final counters were scraped may now be reused.
-    let scraped: BTreeSet<u32> = std::mem::take(
-        &mut *state
-            .scraped_retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-    );
+    let scraped: BTreeSet<u32> = state.policy.take_reusable();
     ctl.datapath.release(&scraped);
     if let Err(e) = gateway::apply(&new, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper) {
         warn!(error = %e, "applying the new policy failed; restoring the previous one");
@@ -186,12 +167,9 @@ fn apply(state: &AppState, ctl: &mut Controller, new: Policy, started: Instant) 
 /// Makes a policy the one in force for everything outside the kernel:
 /// the API and metrics view, the verdict thresholds, the probe targets.
 fn publish(state: &AppState, ctl: &Controller, policy: Policy) {
-    state
-        .engine
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .set_thresholds(crate::diagnosis::signals::thresholds(&policy));
-    if let Some(p) = &state.prober {
+    lock(&state.diagnosis.engine)
+        .set_thresholds(crate::diagnosis::Thresholds::from_policy(&policy));
+    if let Some(p) = &state.diagnosis.prober {
         p.set_targets(crate::diagnosis::signals::probe_targets(&policy));
     }
     let view = PolicyView {
@@ -200,7 +178,7 @@ fn publish(state: &AppState, ctl: &Controller, policy: Policy) {
         source: ctl.policy_path.clone(),
         policy,
     };
-    *state.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    state.policy.publish(view);
 }
 
 /// What identifies a version of the file on disk.
@@ -260,7 +238,7 @@ pub async fn follow_schedules(
     loop {
         let now = clock.now();
         let next = {
-            let guard = state.controller.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = lock(&state.control);
             guard.as_ref().and_then(|c| {
                 crate::policy::schedule::next_edge(&c.base.schedules, now, c.base.gateway.timezone)
             })

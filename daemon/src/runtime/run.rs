@@ -13,8 +13,8 @@ use crate::datapath::{CounterReader, Datapath};
 use crate::http::auth::Tokens;
 
 use crate::gateway;
-use crate::history::{CounterReading, HistoryStore};
-use crate::http::{self, AppState, PolicyView, ReloadStatus};
+use crate::http;
+use crate::runtime::state::{AppState, Controller, PolicyView, ReloadStatus};
 use crate::shaper::Shaper;
 
 /// Options of `jatah run`.
@@ -103,15 +103,25 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         retired: datapath.retired().clone(),
         source: opts.policy.clone(),
     };
-    let mut state = AppState::new(view, tokens, Some(CounterReader::open(&opts.bpffs)?));
-    *state.shaping.write().unwrap_or_else(|p| p.into_inner()) = Some(ifaces.clone());
-    *state.reload.lock().unwrap_or_else(|p| p.into_inner()) = ReloadStatus {
-        successful: true,
-        at: Some(chrono::Utc::now()),
-        error: None,
-        duration_seconds: applied_in.as_secs_f64(),
-    };
-    open_history(&state, &opts.data_dir, policy.gateway.timezone);
+    let mut builder = AppState::builder(view, tokens)
+        .counters(CounterReader::open(&opts.bpffs)?)
+        .history(crate::runtime::sampler::open_history(
+            &opts.data_dir,
+            policy.gateway.timezone,
+        ))
+        .reload_status(ReloadStatus {
+            successful: true,
+            at: Some(chrono::Utc::now()),
+            error: None,
+            duration_seconds: applied_in.as_secs_f64(),
+        })
+        .control(Controller {
+            base,
+            datapath,
+            shaper,
+            ifaces: ifaces.clone(),
+            policy_path: opts.policy.clone(),
+        });
     let probe_config = crate::diagnosis::probe::ProbeConfig {
         interval: policy.diagnosis.probe_interval,
         timeout: policy
@@ -123,19 +133,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     match crate::diagnosis::probe::Prober::new(probe_config) {
         Ok(prober) => {
             prober.set_targets(crate::diagnosis::signals::probe_targets(&policy));
-            state.prober = Some(prober);
+            builder = builder.prober(prober);
         }
         Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
     }
-    *state.controller.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(crate::runtime::reload::Controller {
-            base,
-            datapath,
-            shaper,
-            ifaces: ifaces.clone(),
-            policy_path: opts.policy.clone(),
-        });
-    let state = Arc::new(state);
+    let state = Arc::new(builder.build());
     tokio::spawn(crate::runtime::reload::watch(
         state.clone(),
         opts.policy.clone(),
@@ -150,7 +152,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         state.clone(),
         shutdown.clone(),
     ));
-    if let Some(prober) = state.prober.clone() {
+    if let Some(prober) = state.diagnosis.prober.clone() {
         let stop = shutdown.clone();
         tokio::spawn(async move { prober.run(stop).await });
     }
@@ -162,7 +164,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         "data path attached; allocations in force"
     );
 
-    let sampler = tokio::spawn(sample_counters(state.clone(), shutdown.clone()));
+    let sampler = tokio::spawn(crate::runtime::sampler::run(
+        state.clone(),
+        shutdown.clone(),
+    ));
     // http::serve passes every request the client's address: it
     // identifies an OPD's visitors on the status page.
     let status = status_listener.map(|l| {
@@ -223,188 +228,6 @@ async fn wait_for_interfaces(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(crate::runtime::links::CHECK_EVERY) => {}
-        }
-    }
-}
-
-/// Opens the history store; a failure is logged and reported by the API and
-/// a metric, and never stops the data path.
-fn open_history(state: &AppState, dir: &std::path::Path, tz: chrono_tz::Tz) {
-    *state
-        .history
-        .location
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some((dir.to_owned(), tz));
-    match HistoryStore::open(dir, tz) {
-        Ok(store) => {
-            info!(dir = %dir.display(), "usage history store open");
-            *state
-                .history
-                .store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(store);
-        }
-        Err(e) => {
-            warn!(dir = %dir.display(), error = %e, "usage history unavailable; shaping and metrics continue");
-            *state
-                .history
-                .error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        }
-    }
-}
-
-/// Once a second: sample every OPD's counters for the current rates; at
-/// each minute boundary hand the cumulative counters (and the minute's peak
-/// rates) to the history store.
-async fn sample_counters(state: Arc<AppState>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut minute = minute_start(chrono::Utc::now());
-    let watcher = Arc::new(std::sync::Mutex::new(
-        crate::diagnosis::signals::Watcher::default(),
-    ));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let st = state.clone();
-        let now = chrono::Utc::now();
-        let now_minute = minute_start(now);
-        let record_minute = (now_minute > minute).then_some(minute);
-        minute = now_minute;
-        let w = watcher.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            sample_once(&st, record_minute);
-            diagnose_once(&st, &mut w.lock().unwrap_or_else(|p| p.into_inner()), now);
-        })
-        .await;
-    }
-}
-
-/// One second of diagnosis: gather signals, step the engine, keep changes.
-fn diagnose_once(
-    state: &AppState,
-    watcher: &mut crate::diagnosis::signals::Watcher,
-    now: chrono::DateTime<chrono::Utc>,
-) {
-    let tick = watcher.tick(state, now);
-    let changes = state
-        .engine
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .step(&tick);
-    for c in &changes {
-        crate::diagnosis::signals::record_change(state, c);
-    }
-}
-
-fn minute_start(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-    use chrono::{DurationRound, TimeDelta};
-    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
-}
-
-fn sample_once(state: &AppState, record_minute: Option<chrono::DateTime<chrono::Utc>>) {
-    let Some(reader) = &state.counters else {
-        return;
-    };
-    let view = state.view();
-    let now = std::time::Instant::now();
-    let mut totals = Vec::with_capacity(view.slots.len());
-    {
-        let counters = crate::datapath::SlotTable::counters(Some(reader), view.slot_count());
-        let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
-        for opd in &view.policy.opds {
-            let Some(&slot) = view.slots.get(&opd.id) else {
-                continue;
-            };
-            if let Some(c) = counters.get(slot) {
-                rates.record(&opd.id, now, c.bytes);
-                totals.push((opd.id.clone(), c.bytes));
-            }
-        }
-        rates.retain(|id| view.slots.contains_key(id));
-    }
-    let Some(minute) = record_minute else {
-        return;
-    };
-    let peaks = state
-        .rates
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take_minute_peaks();
-    let readings: Vec<CounterReading> = totals
-        .into_iter()
-        .map(|(opd, bytes)| {
-            let peak = peaks.get(&opd).copied().unwrap_or([0, 0]);
-            CounterReading {
-                opd,
-                download_bytes_total: bytes[0],
-                upload_bytes_total: bytes[1],
-                peak_download_bps: peak[0],
-                peak_upload_bps: peak[1],
-            }
-        })
-        .collect();
-    let mut guard = state
-        .history
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if guard.is_none() {
-        // Opening failed at start: try again every minute; the kernel's
-        // counters keep every byte until then.
-        let location = state
-            .history
-            .location
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some((dir, tz)) = location
-            && let Ok(store) = HistoryStore::open(&dir, tz)
-        {
-            info!(dir = %dir.display(), "usage history store opened");
-            *guard = Some(store);
-        }
-    }
-    let Some(store) = guard.as_mut() else {
-        return;
-    };
-    let mut err_slot = state
-        .history
-        .error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let result = store.record_minute(minute, &readings).or_else(|first| {
-        // Once the store failed (disk full), try to reopen before giving up
-        // on this minute; the cursor in the database keeps bytes from being
-        // lost while it is down.
-        if err_slot.is_some() {
-            store
-                .reopen()
-                .and_then(|_| store.record_minute(minute, &readings))
-        } else {
-            Err(first)
-        }
-    });
-    match result {
-        Ok(()) => {
-            if err_slot.take().is_some() {
-                info!("usage history store recovered");
-            }
-            if minute.timestamp() % 3600 == 0
-                && let Err(e) = store.prune(chrono::Utc::now())
-            {
-                warn!(error = %e, "pruning usage history");
-            }
-        }
-        Err(e) => {
-            if err_slot.is_none() {
-                warn!(error = %e, "usage history write failed; shaping and metrics continue");
-            }
-            *err_slot = Some(e.to_string());
         }
     }
 }

@@ -31,11 +31,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::diagnosis::{State as DiagnosisState, Verdict};
-use crate::http::AppState;
 use crate::http::api::{EventBody, OpdDetail, OpdSummary, Usage};
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
 use crate::policy::Opd;
+use crate::runtime::state::AppState;
 
 const HTML: &str = include_str!("../../../web/status.html");
 const CSS: &str = include_str!("../../../web/status.css");
@@ -382,6 +382,7 @@ pub async fn status_of(
     let tz = state.view().policy.gateway.timezone;
     let detail = crate::http::api::opd_detail(state, opd).await;
     let (verdict, gateway) = state
+        .diagnosis
         .engine
         .lock()
         .map(|e| (e.opd(&opd.id).cloned(), e.gateway().cloned()))
@@ -460,6 +461,7 @@ pub async fn get_overview(
     let view = state.view();
     let tz = view.policy.gateway.timezone;
     let (verdicts, gateway): (HashMap<String, Verdict>, Option<Verdict>) = state
+        .diagnosis
         .engine
         .lock()
         .map(|e| {
@@ -528,6 +530,7 @@ pub async fn get_reference(
     // Verdicts in force first (they answer even when the history is down),
     // then the history of that minute.
     let (current, gateway): (Vec<(String, Verdict)>, Option<Verdict>) = state
+        .diagnosis
         .engine
         .lock()
         .map(|e| {

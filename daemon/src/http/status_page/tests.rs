@@ -15,7 +15,8 @@ use tower::ServiceExt;
 use super::*;
 use crate::diagnosis::{OpdSignals, Tick};
 use crate::http::auth::Tokens;
-use crate::http::{PolicyView, router, status_router};
+use crate::http::{router, status_router};
+use crate::runtime::state::PolicyView;
 
 const POLICY: &str = r#"
 [gateway]
@@ -55,7 +56,7 @@ fn state() -> Arc<AppState> {
         retired: Default::default(),
         source: "status-test.toml".into(),
     };
-    Arc::new(AppState::new(view, tokens, None))
+    Arc::new(AppState::builder(view, tokens).build())
 }
 
 struct Reply {
@@ -292,7 +293,7 @@ async fn the_status_listener_serves_the_page_and_nothing_else() {
 /// have verdicts.
 fn fault_dinkes(state: &AppState) -> DateTime<Utc> {
     let t0 = Utc::now() - chrono::Duration::seconds(30);
-    let mut engine = state.engine.lock().unwrap();
+    let mut engine = state.diagnosis.engine.lock().unwrap();
     for s in 0..12 {
         let cut = OpdSignals {
             probe_configured: true,

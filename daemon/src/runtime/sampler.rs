@@ -1,0 +1,230 @@
+//! The one-second loop: the one place that reads the kernel's counters
+//! while jatah runs (a scrape reads them too, at its own time). Each
+//! second it takes one [`Reading`] (one batched read of the counter map,
+//! one of the round-trip map, one HTB dump per tree) and hands it to every
+//! consumer:
+//!
+//! ```text
+//!   Reading ──► Traffic (rates for the API and status page)
+//!           ──► Watcher ──► Tick ──► Engine ──► verdict changes ──► log, history events
+//!           ──► (each minute) history store: cumulative counters + peak rates
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use jatah_common::{SIDE_LAN, SIDE_WAN, SLOT_UNCLASSIFIED, rtt_index};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::datapath::{CounterReader, SlotTable};
+use crate::diagnosis::Change;
+use crate::diagnosis::signals::{Reading, Watcher};
+use crate::history::{CounterReading, HistoryStore};
+use crate::runtime::state::{AppState, KernelStatus, PolicyView, drops_by_minor, lock};
+
+/// Runs the loop until `shutdown` fires.
+pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut minute = minute_start(Utc::now());
+    let watcher = Arc::new(std::sync::Mutex::new(Watcher::default()));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Utc::now();
+        let now_minute = minute_start(now);
+        let record_minute = (now_minute > minute).then_some(minute);
+        minute = now_minute;
+        let (st, w) = (state.clone(), watcher.clone());
+        // Map reads and netlink dumps block: keep them off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            sample_once(&st, &mut lock(&w), now, record_minute);
+        })
+        .await;
+    }
+}
+
+/// One second: read the kernel once, then feed rates, diagnosis and (at a
+/// minute boundary) the history.
+pub fn sample_once(
+    state: &AppState,
+    watcher: &mut Watcher,
+    now: DateTime<Utc>,
+    record_minute: Option<DateTime<Utc>>,
+) {
+    let Some(reader) = &state.counters else {
+        return;
+    };
+    let view = state.view();
+    let reading = take_reading(reader, &view, &state.kernel);
+
+    let totals = view
+        .slots
+        .iter()
+        .filter_map(|(id, slot)| reading.counters.get(slot).map(|c| (id.clone(), *c)))
+        .collect();
+    state.traffic.record(
+        reading.at.unwrap_or_else(Instant::now),
+        totals,
+        reading.unclassified,
+    );
+
+    let probes = state
+        .diagnosis
+        .prober
+        .as_ref()
+        .map(|p| p.snapshot())
+        .unwrap_or_default();
+    let tick = watcher.tick(&reading, &view.policy, &view.slots, &probes, now);
+    let changes = lock(&state.diagnosis.engine).step(&tick);
+    for c in &changes {
+        record_change(state, c);
+    }
+
+    if let Some(minute) = record_minute {
+        record_history_minute(state, &view, minute);
+    }
+}
+
+/// Reads every slot in use: counters and round trips in one batch each,
+/// and the HTB drops.
+pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelStatus) -> Reading {
+    let n = view.slot_count();
+    let counters = SlotTable::counters(Some(reader), n);
+    let round_trips = SlotTable::round_trips(Some(reader), n);
+    let mut reading = Reading {
+        at: Some(Instant::now()),
+        drops: drops_by_minor(&kernel.htb_stats()),
+        unclassified: reader.read(SLOT_UNCLASSIFIED).unwrap_or_default(),
+        ..Reading::default()
+    };
+    for &slot in view.slots.values() {
+        if let Some(c) = counters.get(slot) {
+            reading.counters.insert(slot, c);
+        }
+        let rtt = [SIDE_LAN, SIDE_WAN]
+            .map(|side| round_trips.get(rtt_index(slot, side)).unwrap_or_default());
+        reading.round_trips.insert(slot, rtt);
+    }
+    reading
+}
+
+/// Logs a state change and keeps it as an event in the history store.
+fn record_change(state: &AppState, change: &Change) {
+    let who = change.opd.as_deref().unwrap_or("gateway");
+    info!(
+        opd = who,
+        from = change.previous.map(|s| s.as_str()).unwrap_or("none"),
+        to = change.verdict.state.as_str(),
+        evidence = %change.verdict.evidence,
+        "{}",
+        change.verdict.explanation_en
+    );
+    if let Some(store) = lock(&state.history.store).as_mut() {
+        let event = crate::history::Event {
+            at: change.verdict.since,
+            opd: change.opd.clone(),
+            state: change.verdict.state.as_str().to_string(),
+            previous: change.previous.map(|s| s.as_str().to_string()),
+            evidence: change.verdict.evidence.clone(),
+            message: change.verdict.explanation_en.clone(),
+        };
+        if let Err(e) = store.record_event(&event) {
+            warn!(error = %e, "could not keep a diagnosis event in the history");
+        }
+    }
+}
+
+fn minute_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+/// Hands the minute's cumulative counters and peak rates to the history
+/// store, opening it again if it was unavailable.
+fn record_history_minute(state: &AppState, view: &PolicyView, minute: DateTime<Utc>) {
+    let peaks = state.traffic.take_minute_peaks();
+    let readings: Vec<CounterReading> = view
+        .slots
+        .keys()
+        .map(|opd| {
+            let totals = state.traffic.totals(opd);
+            let peak = peaks.get(opd).copied().unwrap_or([0, 0]);
+            CounterReading {
+                opd: opd.clone(),
+                download_bytes_total: totals.bytes[0],
+                upload_bytes_total: totals.bytes[1],
+                peak_download_bps: peak[0],
+                peak_upload_bps: peak[1],
+            }
+        })
+        .collect();
+    let mut guard = lock(&state.history.store);
+    if guard.is_none() {
+        // Opening failed at start: try again every minute; the kernel's
+        // counters keep every byte until then.
+        let location = lock(&state.history.location).clone();
+        if let Some((dir, tz)) = location
+            && let Ok(store) = HistoryStore::open(&dir, tz)
+        {
+            info!(dir = %dir.display(), "usage history store opened");
+            *guard = Some(store);
+        }
+    }
+    let Some(store) = guard.as_mut() else {
+        return;
+    };
+    let mut err_slot = lock(&state.history.error);
+    let result = store.record_minute(minute, &readings).or_else(|first| {
+        // Once the store failed (disk full), try to reopen before giving up
+        // on this minute; the cursor in the database keeps bytes from being
+        // lost while it is down.
+        if err_slot.is_some() {
+            store
+                .reopen()
+                .and_then(|_| store.record_minute(minute, &readings))
+        } else {
+            Err(first)
+        }
+    });
+    match result {
+        Ok(()) => {
+            if err_slot.take().is_some() {
+                info!("usage history store recovered");
+            }
+            if minute.timestamp() % 3600 == 0
+                && let Err(e) = store.prune(Utc::now())
+            {
+                warn!(error = %e, "pruning usage history");
+            }
+        }
+        Err(e) => {
+            if err_slot.is_none() {
+                warn!(error = %e, "usage history write failed; shaping and metrics continue");
+            }
+            *err_slot = Some(e.to_string());
+        }
+    }
+}
+
+/// Opens the history store for [`AppState`]; a failure is logged and
+/// reported by the API and a metric, and never stops the data path (the
+/// sampler tries again each minute).
+pub fn open_history(dir: &std::path::Path, tz: chrono_tz::Tz) -> crate::runtime::state::History {
+    let history = crate::runtime::state::History::default();
+    *lock(&history.location) = Some((dir.to_owned(), tz));
+    match HistoryStore::open(dir, tz) {
+        Ok(store) => {
+            info!(dir = %dir.display(), "usage history store open");
+            *lock(&history.store) = Some(store);
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "usage history unavailable; shaping and metrics continue");
+            *lock(&history.error) = Some(e.to_string());
+        }
+    }
+    history
+}

@@ -1,0 +1,461 @@
+//! What jatah's tasks and HTTP handlers share while the daemon runs, as a
+//! few typed parts, each guarding its own data and saying what it is for.
+//!
+//! The whole is built complete by [`StateBuilder::build`] before any task
+//! starts: nothing is filled in afterwards, so a handler never meets a
+//! half-started daemon. Who writes what:
+//!
+//! | part | written by | read by |
+//! |---|---|---|
+//! | [`PolicyCell`] | start-up, reloads | everyone |
+//! | [`Traffic`] | the sampler, once a second | API, status page |
+//! | [`Diagnosis`] | the sampler (verdicts), reloads (thresholds) | API, metrics, status page |
+//! | [`History`] | the sampler (minutes, events) | API, status page |
+//! | [`KernelStatus`] | the link keeper, failing kernel operations | metrics, sampler |
+//! | `control` | reloads and the link keeper, one at a time | — |
+//! | `reloads` | reloads | API, metrics |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Utc};
+use jatah_common::{Counters, DIRECTIONS, DOWNLOAD, UPLOAD};
+use tracing::warn;
+
+use crate::datapath::{CounterReader, Datapath};
+use crate::diagnosis::Engine;
+use crate::diagnosis::probe::Prober;
+use crate::gateway::Interfaces;
+use crate::history::HistoryStore;
+use crate::http::auth::Tokens;
+use crate::policy::Policy;
+use crate::runtime::rates::{RateTable, WindowRates};
+use crate::shaper::{ClassStats, Shaper};
+
+/// Locks a mutex, taking the data of a poisoned one too: a panic in one
+/// task must not stop the others from reading what is there.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The policy in force and the slot each of its OPDs holds, swapped as one
+/// on every (re)load so handlers never see a half-applied policy.
+#[derive(Debug, Clone)]
+pub struct PolicyView {
+    pub policy: Policy,
+    pub slots: BTreeMap<String, u32>,
+    /// Removed OPDs whose final counters have not been scraped yet.
+    pub retired: BTreeMap<String, u32>,
+    pub source: PathBuf,
+}
+
+impl PolicyView {
+    /// One more than the highest slot in use (retired slots included):
+    /// how far to read the per-slot maps.
+    pub fn slot_count(&self) -> u32 {
+        self.slots
+            .values()
+            .chain(self.retired.values())
+            .max()
+            .map_or(0, |m| m + 1)
+    }
+}
+
+/// The [`PolicyView`] in force, and the retired slots whose final counters
+/// Prometheus has been given (they may be reused from the next reload on).
+#[derive(Debug)]
+pub struct PolicyCell {
+    view: RwLock<Arc<PolicyView>>,
+    exported_retired: Mutex<BTreeSet<u32>>,
+}
+
+impl PolicyCell {
+    fn new(view: PolicyView) -> Self {
+        PolicyCell {
+            view: RwLock::new(Arc::new(view)),
+            exported_retired: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The view in force.
+    pub fn view(&self) -> Arc<PolicyView> {
+        self.view
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Makes `view` the one in force.
+    pub fn publish(&self, view: PolicyView) {
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    }
+
+    /// A scrape delivered these retired OPDs' final counters: they leave
+    /// the view, and their slots may be reused.
+    pub fn retired_exported(&self, slots: &BTreeSet<u32>) {
+        if slots.is_empty() {
+            return;
+        }
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**view).clone();
+        next.retired.retain(|_, s| !slots.contains(s));
+        *view = Arc::new(next);
+        drop(view);
+        lock(&self.exported_retired).extend(slots.iter().copied());
+    }
+
+    /// Retired slots that may be reused now (each is handed out once).
+    pub fn take_reusable(&self) -> BTreeSet<u32> {
+        std::mem::take(&mut *lock(&self.exported_retired))
+    }
+}
+
+/// Outcome of the last policy (re)load.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    pub at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub duration_seconds: f64,
+}
+
+/// The history store, or why it is unavailable. The data path and metrics
+/// never wait for it.
+#[derive(Default)]
+pub struct History {
+    pub store: Mutex<Option<HistoryStore>>,
+    pub error: Mutex<Option<String>>,
+    /// Where the store lives, to open it again when opening failed at start
+    /// (a full disk, a damaged file since moved aside).
+    pub location: Mutex<Option<(PathBuf, chrono_tz::Tz)>>,
+}
+
+impl History {
+    pub fn available(&self) -> bool {
+        self.error.lock().map(|e| e.is_none()).unwrap_or(false)
+            && self.store.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+}
+
+/// The verdict engine and the ICMP prober that feeds it.
+pub struct Diagnosis {
+    pub engine: Mutex<Engine>,
+    /// None without permission to send ICMP, and in tests.
+    pub prober: Option<Prober>,
+}
+
+/// Keeps counters read from HTB classes (drops, a group's bytes) monotonic:
+/// HTB statistics restart from zero when a class is recreated, an exported
+/// counter must not.
+#[derive(Debug, Default)]
+pub struct Monotonic {
+    /// (series index, key) -> (last raw value, carried offset)
+    seen: BTreeMap<(usize, String), (u64, u64)>,
+}
+
+impl Monotonic {
+    /// The monotonic value of series `series` of `key` whose raw value is
+    /// now `raw`.
+    pub fn observe(&mut self, series: usize, key: &str, raw: u64) -> u64 {
+        let e = self
+            .seen
+            .entry((series, key.to_string()))
+            .or_insert((raw, 0));
+        if raw < e.0 {
+            e.1 += e.0;
+        }
+        e.0 = raw;
+        e.1 + raw
+    }
+}
+
+/// The kernel side as the daemon sees it: which interfaces it shapes, what
+/// is attached, which operations failed; and the memory that keeps HTB
+/// counters monotonic for Prometheus.
+#[derive(Default)]
+pub struct KernelStatus {
+    shaping: RwLock<Option<Interfaces>>,
+    errors: Mutex<BTreeMap<(String, String), u64>>,
+    attached: Mutex<BTreeMap<String, bool>>,
+    /// Drops per OPD class, as exported.
+    pub drops: Mutex<Monotonic>,
+    /// Bytes and packets per group class, as exported.
+    pub group_counters: Mutex<Monotonic>,
+}
+
+impl KernelStatus {
+    /// The interfaces jatah shapes on now (their ifindexes change when an
+    /// interface is recreated).
+    pub fn shaping(&self) -> Option<Interfaces> {
+        self.shaping
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_shaping(&self, ifaces: Interfaces) {
+        *self.shaping.write().unwrap_or_else(|p| p.into_inner()) = Some(ifaces);
+    }
+
+    /// Counts a failed netlink or BPF operation on an interface
+    /// (`jatah_kernel_errors_total`). The caller logs it.
+    pub fn count_error(&self, operation: &str, interface: &str) {
+        *lock(&self.errors)
+            .entry((operation.to_string(), interface.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Failed operations so far, by (operation, interface).
+    pub fn errors(&self) -> BTreeMap<(String, String), u64> {
+        lock(&self.errors).clone()
+    }
+
+    /// Whether jatah's programs and HTB tree are on each shaped interface.
+    pub fn set_attached(&self, attached: BTreeMap<String, bool>) {
+        *lock(&self.attached) = attached;
+    }
+
+    pub fn attached(&self) -> BTreeMap<String, bool> {
+        lock(&self.attached).clone()
+    }
+
+    /// HTB class statistics of both trees (download on the LAN device,
+    /// upload on the WAN), read over netlink; empty where unavailable (a
+    /// failure is logged and counted).
+    pub fn htb_stats(&self) -> [Vec<ClassStats>; DIRECTIONS] {
+        let mut out = [Vec::new(), Vec::new()];
+        let Some(ifaces) = self.shaping() else {
+            return out;
+        };
+        let mut shaper = match Shaper::new() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "netlink unavailable for HTB statistics");
+                return out;
+            }
+        };
+        for (d, iface) in [(DOWNLOAD, &ifaces.lan_device), (UPLOAD, &ifaces.wan)] {
+            match shaper.class_stats(iface.ifindex) {
+                Ok(stats) => out[d] = stats,
+                Err(e) => {
+                    warn!(interface = %iface.name, operation = "htb_stats", error = %e, "reading HTB class statistics");
+                    self.count_error("htb_stats", &iface.name);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// HTB drops per class minor, per direction.
+pub fn drops_by_minor(stats: &[Vec<ClassStats>; DIRECTIONS]) -> [BTreeMap<u16, u64>; DIRECTIONS] {
+    [DOWNLOAD, UPLOAD].map(|d| stats[d].iter().map(|c| (c.minor, c.drops)).collect())
+}
+
+/// What owns the kernel state: the loaded programs and maps, the netlink
+/// socket, the interfaces. One reload (or re-attachment) at a time holds it.
+pub struct Controller {
+    /// The policy file as read, before schedules: the policy in force is
+    /// this with the allocations of the windows open now.
+    pub base: Policy,
+    pub datapath: Datapath,
+    pub shaper: Shaper,
+    pub ifaces: Interfaces,
+    pub policy_path: PathBuf,
+}
+
+/// What the sampler measured: each OPD's current rates, and the counters
+/// of the latest reading, by OPD id.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    inner: Mutex<TrafficInner>,
+}
+
+#[derive(Debug, Default)]
+struct TrafficInner {
+    rates: RateTable,
+    totals: BTreeMap<String, Counters>,
+    unclassified: Counters,
+}
+
+impl Traffic {
+    /// Records one reading: cumulative counters by OPD id, and the
+    /// unclassified slot's.
+    pub fn record(
+        &self,
+        at: std::time::Instant,
+        totals: BTreeMap<String, Counters>,
+        unclassified: Counters,
+    ) {
+        let mut t = lock(&self.inner);
+        for (id, c) in &totals {
+            t.rates.record(id, at, c.bytes);
+        }
+        t.rates.retain(|id| totals.contains_key(id));
+        t.totals = totals;
+        t.unclassified = unclassified;
+    }
+
+    /// Rates of one direction (`jatah_common::DOWNLOAD`/`UPLOAD`) of an OPD.
+    pub fn rates(&self, opd: &str, dir: usize) -> WindowRates {
+        lock(&self.inner).rates.rates(opd, dir)
+    }
+
+    /// The sum of the rates of these OPDs in one direction.
+    pub fn sum_rates<'a>(
+        &self,
+        opds: impl IntoIterator<Item = &'a str>,
+        dir: usize,
+    ) -> WindowRates {
+        let t = lock(&self.inner);
+        let mut sum = WindowRates::default();
+        for id in opds {
+            let x = t.rates.rates(id, dir);
+            sum.last_1s_bps += x.last_1s_bps;
+            sum.last_10s_bps += x.last_10s_bps;
+            sum.last_60s_bps += x.last_60s_bps;
+        }
+        sum
+    }
+
+    /// Cumulative counters of an OPD at the latest reading.
+    pub fn totals(&self, opd: &str) -> Counters {
+        lock(&self.inner)
+            .totals
+            .get(opd)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Cumulative counters of traffic that matched no OPD.
+    pub fn unclassified(&self) -> Counters {
+        lock(&self.inner).unclassified
+    }
+
+    /// The peak 1-second rates of every OPD since the last call, by
+    /// direction, and resets them (called at each minute boundary).
+    pub fn take_minute_peaks(&self) -> BTreeMap<String, [u64; DIRECTIONS]> {
+        lock(&self.inner).rates.take_minute_peaks()
+    }
+}
+
+/// What the handlers and tasks share.
+pub struct AppState {
+    /// Set once the data path is attached and the HTB trees are in force.
+    pub ready: AtomicBool,
+    pub tokens: Tokens,
+    pub policy: PolicyCell,
+    /// The pinned counter maps; read by the sampler once a second and by
+    /// each scrape (None in tests without a kernel).
+    pub counters: Option<CounterReader>,
+    pub traffic: Traffic,
+    pub history: History,
+    pub diagnosis: Diagnosis,
+    pub kernel: KernelStatus,
+    /// The kernel state, for reloads and re-attachment (None in tests).
+    pub control: Mutex<Option<Controller>>,
+    pub reloads: Mutex<ReloadStatus>,
+}
+
+impl AppState {
+    /// Starts building the state around the policy in force.
+    pub fn builder(view: PolicyView, tokens: Tokens) -> StateBuilder {
+        StateBuilder {
+            view,
+            tokens,
+            counters: None,
+            prober: None,
+            control: None,
+            shaping: None,
+            history: History::default(),
+            reload: ReloadStatus::default(),
+        }
+    }
+
+    /// The policy view in force.
+    pub fn view(&self) -> Arc<PolicyView> {
+        self.policy.view()
+    }
+}
+
+/// Gathers the parts of an [`AppState`]; those not given are absent (tests
+/// without a kernel, a gateway without ICMP permission).
+pub struct StateBuilder {
+    view: PolicyView,
+    tokens: Tokens,
+    counters: Option<CounterReader>,
+    prober: Option<Prober>,
+    control: Option<Controller>,
+    shaping: Option<Interfaces>,
+    history: History,
+    reload: ReloadStatus,
+}
+
+impl StateBuilder {
+    pub fn counters(mut self, reader: CounterReader) -> Self {
+        self.counters = Some(reader);
+        self
+    }
+
+    pub fn prober(mut self, prober: Prober) -> Self {
+        self.prober = Some(prober);
+        self
+    }
+
+    /// The kernel state and the interfaces it shapes.
+    pub fn control(mut self, controller: Controller) -> Self {
+        self.shaping = Some(controller.ifaces.clone());
+        self.control = Some(controller);
+        self
+    }
+
+    pub fn history(mut self, history: History) -> Self {
+        self.history = history;
+        self
+    }
+
+    pub fn reload_status(mut self, status: ReloadStatus) -> Self {
+        self.reload = status;
+        self
+    }
+
+    pub fn build(self) -> AppState {
+        let thresholds = crate::diagnosis::Thresholds::from_policy(&self.view.policy);
+        let kernel = KernelStatus::default();
+        if let Some(ifaces) = self.shaping {
+            kernel.set_shaping(ifaces);
+        }
+        AppState {
+            ready: AtomicBool::new(false),
+            tokens: self.tokens,
+            policy: PolicyCell::new(self.view),
+            counters: self.counters,
+            traffic: Traffic::default(),
+            history: self.history,
+            diagnosis: Diagnosis {
+                engine: Mutex::new(Engine::new(thresholds)),
+                prober: self.prober,
+            },
+            kernel,
+            control: Mutex::new(self.control),
+            reloads: Mutex::new(self.reload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_counters_never_go_backwards_when_a_class_is_recreated() {
+        let mut t = Monotonic::default();
+        assert_eq!(t.observe(0, "a", 5), 5);
+        assert_eq!(t.observe(0, "a", 9), 9);
+        assert_eq!(t.observe(0, "a", 2), 11, "class recreated: continue from 9");
+        assert_eq!(t.observe(0, "a", 3), 12);
+        assert_eq!(t.observe(1, "a", 1), 1, "directions are separate");
+    }
+}

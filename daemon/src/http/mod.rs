@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod exposition;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod status_page;
 
@@ -35,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(crate::http::metrics::serve))
+            .route("/openapi.json", get(crate::http::openapi::serve))
             .merge(crate::http::api::routes())
             .merge(crate::http::status_page::routes()),
     )

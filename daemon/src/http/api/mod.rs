@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
-use crate::diagnosis::{State as DiagnosisState, Verdict};
+use crate::diagnosis::Verdict;
 use crate::history::Step;
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
@@ -24,148 +24,9 @@ use crate::policy::{Direction, Opd};
 use crate::runtime::rates::WindowRates;
 use crate::runtime::state::AppState;
 
-/// Allocation, current rate and totals of one direction of an OPD.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DirectionUsage {
-    pub guaranteed_bps: u64,
-    pub ceiling_bps: u64,
-    pub rate: WindowRates,
-    /// Share of the ceiling used over the last 10 s, in percent.
-    pub ceiling_percent: f64,
-    /// Bytes since the OPD got its slot (offered to its HTB class).
-    pub bytes_total: u64,
-    pub packets_total: u64,
-}
+mod body;
 
-/// One OPD: who it is, its allocation and what it uses now.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OpdSummary {
-    pub id: String,
-    pub name: String,
-    /// Diagnosis state; null during the first seconds after start.
-    pub state: Option<DiagnosisState>,
-    pub download: DirectionUsage,
-    pub upload: DirectionUsage,
-}
-
-/// Bytes in a period.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Volume {
-    pub download_bytes: u64,
-    pub upload_bytes: u64,
-}
-
-/// One OPD in full.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OpdDetail {
-    #[serde(flatten)]
-    pub summary: OpdSummary,
-    pub subnets: Vec<String>,
-    /// The OPD router's address jatah probes, if configured.
-    pub probe: Option<String>,
-    /// Since local midnight (gateway timezone); null if history is unavailable.
-    pub today: Option<Volume>,
-    /// Since the first of the month (gateway timezone).
-    pub this_month: Option<Volume>,
-    pub history_available: bool,
-}
-
-/// The list of OPDs this token may see.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OpdList {
-    pub opds: Vec<OpdSummary>,
-}
-
-/// One step of usage history.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsagePoint {
-    /// Start of the step (UTC); steps of 1h and 1d are aligned to the
-    /// gateway's local time.
-    pub start: DateTime<Utc>,
-    pub download_bytes: u64,
-    pub upload_bytes: u64,
-    /// Highest 1-second rate seen within the step.
-    pub peak_download_bps: u64,
-    pub peak_upload_bps: u64,
-}
-
-/// Usage of an OPD over a time range.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Usage {
-    pub opd: String,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    /// `1m`, `1h` or `1d`.
-    pub step: String,
-    pub timezone: String,
-    pub points: Vec<UsagePoint>,
-}
-
-/// Rates and totals of one direction at the gateway.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GatewayDirection {
-    pub capacity_bps: u64,
-    pub guaranteed_sum_bps: u64,
-    /// Sum of every OPD's rate (unclassified traffic not included).
-    pub rate: WindowRates,
-    pub unclassified_bytes_total: u64,
-}
-
-/// The policy in force and how it got there.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PolicyStatus {
-    pub source: String,
-    pub opds: usize,
-    pub last_reload_successful: bool,
-    pub last_reload_at: Option<DateTime<Utc>>,
-    pub last_reload_error: Option<String>,
-}
-
-/// The gateway as a whole.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GatewayStatus {
-    pub version: String,
-    /// The uplink's diagnosis (healthy, upstream_degraded, upstream_down);
-    /// null during the first seconds after start.
-    pub diagnosis: Option<Verdict>,
-    pub wan: String,
-    pub lan: Vec<String>,
-    pub timezone: String,
-    pub download: GatewayDirection,
-    pub upload: GatewayDirection,
-    pub policy: PolicyStatus,
-    /// Schedules whose window is open now (their allocations are in force).
-    pub schedules_open: Vec<String>,
-    pub history_available: bool,
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "jatah",
-        description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
-    ),
-    paths(list_groups, get_group, list_opds, get_opd, get_usage, get_usage_csv, get_diagnosis, get_events, get_gateway, post_reload, post_plan,
-        crate::http::status_page::get_status, crate::http::status_page::get_overview, crate::http::status_page::get_reference),
-    components(schemas(Problem)),
-    modifiers(&BearerAuth),
-    tags((name = "opds", description = "OPD allocations, rates and usage"), (name = "gateway", description = "The gateway as a whole"),
-        (name = "status", description = "The status page for OPD operators and its admin overview"))
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
+pub use body::*;
 
 /// The API routes (merged into the server's router).
 pub fn routes() -> Router<Arc<AppState>> {
@@ -181,24 +42,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/gateway", get(get_gateway))
         .route("/api/v1/policy/reload", post(post_reload))
         .route("/api/v1/policy/plan", post(post_plan))
-        .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
 }
 
 async fn not_found() -> Problem {
     Problem::not_found("no such endpoint; see /openapi.json")
-}
-
-async fn openapi_json() -> Response {
-    let mut res = ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_default()
-        .into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
 }
 
 /// Who is asking, from the Authorization header.
@@ -283,7 +131,7 @@ pub(crate) fn summary(state: &AppState, opd: &Opd) -> OpdSummary {
         (status = 401, description = "No or bad token (unless anonymous summary is on)", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("token" = [])))]
-async fn list_opds(
+pub(crate) async fn list_opds(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<OpdList>, Problem> {
@@ -308,7 +156,7 @@ async fn list_opds(
         (status = 404, description = "No such OPD (or not visible to this token)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn get_opd(
+pub(crate) async fn get_opd(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -477,7 +325,7 @@ pub(crate) async fn usage_points(
         (status = 503, description = "History store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn get_usage(
+pub(crate) async fn get_usage(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -503,7 +351,7 @@ async fn get_usage(
         (status = 503, description = "History store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn get_usage_csv(
+pub(crate) async fn get_usage_csv(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -547,7 +395,7 @@ async fn get_usage_csv(
         (status = 401, description = "No or bad token (unless anonymous summary is on)", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("token" = [])))]
-async fn get_gateway(
+pub(crate) async fn get_gateway(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<GatewayStatus>, Problem> {
@@ -617,7 +465,7 @@ pub struct Diagnosis {
         (status = 404, description = "No such OPD", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn get_diagnosis(
+pub(crate) async fn get_diagnosis(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -689,7 +537,7 @@ pub struct Events {
         (status = 503, description = "History store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn get_events(
+pub(crate) async fn get_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
@@ -756,7 +604,7 @@ pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(),
         (status = 422, description = "Refused (invalid file, or a change needing a restart) or failed and rolled back; the policy in force stays", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn post_reload(
+pub(crate) async fn post_reload(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<crate::runtime::reload::ReloadOutcome>, Problem> {
@@ -790,7 +638,7 @@ async fn post_reload(
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn post_plan(
+pub(crate) async fn post_plan(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: String,
@@ -874,7 +722,7 @@ fn can_see_group(state: &AppState, access: &Access, group: &str) -> bool {
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn list_groups(
+pub(crate) async fn list_groups(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<GroupList>, Problem> {
@@ -902,7 +750,7 @@ async fn list_groups(
         (status = 404, description = "No such group (or not visible to this token)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
-async fn get_group(
+pub(crate) async fn get_group(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,

@@ -1,0 +1,124 @@
+//! The bodies the API answers with, shared with the status page. Their
+//! doc comments are the OpenAPI document's descriptions.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::diagnosis::{State as DiagnosisState, Verdict};
+use crate::runtime::rates::WindowRates;
+
+/// Allocation, current rate and totals of one direction of an OPD.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectionUsage {
+    pub guaranteed_bps: u64,
+    pub ceiling_bps: u64,
+    pub rate: WindowRates,
+    /// Share of the ceiling used over the last 10 s, in percent.
+    pub ceiling_percent: f64,
+    /// Bytes since the OPD got its slot (offered to its HTB class).
+    pub bytes_total: u64,
+    pub packets_total: u64,
+}
+
+/// One OPD: who it is, its allocation and what it uses now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpdSummary {
+    pub id: String,
+    pub name: String,
+    /// Diagnosis state; null during the first seconds after start.
+    pub state: Option<DiagnosisState>,
+    pub download: DirectionUsage,
+    pub upload: DirectionUsage,
+}
+
+/// Bytes in a period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Volume {
+    pub download_bytes: u64,
+    pub upload_bytes: u64,
+}
+
+/// One OPD in full.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpdDetail {
+    #[serde(flatten)]
+    pub summary: OpdSummary,
+    pub subnets: Vec<String>,
+    /// The OPD router's address jatah probes, if configured.
+    pub probe: Option<String>,
+    /// Since local midnight (gateway timezone); null if history is unavailable.
+    pub today: Option<Volume>,
+    /// Since the first of the month (gateway timezone).
+    pub this_month: Option<Volume>,
+    pub history_available: bool,
+}
+
+/// The list of OPDs this token may see.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpdList {
+    pub opds: Vec<OpdSummary>,
+}
+
+/// One step of usage history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsagePoint {
+    /// Start of the step (UTC); steps of 1h and 1d are aligned to the
+    /// gateway's local time.
+    pub start: DateTime<Utc>,
+    pub download_bytes: u64,
+    pub upload_bytes: u64,
+    /// Highest 1-second rate seen within the step.
+    pub peak_download_bps: u64,
+    pub peak_upload_bps: u64,
+}
+
+/// Usage of an OPD over a time range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub opd: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `1m`, `1h` or `1d`.
+    pub step: String,
+    pub timezone: String,
+    pub points: Vec<UsagePoint>,
+}
+
+/// Rates and totals of one direction at the gateway.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayDirection {
+    pub capacity_bps: u64,
+    pub guaranteed_sum_bps: u64,
+    /// Sum of every OPD's rate (unclassified traffic not included).
+    pub rate: WindowRates,
+    pub unclassified_bytes_total: u64,
+}
+
+/// The policy in force and how it got there.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyStatus {
+    pub source: String,
+    pub opds: usize,
+    pub last_reload_successful: bool,
+    pub last_reload_at: Option<DateTime<Utc>>,
+    pub last_reload_error: Option<String>,
+}
+
+/// The gateway as a whole.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayStatus {
+    pub version: String,
+    /// The uplink's diagnosis (healthy, upstream_degraded, upstream_down);
+    /// null during the first seconds after start.
+    pub diagnosis: Option<Verdict>,
+    pub wan: String,
+    pub lan: Vec<String>,
+    pub timezone: String,
+    pub download: GatewayDirection,
+    pub upload: GatewayDirection,
+    pub policy: PolicyStatus,
+    /// Schedules whose window is open now (their allocations are in force).
+    pub schedules_open: Vec<String>,
+    pub history_available: bool,
+}

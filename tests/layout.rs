@@ -1,0 +1,363 @@
+//! The layout rules of `docs/architecture.md`, checked so they cannot
+//! quietly erode:
+//! - no cycle between the daemon's modules (each source file is a module;
+//!   an edge is a `crate::` or `super::` path one file names in another);
+//! - no source file over 800 lines outside tests;
+//! - every libc call sits in `sys.rs`, behind a safe function.
+//!
+//! It reads the source as text (comments stripped), needs no root and no
+//! kernel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const MAX_LINES: usize = 800;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A path as the repository names it.
+fn shown(p: &Path) -> String {
+    p.strip_prefix(root()).unwrap_or(p).display().to_string()
+}
+
+/// Every `.rs` file below `dir`.
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The module path of a file of the library (`crate::a::b`), None for the
+/// binary's `main.rs`.
+fn module_of(src: &Path, file: &Path) -> Option<Vec<String>> {
+    let rel = file.strip_prefix(src).unwrap();
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop()?;
+    match last.as_str() {
+        "main.rs" if parts.is_empty() => return None,
+        "lib.rs" | "mod.rs" => {}
+        other => parts.push(other.trim_end_matches(".rs").to_string()),
+    }
+    Some(parts)
+}
+
+/// The text without `//` comments (doc comments name paths in links).
+fn code_of(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find("//") {
+            // A `//` inside a string literal ("http://...") keeps the line.
+            Some(i) if l[..i].matches('"').count() % 2 == 0 => &l[..i],
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ident_at(s: &str) -> Option<&str> {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    (end > 0).then(|| &s[..end])
+}
+
+/// Every path in `code` that starts at `crate::`, `self::` or a chain of
+/// `super::`, made absolute from `module`; `{a::b, c}` groups are expanded
+/// one level (enough for `use` lists).
+fn paths_in(code: &str, module: &[String]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < code.len() {
+        let rest = &code[i..];
+        let Some(id) = ident_at(rest) else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        let before = code[..i].chars().last();
+        let starts_path = !before.is_some_and(|c| c == ':' || c == '.');
+        i += id.len();
+        if !starts_path || !code[i..].starts_with("::") {
+            continue;
+        }
+        let mut base: Vec<String> = match id {
+            "crate" => Vec::new(),
+            "self" => module.to_vec(),
+            "super" => module[..module.len().saturating_sub(1)].to_vec(),
+            _ => continue,
+        };
+        let mut tail = &code[i + 2..];
+        while let Some(r) = tail.strip_prefix("super::") {
+            base.pop();
+            tail = r;
+        }
+        if let Some(group) = tail.strip_prefix('{') {
+            let body = &group[..group.find('}').unwrap_or(group.len())];
+            for item in body.split(',') {
+                let mut p = base.clone();
+                p.extend(segments(item.trim()));
+                out.push(p);
+            }
+        } else {
+            let mut p = base.clone();
+            p.extend(segments(tail));
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn segments(mut s: &str) -> Vec<String> {
+    let mut segs = Vec::new();
+    while let Some(id) = ident_at(s) {
+        segs.push(id.to_string());
+        s = &s[id.len()..];
+        match s.strip_prefix("::") {
+            Some(r) => s = r,
+            None => break,
+        }
+    }
+    segs
+}
+
+/// The module graph of the library under `src`: file module -> modules it
+/// names, with one place each edge is made.
+fn graph(src: &Path) -> BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>> {
+    let files: Vec<(PathBuf, Vec<String>)> = sources(src)
+        .into_iter()
+        .filter_map(|f| module_of(src, &f).map(|m| (f, m)))
+        .collect();
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(_, m)| m.clone()).collect();
+    // The longest known module a path starts with.
+    let resolve = |path: &[String]| -> Option<Vec<String>> {
+        (0..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| modules.contains(p))
+    };
+    let mut g: BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>> = BTreeMap::new();
+    for (file, module) in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        g.entry(module.clone()).or_default();
+        // Inline modules (`mod tests { ... }`) are modules of their own:
+        // (name, brace depth at which they close).
+        let mut inline: Vec<(String, i64)> = Vec::new();
+        let mut depth = 0i64;
+        for (n, line) in code_of(&text).lines().enumerate() {
+            let trimmed = line.trim_start();
+            let decl = trimmed
+                .strip_prefix("pub(crate) ")
+                .or_else(|| trimmed.strip_prefix("pub "))
+                .unwrap_or(trimmed)
+                .strip_prefix("mod ")
+                .and_then(|r| ident_at(r).filter(|id| r[id.len()..].trim_start().starts_with('{')));
+            if let Some(id) = decl {
+                inline.push((id.to_string(), depth));
+            }
+            let mut here = module.clone();
+            here.extend(inline.iter().map(|(m, _)| m.clone()));
+            for t in paths_in(line, &here) {
+                if let Some(m) = resolve(&t)
+                    && m != here
+                    && !m.is_empty()
+                {
+                    g.entry(here.clone())
+                        .or_default()
+                        .entry(m)
+                        .or_insert_with(|| {
+                            format!("{}:{}", file.strip_prefix(src).unwrap().display(), n + 1)
+                        });
+                }
+            }
+            depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+            while inline.last().is_some_and(|(_, d)| depth <= *d) {
+                inline.pop();
+            }
+        }
+    }
+    g
+}
+
+/// Strongly connected components with more than one module (Tarjan).
+fn cycles(g: &BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>>) -> Vec<Vec<Vec<String>>> {
+    struct T<'a> {
+        g: &'a BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>>,
+        index: BTreeMap<&'a Vec<String>, usize>,
+        low: BTreeMap<&'a Vec<String>, usize>,
+        stack: Vec<&'a Vec<String>>,
+        on: BTreeSet<&'a Vec<String>>,
+        out: Vec<Vec<Vec<String>>>,
+    }
+    fn visit<'a>(t: &mut T<'a>, v: &'a Vec<String>) {
+        let i = t.index.len();
+        t.index.insert(v, i);
+        t.low.insert(v, i);
+        t.stack.push(v);
+        t.on.insert(v);
+        for w in t.g[v].keys() {
+            let Some((w, _)) = t.g.get_key_value(w) else {
+                continue;
+            };
+            if !t.index.contains_key(w) {
+                visit(t, w);
+                let lw = t.low[w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(lw);
+            } else if t.on.contains(w) {
+                let iw = t.index[w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(iw);
+            }
+        }
+        if t.low[v] == t.index[v] {
+            let mut comp = Vec::new();
+            while let Some(w) = t.stack.pop() {
+                t.on.remove(w);
+                comp.push(w.clone());
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                t.out.push(comp);
+            }
+        }
+    }
+    let mut t = T {
+        g,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    for v in g.keys() {
+        if !t.index.contains_key(v) {
+            visit(&mut t, v);
+        }
+    }
+    t.out
+}
+
+fn name(m: &[String]) -> String {
+    if m.is_empty() {
+        "crate".into()
+    } else {
+        m.join("::")
+    }
+}
+
+#[test]
+fn the_daemons_modules_form_no_cycle() {
+    let src = root().join("daemon/src");
+    let g = graph(&src);
+    assert!(
+        g.len() > 40,
+        "the module graph was read ({} modules)",
+        g.len()
+    );
+    let found = cycles(&g);
+    let report: Vec<String> = found
+        .iter()
+        .map(|comp| {
+            let members: BTreeSet<&Vec<String>> = comp.iter().collect();
+            let edges: Vec<String> = comp
+                .iter()
+                .flat_map(|m| {
+                    g[m].iter()
+                        .filter(|(t, _)| members.contains(t))
+                        .map(move |(t, at)| format!("  {} -> {} ({at})", name(m), name(t)))
+                })
+                .collect();
+            format!("cycle:\n{}", edges.join("\n"))
+        })
+        .collect();
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle_when_there_is_one() {
+    // The same check over a made-up tree with a -> b -> c -> a.
+    let dir = std::env::temp_dir().join(format!("jatah-layout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    std::fs::write(dir.join("lib.rs"), "mod a; mod b;\n").unwrap();
+    std::fs::write(dir.join("a.rs"), "use crate::b::c::Thing; // crate::d\n").unwrap();
+    std::fs::write(dir.join("b/mod.rs"), "pub mod c;\n").unwrap();
+    std::fs::write(dir.join("b/c.rs"), "use super::super::{a::f, b};\n").unwrap();
+    let g = graph(&dir);
+    let found = cycles(&g);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(found.len(), 1, "{g:?}");
+    let comp: BTreeSet<String> = found[0].iter().map(|m| name(m)).collect();
+    assert_eq!(comp, BTreeSet::from(["a".to_string(), "b::c".to_string()]));
+}
+
+#[test]
+fn no_source_file_is_over_800_lines_outside_tests() {
+    let mut long = Vec::new();
+    for dir in ["daemon/src", "common/src", "ebpf/src"] {
+        for f in sources(&root().join(dir)) {
+            if f.file_name().is_some_and(|n| n == "tests.rs")
+                || f.components().any(|c| c.as_os_str() == "tests")
+            {
+                continue;
+            }
+            let n = std::fs::read_to_string(&f).unwrap().lines().count();
+            if n > MAX_LINES {
+                long.push(format!("{} ({n} lines)", shown(&f)));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these by concern: {}",
+        long.join(", ")
+    );
+}
+
+#[test]
+fn every_libc_call_is_in_sys_rs() {
+    let src = root().join("daemon/src");
+    let mut calls = Vec::new();
+    for f in sources(&src) {
+        if f.ends_with("sys.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in code_of(&text).lines().enumerate() {
+            for (i, _) in line.match_indices("libc::") {
+                let rest = &line[i + 6..];
+                // A function call: a lower-case name followed by `(`.
+                if let Some(id) = ident_at(rest)
+                    && id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && rest[id.len()..].starts_with('(')
+                {
+                    calls.push(format!("{}:{}: libc::{id}", shown(&f), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        calls.is_empty(),
+        "call these through a safe function in daemon/src/sys.rs:\n{}",
+        calls.join("\n")
+    );
+}

@@ -3,14 +3,14 @@
 //! the same library entry point, written into a scratch copy of
 //! BENCHMARKS.md. Asserts the shape of what it produces, never a timing.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod support;
+
+use std::path::PathBuf;
 
 use jatah::bench::compare::{self, SECTIONS, Settings};
 use jatah::bench::report::{self, BEGIN, Cell, END};
 use jatah::lab::netns::require_root;
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+use support::{jatah, one_lab_at_a_time};
 
 /// A scratch directory removed when the test ends, passing or not.
 struct Scratch(PathBuf);
@@ -37,7 +37,7 @@ fn our_namespaces(prefix: &str) -> Vec<String> {
 
 #[test]
 fn the_comparison_runs_and_writes_every_section_with_positive_numbers() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     require_root();
     let scratch =
         Scratch(std::env::temp_dir().join(format!("jatah-bench-smoke-{}", std::process::id())));
@@ -47,8 +47,7 @@ fn the_comparison_runs_and_writes_every_section_with_positive_numbers() {
     std::fs::write(&file, hand_written).unwrap();
 
     let settings = Settings::smoke();
-    let report = compare::run(&settings, Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .expect("the smoke run measures everything");
+    let report = compare::run(&settings, jatah()).expect("the smoke run measures everything");
 
     for title in SECTIONS {
         let section = report

@@ -1,11 +1,15 @@
 //! The command line as an admin meets it: `jatah check` on good and broken
 //! policies, `jatah run` refusing what it cannot enforce, and `--help`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn jatah(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jatah"))
+use support::jatah;
+
+fn run_jatah(args: &[&str]) -> Output {
+    Command::new(jatah())
         .args(args)
         .output()
         .expect("running jatah")
@@ -29,7 +33,7 @@ fn every_example_policy_passes_check() {
     for entry in std::fs::read_dir(policies()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = jatah(&["check", path.to_str().unwrap()]);
+            let out = run_jatah(&["check", path.to_str().unwrap()]);
             assert!(
                 out.status.success(),
                 "{}: {}",
@@ -51,7 +55,7 @@ fn a_broken_policy_is_reported_with_file_line_and_column_and_exit_code_1() {
          [[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\nsubnets = [\"10.20.1.0/24\"]\n\
          download = { guaranteed = \"20M\", ceiling = \"10M\" }\nupload = { guaranteed = \"1M\", ceiling = \"5MB\" }\n",
     );
-    let out = jatah(&["check", p.to_str().unwrap()]);
+    let out = run_jatah(&["check", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = p.display().to_string();
@@ -76,7 +80,7 @@ fn run_refuses_a_missing_bpffs_at_once() {
     jatah::lab::netns::require_root();
     let p = temp_policy("nobpffs.toml", NO_SUCH_INTERFACES);
     let run_dir = std::env::temp_dir().join(format!("jatah-cli-run-{}", std::process::id()));
-    let out = jatah(&[
+    let out = run_jatah(&[
         "run",
         "--policy",
         p.to_str().unwrap(),
@@ -103,7 +107,7 @@ fn run_waits_for_interfaces_that_do_not_exist_yet_and_changes_nothing_meanwhile(
     let dir = p.parent().unwrap().to_owned();
     let log_path = dir.join("noiface.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jatah"))
+    let mut child = Command::new(jatah())
         .args(["run", "--policy"])
         .arg(&p)
         .args(["--listen", "127.0.0.1:0", "--bpffs"])
@@ -164,7 +168,7 @@ fn run_waits_for_interfaces_that_do_not_exist_yet_and_changes_nothing_meanwhile(
 
 #[test]
 fn help_names_every_subcommand() {
-    let out = jatah(&["--help"]);
+    let out = run_jatah(&["--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for sub in ["check", "run", "down", "lab"] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
@@ -192,7 +196,7 @@ fn the_systemd_unit_is_valid() {
     let path = dir.join("jatah.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/jatah", env!("CARGO_BIN_EXE_jatah")),
+        unit.replace("/usr/local/bin/jatah", jatah().to_str().unwrap()),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

@@ -12,6 +12,8 @@
 //! annotation, the OPD alert fires for the pulled OPD only, and JatahDown
 //! fires once jatah stops.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,45 +23,7 @@ use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
 use serde_json::Value;
-
-/// Every metric jatah exports (DESIGN.md), including the diagnosis stage's.
-const EXPORTED: &[&str] = &[
-    "jatah_opd_download_bytes_total",
-    "jatah_opd_upload_bytes_total",
-    "jatah_opd_download_packets_total",
-    "jatah_opd_upload_packets_total",
-    "jatah_opd_download_dropped_packets_total",
-    "jatah_opd_upload_dropped_packets_total",
-    "jatah_opd_download_guaranteed_bytes_per_second",
-    "jatah_opd_download_ceiling_bytes_per_second",
-    "jatah_opd_upload_guaranteed_bytes_per_second",
-    "jatah_opd_upload_ceiling_bytes_per_second",
-    "jatah_opd_info",
-    "jatah_unclassified_download_bytes_total",
-    "jatah_unclassified_upload_bytes_total",
-    "jatah_gateway_download_capacity_bytes_per_second",
-    "jatah_gateway_upload_capacity_bytes_per_second",
-    "jatah_policy_last_reload_successful",
-    "jatah_policy_last_reload_timestamp_seconds",
-    "jatah_policy_last_reload_duration_seconds",
-    "jatah_history_available",
-    "jatah_build_info",
-    "jatah_datapath_unparsed_packets_total",
-    "jatah_opd_state",
-    "jatah_gateway_state",
-    "jatah_opd_rtt_seconds_bucket",
-    "jatah_opd_rtt_seconds_sum",
-    "jatah_opd_rtt_seconds_count",
-    "jatah_opd_probe_up",
-    "jatah_opd_probe_rtt_seconds",
-    "jatah_opd_probe_sent_total",
-    "jatah_opd_probe_lost_total",
-    "jatah_upstream_probe_up",
-    "jatah_upstream_probe_rtt_seconds",
-    "jatah_upstream_probe_sent_total",
-    "jatah_upstream_probe_lost_total",
-    "jatah_opd_syn_unanswered_total",
-];
+use support::{jatah, metrics};
 
 /// Prometheus' own scrape-health series for the jatah job (JatahDown and the
 /// "jatah" panel of Gateway health).
@@ -396,7 +360,7 @@ fn unknown_metrics(expr: &str, recorded: &BTreeSet<String>) -> Vec<String> {
     metric_names(expr)
         .into_iter()
         .filter(|m| {
-            !EXPORTED.contains(&m.as_str())
+            !metrics::exported().any(|e| e == m)
                 && !PROMETHEUS_OWN.contains(&m.as_str())
                 && !recorded.contains(m)
         })
@@ -680,8 +644,7 @@ fn in_the_lab_every_panel_query_returns_data_and_the_alerts_fire() {
         ],
     })
     .expect("building the lab");
-    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .expect("starting jatah");
+    lab.start_daemon(jatah()).expect("starting jatah");
     let all_opds = lab
         .spec
         .opds

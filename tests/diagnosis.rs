@@ -3,17 +3,16 @@
 //! an OPD at its ceiling, both faults at once, a quiet night, and a long
 //! healthy run. Each verdict is read from jatah's own API.
 
-use std::path::Path;
+mod support;
+
 use std::process::Child;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec};
 use jatah::policy::Direction;
 use serde_json::Value;
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+use support::{jatah, one_lab_at_a_time};
 
 const OPDS: [&str; 4] = ["dinkes", "disdik", "bappeda", "kec-waru"];
 
@@ -31,8 +30,7 @@ fn start(prefix: &str) -> Lab {
             .collect(),
     })
     .expect("building the lab");
-    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .expect("starting jatah");
+    lab.start_daemon(jatah()).expect("starting jatah");
     lab
 }
 
@@ -106,7 +104,7 @@ fn now_rfc3339() -> String {
 
 #[test]
 fn cable_pull_is_a_local_fault_and_nothing_else_moves() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-dcable");
     let t = traffic(&lab, &[0, 1, 2, 3], 120);
     within(Duration::from_secs(40), "all healthy", || {
@@ -155,7 +153,7 @@ fn cable_pull_is_a_local_fault_and_nothing_else_moves() {
 
 #[test]
 fn a_router_switched_off_is_a_local_fault() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-drouter");
     let mut t = traffic(&lab, &[0, 1, 2, 3], 120);
     within(Duration::from_secs(40), "all healthy", || {
@@ -189,7 +187,7 @@ fn no_local_blame(lab: &Lab, since: &str) {
 
 #[test]
 fn an_uplink_at_30_percent_is_upstream_degraded_and_no_opd_is_blamed() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-dup");
     let paced = traffic(&lab, &[0, 1, 2, 3], 120);
     within(Duration::from_secs(40), "all healthy", || {
@@ -221,7 +219,7 @@ fn an_uplink_at_30_percent_is_upstream_degraded_and_no_opd_is_blamed() {
 
 #[test]
 fn an_opd_past_its_ceiling_is_saturated_and_nothing_else_changes() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-dsat");
     let paced = traffic(&lab, &[0, 1, 3], 120);
     let bappeda_paced = traffic(&lab, &[2], 120);
@@ -248,7 +246,7 @@ fn an_opd_past_its_ceiling_is_saturated_and_nothing_else_changes() {
 
 #[test]
 fn uplink_limited_and_a_cable_pulled_at_once_are_told_apart() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-dboth");
     let paced = traffic(&lab, &[0, 1, 2, 3], 120);
     within(Duration::from_secs(40), "all healthy", || {
@@ -280,7 +278,7 @@ fn uplink_limited_and_a_cable_pulled_at_once_are_told_apart() {
 
 #[test]
 fn a_quiet_night_is_idle_never_a_fault() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-dquiet");
     let since = now_rfc3339();
     within(Duration::from_secs(30), "all idle", || {
@@ -299,7 +297,7 @@ fn a_quiet_night_is_idle_never_a_fault() {
 
 #[test]
 fn five_healthy_minutes_of_mixed_traffic_change_no_state() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-dcalm");
     // Mixed: three OPDs download at different paces, one also uploads.
     let mut t = vec![

@@ -3,35 +3,21 @@
 //! attached again within 5 s, the failure is logged and counted, and the
 //! allocations hold afterwards with real traffic.
 
+mod support;
+
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
-use jatah::lab::{INET_ADDR, Lab, LabOpd, LabSpec, wait_iperf};
+use jatah::lab::{INET_ADDR, Lab, wait_iperf};
 use jatah::policy::Direction;
 use jatah_common::{DOWNLOAD, UPLOAD};
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn jatah() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_jatah"))
-}
+use support::fixtures::dinsos_and_bpbd_lab;
+use support::{jatah, one_lab_at_a_time};
 
 fn build(prefix: &str) -> Lab {
     require_root();
-    Lab::build(LabSpec {
-        prefix: prefix.into(),
-        download: "100M".into(),
-        upload: "100M".into(),
-        nat: true,
-        mtu: 1500,
-        opds: vec![
-            LabOpd::new("dinsos", "Dinas Sosial", ("5M", "10M"), ("5M", "10M")),
-            LabOpd::new("bpbd", "BPBD", ("5M", "50M"), ("5M", "50M")),
-        ],
-    })
-    .unwrap()
+    Lab::build(dinsos_and_bpbd_lab(prefix, true)).unwrap()
 }
 
 /// Whether jatah's classifiers and HTB root are on the gateway's `ifname`:
@@ -120,7 +106,7 @@ fn assert_enforced(lab: &Lab, dir: Direction) {
 
 #[test]
 fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = build("jt-flap");
     lab.start_daemon(jatah()).unwrap();
     assert!(attached(&lab, LAN.0, LAN.1));
@@ -164,7 +150,7 @@ fn a_lan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
 
 #[test]
 fn a_wan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = build("jt-wflap");
     lab.start_daemon(jatah()).unwrap();
     assert!(attached(&lab, WAN.0, WAN.1));
@@ -188,7 +174,7 @@ fn a_wan_interface_deleted_and_created_again_is_shaped_again_within_5_s() {
 
 #[test]
 fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = build("jt-late");
     lab.delete_lan().unwrap();
     lab.spawn_daemon(jatah()).unwrap();
@@ -303,7 +289,7 @@ fn usage_download(lab: &Lab) -> (u16, u64) {
 
 #[test]
 fn a_full_history_disk_stops_only_the_history_and_loses_no_bytes_once_freed() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = build("jt-disk");
     let disk = SmallDisk::mount(&lab.dir().join("data"), "4m");
     lab.start_daemon(jatah()).unwrap();

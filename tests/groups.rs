@@ -3,23 +3,18 @@
 //! reload changes a group in place (every class keeps its counters) while
 //! an OPD that leaves the group is the only class created again.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
 use serde_json::Value;
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+use support::{jatah, one_lab_at_a_time};
 
 const GROUP: &str = "kecamatan";
-
-fn jatah() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_jatah"))
-}
 
 /// Two kecamatan offices (the group's members: OPDs 0 and 1) and a health
 /// office outside the group (OPD 2), behind a 100 Mbit/s uplink.
@@ -117,7 +112,7 @@ fn mbit(bps: f64) -> f64 {
 
 #[test]
 fn a_group_ceiling_holds_for_its_members_together() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let spec = spec("jt-gceil");
     let policy = grouped_policy(&spec, &["kec-waru", "kec-sepaku"], "10M");
     let lab = start(spec, &policy);
@@ -238,7 +233,7 @@ fn a_group_ceiling_holds_for_its_members_together() {
 
 #[test]
 fn a_reload_changes_the_group_in_place_and_recreates_only_what_moves() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let spec = spec("jt-greload");
     let both = ["kec-waru", "kec-sepaku"];
     let policy = grouped_policy(&spec, &both, "10M");

@@ -4,20 +4,16 @@
 //! Lab tests run one at a time (a shared lock) so they do not compete for
 //! the CPU and disturb each other's rates.
 
-use std::path::Path;
-use std::sync::Mutex;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
 use jatah_common::{DOWNLOAD, UPLOAD};
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn jatah() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_jatah"))
-}
+use support::fixtures::dinsos_and_bpbd_lab;
+use support::{jatah, one_lab_at_a_time};
 
 fn lab(spec: LabSpec) -> Lab {
     require_root();
@@ -90,32 +86,25 @@ fn ceiling_holds(lab: &Lab, dir: Direction, iface: &str) {
     );
 }
 
-fn ceiling_opds() -> Vec<LabOpd> {
-    vec![
-        LabOpd::new("dinsos", "Dinas Sosial", ("5M", "10M"), ("5M", "10M")),
-        LabOpd::new("bpbd", "BPBD", ("5M", "50M"), ("5M", "50M")),
-    ]
-}
-
 #[test]
 fn ceilings_hold_and_counters_agree_through_nat() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = lab(spec("jt-ceil", "100M", "100M", true, ceiling_opds()));
+    let _one = one_lab_at_a_time();
+    let lab = lab(dinsos_and_bpbd_lab("jt-ceil", true));
     ceiling_holds(&lab, Direction::Download, "lan0");
     ceiling_holds(&lab, Direction::Upload, "wan0");
 }
 
 #[test]
 fn ceilings_hold_without_nat() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = lab(spec("jt-nonat", "100M", "100M", false, ceiling_opds()));
+    let _one = one_lab_at_a_time();
+    let lab = lab(dinsos_and_bpbd_lab("jt-nonat", false));
     ceiling_holds(&lab, Direction::Upload, "wan0");
     ceiling_holds(&lab, Direction::Download, "lan0");
 }
 
 #[test]
 fn guarantees_hold_when_two_opds_saturate_the_gateway() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = lab(spec(
         "jt-guar",
         "20M",
@@ -152,7 +141,7 @@ fn guarantees_hold_when_two_opds_saturate_the_gateway() {
 
 #[test]
 fn an_opd_borrows_capacity_others_leave_unused() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = lab(spec(
         "jt-borrow",
         "30M",
@@ -178,8 +167,8 @@ fn an_opd_borrows_capacity_others_leave_unused() {
 
 #[test]
 fn a_second_jatah_is_refused_and_the_first_keeps_working() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = lab(spec("jt-second", "100M", "100M", true, ceiling_opds()));
+    let _one = one_lab_at_a_time();
+    let mut lab = lab(dinsos_and_bpbd_lab("jt-second", true));
     let mut second = lab.spawn_jatah(jatah(), "second.log").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -210,8 +199,8 @@ fn a_second_jatah_is_refused_and_the_first_keeps_working() {
 
 #[test]
 fn status_shows_an_opd_at_its_ceiling_while_it_downloads() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = lab(spec("jt-status", "100M", "100M", true, ceiling_opds()));
+    let _one = one_lab_at_a_time();
+    let lab = lab(dinsos_and_bpbd_lab("jt-status", true));
     let iperf = lab.spawn_iperf(0, Direction::Download, 14, 1).unwrap();
     // The 10 s window is full of traffic after 12 s.
     std::thread::sleep(Duration::from_secs(12));
@@ -276,7 +265,7 @@ fn lab_namespaces() -> Vec<String> {
 
 #[test]
 fn jatah_lab_shows_live_rates_and_cleans_up_on_ctrl_c() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     require_root();
     assert!(lab_namespaces().is_empty(), "another lab is running");
     let child = std::process::Command::new(jatah())

@@ -1,12 +1,14 @@
 //! A real Prometheus scraping jatah in the lab every second, while iperf3
 //! drives traffic: PromQL rates agree with what iperf3 measured.
 
-use std::path::Path;
+mod support;
+
 use std::time::Duration;
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
+use support::{jatah, metrics};
 
 fn rate_of(lab: &Lab, opd: &str) -> f64 {
     let r = lab
@@ -36,8 +38,7 @@ fn promql_rates_agree_with_iperf3_and_an_idle_opd_reads_zero() {
         ],
     })
     .unwrap();
-    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .unwrap();
+    lab.start_daemon(jatah()).unwrap();
     lab.start_prometheus(&[]).unwrap();
 
     let a = lab.spawn_iperf(0, Direction::Download, 20, 2).unwrap();
@@ -71,26 +72,7 @@ fn promql_rates_agree_with_iperf3_and_an_idle_opd_reads_zero() {
     assert_eq!(idle, 0.0, "an idle OPD must read 0");
 
     // Every metric DESIGN.md names is scraped.
-    for metric in [
-        "jatah_opd_download_bytes_total",
-        "jatah_opd_upload_bytes_total",
-        "jatah_opd_download_packets_total",
-        "jatah_opd_upload_packets_total",
-        "jatah_opd_download_dropped_packets_total",
-        "jatah_opd_upload_dropped_packets_total",
-        "jatah_opd_download_guaranteed_bytes_per_second",
-        "jatah_opd_download_ceiling_bytes_per_second",
-        "jatah_opd_upload_guaranteed_bytes_per_second",
-        "jatah_opd_upload_ceiling_bytes_per_second",
-        "jatah_opd_info",
-        "jatah_unclassified_download_bytes_total",
-        "jatah_unclassified_upload_bytes_total",
-        "jatah_gateway_download_capacity_bytes_per_second",
-        "jatah_gateway_upload_capacity_bytes_per_second",
-        "jatah_policy_last_reload_successful",
-        "jatah_policy_last_reload_timestamp_seconds",
-        "jatah_build_info",
-    ] {
+    for metric in metrics::CORE {
         let r = lab.prom_query(metric).unwrap();
         assert!(!r.is_empty(), "{metric} is not in Prometheus");
     }

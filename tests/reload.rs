@@ -3,20 +3,15 @@
 //! file or a failure half-way changes nothing, and `jatah plan` shows what
 //! a reload would do.
 
-use std::path::Path;
-use std::sync::Mutex;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, wait_iperf_udp};
 use jatah::policy::Direction;
 use serde_json::Value;
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn jatah() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_jatah"))
-}
+use support::{jatah, one_lab_at_a_time};
 
 fn spec(prefix: &str) -> LabSpec {
     LabSpec {
@@ -61,7 +56,7 @@ fn policy_with(base: &LabSpec, edit: impl FnOnce(&mut LabSpec)) -> String {
 
 #[test]
 fn a_hundred_reloads_under_udp_traffic_lose_no_packet() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-rzero");
     let base = lab.spec.clone();
     // rsud: 8 Mbit/s of UDP against a 10M ceiling that moves between 10M
@@ -123,7 +118,7 @@ fn a_hundred_reloads_under_udp_traffic_lose_no_packet() {
 
 #[test]
 fn every_kind_of_change_lands_in_the_kernel() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-rkinds");
     let base = lab.spec.clone();
     let minor = |id: &str| lab.class_minor(id).unwrap();
@@ -225,7 +220,7 @@ fn every_kind_of_change_lands_in_the_kernel() {
 
 #[test]
 fn an_invalid_file_changes_nothing_and_says_so_in_log_metric_and_api() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-rinvalid");
     let classes = lab.tc_classes("lan0").unwrap();
     let slots = jatah::datapath::PinnedCounters::open(lab.bpffs().unwrap())
@@ -282,7 +277,7 @@ fn an_invalid_file_changes_nothing_and_says_so_in_log_metric_and_api() {
 
 #[test]
 fn a_failure_half_way_restores_the_previous_state() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-rfail");
     let lan_classes = lab.tc_classes("lan0").unwrap();
     let slots = jatah::datapath::PinnedCounters::open(lab.bpffs().unwrap())
@@ -327,7 +322,7 @@ fn a_failure_half_way_restores_the_previous_state() {
 
 #[test]
 fn sighup_and_a_saved_file_reload_and_plan_shows_the_change_first() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let lab = start("jt-rtrig");
     let new = policy_with(&lab.spec, |s| s.opds[0].download.1 = "15M".into());
     // jatah plan: shows the change, changes nothing.
@@ -389,7 +384,7 @@ fn sighup_and_a_saved_file_reload_and_plan_shows_the_change_first() {
 
 #[test]
 fn a_schedule_switches_allocations_at_its_edges() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     // A window from the minute after next to one minute later, in WITA.
     let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Makassar);
     let from = now + chrono::Duration::minutes(2);

@@ -1,35 +1,20 @@
 //! The gateway keeps shaping and counting when jatah stops, crashes or
 //! restarts, and `jatah down` removes exactly what jatah created.
 
-use std::path::Path;
-use std::sync::Mutex;
+mod support;
+
 use std::time::Duration;
 
 use jatah::lab::netns::require_root;
-use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
+use jatah::lab::{Lab, wait_iperf};
 use jatah::policy::Direction;
 use jatah_common::DOWNLOAD;
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn jatah() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_jatah"))
-}
+use support::fixtures::dinsos_and_bpbd_lab;
+use support::{jatah, one_lab_at_a_time};
 
 fn lab(prefix: &str) -> Lab {
     require_root();
-    let mut lab = Lab::build(LabSpec {
-        prefix: prefix.into(),
-        download: "100M".into(),
-        upload: "100M".into(),
-        nat: true,
-        mtu: 1500,
-        opds: vec![
-            LabOpd::new("dinsos", "Dinas Sosial", ("5M", "10M"), ("5M", "10M")),
-            LabOpd::new("bpbd", "BPBD", ("5M", "50M"), ("5M", "50M")),
-        ],
-    })
-    .unwrap();
+    let mut lab = Lab::build(dinsos_and_bpbd_lab(prefix, true)).unwrap();
     lab.start_daemon(jatah()).unwrap();
     lab
 }
@@ -40,7 +25,7 @@ fn mbit(bps: f64) -> f64 {
 
 #[test]
 fn killed_with_sigkill_the_kernel_keeps_shaping_and_the_next_start_adopts_everything() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = lab("jt-rskill");
     let slots_before = jatah::datapath::PinnedCounters::open(lab.bpffs().unwrap())
         .unwrap()
@@ -96,7 +81,7 @@ fn killed_with_sigkill_the_kernel_keeps_shaping_and_the_next_start_adopts_everyt
 
 #[test]
 fn a_normal_stop_leaves_the_allocations_in_force() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = lab("jt-rsstop");
     lab.stop_daemon().unwrap();
     assert!(lab.daemon_log().contains("the data path stays in force"));
@@ -110,7 +95,7 @@ fn a_normal_stop_leaves_the_allocations_in_force() {
 
 #[test]
 fn a_restart_under_traffic_loses_no_packet_and_keeps_the_class_counters() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = lab("jt-rsudp");
     let class_bytes = |lab: &Lab| {
         let minor = lab.class_minor("bpbd").unwrap();
@@ -153,7 +138,7 @@ fn tc(lab: &Lab, args: &[&str]) -> String {
 
 #[test]
 fn down_removes_what_jatah_created_and_nothing_else() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     let mut lab = lab("jt-rsdown");
     // Something of someone else's: a qdisc on the WAN side's ingress.
     lab.gw

@@ -7,11 +7,14 @@
 //! with 400 for what JSON Schema cannot say (`from` after `to`, a range
 //! longer than the store keeps).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, lab_opd_token};
+use support::jatah;
 
 /// The schemathesis command pip installed beside `python3` (found this way
 /// whether or not a pyenv shim was made for it).
@@ -66,8 +69,7 @@ fn the_api_holds_to_its_openapi_document_for_admin_and_opd_tokens() {
         ],
     })
     .unwrap();
-    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .unwrap();
+    lab.start_daemon(jatah()).unwrap();
     let reports = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis");
     for (who, token) in [
         ("admin", LAB_ADMIN_TOKEN.to_string()),

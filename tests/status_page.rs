@@ -5,12 +5,12 @@
 //! checklist without a reload. B's browser sees B alone. Screenshots at
 //! phone and desktop widths go to target/test-artefacts/status-page/.
 
+mod support;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
@@ -19,9 +19,8 @@ use jatah::lab::{
 };
 use jatah::policy::Direction;
 use serde_json::{Value, json};
+use support::{jatah, one_lab_at_a_time};
 use webdriver::{Browser, require_browser};
-
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// (id, name, its LAN's prefix): A, B and a third OPD for the grid.
 const OPDS: [(&str, &str, &str); 3] = [
@@ -260,7 +259,7 @@ fn shows_healthy(b: &Browser, name: &str) -> anyhow::Result<bool> {
 
 #[test]
 fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_lab_at_a_time();
     require_root();
     require_browser();
     let dir = artefacts();
@@ -277,8 +276,7 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
     })
     .expect("building the lab");
     seed_history(&lab);
-    lab.start_daemon(Path::new(env!("CARGO_BIN_EXE_jatah")))
-        .expect("starting jatah");
+    lab.start_daemon(jatah()).expect("starting jatah");
     let _traffic = Traffic(
         (0..OPDS.len())
             .map(|i| {

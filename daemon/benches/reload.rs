@@ -6,7 +6,8 @@
 //!
 //!   cargo bench --bench reload [-- --rounds N]
 
-use jatah::bench::control::{apply_times, lab_spec};
+use jatah::bench::control::{apply_times, generated_opd};
+use jatah::bench::lab_spec;
 use jatah::lab::Lab;
 
 fn main() {
@@ -18,7 +19,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let lab = Lab::build(lab_spec("jt-breload")).unwrap();
+    let lab = Lab::build(lab_spec("jt-breload", generated_opd())).unwrap();
     let rows = apply_times(&lab, &[10, 100, 1_000], rounds).unwrap();
     println!("## Policy apply time (median of {rounds} rounds, in the lab gateway)\n");
     println!("| OPDs | cold apply ms | one-OPD change ms |");

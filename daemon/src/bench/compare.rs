@@ -173,7 +173,7 @@ pub fn run(settings: &Settings, jatah: &Path) -> Result<Report> {
 
     progress.say("policy apply times...");
     {
-        let lab = crate::lab::Lab::build(control::lab_spec("jt-bapply"))?;
+        let lab = crate::lab::Lab::build(super::lab_spec("jt-bapply", control::generated_opd()))?;
         results.apply = control::apply_times(&lab, &settings.growth_sizes, settings.rounds)?;
     }
     for &n in &settings.growth_sizes {

@@ -7,31 +7,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, ensure};
 
-use super::{median, rss_kib};
+use super::{lab_spec, median, rss_kib};
 use crate::datapath::Datapath;
 use crate::gateway;
 use crate::lab::netns::BpffsMount;
-use crate::lab::{Lab, LabOpd, LabSpec, generated_policy};
+use crate::lab::{Lab, LabOpd, generated_policy};
 use crate::policy::Rate;
 use crate::shaper::Shaper;
 
-/// A lab with one OPD namespace and a 40 Gbit/s uplink (above what veth
-/// carries here), for measurements that need a gateway's interfaces but
-/// name their OPDs in a generated policy.
-pub fn lab_spec(prefix: &str) -> LabSpec {
-    LabSpec {
-        prefix: prefix.into(),
-        download: "40G".into(),
-        upload: "40G".into(),
-        nat: true,
-        mtu: 1500,
-        opds: vec![LabOpd::new(
-            "opd-0",
-            "OPD 0",
-            ("1M", "100M"),
-            ("1M", "100M"),
-        )],
-    }
+/// The one OPD with a namespace in a control-plane lab: `opd-0` of
+/// [`generated_policy`], for measurements that need a gateway's
+/// interfaces but name their OPDs in a generated policy.
+pub fn generated_opd() -> LabOpd {
+    LabOpd::new("opd-0", "OPD 0", ("1M", "100M"), ("1M", "100M"))
 }
 
 /// Policy apply times at one size, milliseconds.
@@ -90,7 +78,7 @@ pub fn apply_times(lab: &Lab, sizes: &[usize], rounds: usize) -> Result<Vec<Appl
 /// Builds a lab and starts jatah in it with [`generated_policy`]`(n)`.
 /// Returns the lab and how long jatah took to become ready (seconds).
 pub fn lab_with_daemon(prefix: &str, n: usize, jatah: &Path) -> Result<(Lab, f64)> {
-    let mut lab = Lab::build(lab_spec(prefix))?;
+    let mut lab = Lab::build(lab_spec(prefix, generated_opd()))?;
     lab.write_policy(&generated_policy(n))?;
     let started = Instant::now();
     lab.start_daemon(jatah)

@@ -24,6 +24,22 @@ pub mod wrk;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crate::lab::{LabOpd, LabSpec};
+
+/// A lab whose only OPD namespace is `opd`, behind a 40 Gbit/s uplink
+/// (above what veth carries here): every benchmark lab. The other OPDs a
+/// benchmark needs exist only in the policy it writes.
+pub fn lab_spec(prefix: &str, opd: LabOpd) -> LabSpec {
+    LabSpec {
+        prefix: prefix.into(),
+        download: "40G".into(),
+        upload: "40G".into(),
+        nat: true,
+        mtu: 1500,
+        opds: vec![opd],
+    }
+}
+
 /// The median of `values` (the upper one of the two middle values for an
 /// even count); NaN for none.
 pub fn median(values: &[f64]) -> f64 {

@@ -14,17 +14,17 @@
 //! the lab removes its namespaces (and everything in them) when dropped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use jatah_common::{DOWNLOAD, opd_class_minor};
 use serde_json::Value;
 
-use super::{ChildGuard, Progress, median, wait_bounded};
+use super::{ChildGuard, Progress, lab_spec, median, wait_bounded};
 use crate::datapath::{PinnedCounters, pin_dir};
 use crate::lab::netns::{NetNs, run_checked};
-use crate::lab::{Lab, LabOpd, LabSpec};
+use crate::lab::{Lab, LabOpd, tc_class_name, tc_root_handle};
 use crate::policy::Direction;
 use crate::shaper::Shaper;
 
@@ -114,21 +114,10 @@ pub fn comparison_policy(n: usize) -> String {
     s
 }
 
-/// A lab whose only OPD namespace is the measured OPD.
-pub fn lab_spec(prefix: &str, download: (&str, &str)) -> LabSpec {
-    LabSpec {
-        prefix: prefix.into(),
-        download: "40G".into(),
-        upload: "40G".into(),
-        nat: true,
-        mtu: 1500,
-        opds: vec![LabOpd::new(
-            MEASURED_OPD,
-            "measured OPD",
-            download,
-            ("1G", "40G"),
-        )],
-    }
+/// The measured OPD, the only OPD namespace of a traffic lab, with the
+/// given download (guaranteed, ceiling).
+pub fn measured_opd(download: (&str, &str)) -> LabOpd {
+    LabOpd::new(MEASURED_OPD, "measured OPD", download, ("1G", "40G"))
 }
 
 /// Stops jatah and removes its link pins, which detaches its programs;
@@ -178,11 +167,13 @@ impl<'a> U32Filters<'a> {
     ) -> Result<U32Filters<'a>> {
         use std::fmt::Write as _;
         let mut batch = String::new();
+        let root = tc_root_handle();
         for (subnet, minor) in rules {
             // Class ids are hexadecimal to tc: class 1:31 is minor 0x31.
             let _ = writeln!(
                 batch,
-                "filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip dst {subnet} flowid 1:{minor:x}"
+                "filter add dev {dev} parent {root} protocol ip prio 1 u32 match ip dst {subnet} flowid {}",
+                tc_class_name(*minor)
             );
         }
         let file: PathBuf = scratch.join("u32.batch");
@@ -220,7 +211,7 @@ impl<'a> U32Filters<'a> {
             "dev",
             &self.dev,
             "parent",
-            "1:",
+            &tc_root_handle(),
         ]))?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -239,7 +230,7 @@ impl Drop for U32Filters<'_> {
             "dev",
             &self.dev,
             "parent",
-            "1:",
+            &tc_root_handle(),
             "protocol",
             "ip",
             "prio",
@@ -292,10 +283,13 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    fn affinity(&self, cmd: &mut std::process::Command) {
+    /// iperf3 `args` followed by the CPU pinning, if any.
+    fn with_affinity<'a>(&self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
         if self.pin_cpus {
-            cmd.args(["-A", "1,0"]);
+            all.extend(["-A", "1,0"]);
         }
+        all
     }
 }
 
@@ -305,10 +299,14 @@ impl RunSettings {
 /// interface, not by iperf3, so the receiving process (which cannot keep
 /// up with small packets) does not limit what is measured.
 pub fn udp_pps(lab: &Lab, i: usize, run: &RunSettings) -> Result<f64> {
-    let mut cmd = lab.iperf_command(i, Direction::Download, run.seconds + 1, 0);
-    cmd.args(["-u", "-l", "64", "-b", "0"]);
-    run.affinity(&mut cmd);
-    let child = ChildGuard::new(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?);
+    let child = ChildGuard::new(lab.spawn_iperf_args(
+        i,
+        Direction::Download,
+        run.seconds + 1,
+        0,
+        &run.with_affinity(&["-u", "-l", "64", "-b", "0"]),
+        true,
+    )?);
     std::thread::sleep(Duration::from_millis(500));
     let (p0, t0) = rx_sample(&lab.opds[i], "eth0")?;
     std::thread::sleep(Duration::from_secs(run.seconds.into()));
@@ -337,12 +335,15 @@ fn spawn_tcp(
     omit: u32,
     run: &RunSettings,
 ) -> Result<ChildGuard> {
-    let mut cmd = lab.iperf_command(i, Direction::Download, run.seconds, 0);
-    cmd.args(["-P", &streams.to_string(), "-O", &omit.to_string()]);
-    run.affinity(&mut cmd);
-    Ok(ChildGuard::new(
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?,
-    ))
+    let (streams, omit) = (streams.to_string(), omit.to_string());
+    Ok(ChildGuard::new(lab.spawn_iperf_args(
+        i,
+        Direction::Download,
+        run.seconds,
+        0,
+        &run.with_affinity(&["-P", &streams, "-O", &omit]),
+        true,
+    )?))
 }
 
 fn tcp_result(out: &Output) -> Result<f64> {
@@ -370,7 +371,7 @@ fn class_packets_and_drops(lab: &Lab, minor: u16) -> Result<(u64, u64)> {
         .iter()
         .find(|c| c.minor == minor)
         .map(|c| c.packets)
-        .ok_or_else(|| anyhow!("no class 1:{minor:x} on {LAN}"))?;
+        .ok_or_else(|| anyhow!("no class {} on {LAN}", tc_class_name(minor)))?;
     Ok((packets, stats.iter().map(|c| c.drops).sum()))
 }
 
@@ -395,9 +396,10 @@ fn checked_udp(lab: &Lab, minor: u16, shaping: Shaping, run: &RunSettings) -> Re
     let expected = pps * f64::from(run.seconds) * 0.9;
     ensure!(
         (c1 - c0) as f64 >= expected,
-        "{}: the measured OPD's class 1:{minor:x} carried {} packets, the OPD received {:.0}: \
+        "{}: the measured OPD's class {} carried {} packets, the OPD received {:.0}: \
          the traffic was not classified into it",
         shaping.label(),
+        tc_class_name(minor),
         c1 - c0,
         pps * f64::from(run.seconds)
     );
@@ -442,7 +444,7 @@ pub fn forwarding(
     run: &RunSettings,
     progress: &Progress,
 ) -> Result<Forwarding> {
-    let mut lab = Lab::build(lab_spec("jt-bcmp", ("1G", "40G")))?;
+    let mut lab = Lab::build(lab_spec("jt-bcmp", measured_opd(("1G", "40G"))))?;
     lab.write_policy(&comparison_policy(n))?;
     let opds = comparison_opds(n);
     let mut udp: [Vec<f64>; 4] = Default::default();
@@ -567,7 +569,7 @@ pub fn accuracy(
     run: &RunSettings,
     progress: &Progress,
 ) -> Result<Vec<Accuracy>> {
-    let mut lab = Lab::build(lab_spec("jt-bacc", ("5M", "10M")))?;
+    let mut lab = Lab::build(lab_spec("jt-bacc", measured_opd(("5M", "10M"))))?;
     lab.start_daemon(jatah)?;
     let minor = class_minors(&lab)?[MEASURED_OPD];
     let cells: Vec<(u64, u32)> = ceilings
@@ -650,7 +652,7 @@ fn class_bytes(lab: &Lab, minor: u16) -> Result<(u64, Instant)> {
         .iter()
         .find(|c| c.minor == minor)
         .map(|c| c.bytes)
-        .ok_or_else(|| anyhow!("no class 1:{minor:x} on {LAN}"))?;
+        .ok_or_else(|| anyhow!("no class {} on {LAN}", tc_class_name(minor)))?;
     Ok((bytes, before + before.elapsed() / 2))
 }
 
@@ -663,7 +665,7 @@ pub fn attached_vs_detached(
     run: &RunSettings,
     progress: &Progress,
 ) -> Result<(f64, f64, f64)> {
-    let mut lab = Lab::build(lab_spec("jt-bfwd", ("1G", "40G")))?;
+    let mut lab = Lab::build(lab_spec("jt-bfwd", measured_opd(("1G", "40G"))))?;
     let (mut attached, mut detached, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds.max(1) {
         lab.start_daemon(jatah)?;

@@ -18,14 +18,23 @@
 //! (tests/classifier.rs).
 //! Every namespace, mount and process the lab creates is removed on Drop.
 
+mod interactive;
 pub mod netns;
+#[cfg(feature = "testkit")]
+mod testkit;
+
+pub use interactive::run_interactive;
+
+#[cfg(feature = "testkit")]
+pub use testkit::{
+    IperfResult, PROMETHEUS_LISTEN, generated_policy, status_url_outside, tc_class_name,
+    tc_root_handle, url_encode, wait_iperf, wait_iperf_udp,
+};
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -33,7 +42,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::datapath::PinnedCounters;
 use crate::lab::netns::{BpffsMount, NetNs, unique_token};
 use crate::policy::Direction;
-use crate::shaper::{ClassStats, Shaper};
 
 /// The "Internet" side address where iperf3 servers listen.
 pub const INET_ADDR: &str = "198.51.100.1";
@@ -47,8 +55,6 @@ pub const GW_LISTEN: &str = "127.0.0.1:9476";
 pub const GW_STATUS_LISTEN: &str = "0.0.0.0:9477";
 /// The status page's port.
 pub const GW_STATUS_PORT: u16 = 9477;
-/// Where the lab's Prometheus listens inside the gateway namespace.
-pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
 /// The lab's admin token (the lab's tokens file also gives every OPD a
 /// token `lab-opd-<id>`). Lab-only secrets.
 pub const LAB_ADMIN_TOKEN: &str = "lab-admin-token";
@@ -149,27 +155,6 @@ impl LabSpec {
     }
 }
 
-/// A policy for the lab's gateway naming `n` OPDs (10.100.0.0/24 upward),
-/// each guaranteed 1M with a 100M ceiling, under a 40G uplink: for
-/// benchmarks that need many OPDs but no namespace per OPD.
-pub fn generated_policy(n: usize) -> String {
-    let mut s = String::from(
-        "# Generated for benchmarks.\n[gateway]\nwan = \"wan0\"\nlan = [\"lan0\"]\n\
-         download = \"40G\"\nupload = \"40G\"\n",
-    );
-    for i in 0..n {
-        let _ = write!(
-            s,
-            "\n[[opd]]\nid = \"opd-{i}\"\nname = \"OPD {i}\"\nsubnets = [\"10.{}.{}.0/24\"]\n\
-             download = {{ guaranteed = \"1M\", ceiling = \"100M\" }}\n\
-             upload = {{ guaranteed = \"1M\", ceiling = \"100M\" }}\n",
-            100 + i / 256,
-            i % 256
-        );
-    }
-    s
-}
-
 /// Address of OPD `i`'s router/host inside its namespace.
 pub fn opd_addr(i: usize) -> String {
     format!("10.20.{}.2", i + 1)
@@ -185,25 +170,11 @@ pub fn status_url_in_opd(i: usize) -> String {
     format!("http://{}:{GW_STATUS_PORT}/status", opd_gateway_addr(i))
 }
 
-/// The status page as a browser outside (the Internet namespace) opens it,
-/// with a path after the port such as `/status#token=...`.
-pub fn status_url_outside(path: &str) -> String {
-    format!("http://{GW_WAN_ADDR}:{GW_STATUS_PORT}{path}")
-}
-
 /// iperf3 server port for OPD `i`, a direction, and a lane: an iperf3
 /// server runs one test at a time, so steady (paced) traffic has its own
 /// lane (1) beside the bulk transfers (lane 0).
 fn iperf_port(i: usize, dir: Direction, lane: u16) -> u16 {
     5200 + 4 * i as u16 + 2 * lane + u16::from(dir == Direction::Upload)
-}
-
-/// What iperf3 measured at the receiving side.
-#[derive(Debug, Clone, Copy)]
-pub struct IperfResult {
-    pub bits_per_second: f64,
-    /// Payload bytes received.
-    pub bytes: u64,
 }
 
 /// A running lab.
@@ -359,13 +330,6 @@ impl Lab {
         Ok(())
     }
 
-    /// Deletes the gateway's WAN interface (its peer in the Internet
-    /// namespace goes with it).
-    pub fn delete_wan(&self) -> Result<()> {
-        self.gw.ip(["link", "del", "wan0"])?;
-        Ok(())
-    }
-
     /// Creates the gateway's LAN interface `lan0` (a veth to the switch's
     /// bridge) with every OPD's gateway address: at build time, and again
     /// after [`Lab::delete_lan`], when it gets a new ifindex as a recreated
@@ -402,25 +366,6 @@ impl Lab {
         sw.ip(["link", "set", "uplink", "up"])?;
         gw.ip(["link", "set", "lan0", "up"])?;
         Ok(())
-    }
-
-    /// Deletes the gateway's LAN interface (its peer on the switch goes
-    /// with it), as a network reconfiguration or an unplugged NIC does.
-    pub fn delete_lan(&self) -> Result<()> {
-        self.gw.ip(["link", "del", "lan0"])?;
-        Ok(())
-    }
-
-    /// Replaces the lab's policy file (e.g. with a generated one naming many
-    /// more OPDs than the lab has namespaces); takes effect at the next start.
-    pub fn write_policy(&self, text: &str) -> Result<()> {
-        std::fs::write(&self.policy_path, text)?;
-        Ok(())
-    }
-
-    /// The pid of the daemon started by [`Lab::start_daemon`].
-    pub fn daemon_pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(Child::id)
     }
 
     /// The bpffs jatah pins under (mounted outside /sys, see DESIGN.md).
@@ -510,11 +455,6 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("jatah.log")).unwrap_or_default()
     }
 
-    /// Whether the daemon started by [`start_daemon`] is still running.
-    pub fn daemon_running(&mut self) -> bool {
-        matches!(self.daemon.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
     /// Stops the daemon with SIGTERM and waits (at most 10 s).
     pub fn stop_daemon(&mut self) -> Result<()> {
         if let Some(mut child) = self.daemon.take() {
@@ -561,37 +501,9 @@ impl Lab {
         })
     }
 
-    /// Asks jatah to reload its policy file now (as the lab's admin):
-    /// (status, body).
-    pub fn reload_now(&self) -> Result<(u16, String)> {
-        self.in_gateway(|| {
-            crate::cli::client::post(
-                GW_LISTEN.parse()?,
-                "/api/v1/policy/reload",
-                Some(LAB_ADMIN_TOKEN),
-                "",
-            )
-        })
-    }
-
-    /// HTB class statistics on a gateway interface (`lan0` or `wan0`).
-    pub fn class_stats(&self, ifname: &str) -> Result<Vec<ClassStats>> {
-        let ifindex = self.gw.ifindex(ifname)?;
-        self.in_gateway(move || Ok(Shaper::new()?.class_stats(ifindex)?))
-    }
-
     /// Per-OPD counters as jatah's pinned maps hold them.
     pub fn counters(&self) -> Result<std::collections::BTreeMap<String, jatah_common::Counters>> {
         Ok(PinnedCounters::open(self.bpffs()?)?.by_opd()?)
-    }
-
-    /// The HTB class minor of an OPD, from jatah's pinned slot owners.
-    pub fn class_minor(&self, id: &str) -> Result<u16> {
-        let slots = PinnedCounters::open(self.bpffs()?)?.slots()?;
-        let slot = slots
-            .get(id)
-            .ok_or_else(|| anyhow!("OPD {id} has no slot"))?;
-        Ok(jatah_common::opd_class_minor(*slot) as u16)
     }
 
     /// Index of an OPD by id.
@@ -633,7 +545,7 @@ impl Lab {
     }
 
     /// Starts a bulk iperf3 TCP transfer with `streams` parallel flows;
-    /// [`wait_iperf`] reads its result.
+    /// `wait_iperf` (testkit) reads its result.
     pub fn spawn_iperf(
         &self,
         i: usize,
@@ -641,243 +553,36 @@ impl Lab {
         seconds: u32,
         streams: u32,
     ) -> Result<Child> {
-        Ok(self
-            .iperf_command(i, dir, seconds, 0)
-            .args(["-P", &streams.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?)
+        self.spawn_iperf_args(i, dir, seconds, 0, &["-P", &streams.to_string()], true)
     }
 
-    /// Steady demand below the OPD's ceiling: one flow paced at `bitrate`
-    /// (e.g. "2M"), on its own server so bulk transfers can run beside it.
-    pub fn spawn_iperf_paced(
+    /// Starts [`Lab::iperf_command`] with `args` added. With `report` its
+    /// JSON report and errors are piped (to be read when it ends),
+    /// otherwise discarded. Every iperf3 client the lab, the tests and the
+    /// benchmarks start goes through here.
+    pub fn spawn_iperf_args(
         &self,
         i: usize,
         dir: Direction,
         seconds: u32,
-        bitrate: &str,
+        lane: u16,
+        args: &[&str],
+        report: bool,
     ) -> Result<Child> {
-        Ok(self
-            .iperf_command(i, dir, seconds, 1)
-            .args(["-b", bitrate])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?)
-    }
-
-    /// UDP at a fixed `bitrate` (iperf3 counts every lost datagram).
-    pub fn spawn_iperf_udp(
-        &self,
-        i: usize,
-        dir: Direction,
-        seconds: u32,
-        bitrate: &str,
-    ) -> Result<Child> {
-        Ok(self
-            .iperf_command(i, dir, seconds, 1)
-            .args(["-u", "-b", bitrate, "-l", "1200"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?)
-    }
-
-    /// `tc class show` on a gateway interface: (minor, rate, ceil) as tc
-    /// prints them, e.g. (17, "10Mbit", "20Mbit").
-    pub fn tc_classes(&self, ifname: &str) -> Result<Vec<(u16, String, String)>> {
-        let out = self.gw.run("tc", ["class", "show", "dev", ifname])?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut classes = Vec::new();
-        for line in text.lines() {
-            let w: Vec<&str> = line.split_whitespace().collect();
-            let field = |name: &str| {
-                w.iter()
-                    .position(|x| *x == name)
-                    .and_then(|i| w.get(i + 1))
-                    .map(|s| s.to_string())
-            };
-            if let (Some(id), Some(rate), Some(ceil)) = (w.get(2), field("rate"), field("ceil"))
-                && let Some(minor) = id
-                    .strip_prefix("1:")
-                    .and_then(|m| u16::from_str_radix(m, 16).ok())
-            {
-                classes.push((minor, rate, ceil));
-            }
-        }
-        Ok(classes)
-    }
-
-    /// Limits what the Internet side sends towards the gateway (an ISP
-    /// delivering less than contracted): a tbf on its WAN link, with the
-    /// deep queue a real upstream bottleneck has.
-    pub fn limit_uplink(&self, rate: &str) -> Result<()> {
-        self.inet.run(
-            "tc",
-            [
-                "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", rate, "burst", "32kb",
-                "latency", "400ms",
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Removes the uplink limit.
-    pub fn restore_uplink(&self) -> Result<()> {
-        self.inet
-            .run("tc", ["qdisc", "del", "dev", "wan0", "root"])?;
-        Ok(())
-    }
-
-    /// Switches OPD `i`'s router off while its link stays up: its address
-    /// disappears, nothing answers or sends.
-    pub fn router_off(&self, i: usize) -> Result<()> {
-        self.opds[i].ip(["addr", "flush", "dev", "eth0"])?;
-        Ok(())
-    }
-
-    /// Runs iperf3 for `seconds` and returns what the receiver measured.
-    pub fn iperf(
-        &self,
-        i: usize,
-        dir: Direction,
-        seconds: u32,
-        streams: u32,
-    ) -> Result<IperfResult> {
-        wait_iperf(self.spawn_iperf(i, dir, seconds, streams)?)
-    }
-
-    /// Starts a real Prometheus (Debian's package) in the gateway namespace,
-    /// scraping jatah every second, with optional rule files; waits until it
-    /// is ready (at most 30 s). It stops with the lab.
-    pub fn start_prometheus(&self, rule_files: &[PathBuf]) -> Result<()> {
-        let dir = self.dir.join("prometheus");
-        std::fs::create_dir_all(dir.join("data"))?;
-        let rules: Vec<String> = rule_files
-            .iter()
-            .map(|p| format!("  - {}\n", p.display()))
-            .collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n{}\
-             scrape_configs:\n  - job_name: jatah\n    static_configs:\n      - targets: ['{GW_LISTEN}']\n\
-             \x20       labels:\n          gateway: lab\n",
-            if rules.is_empty() {
-                "  []\n".to_string()
+        let output = || {
+            if report {
+                Stdio::piped()
             } else {
-                rules.concat()
+                Stdio::null()
             }
-        );
-        std::fs::write(dir.join("prometheus.yml"), config)?;
-        let log = std::fs::File::create(dir.join("prometheus.log"))?;
-        self.gw
-            .command("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={PROMETHEUS_LISTEN}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting prometheus (apt-get install prometheus)")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = self.in_gateway(|| {
-                crate::cli::client::get(PROMETHEUS_LISTEN.parse()?, "/-/ready", None)
-            });
-            if matches!(ready, Ok((200, _))) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "prometheus not ready after 30 s:\n{}",
-                    std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        };
+        Ok(self
+            .iperf_command(i, dir, seconds, lane)
+            .args(args)
+            .stdout(output())
+            .stderr(output())
+            .spawn()?)
     }
-
-    /// Evaluates a PromQL expression now; returns the `data.result` array.
-    pub fn prom_query(&self, expr: &str) -> Result<Vec<serde_json::Value>> {
-        let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let (status, body) = self
-            .in_gateway(move || crate::cli::client::get(PROMETHEUS_LISTEN.parse()?, &path, None))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("prometheus: {body}"))?;
-        if status != 200 || v["status"] != "success" {
-            bail!("query {expr:?} failed: HTTP {status}: {body}");
-        }
-        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// Sets OPD `i`'s link (its switch port) down or up: a pulled cable.
-    pub fn set_opd_link(&self, i: usize, up: bool) -> Result<()> {
-        self.sw.ip([
-            "link",
-            "set",
-            &format!("p{i}"),
-            if up { "up" } else { "down" },
-        ])?;
-        Ok(())
-    }
-}
-
-/// Percent-encodes a query parameter value.
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// What a UDP iperf3 run saw at the receiver: (packets, lost packets).
-pub fn wait_iperf_udp(child: Child) -> Result<(u64, u64)> {
-    let out = child.wait_with_output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 output is not JSON: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        bail!("iperf3: {err}");
-    }
-    let sum = &v["end"]["sum"];
-    Ok((
-        sum["packets"].as_u64().unwrap_or(0),
-        sum["lost_packets"].as_u64().unwrap_or(u64::MAX),
-    ))
-}
-
-/// Waits for an iperf3 client started by [`Lab::spawn_iperf`].
-pub fn wait_iperf(child: Child) -> Result<IperfResult> {
-    let out = child.wait_with_output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 output is not JSON: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        bail!("iperf3: {err}");
-    }
-    let recv = &v["end"]["sum_received"];
-    Ok(IperfResult {
-        bits_per_second: recv["bits_per_second"].as_f64().unwrap_or(0.0),
-        bytes: recv["bytes"].as_u64().unwrap_or(0),
-    })
 }
 
 fn enter_netns(path: &str) -> Result<()> {
@@ -901,196 +606,4 @@ impl Drop for Lab {
         // The namespaces (and every process left in them) go when the
         // NetNs fields drop, right after this.
     }
-}
-
-/// Where the lab's status page can be opened: token links through a
-/// forward from this machine's loopback into the gateway namespace, and
-/// the commands that show an OPD recognised by its address.
-fn print_status_page(lab: &Lab) {
-    let target = std::net::SocketAddr::from(([127, 0, 0, 1], GW_STATUS_PORT));
-    let local = format!("127.0.0.1:{GW_STATUS_PORT}");
-    println!("Status page for OPD operators (README: \"Status page for OPD operators\"):");
-    match forward_into(format!("/run/netns/{}", lab.gw.name()), &local, target) {
-        Ok(addr) => {
-            println!(
-                "  open in a browser on this machine (forwarded into {}):",
-                lab.gw.name()
-            );
-            for o in &lab.spec.opds {
-                println!(
-                    "    {:<12} http://{addr}/status#token={}",
-                    o.id,
-                    lab_opd_token(&o.id)
-                );
-            }
-            println!(
-                "    {:<12} http://{addr}/status/admin#token={LAB_ADMIN_TOKEN}",
-                "admin grid"
-            );
-            println!(
-                "  (over ssh: ssh -L {GW_STATUS_PORT}:127.0.0.1:{GW_STATUS_PORT} <this machine>, then the same links)"
-            );
-        }
-        Err(e) => println!("  (no forward from {local}: {e}; use the commands below)"),
-    }
-    if let (Some(ns), Some(o)) = (lab.opds.first(), lab.spec.opds.first()) {
-        println!(
-            "  inside {}'s LAN the address alone picks the OPD:\n    ip netns exec {} curl -s {}\n    \
-             ip netns exec {} curl -s http://{}:{GW_STATUS_PORT}/api/v1/status",
-            o.id,
-            ns.name(),
-            status_url_in_opd(0),
-            ns.name(),
-            opd_gateway_addr(0)
-        );
-        println!(
-            "  pull {}'s cable (its page turns red within seconds), and plug it back:\n    \
-             ip -n {} link set p0 down\n    ip -n {} link set p0 up",
-            o.id,
-            lab.sw.name(),
-            lab.sw.name()
-        );
-    }
-    println!();
-}
-
-/// Forwards connections to `local` (in this process's namespace) to
-/// `target` inside the namespace at `ns_path`, for as long as the process
-/// runs.
-fn forward_into(
-    ns_path: String,
-    local: &str,
-    target: std::net::SocketAddr,
-) -> io::Result<std::net::SocketAddr> {
-    let listener = std::net::TcpListener::bind(local)?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let ns = ns_path.clone();
-            std::thread::spawn(move || {
-                // A socket opened by a thread inside the namespace stays
-                // there after the thread ends.
-                let server = std::thread::spawn(move || -> Result<std::net::TcpStream> {
-                    enter_netns(&ns)?;
-                    Ok(std::net::TcpStream::connect_timeout(
-                        &target,
-                        Duration::from_secs(3),
-                    )?)
-                })
-                .join();
-                if let Ok(Ok(server)) = server {
-                    pipe(client, server);
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
-/// Copies both ways until each side has closed.
-fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
-    use std::net::Shutdown;
-    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else {
-        return;
-    };
-    let up = std::thread::spawn(move || {
-        let _ = io::copy(&mut a2, &mut b2);
-        let _ = b2.shutdown(Shutdown::Write);
-    });
-    let (mut a, mut b) = (a, b);
-    let _ = io::copy(&mut b, &mut a);
-    let _ = a.shutdown(Shutdown::Write);
-    let _ = up.join();
-}
-
-/// `jatah lab`: builds the demo lab, runs jatah in it, drives traffic and
-/// prints per-OPD rates from jatah's own counters every 2 s.
-pub fn run_interactive(seconds: u64) -> Result<()> {
-    crate::lab::netns::require_root_or_explain()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            rt.block_on(async {
-                let _ = tokio::signal::ctrl_c().await;
-            });
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
-    let spec = LabSpec::demo();
-    println!(
-        "jatah lab: building a gateway with {} OPDs in network namespaces...",
-        spec.opds.len()
-    );
-    let mut lab = Lab::build(spec)?;
-    println!(
-        "policy in force ({}):\n{}",
-        lab.policy_path.display(),
-        lab.spec.policy_toml()
-    );
-    let exe = std::env::current_exe()?;
-    lab.start_daemon(&exe)?;
-    println!(
-        "jatah is running in namespace {} (log: {}).",
-        lab.gw.name(),
-        lab.dir().join("jatah.log").display()
-    );
-    print_status_page(&lab);
-    println!(
-        "Every OPD downloads as fast as it can for {seconds} s; dinkes and kec-sepaku also upload.\n\
-         Watch each OPD held between its guarantee and its ceiling (ctrl-c ends early; everything is cleaned up).\n"
-    );
-    let secs = seconds.clamp(5, 3600) as u32;
-    let mut clients = Vec::new();
-    for i in 0..lab.opds.len() {
-        clients.push(lab.spawn_iperf(i, Direction::Download, secs, 4)?);
-    }
-    for id in ["dinkes", "kec-sepaku"] {
-        clients.push(lab.spawn_iperf(lab.opd_index(id)?, Direction::Upload, secs, 2)?);
-    }
-    let mut prev = lab.counters()?;
-    let mut prev_t = Instant::now();
-    let end = Instant::now() + Duration::from_secs(secs as u64 + 1);
-    let policy = crate::policy::load(&lab.policy_path).map_err(|e| anyhow!("{e}"))?;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
-        if prev_t.elapsed() < Duration::from_secs(2) {
-            continue;
-        }
-        let now = lab.counters()?;
-        let dt = prev_t.elapsed().as_secs_f64();
-        println!(
-            "{:<12} {:>10} {:>17} {:>10} {:>17}",
-            "OPD", "down Mb/s", "(guar..ceil)", "up Mb/s", "(guar..ceil)"
-        );
-        for opd in &policy.opds {
-            let (a, b) = (prev.get(&opd.id), now.get(&opd.id));
-            let rate = |d: usize| match (a, b) {
-                (Some(a), Some(b)) => (b.bytes[d] - a.bytes[d]) as f64 * 8.0 / dt / 1e6,
-                _ => 0.0,
-            };
-            println!(
-                "{:<12} {:>10.2} {:>17} {:>10.2} {:>17}",
-                opd.id,
-                rate(jatah_common::DOWNLOAD),
-                format!("({}..{})", opd.download.guaranteed, opd.download.ceiling),
-                rate(jatah_common::UPLOAD),
-                format!("({}..{})", opd.upload.guaranteed, opd.upload.ceiling),
-            );
-        }
-        println!();
-        prev = now;
-        prev_t = Instant::now();
-    }
-    // Interrupted: the clients would run on to their end; stop them now.
-    for mut c in clients {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    lab.stop_daemon()?;
-    println!("lab finished; removing namespaces, pins and processes.");
-    Ok(())
 }

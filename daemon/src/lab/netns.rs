@@ -153,6 +153,7 @@ impl Drop for BpffsMount {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 /// Panics with a clear message unless running as root: the tests that build
 /// namespaces are meant to run as root (CI does), never to pass vacuously.
 pub fn require_root() {

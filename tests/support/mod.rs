@@ -1,0 +1,30 @@
+//! What the integration tests share: the jatah binary under test, the lock
+//! that keeps a binary's lab tests from running side by side, the lab
+//! fixtures several tests build and the metric names jatah exports.
+//!
+//! Each test binary includes this with `mod support;` and uses only part
+//! of it, hence `dead_code` is allowed here. The headless browser
+//! (webdriver.rs, with its own unit test) is included by the one test that
+//! drives browsers, tests/status_page.rs.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod metrics;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// The `jatah` binary cargo built for this test run.
+pub fn jatah() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_jatah"))
+}
+
+/// One per test binary: lab tests build namespaces, start daemons and
+/// saturate links, so within a binary they run one at a time.
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Holds the test binary's lab lock until the guard drops. A test that
+/// failed while holding it does not fail the ones after it.
+pub fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -88,11 +88,7 @@ pub fn pin_dir(bpffs: &Path) -> PathBuf {
 
 /// Fails with a clear message unless `dir` is a bpffs mount.
 pub fn ensure_bpffs(dir: &Path) -> Result<(), DatapathError> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| DatapathError::NotBpffs(dir.to_path_buf()))?;
-    // SAFETY: statfs on a NUL-terminated path into a zeroed struct.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+    if crate::sys::filesystem_magic(dir).ok() != Some(BPF_FS_MAGIC) {
         return Err(DatapathError::NotBpffs(dir.to_path_buf()));
     }
     Ok(())
@@ -664,11 +660,10 @@ impl CounterReader {
     /// Counters of slots `0..n`, summed over CPUs, in one system call
     /// (a scrape of 1,000 OPDs otherwise makes 1,000).
     pub fn read_first(&self, n: u32) -> Result<Vec<Counters>, DatapathError> {
-        use aya::maps::IterableMap;
         let cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| DatapathError::Other(format!("{what}: {e}")))?;
         let stride = std::mem::size_of::<Counters>().next_multiple_of(8);
-        let raw = lookup_batch(self.counters.map(), n, stride * cpus)
+        let raw = crate::sys::per_cpu_array_lookup_batch(&self.counters, n)
             .map_err(|e| DatapathError::Other(format!("reading counters of slots 0..{n}: {e}")))?;
         Ok(raw
             .chunks_exact(stride * cpus)
@@ -685,9 +680,8 @@ impl CounterReader {
     /// Round-trip histograms of slots `0..n` (both sides: index
     /// `slot * 2 + side`), in one system call.
     pub fn rtt_first(&self, n: u32) -> Result<Vec<RttHistogram>, DatapathError> {
-        use aya::maps::IterableMap;
         let size = std::mem::size_of::<RttHistogram>();
-        let raw = lookup_batch(self.rtt.map(), n * 2, size)
+        let raw = crate::sys::array_lookup_batch(&self.rtt, n * 2)
             .map_err(|e| DatapathError::Other(format!("reading RTT histograms: {e}")))?;
         Ok(raw
             .chunks_exact(size)
@@ -826,62 +820,6 @@ impl<'a, T: Clone> SlotTable<'a, T> {
             }
         }
     }
-}
-
-/// `bpf(BPF_MAP_LOOKUP_BATCH)` of the first `n` entries of an array map
-/// (keys `0..n`): their values, `value_size` bytes each. aya has no batch
-/// operations; arrays support them since Linux 5.6.
-fn lookup_batch(map: &MapData, n: u32, value_size: usize) -> std::io::Result<Vec<u8>> {
-    use std::os::fd::{AsFd, AsRawFd};
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    /// The `batch` member of `union bpf_attr`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let mut keys = vec![0u32; n as usize];
-    let mut values = vec![0u8; n as usize * value_size];
-    let mut out_batch = 0u32;
-    let mut attr = BatchAttr {
-        out_batch: &mut out_batch as *mut u32 as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: n,
-        map_fd: map.fd().as_fd().as_raw_fd() as u32,
-        ..Default::default()
-    };
-    // SAFETY: the attribute points at buffers of `n` keys and `n` values
-    // that outlive the call; the kernel writes at most `count` of each.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as u32,
-        )
-    };
-    // ENOENT: the map ended before `n` entries; `count` says how many came.
-    if ret < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
-    }
-    if attr.count != n {
-        return Err(std::io::Error::other(format!(
-            "asked for {n} entries, got {}",
-            attr.count
-        )));
-    }
-    Ok(values)
 }
 
 fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {

@@ -22,9 +22,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +33,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::sys;
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -618,7 +619,7 @@ impl<'a> Engine<'a> {
     fn drain(&mut self, fd: Option<&Polled<'_>>, family: Family) -> bool {
         let Some(fd) = fd else { return false };
         for _ in 0..RECV_BUDGET {
-            match recv_packet(fd.get_ref().as_raw_fd(), &mut self.buf) {
+            match sys::receive_timestamped(*fd.get_ref(), &mut self.buf) {
                 Ok(packet) => {
                     let received_at = Instant::now();
                     self.on_packet(family, packet, received_at);
@@ -634,7 +635,7 @@ impl<'a> Engine<'a> {
         true
     }
 
-    fn on_packet(&mut self, family: Family, packet: Received, received_at: Instant) {
+    fn on_packet(&mut self, family: Family, packet: sys::Datagram, received_at: Instant) {
         let Some(reply) = parse_reply(family, &self.buf[..packet.len]) else {
             return;
         };
@@ -728,7 +729,7 @@ impl<'a> Engine<'a> {
             Family::V6 => v6,
         };
         let result = match fd {
-            Some(fd) => send_echo(fd.get_ref().as_raw_fd(), dest, &packet),
+            Some(fd) => send_echo(*fd.get_ref(), dest, &packet),
             None => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
         };
         // A failed send (no route, full buffer, firewall) is a lost probe;
@@ -801,19 +802,11 @@ fn open_socket(family: Family) -> io::Result<OwnedFd> {
         Family::V4 => (libc::AF_INET, libc::IPPROTO_ICMP),
         Family::V6 => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
     };
-    // SAFETY: plain syscall; the returned fd is owned right below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = sys::socket(
+        domain,
+        libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        protocol,
+    )?;
 
     // Let only echo replies reach the socket: a raw socket otherwise gets a
     // copy of every ICMP packet, including our own requests on loopback.
@@ -821,45 +814,35 @@ fn open_socket(family: Family) -> io::Result<OwnedFd> {
     let filtered = match family {
         Family::V4 => {
             let blocked: u32 = !(1u32 << ICMP_ECHO_REPLY);
-            setsockopt(&fd, libc::SOL_RAW, ICMP_FILTER, &blocked)
+            sys::set_socket_option(fd.as_fd(), libc::SOL_RAW, ICMP_FILTER, &blocked)
         }
         Family::V6 => {
             let mut blocked = [u32::MAX; 8];
             let t = usize::from(ICMPV6_ECHO_REPLY);
             blocked[t >> 5] &= !(1u32 << (t & 31));
-            setsockopt(&fd, libc::IPPROTO_ICMPV6, ICMPV6_FILTER, &blocked)
+            sys::set_socket_option(fd.as_fd(), libc::IPPROTO_ICMPV6, ICMPV6_FILTER, &blocked)
         }
     };
     if let Err(e) = filtered {
         debug!(family = family.name(), error = %e, "ICMP type filter not installed");
     }
     // SO_RCVBUFFORCE goes past net.core.rmem_max (we are privileged anyway).
-    if setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RECV_BUFFER).is_err() {
-        let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RECV_BUFFER);
+    if sys::set_socket_option(
+        fd.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        &RECV_BUFFER,
+    )
+    .is_err()
+    {
+        let _ = sys::set_socket_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &RECV_BUFFER);
     }
     let on: libc::c_int = 1;
-    if let Err(e) = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on) {
+    if let Err(e) = sys::set_socket_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on)
+    {
         debug!(family = family.name(), error = %e, "no kernel receive timestamps; RTTs include scheduling delay");
     }
     Ok(fd)
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live `T` of the length passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Builds an echo request. The IPv4 checksum is ours to compute; on raw
@@ -948,123 +931,15 @@ fn parse_reply(family: Family, packet: &[u8]) -> Option<EchoReply> {
     })
 }
 
-fn send_echo(fd: RawFd, dest: IpAddr, packet: &[u8]) -> io::Result<()> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match dest {
-        IpAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for
-            // sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        IpAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_addr.s6_addr = a.octets();
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    // SAFETY: buffer and address are valid for the lengths passed.
-    let rc = unsafe {
-        libc::sendto(
-            fd,
-            packet.as_ptr().cast(),
-            packet.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// One datagram read from a raw socket.
-#[derive(Debug)]
-struct Received {
-    len: usize,
-    from: Option<IpAddr>,
-    /// Arrival time stamped by the kernel (SO_TIMESTAMPNS).
-    kernel_time: Option<SystemTime>,
-}
-
-fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
-    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
-    let mut addr: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // u64 elements keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 16];
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of_val(&control) as _;
-    // SAFETY: every pointer in `msg` refers to a live local of the given size.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-
-    let mut kernel_time = None;
-    // SAFETY: the CMSG macros walk the control buffer the kernel filled in,
-    // bounded by msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts: libc::timespec =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
-                if let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec))
-                {
-                    kernel_time = UNIX_EPOCH.checked_add(Duration::new(secs, nanos));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-
-    let from = match libc::c_int::from(addr.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
-            let sin = unsafe { &*(&addr as *const _ as *const libc::sockaddr_in) };
-            Some(IpAddr::V4(Ipv4Addr::from(
-                sin.sin_addr.s_addr.to_ne_bytes(),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-            let sin6 = unsafe { &*(&addr as *const _ as *const libc::sockaddr_in6) };
-            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
-        }
-        _ => None,
-    };
-    Ok(Received {
-        len: n as usize,
-        from,
-        kernel_time,
-    })
+fn send_echo(fd: BorrowedFd<'_>, dest: IpAddr, packet: &[u8]) -> io::Result<()> {
+    sys::send_to(fd, dest, packet, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL).map(drop)
 }
 
 /// Randomness for the identifier and nonce; falls back to time, pid and a
 /// counter mixed together if getrandom(2) is unavailable.
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
-    // SAFETY: writes at most 8 bytes into `bytes`.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
-    if n == 8 {
+    if sys::fill_random(&mut bytes).is_ok_and(|n| n == 8) {
         return u64::from_ne_bytes(bytes);
     }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1085,6 +960,7 @@ fn random_u64() -> u64 {
 mod tests {
     use super::*;
     use crate::lab::netns::{NetNs, require_root, unique_token};
+    use std::net::Ipv4Addr;
     use std::sync::mpsc;
     use std::thread;
 
@@ -1369,19 +1245,8 @@ mod tests {
                         .iter()
                         .map(|(from, packets)| {
                             let fd = open_socket(Family::V4).unwrap();
-                            // SAFETY: all-zero is a valid sockaddr_in.
-                            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
-                            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                            sin.sin_addr.s_addr = u32::from_ne_bytes(from.octets());
-                            // SAFETY: binds a live socket to a valid address.
-                            let rc = unsafe {
-                                libc::bind(
-                                    fd.as_raw_fd(),
-                                    (&sin as *const libc::sockaddr_in).cast(),
-                                    mem::size_of_val(&sin) as libc::socklen_t,
-                                )
-                            };
-                            assert_eq!(rc, 0, "bind {from}: {}", io::Error::last_os_error());
+                            sys::bind_address(fd.as_fd(), IpAddr::V4(*from))
+                                .unwrap_or_else(|e| panic!("bind {from}: {e}"));
                             (fd, packets)
                         })
                         .collect();
@@ -1389,7 +1254,7 @@ mod tests {
                     while Instant::now() < end {
                         for (fd, packets) in &sockets {
                             for p in packets.iter() {
-                                send_echo(fd.as_raw_fd(), IpAddr::V4(to), p).unwrap();
+                                send_echo(fd.as_fd(), IpAddr::V4(to), p).unwrap();
                             }
                         }
                         thread::sleep(Duration::from_millis(5));
@@ -1621,37 +1486,11 @@ mod tests {
     #[test]
     fn refuses_without_cap_net_raw() {
         require_root();
-        #[repr(C)]
-        struct CapHeader {
-            version: u32,
-            pid: libc::c_int,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct CapData {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
         const CAP_NET_RAW: u32 = 13;
 
         // Capabilities are per thread: only this helper thread loses one.
         let result = thread::spawn(|| {
-            let mut header = CapHeader {
-                version: LINUX_CAPABILITY_VERSION_3,
-                pid: 0,
-            };
-            let mut data = [CapData::default(); 2];
-            // SAFETY: capget/capset with a v3 header and two data slots.
-            unsafe {
-                assert_eq!(
-                    libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-                    0
-                );
-                data[0].effective &= !(1 << CAP_NET_RAW);
-                assert_eq!(libc::syscall(libc::SYS_capset, &header, data.as_ptr()), 0);
-            }
+            sys::drop_effective_capability(CAP_NET_RAW).expect("dropping CAP_NET_RAW");
             Prober::new(ProbeConfig::default()).map(|_| ())
         })
         .join()

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aya::maps::{Array, MapData, PerCpuArray};
-use jatah_common::{Counters, RttHistogram, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names};
+use jatah_common::{
+    Counters, RttHistogram, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names, rtt_index,
+};
 use tracing::{debug, warn};
 
 use super::{DatapathError, map_err, pin_dir};
@@ -97,7 +99,7 @@ impl CounterReader {
     /// Handshake round trips of a slot on a side (`SIDE_LAN`/`SIDE_WAN`).
     pub fn rtt(&self, slot: u32, side: u32) -> Result<RttHistogram, DatapathError> {
         self.rtt
-            .get(&(slot * 2 + side), 0)
+            .get(&rtt_index(slot, side), 0)
             .map_err(map_err(format!("reading RTT histogram of slot {slot}")))
     }
 
@@ -122,10 +124,10 @@ impl CounterReader {
     }
 
     /// Round-trip histograms of slots `0..n` (both sides: index
-    /// `slot * 2 + side`), in one system call.
+    /// [`rtt_index`]), in one system call.
     pub fn rtt_first(&self, n: u32) -> Result<Vec<RttHistogram>, DatapathError> {
         let size = std::mem::size_of::<RttHistogram>();
-        let raw = crate::sys::array_lookup_batch(&self.rtt, n * 2)
+        let raw = crate::sys::array_lookup_batch(&self.rtt, rtt_index(n, 0))
             .map_err(|e| DatapathError::Other(format!("reading RTT histograms: {e}")))?;
         Ok(raw
             .chunks_exact(size)
@@ -163,7 +165,7 @@ pub(super) fn owner_id(owner: &SlotOwner) -> Option<String> {
 }
 
 /// One map's entries for the slots below a count (both sides' histograms
-/// for round trips: index `slot * 2 + side`), read in one batch; entry by
+/// for round trips: index [`rtt_index`]), read in one batch; entry by
 /// entry where the kernel has no batch reads. A failed read leaves the
 /// entry out, logged. What a scrape and the per-second sampling read.
 pub struct SlotTable<'a, T> {
@@ -188,7 +190,7 @@ impl<'a> SlotTable<'a, RttHistogram> {
     /// Every slot's round-trip histograms below `slots` (both sides).
     pub fn round_trips(reader: Option<&'a CounterReader>, slots: u32) -> Self {
         Self::read(reader, slots, CounterReader::rtt_first, |r, i| {
-            r.rtt(i / 2, i % 2)
+            r.rtt(i / SIDES, i % SIDES)
         })
     }
 }
@@ -212,7 +214,7 @@ impl<'a, T: Clone> SlotTable<'a, T> {
         SlotTable { reader, batch, one }
     }
 
-    /// The entry at `index` (a slot; `slot * 2 + side` for round trips).
+    /// The entry at `index` (a slot; [`rtt_index`] for round trips).
     pub fn get(&self, index: u32) -> Option<T> {
         if let Some(b) = &self.batch {
             return b.get(index as usize).cloned();

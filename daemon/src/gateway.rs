@@ -86,10 +86,7 @@ pub enum GatewayError {
 }
 
 pub(crate) fn ifindex(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (idx != 0).then_some(idx)
+    crate::sys::interface_index(name)
 }
 
 /// The device under a VLAN subinterface (its `lower_*` link in sysfs), or

@@ -18,3 +18,4 @@ pub mod lab;
 pub mod policy;
 pub mod runtime;
 pub mod shaper;
+pub(crate) mod sys;

@@ -102,40 +102,7 @@ pub struct Watcher {
 
 /// Interface names that hold an address inside each subnet, for carrier.
 fn interfaces_by_address() -> Vec<(String, IpAddr)> {
-    let mut out = Vec::new();
-    // SAFETY: getifaddrs/freeifaddrs pair; the list is read before it is freed.
-    unsafe {
-        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut head) != 0 {
-            return out;
-        }
-        let mut p = head;
-        while !p.is_null() {
-            let ifa = &*p;
-            if !ifa.ifa_addr.is_null() {
-                let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
-                    .to_string_lossy()
-                    .into_owned();
-                match i32::from((*ifa.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.push((
-                            name,
-                            IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()),
-                        ));
-                    }
-                    libc::AF_INET6 => {
-                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        out.push((name, IpAddr::from(sa.sin6_addr.s6_addr)));
-                    }
-                    _ => {}
-                }
-            }
-            p = ifa.ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    out
+    crate::sys::interface_addresses()
 }
 
 fn carrier(ifname: &str) -> Option<bool> {

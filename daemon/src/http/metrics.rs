@@ -588,8 +588,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
     // freed ones back to the system rather than keep them between scrapes
     // (off the scrape's own time).
     tokio::task::spawn_blocking(|| {
-        // SAFETY: glibc's malloc_trim has no preconditions.
-        unsafe { libc::malloc_trim(0) };
+        crate::sys::release_free_heap();
     });
     match rendered {
         Ok(body) => {

@@ -459,8 +459,7 @@ impl Lab {
     pub fn stop_daemon(&mut self) -> Result<()> {
         if let Some(mut child) = self.daemon.take() {
             // `ip netns exec` execs jatah, so the child pid is jatah's.
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = crate::sys::send_signal(child.id() as i32, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait()?.is_none() {
                 if Instant::now() > deadline {
@@ -587,11 +586,7 @@ impl Lab {
 
 fn enter_netns(path: &str) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on a valid fd; affects this thread only.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error()).context("setns");
-    }
+    crate::sys::enter_network_namespace(&f).context("setns")?;
     Ok(())
 }
 

@@ -7,7 +7,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -84,10 +83,7 @@ impl NetNs {
     /// this live there). Other threads are unaffected.
     pub fn enter_current_thread(&self) -> io::Result<()> {
         let f = File::open(format!("/run/netns/{}", self.name))?;
-        // SAFETY: plain syscall on a valid fd.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sys::enter_network_namespace(&f)?;
         Ok(())
     }
 
@@ -109,8 +105,7 @@ impl Drop for NetNs {
         {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    // SAFETY: signalling a pid listed as living in our namespace.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = crate::sys::send_signal(pid, libc::SIGKILL);
                 }
             }
         }
@@ -157,8 +152,7 @@ impl Drop for BpffsMount {
 /// Panics with a clear message unless running as root: the tests that build
 /// namespaces are meant to run as root (CI does), never to pass vacuously.
 pub fn require_root() {
-    // SAFETY: trivial libc call.
-    let euid = unsafe { libc::geteuid() };
+    let euid = crate::sys::effective_uid();
     assert_eq!(
         euid, 0,
         "this test needs root (network namespaces, BPF, qdiscs)"
@@ -167,8 +161,7 @@ pub fn require_root() {
 
 /// For commands (not tests): an error explaining that root is needed.
 pub fn require_root_or_explain() -> io::Result<()> {
-    // SAFETY: trivial libc call.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::effective_uid() != 0 {
         return Err(io::Error::other(
             "this needs root: it creates network namespaces, loads eBPF programs and changes qdiscs",
         ));

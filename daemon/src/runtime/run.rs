@@ -251,8 +251,7 @@ pub async fn shutdown_on_signal(token: CancellationToken) {
 
 /// Fails unless running as root (or with the capabilities jatah needs).
 pub fn require_privileges() -> Result<()> {
-    // SAFETY: trivial libc call.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::effective_uid() != 0 {
         bail!(
             "jatah run needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON) to load \
              eBPF programs and change qdiscs"

@@ -7,8 +7,7 @@
 //! not depend on which of them a given `libc` release exports.
 
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 const NLMSG_HDRLEN: usize = 16;
@@ -196,40 +195,29 @@ impl Socket {
     /// explanation of an error), capped acks (errors do not echo the whole
     /// request back), a receive timeout.
     pub(super) fn open() -> io::Result<Socket> {
-        // SAFETY: plain syscall; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_opt(&fd, libc::SOL_NETLINK, NETLINK_EXT_ACK, &1 as &libc::c_int)?;
-        set_opt(&fd, libc::SOL_NETLINK, NETLINK_CAP_ACK, &1 as &libc::c_int)?;
+        let fd = crate::sys::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )?;
+        crate::sys::set_socket_option(
+            fd.as_fd(),
+            libc::SOL_NETLINK,
+            NETLINK_EXT_ACK,
+            &1 as &libc::c_int,
+        )?;
+        crate::sys::set_socket_option(
+            fd.as_fd(),
+            libc::SOL_NETLINK,
+            NETLINK_CAP_ACK,
+            &1 as &libc::c_int,
+        )?;
         let timeout = libc::timeval {
             tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
             tv_usec: 0,
         };
-        set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a valid sockaddr_nl of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sys::set_socket_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
+        crate::sys::bind_netlink(fd.as_fd())?;
         Ok(Socket {
             fd,
             seq: 0,
@@ -317,25 +305,11 @@ impl Socket {
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        // SAFETY: all-zero sockaddr_nl is valid; pid 0 addresses the kernel.
-        let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
         loop {
-            // SAFETY: the buffer and address are valid for the lengths given.
-            let rc = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_nl).cast(),
-                    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
+            let err = match crate::sys::send_to_kernel(self.fd.as_fd(), bytes) {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
             };
-            if rc >= 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(err);
             }
@@ -344,27 +318,18 @@ impl Socket {
 
     fn recv(&mut self) -> io::Result<usize> {
         loop {
-            // SAFETY: `rx` is valid for its length. MSG_TRUNC makes netlink
-            // return the datagram's real length, so truncation is visible.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.rx.as_mut_ptr().cast(),
-                    self.rx.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if rc >= 0 {
-                let len = rc as usize;
-                if len > self.rx.len() {
+            // MSG_TRUNC makes netlink return the datagram's real length, so
+            // truncation is visible.
+            let err = match crate::sys::receive(self.fd.as_fd(), &mut self.rx, libc::MSG_TRUNC) {
+                Ok(len) if len > self.rx.len() => {
                     return Err(io::Error::other(format!(
                         "netlink datagram of {len} bytes exceeds the {}-byte buffer",
                         self.rx.len()
                     )));
                 }
-                return Ok(len);
-            }
-            let err = io::Error::last_os_error();
+                Ok(len) => return Ok(len),
+                Err(err) => err,
+            };
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
@@ -376,24 +341,6 @@ impl Socket {
                 _ => return Err(err),
             }
         }
-    }
-}
-
-fn set_opt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

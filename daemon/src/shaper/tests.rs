@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -119,17 +119,9 @@ impl Lab {
     fn send_udp(&self, minor: u16, count: usize, payload: usize, pace: Option<Duration>) {
         let sock = UdpSocket::bind((LOCAL, 0)).unwrap();
         let prio = jatah_common::htb_priority(u32::from(minor)) as libc::c_int;
-        // SAFETY: setsockopt with a valid int option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PRIORITY,
-                (&prio as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_PRIORITY: {}", std::io::Error::last_os_error());
+        let rc =
+            crate::sys::set_socket_option(sock.as_fd(), libc::SOL_SOCKET, libc::SO_PRIORITY, &prio);
+        assert!(rc.is_ok(), "SO_PRIORITY: {rc:?}");
         let buf = vec![0x5a; payload];
         for _ in 0..count {
             // A packet the leaf drops still counts as sent (UDP hides the

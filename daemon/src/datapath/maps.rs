@@ -1,0 +1,241 @@
+//! Reading the pinned maps: counters, statistics and round-trip histograms
+//! by slot, one entry at a time or every slot in one batch.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aya::maps::{Array, MapData, PerCpuArray};
+use jatah_common::{
+    Counters, RttHistogram, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names, rtt_index,
+};
+use tracing::{debug, warn};
+
+use super::{DatapathError, map_err, pin_dir};
+
+/// Read-only view of the counters a running jatah pinned under a bpffs, for
+/// tools outside the daemon (the lab, tests).
+pub struct PinnedCounters {
+    reader: CounterReader,
+    owners: Array<MapData, SlotOwner>,
+}
+
+/// Opens a map jatah pinned under `bpffs`.
+fn open_pinned(bpffs: &Path, name: &str) -> Result<MapData, DatapathError> {
+    let path = pin_dir(bpffs).join(name);
+    MapData::from_pin(&path).map_err(map_err(format!("opening pinned map {}", path.display())))
+}
+
+impl PinnedCounters {
+    pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
+        let owners = Array::try_from(aya::maps::Map::Array(open_pinned(
+            bpffs,
+            map_names::SLOT_OWNERS,
+        )?))
+        .map_err(map_err("slot owners"))?;
+        Ok(PinnedCounters {
+            reader: CounterReader::open(bpffs)?,
+            owners,
+        })
+    }
+
+    /// The slot of every OPD, by id.
+    pub fn slots(&self) -> Result<BTreeMap<String, u32>, DatapathError> {
+        let mut out = BTreeMap::new();
+        for (slot, owner) in self.owners.iter().enumerate() {
+            if let Some(id) = owner_id(&owner.map_err(map_err("reading slot owners"))?) {
+                out.insert(id, slot as u32);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counters of every OPD with a slot, by id, summed over CPUs.
+    pub fn by_opd(&self) -> Result<BTreeMap<String, Counters>, DatapathError> {
+        self.slots()?
+            .into_iter()
+            .map(|(id, slot)| Ok((id, self.reader.read(slot)?)))
+            .collect()
+    }
+
+    /// Counters of traffic that matched no OPD.
+    pub fn unclassified(&self) -> Result<Counters, DatapathError> {
+        self.reader.read(SLOT_UNCLASSIFIED)
+    }
+}
+
+/// Reads counters from the pinned maps by slot, for the metrics collector
+/// and the rate sampler (which run beside the loader, not through it).
+pub struct CounterReader {
+    counters: PerCpuArray<MapData, Counters>,
+    stats: PerCpuArray<MapData, u64>,
+    rtt: Array<MapData, RttHistogram>,
+}
+
+impl CounterReader {
+    pub fn open(bpffs: &Path) -> Result<Self, DatapathError> {
+        use aya::maps::Map;
+        Ok(CounterReader {
+            counters: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(
+                bpffs,
+                map_names::COUNTERS,
+            )?))
+            .map_err(map_err("counters"))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(bpffs, map_names::STATS)?))
+                .map_err(map_err("stats"))?,
+            rtt: Array::try_from(Map::Array(open_pinned(bpffs, map_names::RTT)?))
+                .map_err(map_err("rtt"))?,
+        })
+    }
+
+    /// Counters of a slot (or [`SLOT_UNCLASSIFIED`]), summed over CPUs.
+    pub fn read(&self, slot: u32) -> Result<Counters, DatapathError> {
+        let v = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err(format!("reading counters of slot {slot}")))?;
+        Ok(sum_counters(v.iter()))
+    }
+
+    /// Handshake round trips of a slot on a side (`SIDE_LAN`/`SIDE_WAN`).
+    pub fn rtt(&self, slot: u32, side: u32) -> Result<RttHistogram, DatapathError> {
+        self.rtt
+            .get(&rtt_index(slot, side), 0)
+            .map_err(map_err(format!("reading RTT histogram of slot {slot}")))
+    }
+
+    /// Counters of slots `0..n`, summed over CPUs, in one system call
+    /// (a scrape of 1,000 OPDs otherwise makes 1,000).
+    pub fn read_first(&self, n: u32) -> Result<Vec<Counters>, DatapathError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DatapathError::Other(format!("{what}: {e}")))?;
+        let stride = std::mem::size_of::<Counters>().next_multiple_of(8);
+        let raw = crate::sys::per_cpu_array_lookup_batch(&self.counters, n)
+            .map_err(|e| DatapathError::Other(format!("reading counters of slots 0..{n}: {e}")))?;
+        Ok(raw
+            .chunks_exact(stride * cpus)
+            .map(|per_cpu| {
+                sum_counters(per_cpu.chunks_exact(stride).map(|c| {
+                    // SAFETY: Counters is plain old data of `size_of` bytes
+                    // at the start of each 8-byte aligned stride.
+                    unsafe { &*(c.as_ptr() as *const Counters) }
+                }))
+            })
+            .collect())
+    }
+
+    /// Round-trip histograms of slots `0..n` (both sides: index
+    /// [`rtt_index`]), in one system call.
+    pub fn rtt_first(&self, n: u32) -> Result<Vec<RttHistogram>, DatapathError> {
+        let size = std::mem::size_of::<RttHistogram>();
+        let raw = crate::sys::array_lookup_batch(&self.rtt, rtt_index(n, 0))
+            .map_err(|e| DatapathError::Other(format!("reading RTT histograms: {e}")))?;
+        Ok(raw
+            .chunks_exact(size)
+            // SAFETY: RttHistogram is plain old data; read_unaligned copes
+            // with the Vec's alignment.
+            .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const RttHistogram) })
+            .collect())
+    }
+
+    /// Data path statistics ([`jatah_common::Stat`] order).
+    pub fn stats(&self) -> Result<[u64; STAT_COUNT as usize], DatapathError> {
+        let mut out = [0u64; STAT_COUNT as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            let v = self
+                .stats
+                .get(&(i as u32), 0)
+                .map_err(map_err("reading stats"))?;
+            *o = v.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+/// The OPD id stored in a slot, or None for a free slot.
+pub(super) fn owner_id(owner: &SlotOwner) -> Option<String> {
+    if owner.id[0] == 0 {
+        return None;
+    }
+    let len = owner
+        .id
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(owner.id.len());
+    Some(String::from_utf8_lossy(&owner.id[..len]).into_owned())
+}
+
+/// One map's entries for the slots below a count (both sides' histograms
+/// for round trips: index [`rtt_index`]), read in one batch; entry by
+/// entry where the kernel has no batch reads. A failed read leaves the
+/// entry out, logged. What a scrape and the per-second sampling read.
+pub struct SlotTable<'a, T> {
+    reader: Option<&'a CounterReader>,
+    batch: Option<Vec<T>>,
+    one: fn(&CounterReader, u32) -> Result<T, DatapathError>,
+}
+
+impl<'a> SlotTable<'a, Counters> {
+    /// Every slot's counters below `slots`, summed over CPUs.
+    pub fn counters(reader: Option<&'a CounterReader>, slots: u32) -> Self {
+        Self::read(
+            reader,
+            slots,
+            CounterReader::read_first,
+            CounterReader::read,
+        )
+    }
+}
+
+impl<'a> SlotTable<'a, RttHistogram> {
+    /// Every slot's round-trip histograms below `slots` (both sides).
+    pub fn round_trips(reader: Option<&'a CounterReader>, slots: u32) -> Self {
+        Self::read(reader, slots, CounterReader::rtt_first, |r, i| {
+            r.rtt(i / SIDES, i % SIDES)
+        })
+    }
+}
+
+impl<'a, T: Clone> SlotTable<'a, T> {
+    fn read(
+        reader: Option<&'a CounterReader>,
+        slots: u32,
+        batch: fn(&CounterReader, u32) -> Result<Vec<T>, DatapathError>,
+        one: fn(&CounterReader, u32) -> Result<T, DatapathError>,
+    ) -> Self {
+        let batch = reader
+            .filter(|_| slots > 0)
+            .and_then(|r| match batch(r, slots) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    debug!(error = %e, "batch map read unavailable; reading entry by entry");
+                    None
+                }
+            });
+        SlotTable { reader, batch, one }
+    }
+
+    /// The entry at `index` (a slot; [`rtt_index`] for round trips).
+    pub fn get(&self, index: u32) -> Option<T> {
+        if let Some(b) = &self.batch {
+            return b.get(index as usize).cloned();
+        }
+        match (self.one)(self.reader?, index) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(index, error = %e, "reading a BPF map entry");
+                None
+            }
+        }
+    }
+}
+
+fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {
+    let mut total = Counters::default();
+    for c in per_cpu {
+        for d in 0..2 {
+            total.bytes[d] += c.bytes[d];
+            total.packets[d] += c.packets[d];
+        }
+    }
+    total
+}

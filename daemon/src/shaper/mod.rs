@@ -48,7 +48,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use jatah_common::{HTB_MAJOR, ROOT_CLASS_MINOR};
+use jatah_common::{HTB_MAJOR, MAX_LEAF_MINOR, ROOT_CLASS_MINOR, htb_class_id, htb_leaf_handle};
 
 pub use error::ShaperError;
 use netlink::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NlError, Request};
@@ -57,30 +57,29 @@ use tc::{HtbClass, Stats, TC_H_ROOT, TcMsg, TcObject};
 /// Handle of jatah's root qdisc, `1:`.
 pub const ROOT_HANDLE: u32 = HTB_MAJOR << 16;
 
-/// Minor number of the root class `1:1` (the gateway's capacity).
-const ROOT_MINOR: u16 = ROOT_CLASS_MINOR as u16;
+/// [`ROOT_CLASS_MINOR`] as the `u16` class minors are written in here (a
+/// tc handle's minor is 16 bits): the parent of top-level classes in
+/// [`ClassSpec::parent`].
+pub const ROOT_CLASS: u16 = ROOT_CLASS_MINOR as u16;
 
-/// Largest class minor that may carry a leaf qdisc (see [`leaf_handle`]).
-/// Every class of a tree is kept within it, inner classes too: an inner
-/// class becomes a leaf when its last child goes.
-pub const MAX_LEAF_MINOR: u16 = 0x7fff;
-
-/// Minor number of the root class `1:1`, the parent of top-level classes
-/// in [`ClassSpec::parent`].
-pub const ROOT_CLASS: u16 = ROOT_MINOR;
+// Every minor jatah numbers, inner classes included, fits a tc minor: an
+// inner class becomes a leaf when its last child goes, so all are kept
+// within MAX_LEAF_MINOR (see [`leaf_handle`]).
+const _: () = assert!(MAX_LEAF_MINOR <= u16::MAX as u32);
 
 /// How many classes deep HTB nests below its root class
 /// (`TC_HTB_MAXDEPTH` = 8 levels, the root class being the first).
 const MAX_DEPTH: usize = 7;
 
-/// Class id `1:minor`.
+/// Class id `1:minor` ([`htb_class_id`] for a 16-bit minor).
 pub const fn class_id(minor: u16) -> u32 {
-    ROOT_HANDLE | minor as u32
+    htb_class_id(minor as u32)
 }
 
-/// Handle `minor:` of the leaf qdisc under class `1:minor`.
+/// Handle `minor:` of the leaf qdisc under class `1:minor`
+/// ([`htb_leaf_handle`] for a 16-bit minor).
 pub const fn leaf_handle(minor: u16) -> u32 {
-    (minor as u32) << 16
+    htb_leaf_handle(minor as u32)
 }
 
 /// How many times a dump is repeated when the kernel flags it as
@@ -929,7 +928,7 @@ fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     if tree.leaf_limit == 0 {
         return Err(invalid("leaf queue limit must be at least 1 packet".into()));
     }
-    if tree.default_class.parent != ROOT_MINOR {
+    if tree.default_class.parent != ROOT_CLASS {
         return Err(invalid(format!(
             "the default {} must sit right under the root class",
             ClassName(tree.default_class.minor)
@@ -942,7 +941,7 @@ fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     let mut by_minor: HashMap<u16, &ClassSpec> = HashMap::new();
     for spec in &specs {
         let name = ClassName(spec.minor);
-        if spec.minor <= ROOT_MINOR || spec.minor > MAX_LEAF_MINOR {
+        if spec.minor <= ROOT_CLASS || u32::from(spec.minor) > MAX_LEAF_MINOR {
             return Err(invalid(format!(
                 "{name}: minor must be within 2..={MAX_LEAF_MINOR} (1 is the root class)"
             )));
@@ -960,7 +959,7 @@ fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     // The default class is the qdisc's fallback for every unknown
     // priority, so it must stay a leaf.
     let parent_ok = |spec: &ClassSpec| {
-        spec.parent == ROOT_MINOR
+        spec.parent == ROOT_CLASS
             || (spec.parent != tree.default_class.minor && by_minor.contains_key(&spec.parent))
     };
     if let Some(spec) = specs.iter().find(|spec| !parent_ok(spec)) {
@@ -979,7 +978,7 @@ fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
         // form a cycle or nest deeper than HTB allows.
         let mut depth = 1;
         let mut parent = spec.parent;
-        while parent != ROOT_MINOR {
+        while parent != ROOT_CLASS {
             depth += 1;
             if depth > MAX_DEPTH {
                 return Err(invalid(format!(
@@ -994,7 +993,7 @@ fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     ordered.sort_by_key(|&(depth, spec)| (depth, spec.minor));
     let parents: HashSet<u16> = specs.iter().map(|spec| spec.parent).collect();
     let mut want = vec![Wanted {
-        minor: ROOT_MINOR,
+        minor: ROOT_CLASS,
         parent: TC_H_ROOT,
         params: HtbClass::new(capacity, capacity),
         leaf: false,

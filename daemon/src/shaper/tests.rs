@@ -861,7 +861,7 @@ fn tree_validation_and_names() {
     assert_eq!(want[0].parent, TC_H_ROOT);
     assert!(want[1..].iter().all(|w| w.parent == class_id(1)));
 
-    let over = tree(&[spec(MAX_LEAF_MINOR + 1, 1000, 1000)], 1);
+    let over = tree(&[spec(MAX_LEAF_MINOR as u16 + 1, 1000, 1000)], 1);
     assert!(plan(1, &over).is_err());
     let zero = tree(&[spec(17, 0, 1000)], 1);
     assert!(

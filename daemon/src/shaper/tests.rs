@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::tc::TC_H_ROOT;
+use super::tree::plan;
 use super::*;
 use crate::lab::netns::{NetNs, require_root};
 

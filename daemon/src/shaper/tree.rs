@@ -9,6 +9,7 @@ use jatah_common::MAX_LEAF_MINOR;
 
 use super::tc::{HtbClass, TC_H_ROOT};
 use super::{ClassName, ROOT_CLASS, ShaperError, class_id};
+use crate::policy::Rate;
 
 /// How many classes deep HTB nests below its root class
 /// (`TC_HTB_MAXDEPTH` = 8 levels, the root class being the first).
@@ -68,7 +69,8 @@ pub struct ClassSpec {
     /// under the root class, else another class of the same tree. A class
     /// that is some class's parent is an inner class and gets no leaf qdisc.
     pub parent: u16,
-    /// Guaranteed rate, bits per second.
+    /// Guaranteed rate, bits per second (HTB gets bytes, rounded up as by
+    /// `Rate::bytes_per_second`).
     pub rate_bps: u64,
     /// Ceiling (rate when borrowing from the root class), bits per second.
     pub ceil_bps: u64,
@@ -176,13 +178,16 @@ pub(super) struct Wanted {
 /// minor (so the default class comes first among the top-level classes).
 pub(super) fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperError> {
     let invalid = |reason: String| ShaperError::InvalidTree { ifindex, reason };
+    // HTB takes bytes per second; the conversion is the policy's, so the
+    // class never grants less than the policy says (see
+    // `Rate::bytes_per_second`).
     let bytes = |bps: u64, what: &dyn fmt::Display| {
         if bps < 8 {
             Err(invalid(format!(
                 "{what}: {bps} bit/s is below the 1 byte/s HTB can express"
             )))
         } else {
-            Ok(bps / 8)
+            Ok(Rate(bps).bytes_per_second())
         }
     };
     if tree.leaf_limit == 0 {

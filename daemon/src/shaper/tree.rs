@@ -112,7 +112,7 @@ pub struct ClassStats {
     pub qlen: u32,
 }
 
-/// What [`Shaper::apply`] did, for the logs.
+/// What [`Shaper::apply`](super::Shaper::apply) did, for the logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     /// jatah's HTB root was installed (the interface had another root

@@ -18,24 +18,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use jatah_common::{DEFAULT_CLASS_MINOR, MAX_OPDS, opd_class_minor};
+use jatah_common::{DEFAULT_CLASS_MINOR, GROUP_MINOR_BASE, GROUP_MINORS, opd_class_minor};
 use tracing::info;
 
 use crate::datapath::{Attachment, Datapath, OpdPrefixes, prefixes_of};
 use crate::policy::{Direction, LeafQdisc as PolicyLeaf, MAX_GROUPS, Policy};
-use crate::shaper::{
-    ClassSpec, ClassStats, HtbTree, LeafQdisc, MAX_LEAF_MINOR, ROOT_CLASS, Shaper,
-};
+use crate::shaper::{ClassSpec, ClassStats, HtbTree, LeafQdisc, ROOT_CLASS, Shaper};
 
-/// The first HTB class minor set aside for groups.
-pub const GROUP_MINOR_BASE: u16 = 0x6000;
-/// How many minors are set aside for groups: `0x6000..=0x7fff`.
-pub const GROUP_MINORS: u16 = 0x2000;
-
-// Group classes never collide with OPD classes, fit the minors that may
-// carry a leaf, and there is one for every group a policy may have.
-const _: () = assert!(opd_class_minor(MAX_OPDS - 1) < GROUP_MINOR_BASE as u32);
-const _: () = assert!(GROUP_MINOR_BASE as u32 + GROUP_MINORS as u32 - 1 <= MAX_LEAF_MINOR as u32);
+// There is a group class for every group a policy may have (that they
+// clear the OPD classes and fit the leaf minors is asserted in common).
 const _: () = assert!(MAX_GROUPS <= GROUP_MINORS as usize);
 
 /// An interface jatah works on.
@@ -184,15 +175,17 @@ pub fn group_minors(policy: &Policy) -> BTreeMap<String, u16> {
     let mut taken = BTreeSet::new();
     let mut minors = BTreeMap::new();
     for id in ids {
-        let home = fnv1a(id.as_bytes()) % u32::from(GROUP_MINORS);
+        let home = fnv1a(id.as_bytes()) % GROUP_MINORS;
         // A validated policy has at most MAX_GROUPS groups, so a free
         // offset always exists.
-        let free = (0..u32::from(GROUP_MINORS))
-            .map(|step| ((home + step) % u32::from(GROUP_MINORS)) as u16)
+        let free = (0..GROUP_MINORS)
+            .map(|step| (home + step) % GROUP_MINORS)
             .find(|offset| !taken.contains(offset));
         if let Some(offset) = free {
             taken.insert(offset);
-            minors.insert(id.to_string(), GROUP_MINOR_BASE + offset);
+            // Group minors end at MAX_LEAF_MINOR (asserted in common), so
+            // they fit the shaper's 16-bit minors.
+            minors.insert(id.to_string(), (GROUP_MINOR_BASE + offset) as u16);
         }
     }
     minors
@@ -328,6 +321,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jatah_common::{MAX_LEAF_MINOR, MAX_OPDS};
 
     /// A policy with the OPDs and groups given as TOML tables.
     fn policy(tables: &str) -> Policy {
@@ -365,7 +359,7 @@ mod tests {
         assert_eq!(minors["kecamatan"], 0x7aba);
         assert_eq!(minors["kesehatan"], 0x6c1d);
         for minor in minors.values() {
-            assert!((GROUP_MINOR_BASE..=MAX_LEAF_MINOR).contains(minor));
+            assert!((GROUP_MINOR_BASE..=MAX_LEAF_MINOR).contains(&u32::from(*minor)));
             assert!(u32::from(*minor) > opd_class_minor(MAX_OPDS - 1));
         }
         // The order in the file and the other groups do not matter.

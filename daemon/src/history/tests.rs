@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use chrono::TimeDelta;
 use chrono_tz::{Asia, Australia, Europe};
 
 use super::*;

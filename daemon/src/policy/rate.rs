@@ -23,7 +23,9 @@ impl Rate {
     }
 
     /// The rate in bytes per second, rounded up so that a shaper configured
-    /// in bytes never grants less than the policy says.
+    /// in bytes never grants less than the policy says. This is jatah's one
+    /// bits-to-bytes rule: the HTB classes and the metrics both convert
+    /// through it.
     pub fn bytes_per_second(self) -> u64 {
         self.0.div_ceil(8)
     }

@@ -8,6 +8,8 @@ use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::tc::TC_H_ROOT;
+use super::tree::plan;
 use super::*;
 use crate::lab::netns::{NetNs, require_root};
 
@@ -853,7 +855,7 @@ fn tree_validation_and_names() {
     assert_eq!(want[0].parent, TC_H_ROOT);
     assert!(want[1..].iter().all(|w| w.parent == class_id(1)));
 
-    let over = tree(&[spec(MAX_LEAF_MINOR + 1, 1000, 1000)], 1);
+    let over = tree(&[spec(MAX_LEAF_MINOR as u16 + 1, 1000, 1000)], 1);
     assert!(plan(1, &over).is_err());
     let zero = tree(&[spec(17, 0, 1000)], 1);
     assert!(
@@ -1139,4 +1141,30 @@ fn nesting_is_validated_before_anything_is_touched() {
         ]
     );
     assert_eq!(want[5].parent, class_id(0x6000));
+}
+
+/// One bits-to-bytes rule: an odd rate gives the HTB class the gateway
+/// builds the same byte rate the policy reports (rounded up, never less).
+#[test]
+fn odd_rates_convert_to_the_same_bytes_in_policy_and_htb_class() {
+    use crate::policy::Direction;
+    let source = "[gateway]\nwan = \"eth0\"\nlan = [\"eth1\"]\n\
+                  download = \"100M\"\nupload = \"50M\"\n\n\
+                  [[opd]]\nid = \"a\"\nname = \"a\"\nsubnets = [\"10.20.1.0/24\"]\n\
+                  download = { guaranteed = \"10000001\", ceiling = \"20000001\" }\n\
+                  upload = { guaranteed = \"5M\", ceiling = \"10M\" }\n";
+    let policy = crate::policy::parse(source, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let allocation = policy.opds[0].allocation(Direction::Download);
+    assert_eq!(allocation.guaranteed.bits_per_second(), 10_000_001);
+    assert_eq!(allocation.guaranteed.bytes_per_second(), 1_250_001);
+
+    let slots = BTreeMap::from([("a".to_string(), 0)]);
+    let tree =
+        crate::gateway::tree_for_slots(&policy, &slots, Direction::Download, LeafQdisc::Pfifo);
+    let want = plan(1, &tree).unwrap();
+    let minor = jatah_common::opd_class_minor(0) as u16;
+    let class = want.iter().find(|w| w.minor == minor).unwrap();
+    assert_eq!(class.params.rate, allocation.guaranteed.bytes_per_second());
+    assert_eq!(class.params.ceil, allocation.ceiling.bytes_per_second());
+    assert_eq!(class.params.ceil, 2_500_001);
 }

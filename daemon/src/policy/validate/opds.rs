@@ -1,0 +1,201 @@
+//! One `[[opd]]` table: its id, name, subnets, allocations, probe and
+//! group.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use toml::de::DeTable;
+
+use super::entries::AllocationDraft;
+use super::{Checker, Span, Value};
+use crate::policy::Opd;
+
+/// Keys allowed in `[[opd]]`; also used to hint at a missing header.
+pub(super) const OPD_KEYS: &[&str] = &[
+    "id", "name", "subnets", "download", "upload", "probe", "group",
+];
+
+/// What survived validation of one `[[opd]]` table.
+pub(super) struct OpdDraft {
+    /// The id when valid, with the span of its value.
+    pub(super) id: Option<(String, Span)>,
+    /// Whatever string was written as the id, valid or not, to name the OPD
+    /// in messages about other problems.
+    pub(super) label: Option<String>,
+    pub(super) subnets: Vec<(IpNet, Span)>,
+    /// Per direction, download first.
+    pub(super) allocations: [AllocationDraft; 2],
+    /// The group named by the `group` key, with the span of its value.
+    pub(super) group: Option<(String, Span)>,
+    pub(super) opd: Option<Opd>,
+}
+
+impl Checker<'_> {
+    /// One `[[opd]]` table, with what the cross-checks need.
+    pub(super) fn opd(&mut self, table: &DeTable<'_>, header: &Span) -> OpdDraft {
+        const PLACE: &str = "this [[opd]]";
+        self.unknown_keys(table, OPD_KEYS, "in [[opd]]");
+
+        let mut label = None;
+        let id = self
+            .require(table, "id", header, PLACE, "\"diskominfo\"")
+            .and_then(|value| {
+                let id = self.string(value, "id", "\"diskominfo\"")?;
+                label = Some(id.to_string());
+                self.id(id, &value.span(), "id")
+                    .then(|| (id.to_string(), value.span()))
+            });
+
+        let name = self.name(
+            table,
+            header,
+            PLACE,
+            "\"Dinas Komunikasi dan Informatika\"",
+            "the OPD's name, e.g. \"Dinas Kesehatan\"",
+        );
+
+        let (subnets, subnets_ok) =
+            match self.require(table, "subnets", header, PLACE, "[\"10.20.1.0/24\"]") {
+                Some(value) => self.subnets(value),
+                None => (Vec::new(), false),
+            };
+
+        let allocations = self.allocations(table, header, PLACE, "OPD");
+
+        let probe = match table.get("probe") {
+            None => Some(None),
+            Some(value) => self
+                .string(value, "probe", "\"10.20.1.1\"")
+                .and_then(|text| self.probe(text, &value.span()))
+                .map(Some),
+        };
+
+        // Whether the group exists is checked once every group is known
+        // (see `group_references`).
+        let group = match table.get("group") {
+            None => Some(None),
+            Some(value) => self
+                .string(value, "group", "\"kecamatan\"")
+                .map(|group| Some((group.to_string(), value.span()))),
+        };
+
+        let [download, upload] = &allocations;
+        let opd = match (
+            &id,
+            name,
+            subnets_ok,
+            download.allocation(),
+            upload.allocation(),
+            probe,
+            &group,
+        ) {
+            (
+                Some((id, _)),
+                Some(name),
+                true,
+                Some(download),
+                Some(upload),
+                Some(probe),
+                Some(group),
+            ) => Some(Opd {
+                id: id.clone(),
+                name,
+                subnets: subnets.iter().map(|(net, _)| *net).collect(),
+                download,
+                upload,
+                probe,
+                group: group.as_ref().map(|(group, _)| group.clone()),
+            }),
+            _ => None,
+        };
+        OpdDraft {
+            id,
+            label,
+            subnets,
+            allocations,
+            group: group.flatten(),
+            opd,
+        }
+    }
+
+    /// The well-formed subnets, which all take part in the overlap check,
+    /// and whether the list as a whole is valid (an OPD is never built from
+    /// part of its address space).
+    fn subnets(&mut self, value: &Value<'_>) -> (Vec<(IpNet, Span)>, bool) {
+        let example = "[\"10.20.1.0/24\"]";
+        let Some(array) = self.array(value, "subnets", example) else {
+            return (Vec::new(), false);
+        };
+        if array.is_empty() {
+            self.error(
+                &value.span(),
+                "no subnets; an OPD needs at least one, e.g. subnets = [\"10.20.1.0/24\"]",
+            );
+            return (Vec::new(), false);
+        }
+        let mut subnets = Vec::new();
+        let mut ok = true;
+        for item in array.iter() {
+            let span = item.span();
+            let Some(text) = self.string(item, "each subnet", example) else {
+                ok = false;
+                continue;
+            };
+            match self.subnet(text, &span) {
+                Some(net) => subnets.push((net, span)),
+                None => ok = false,
+            }
+        }
+        (subnets, ok)
+    }
+
+    fn subnet(&mut self, text: &str, span: &Span) -> Option<IpNet> {
+        match text.parse::<IpNet>() {
+            Ok(net) if net.trunc() != net => {
+                self.error(
+                    span,
+                    format!("{net}: host bits set; did you mean {}?", net.trunc()),
+                );
+                None
+            }
+            Ok(net) => Some(net),
+            Err(_) => {
+                let message = match text.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(_)) => format!(
+                        "\"{text}\" has no prefix length; write \"{text}/32\" for a single host \
+                         or the network, e.g. \"10.20.1.0/24\""
+                    ),
+                    Ok(IpAddr::V6(_)) => format!(
+                        "\"{text}\" has no prefix length; write \"{text}/128\" for a single host \
+                         or the network, e.g. \"fd00:20:1::/64\""
+                    ),
+                    Err(_) => format!(
+                        "\"{text}\" is not a subnet; write an address and prefix length, e.g. \
+                         \"10.20.1.0/24\" or \"fd00:20:1::/64\""
+                    ),
+                };
+                self.error(span, message);
+                None
+            }
+        }
+    }
+
+    fn probe(&mut self, text: &str, span: &Span) -> Option<IpAddr> {
+        if let Ok(address) = text.parse::<IpAddr>() {
+            return Some(address);
+        }
+        let message = match text.parse::<IpNet>() {
+            Ok(net) => format!(
+                "probe \"{text}\" is a subnet; the probe is one address, the OPD's router: \
+                 write \"{}\"",
+                net.addr()
+            ),
+            Err(_) => format!(
+                "probe \"{text}\" is not an IP address; write the OPD router's address, e.g. \
+                 \"10.20.1.1\""
+            ),
+        };
+        self.error(span, message);
+        None
+    }
+}

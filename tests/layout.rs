@@ -82,28 +82,36 @@ fn ident_at(s: &str) -> Option<&str> {
 /// Every path in `code` that starts at `crate::`, `self::` or a chain of
 /// `super::`, made absolute from `module`; `{a::b, c}` groups are expanded
 /// one level (enough for `use` lists).
-fn paths_in(code: &str, module: &[String]) -> Vec<Vec<String>> {
+fn paths_in(
+    code: &str,
+    module: &[String],
+    is_module: &dyn Fn(&[String]) -> bool,
+) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < code.len() {
-        let rest = &code[i..];
-        let Some(id) = ident_at(rest) else {
-            i += rest.chars().next().map_or(1, char::len_utf8);
+        let Some(id) = ident_at(&code[i..]) else {
+            i += code[i..].chars().next().map_or(1, char::len_utf8);
             continue;
         };
-        let before = code[..i].chars().last();
-        let starts_path = !before.is_some_and(|c| c == ':' || c == '.');
+        let start = i;
         i += id.len();
-        if !starts_path || !code[i..].starts_with("::") {
+        let before = code[..start].chars().last();
+        if before.is_some_and(|c| c == ':' || c == '.') || !code[i..].starts_with("::") {
             continue;
         }
-        let mut base: Vec<String> = match id {
-            "crate" => Vec::new(),
-            "self" => module.to_vec(),
-            "super" => module[..module.len().saturating_sub(1)].to_vec(),
+        let child = [module, &[id.to_string()]].concat();
+        let (mut base, mut tail) = match id {
+            "crate" => (Vec::new(), &code[i + 2..]),
+            "self" => (module.to_vec(), &code[i + 2..]),
+            "super" => (
+                module[..module.len().saturating_sub(1)].to_vec(),
+                &code[i + 2..],
+            ),
+            // A child module named without `self::` (2018 paths).
+            _ if is_module(&child) => (module.to_vec(), &code[start..]),
             _ => continue,
         };
-        let mut tail = &code[i + 2..];
         while let Some(r) = tail.strip_prefix("super::") {
             base.pop();
             tail = r;
@@ -116,7 +124,7 @@ fn paths_in(code: &str, module: &[String]) -> Vec<Vec<String>> {
                 out.push(p);
             }
         } else {
-            let mut p = base.clone();
+            let mut p = base;
             p.extend(segments(tail));
             out.push(p);
         }
@@ -137,30 +145,127 @@ fn segments(mut s: &str) -> Vec<String> {
     segs
 }
 
-/// The module graph of the library under `src`: file module -> modules it
-/// names, with one place each edge is made.
+/// Names a file declares (items, and modules declared inline or as files).
+fn declared(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in code.lines() {
+        let mut t = line.trim_start();
+        for prefix in [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "async ",
+            "unsafe ",
+            "const fn ",
+        ] {
+            t = t.strip_prefix(prefix).unwrap_or(t);
+        }
+        let t = t.strip_prefix("const fn ").unwrap_or(t);
+        for kw in [
+            "struct ", "enum ", "fn ", "const ", "static ", "trait ", "type ", "union ", "mod ",
+        ] {
+            if let Some(id) = t.strip_prefix(kw).and_then(ident_at) {
+                names.insert(id.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// What a module re-exports with `pub use`: names to the paths they stand
+/// for, and the modules it re-exports whole (`pub use x::*`).
+#[derive(Default)]
+struct Facade {
+    names: BTreeMap<String, Vec<String>>,
+    globs: Vec<Vec<String>>,
+}
+
+fn is_reexport(line: &str) -> bool {
+    let t = line.trim_start();
+    ["pub use ", "pub(crate) use ", "pub(super) use "]
+        .iter()
+        .any(|p| t.starts_with(p))
+}
+
+/// The module graph of the library under `src`: module -> modules it
+/// uses, with one place each edge is made. A path is followed through
+/// re-exports to the module that defines the item, so a facade (`pub use`
+/// in a `mod.rs`) is not itself a dependency.
 fn graph(src: &Path) -> BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>> {
-    let files: Vec<(PathBuf, Vec<String>)> = sources(src)
+    let files: Vec<(PathBuf, Vec<String>, String)> = sources(src)
         .into_iter()
-        .filter_map(|f| module_of(src, &f).map(|m| (f, m)))
+        .filter_map(|f| {
+            let m = module_of(src, &f)?;
+            let code = code_of(&std::fs::read_to_string(&f).unwrap());
+            Some((f, m, code))
+        })
         .collect();
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|(_, m)| m.clone()).collect();
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(_, m, _)| m.clone()).collect();
+    let is_module = |m: &[String]| modules.contains(m);
+    let mut defined: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+    let mut facades: BTreeMap<Vec<String>, Facade> = BTreeMap::new();
+    for (_, module, code) in &files {
+        defined.insert(module.clone(), declared(code));
+        let facade = facades.entry(module.clone()).or_default();
+        for line in code.lines().filter(|l| is_reexport(l)) {
+            let glob = line.contains("::*");
+            for p in paths_in(line, module, &is_module) {
+                if glob {
+                    facade.globs.push(p);
+                } else if let Some(name) = p.last() {
+                    facade.names.insert(name.clone(), p.clone());
+                }
+            }
+        }
+    }
     // The longest known module a path starts with.
-    let resolve = |path: &[String]| -> Option<Vec<String>> {
+    let prefix = |path: &[String]| -> Vec<String> {
         (0..=path.len())
             .rev()
             .map(|n| path[..n].to_vec())
             .find(|p| modules.contains(p))
+            .unwrap_or_default()
     };
+    // The module that defines what `path` names.
+    fn resolve(
+        path: &[String],
+        depth: u32,
+        prefix: &dyn Fn(&[String]) -> Vec<String>,
+        defined: &BTreeMap<Vec<String>, BTreeSet<String>>,
+        facades: &BTreeMap<Vec<String>, Facade>,
+    ) -> Vec<String> {
+        let m = prefix(path);
+        let rest = &path[m.len()..];
+        let Some(name) = rest.first() else {
+            return m;
+        };
+        if depth > 8 || defined.get(&m).is_some_and(|d| d.contains(name)) {
+            return m;
+        }
+        let facade = &facades[&m];
+        if let Some(target) = facade.names.get(name) {
+            let mut p = target.clone();
+            p.extend_from_slice(&rest[1..]);
+            return resolve(&p, depth + 1, prefix, defined, facades);
+        }
+        for g in &facade.globs {
+            let mut p = g.clone();
+            p.extend_from_slice(rest);
+            let r = resolve(&p, depth + 1, prefix, defined, facades);
+            if r != prefix(g) || defined.get(&r).is_some_and(|d| d.contains(name)) {
+                return r;
+            }
+        }
+        m
+    }
     let mut g: BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>> = BTreeMap::new();
-    for (file, module) in &files {
-        let text = std::fs::read_to_string(file).unwrap();
+    for (file, module, code) in &files {
         g.entry(module.clone()).or_default();
         // Inline modules (`mod tests { ... }`) are modules of their own:
         // (name, brace depth at which they close).
         let mut inline: Vec<(String, i64)> = Vec::new();
         let mut depth = 0i64;
-        for (n, line) in code_of(&text).lines().enumerate() {
+        for (n, line) in code.lines().enumerate() {
             let trimmed = line.trim_start();
             let decl = trimmed
                 .strip_prefix("pub(crate) ")
@@ -173,17 +278,17 @@ fn graph(src: &Path) -> BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>> {
             }
             let mut here = module.clone();
             here.extend(inline.iter().map(|(m, _)| m.clone()));
-            for t in paths_in(line, &here) {
-                if let Some(m) = resolve(&t)
-                    && m != here
-                    && !m.is_empty()
-                {
-                    g.entry(here.clone())
-                        .or_default()
-                        .entry(m)
-                        .or_insert_with(|| {
-                            format!("{}:{}", file.strip_prefix(src).unwrap().display(), n + 1)
-                        });
+            if !is_reexport(line) {
+                for t in paths_in(line, &here, &is_module) {
+                    let m = resolve(&t, 0, &prefix, &defined, &facades);
+                    if m != here && !m.is_empty() {
+                        g.entry(here.clone())
+                            .or_default()
+                            .entry(m)
+                            .or_insert_with(|| {
+                                format!("{}:{}", file.strip_prefix(src).unwrap().display(), n + 1)
+                            });
+                    }
                 }
             }
             depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;

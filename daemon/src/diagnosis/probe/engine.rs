@@ -13,7 +13,8 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use super::icmp::{echo_request, parse_reply, send_echo};
-use super::{Family, Inner};
+use super::state::Inner;
+use super::types::Family;
 use crate::sys;
 
 /// Longest gap between two sends of a round: a round of a few targets leaves

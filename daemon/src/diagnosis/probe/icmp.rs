@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 
-use super::{Family, ProbeError};
+use super::types::{Family, ProbeError};
 use crate::sys;
 
 pub(super) const ICMP_ECHO_REPLY: u8 = 0;

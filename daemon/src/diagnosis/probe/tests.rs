@@ -2,13 +2,18 @@ use super::icmp::{
     ECHO_LEN, EchoReply, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY,
     ICMPV6_ECHO_REQUEST, checksum, echo_request, open_socket, parse_reply, send_echo,
 };
+use super::state::TargetState;
+use super::types::Family;
 use super::*;
 use crate::lab::netns::{NetNs, require_root, unique_token};
 use crate::sys;
-use std::net::Ipv4Addr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn fast() -> ProbeConfig {
     ProbeConfig {

@@ -60,16 +60,45 @@ fn module_of(src: &Path, file: &Path) -> Option<Vec<String>> {
     Some(parts)
 }
 
-/// The text without `//` comments (doc comments name paths in links).
+/// The text without `//` comments (doc comments name paths in links),
+/// with each `use` declaration on one line (blank lines keep the count).
 fn code_of(text: &str) -> String {
-    text.lines()
+    let lines: Vec<&str> = text
+        .lines()
         .map(|l| match l.find("//") {
             // A `//` inside a string literal ("http://...") keeps the line.
             Some(i) if l[..i].matches('"').count() % 2 == 0 => &l[..i],
             _ => l,
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].trim_start();
+        let is_use = t.starts_with("use ") || (t.starts_with("pub") && t.contains(" use "));
+        if is_use && !lines[i].contains(';') {
+            let mut joined = lines[i].to_string();
+            let mut j = i + 1;
+            while j < lines.len() {
+                joined.push(' ');
+                joined.push_str(lines[j].trim());
+                if lines[j].contains(';') {
+                    break;
+                }
+                j += 1;
+            }
+            out.push(joined);
+            out.extend(std::iter::repeat_n(
+                String::new(),
+                j.min(lines.len() - 1) - i,
+            ));
+            i = j + 1;
+        } else {
+            out.push(lines[i].to_string());
+            i += 1;
+        }
+    }
+    out.join("\n")
 }
 
 fn ident_at(s: &str) -> Option<&str> {
@@ -97,7 +126,12 @@ fn paths_in(
         let start = i;
         i += id.len();
         let before = code[..start].chars().last();
-        if before.is_some_and(|c| c == ':' || c == '.') || !code[i..].starts_with("::") {
+        // `pub(in crate::x)` is a visibility, not a use.
+        let visibility = code[..start].ends_with("(in ");
+        if visibility
+            || before.is_some_and(|c| c == ':' || c == '.')
+            || !code[i..].starts_with("::")
+        {
             continue;
         }
         let child = [module, &[id.to_string()]].concat();
@@ -116,33 +150,46 @@ fn paths_in(
             base.pop();
             tail = r;
         }
-        if let Some(group) = tail.strip_prefix('{') {
-            let body = &group[..group.find('}').unwrap_or(group.len())];
-            for item in body.split(',') {
-                let mut p = base.clone();
-                p.extend(segments(item.trim()));
-                out.push(p);
+        // `a::b::{c, d::e}`: the group's items, each after the prefix.
+        let (lead, used) = segments_len(tail);
+        base.extend(lead);
+        match tail[used..]
+            .strip_prefix("::{")
+            .or_else(|| tail[used..].strip_prefix('{'))
+        {
+            Some(group) => {
+                let body = &group[..group.find('}').unwrap_or(group.len())];
+                for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    let mut p = base.clone();
+                    p.extend(segments(item));
+                    out.push(p);
+                }
             }
-        } else {
-            let mut p = base;
-            p.extend(segments(tail));
-            out.push(p);
+            None => out.push(base),
         }
     }
     out
 }
 
-fn segments(mut s: &str) -> Vec<String> {
+fn segments(s: &str) -> Vec<String> {
+    segments_len(s).0
+}
+
+/// The identifiers of a path at the start of `s`, and how many bytes they
+/// take (a trailing `::` before something else is left unconsumed).
+fn segments_len(s: &str) -> (Vec<String>, usize) {
     let mut segs = Vec::new();
-    while let Some(id) = ident_at(s) {
+    let mut used = 0;
+    while let Some(id) = ident_at(&s[used..]) {
         segs.push(id.to_string());
-        s = &s[id.len()..];
-        match s.strip_prefix("::") {
-            Some(r) => s = r,
-            None => break,
+        used += id.len();
+        if s[used..].starts_with("::") && ident_at(&s[used + 2..]).is_some() {
+            used += 2;
+        } else {
+            break;
         }
     }
-    segs
+    (segs, used)
 }
 
 /// Names a file declares (items, and modules declared inline or as files).
@@ -397,22 +444,77 @@ fn the_daemons_modules_form_no_cycle() {
     assert!(report.is_empty(), "{}", report.join("\n"));
 }
 
+/// Writes a made-up crate, returns its cycles as module names.
+fn cycles_of(files: &[(&str, &str)]) -> Vec<BTreeSet<String>> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "jatah-layout-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (path, text) in files {
+        let f = dir.join(path);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, text).unwrap();
+    }
+    let g = graph(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    cycles(&g)
+        .iter()
+        .map(|c| c.iter().map(|m| name(m)).collect())
+        .collect()
+}
+
 #[test]
 fn the_cycle_check_finds_a_cycle_when_there_is_one() {
-    // The same check over a made-up tree with a -> b -> c -> a.
-    let dir = std::env::temp_dir().join(format!("jatah-layout-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("b")).unwrap();
-    std::fs::write(dir.join("lib.rs"), "mod a; mod b;\n").unwrap();
-    std::fs::write(dir.join("a.rs"), "use crate::b::c::Thing; // crate::d\n").unwrap();
-    std::fs::write(dir.join("b/mod.rs"), "pub mod c;\n").unwrap();
-    std::fs::write(dir.join("b/c.rs"), "use super::super::{a::f, b};\n").unwrap();
-    let g = graph(&dir);
-    let found = cycles(&g);
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(found.len(), 1, "{g:?}");
-    let comp: BTreeSet<String> = found[0].iter().map(|m| name(m)).collect();
-    assert_eq!(comp, BTreeSet::from(["a".to_string(), "b::c".to_string()]));
+    // a -> b::c -> a, through a `super::super` group and a multi-line use.
+    let found = cycles_of(&[
+        ("lib.rs", "mod a; mod b;\n"),
+        (
+            "a.rs",
+            "use crate::b::c::Thing; // crate::d\npub fn f() {}\n",
+        ),
+        ("b/mod.rs", "pub mod c;\n"),
+        (
+            "b/c.rs",
+            "use super::super::{\n    a::f,\n    b,\n};\npub struct Thing;\n",
+        ),
+    ]);
+    assert_eq!(
+        found,
+        [BTreeSet::from(["a".to_string(), "b::c".to_string()])]
+    );
+    // A facade whose child uses an item the facade itself defines: a cycle.
+    let found = cycles_of(&[
+        ("lib.rs", "mod p;\n"),
+        (
+            "p/mod.rs",
+            "mod c;\npub use c::Child;\npub struct Own;\nfn g() { c::helper(); }\n",
+        ),
+        (
+            "p/c.rs",
+            "pub struct Child(crate::p::Own);\npub fn helper() {}\n",
+        ),
+    ]);
+    assert_eq!(
+        found,
+        [BTreeSet::from(["p".to_string(), "p::c".to_string()])]
+    );
+}
+
+#[test]
+fn a_facade_that_only_reexports_is_no_cycle() {
+    // Siblings reached through the parent's `pub use`: edges go to the
+    // module that defines the item, so this is no cycle.
+    let found = cycles_of(&[
+        ("lib.rs", "mod p;\n"),
+        ("p/mod.rs", "mod a;\nmod b;\npub use a::A;\npub use b::*;\n"),
+        ("p/a.rs", "pub struct A(crate::p::B);\n"),
+        ("p/b.rs", "pub struct B;\n"),
+        ("p/user.rs", "use super::{A, B};\n"),
+    ]);
+    assert!(found.is_empty(), "{found:?}");
 }
 
 #[test]

@@ -8,75 +8,14 @@
 //! it through window edges), and local times come from the timezone
 //! database, so zones with daylight saving work too.
 
-use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
 
-use crate::policy::{Allocation, Policy};
+use crate::policy::Policy;
+pub use crate::policy::model::{Schedule, ScheduledAllocation, Window};
 
 /// Days of the week, Monday first, as written in a policy.
 pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-/// A weekly time window. `to` before `from` runs past midnight into the
-/// next day (it belongs to the day it starts on).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Window {
-    /// Monday first.
-    pub days: [bool; 7],
-    pub from: NaiveTime,
-    pub to: NaiveTime,
-}
-
-impl Window {
-    /// Whether the window is open at minute `m` of the week (0 = Monday
-    /// 00:00 local).
-    fn open_at_minute(&self, m: u32) -> bool {
-        let day = (m / 1440) as usize;
-        let t = m % 1440;
-        let from = self.from.num_seconds_from_midnight() / 60;
-        let to = self.to.num_seconds_from_midnight() / 60;
-        if from < to {
-            self.days[day] && t >= from && t < to
-        } else {
-            // Past midnight: the evening part on its own day, the morning
-            // part on the next.
-            let yesterday = (day + 6) % 7;
-            (self.days[day] && t >= from) || (self.days[yesterday] && t < to)
-        }
-    }
-
-    /// Whether the window is open at `at` in `tz`.
-    pub fn is_open(&self, at: DateTime<Utc>, tz: Tz) -> bool {
-        self.open_at_minute(minute_of_week(at, tz))
-    }
-
-    /// Whether two windows share any minute of the week.
-    pub fn overlaps(&self, other: &Window) -> bool {
-        (0..7 * 1440).any(|m| self.open_at_minute(m) && other.open_at_minute(m))
-    }
-}
-
-fn minute_of_week(at: DateTime<Utc>, tz: Tz) -> u32 {
-    let local = at.with_timezone(&tz);
-    local.weekday().num_days_from_monday() * 1440 + local.hour() * 60 + local.minute()
-}
-
-/// An OPD's allocations while a window is open (a direction left out keeps
-/// its base allocation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ScheduledAllocation {
-    pub opd: String,
-    pub download: Option<Allocation>,
-    pub upload: Option<Allocation>,
-}
-
-/// A named window and what it changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Schedule {
-    pub name: String,
-    pub window: Window,
-    pub allocations: Vec<ScheduledAllocation>,
-}
 
 /// Names of the schedules open at `at`.
 pub fn open_schedules(schedules: &[Schedule], at: DateTime<Utc>, tz: Tz) -> Vec<String> {
@@ -209,7 +148,9 @@ impl Clock for SystemClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Allocation;
     use crate::policy::Rate;
+    use chrono::NaiveTime;
 
     const POLICY: &str = r#"
 [gateway]

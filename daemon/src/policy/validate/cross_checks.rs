@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use ipnet::IpNet;
 
+use super::checker::{Checker, Span, closest};
 use super::gateway::GatewayDraft;
 use super::groups::GroupDraft;
 use super::opds::OpdDraft;
-use super::{Checker, Span, closest};
 use crate::policy::{Direction, Rate};
 
 impl Checker<'_> {

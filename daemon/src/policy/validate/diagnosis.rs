@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use toml::de::{DeTable, DeValue};
 
+use super::checker::{Checker, with_article};
 use super::entries::MAX_ID_LEN;
-use super::{Checker, with_article};
 use crate::policy::diagnosis::{
     DIAGNOSIS_KEYS, DiagnosisSettings, UPSTREAM_KEYS, UpstreamTarget, parse_duration,
 };

@@ -3,7 +3,7 @@
 
 use toml::de::{DeTable, DeValue};
 
-use super::{Checker, Span, Value};
+use super::checker::{Checker, Span, Value};
 use crate::policy::{Allocation, Direction, Rate};
 
 const ALLOCATION_KEYS: &[&str] = &["guaranteed", "ceiling"];

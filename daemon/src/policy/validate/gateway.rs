@@ -1,7 +1,7 @@
 //! The `[gateway]` table: interfaces, capacities, timezone and the
 //! shaping settings that apply to every class.
 
-use super::{Checker, Span, Value, with_article};
+use super::checker::{Checker, Span, Value, with_article};
 use crate::policy::{
     DEFAULT_LEAF_LIMIT, DEFAULT_MARK_MASK, DEFAULT_TIMEZONE, Gateway, LeafQdisc, MIN_MARK_BITS,
     Rate,

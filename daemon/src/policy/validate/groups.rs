@@ -2,8 +2,8 @@
 
 use toml::de::DeTable;
 
+use super::checker::{Checker, Span};
 use super::entries::AllocationDraft;
-use super::{Checker, Span};
 use crate::policy::Group;
 
 const GROUP_KEYS: &[&str] = &["id", "name", "download", "upload"];

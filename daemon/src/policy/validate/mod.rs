@@ -1,7 +1,7 @@
 //! Validation: from TOML text to a [`Policy`] or every problem in it.
 //!
 //! The document is parsed into toml's spanned tree ([`DeTable`]: every key
-//! and value is a [`Spanned`]) and walked by hand rather than deserialized
+//! and value is a [`toml::Spanned`]) and walked by hand rather than deserialized
 //! with `#[derive(Deserialize)]`: serde stops at the first unknown key, wrong
 //! type or missing field, while an admin wants the whole list in one run.
 //! Each check records its problem and carries on with what is still usable,
@@ -14,6 +14,7 @@
 //! by position at the end, so which file a check lives in never changes the
 //! order of the messages.
 
+mod checker;
 mod cross_checks;
 mod diagnosis;
 mod entries;
@@ -22,18 +23,13 @@ mod groups;
 mod opds;
 mod schedules;
 
-use std::ops::Range;
-
-use toml::Spanned;
-use toml::de::{DeArray, DeTable, DeValue};
+use toml::de::{DeTable, DeValue};
 
 use super::diagnosis::DiagnosisSettings;
-use super::{Diagnostic, MAX_GROUPS, Policy, PolicyError, Rate, parse_rate};
+use super::{MAX_GROUPS, Policy, PolicyError};
+use checker::{Checker, closest, with_article};
 use gateway::GATEWAY_KEYS;
 use opds::OPD_KEYS;
-
-type Value<'i> = Spanned<DeValue<'i>>;
-type Span = Range<usize>;
 
 const TOP_KEYS: &[&str] = &["gateway", "group", "opd", "diagnosis", "schedule"];
 
@@ -58,47 +54,7 @@ pub(super) fn parse(source: &str, file_name: &str) -> Result<Policy, PolicyError
     Err(checker.into_error(file_name))
 }
 
-/// Walks the document and collects problems as (byte span, message).
-struct Checker<'s> {
-    source: &'s str,
-    problems: Vec<(usize, String)>,
-}
-
-impl<'s> Checker<'s> {
-    fn error(&mut self, span: &Span, message: impl Into<String>) {
-        self.problems.push((span.start, message.into()));
-    }
-
-    /// 1-based line of a byte offset.
-    fn line(&self, offset: usize) -> usize {
-        line_column(self.source, offset).0
-    }
-
-    /// The source text of a span, for quoting it back.
-    fn text(&self, span: &Span) -> &'s str {
-        self.source.get(span.clone()).unwrap_or("")
-    }
-
-    fn into_error(self, file_name: &str) -> PolicyError {
-        let mut problems = self.problems;
-        // Stable: problems at the same place keep the order they were found.
-        problems.sort_by_key(|(offset, _)| *offset);
-        problems.dedup();
-        let diagnostics = problems
-            .into_iter()
-            .map(|(offset, message)| {
-                let (line, column) = line_column(self.source, offset);
-                Diagnostic {
-                    file: file_name.to_string(),
-                    line,
-                    column,
-                    message,
-                }
-            })
-            .collect();
-        PolicyError { diagnostics }
-    }
-
+impl Checker<'_> {
     fn document(&mut self) -> Option<Policy> {
         let (root, syntax_errors) = DeTable::parse_recoverable(self.source);
         if !syntax_errors.is_empty() {
@@ -316,22 +272,7 @@ impl<'s> Checker<'s> {
         Some(policy)
     }
 
-    fn syntax_message(&self, message: &str, span: &Span) -> String {
-        let message = message.trim().replace('\n', "; ");
-        if message == "duplicate key" {
-            let key = self.text(span);
-            if !key.is_empty() {
-                return format!(
-                    "duplicate key {key}; a key (or table) may appear only once in a table"
-                );
-            }
-        }
-        format!("TOML syntax error: {message}")
-    }
-
-    // ---- generic helpers ----------------------------------------------------
-
-    fn unknown_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], place: &str) {
+    pub(super) fn unknown_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], place: &str) {
         for (key, _) in table.iter() {
             let name = key.get_ref().as_ref();
             if allowed.contains(&name) {
@@ -353,152 +294,7 @@ impl<'s> Checker<'s> {
             self.error(&key.span(), message);
         }
     }
-
-    /// A required key; reports its absence at the table's header.
-    fn require<'t, 'i>(
-        &mut self,
-        table: &'t DeTable<'i>,
-        key: &str,
-        header: &Span,
-        place: &str,
-        example: &str,
-    ) -> Option<&'t Value<'i>> {
-        let value = table.get(key);
-        if value.is_none() {
-            self.error(
-                header,
-                format!("missing required key \"{key}\" in {place}; e.g. {key} = {example}"),
-            );
-        }
-        value
-    }
-
-    fn string<'v>(&mut self, value: &'v Value<'_>, key: &str, example: &str) -> Option<&'v str> {
-        match value.get_ref() {
-            DeValue::String(text) => Some(text.as_ref()),
-            other => {
-                self.error(
-                    &value.span(),
-                    format!(
-                        "{key} must be a string, not {}; e.g. {key} = {example}",
-                        with_article(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn array<'v, 'i>(
-        &mut self,
-        value: &'v Value<'i>,
-        key: &str,
-        example: &str,
-    ) -> Option<&'v DeArray<'i>> {
-        match value.get_ref() {
-            DeValue::Array(array) => Some(array),
-            other => {
-                self.error(
-                    &value.span(),
-                    format!(
-                        "{key} must be a list, not {}; e.g. {key} = {example}",
-                        with_article(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn rate(&mut self, value: &Value<'_>) -> Option<(Rate, Span)> {
-        let span = value.span();
-        match value.get_ref() {
-            DeValue::String(text) => match parse_rate(text) {
-                Ok(rate) => Some((rate, span)),
-                Err(error) => {
-                    self.error(&span, error.to_string());
-                    None
-                }
-            },
-            DeValue::Integer(_) | DeValue::Float(_) => {
-                // A bare 300 could mean 300 bit/s or 300 Mbit/s; make the
-                // admin say which.
-                let text = self.text(&span);
-                self.error(
-                    &span,
-                    format!(
-                        "{text} is a bare number; write rates as strings with a unit, e.g. \
-                         \"300M\""
-                    ),
-                );
-                None
-            }
-            other => {
-                self.error(
-                    &span,
-                    format!(
-                        "a rate must be a string such as \"300M\", not {}",
-                        with_article(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
 }
 
-/// "a string", "an integer", ... for messages.
-fn with_article(value: &DeValue<'_>) -> String {
-    let kind = value.type_str();
-    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {kind}")
-}
-
-/// 1-based (line, column) of a byte offset, the column counted in
-/// characters so editors and terminals agree with it.
-pub(super) fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(source.len());
-    while !source.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &source[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.matches('\n').count() + 1;
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
-
-/// The allowed key nearest to a misspelt one, if it is close enough to be
-/// what the admin meant.
-fn closest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let key = key.to_ascii_lowercase();
-    allowed
-        .iter()
-        .map(|candidate| (edit_distance(&key, candidate), *candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= 2.min(candidate.len() / 3 + 1)
-                // "ceil" for "ceiling", "subnet" for "subnets".
-                || (key.len() >= 3 && (candidate.starts_with(&key) || key.starts_with(candidate)))
-        })
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
-}
-
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
+#[cfg(test)]
+pub(super) use checker::line_column;

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use toml::de::DeTable;
 
+use super::checker::{Checker, Span, Value};
 use super::entries::AllocationDraft;
-use super::{Checker, Span, Value};
 use crate::policy::Opd;
 
 /// Keys allowed in `[[opd]]`; also used to hint at a missing header.

@@ -4,7 +4,7 @@
 
 use toml::de::DeValue;
 
-use super::{Checker, Value};
+use super::checker::{Checker, Value};
 
 const SCHEDULE_KEYS: &[&str] = &["name", "days", "from", "to", "opd"];
 const SCHEDULE_OPD_KEYS: &[&str] = &["id", "download", "upload"];

@@ -673,7 +673,7 @@ fn batch_map_reads_give_what_entry_by_entry_reads_give() {
         assert_eq!(counters[slot as usize], reader.read(slot).unwrap());
         for side in [SIDE_LAN, SIDE_WAN] {
             assert_eq!(
-                rtts[(slot * 2 + side) as usize],
+                rtts[jatah_common::rtt_index(slot, side) as usize],
                 reader.rtt(slot, side).unwrap()
             );
         }

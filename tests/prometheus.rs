@@ -71,7 +71,7 @@ fn promql_rates_agree_with_iperf3_and_an_idle_opd_reads_zero() {
     }
     assert_eq!(idle, 0.0, "an idle OPD must read 0");
 
-    // Every metric DESIGN.md names is scraped.
+    // Every core metric the README names is scraped.
     for metric in metrics::CORE {
         let r = lab.prom_query(metric).unwrap();
         assert!(!r.is_empty(), "{metric} is not in Prometheus");

@@ -1,4 +1,4 @@
-//! The metric names jatah exports (DESIGN.md), in one place for the tests
+//! The metric names jatah exports (the README's "Metrics and API"), in one place for the tests
 //! that check dashboards and rules against them and the test that finds
 //! them in a real Prometheus.
 

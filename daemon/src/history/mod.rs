@@ -125,10 +125,12 @@ pub struct CounterReading {
     pub peak_upload_bps: u64,
 }
 
-/// Volume of one step of a usage query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Volume of one step of a usage query, as the store returns it and the
+/// API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UsagePoint {
-    /// Start of the step (UTC; local-time aligned for hours and days).
+    /// Start of the step (UTC); steps of 1h and 1d are aligned to the
+    /// gateway's local time.
     pub start: DateTime<Utc>,
     /// Bytes Internet -> OPD during the step.
     pub download_bytes: u64,

@@ -367,7 +367,8 @@ impl Lab {
         Ok(())
     }
 
-    /// The bpffs jatah pins under (mounted outside /sys, see DESIGN.md).
+    /// The bpffs jatah pins under (mounted outside /sys: `ip netns exec`
+    /// remounts /sys, see `jatah run --help`).
     pub fn bpffs(&self) -> Result<&Path> {
         self.bpffs
             .as_ref()

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::diagnosis::{State as DiagnosisState, Verdict};
+pub use crate::history::UsagePoint;
 use crate::runtime::rates::WindowRates;
 
 /// Allocation, current rate and totals of one direction of an OPD.
@@ -58,19 +59,6 @@ pub struct OpdDetail {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OpdList {
     pub opds: Vec<OpdSummary>,
-}
-
-/// One step of usage history.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsagePoint {
-    /// Start of the step (UTC); steps of 1h and 1d are aligned to the
-    /// gateway's local time.
-    pub start: DateTime<Utc>,
-    pub download_bytes: u64,
-    pub upload_bytes: u64,
-    /// Highest 1-second rate seen within the step.
-    pub peak_download_bps: u64,
-    pub peak_upload_bps: u64,
 }
 
 /// Usage of an OPD over a time range.

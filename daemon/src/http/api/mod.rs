@@ -293,16 +293,7 @@ pub(crate) async fn usage_points(
             to,
             step: step.as_str().to_string(),
             timezone: tz,
-            points: points
-                .into_iter()
-                .map(|p| UsagePoint {
-                    start: p.start,
-                    download_bytes: p.download_bytes,
-                    upload_bytes: p.upload_bytes,
-                    peak_download_bps: p.peak_download_bps,
-                    peak_upload_bps: p.peak_upload_bps,
-                })
-                .collect(),
+            points,
         })
     })
     .await

@@ -1,21 +1,41 @@
 //! jatah: per-OPD bandwidth allocation, metrics and fault diagnosis for a
 //! regional government gateway.
 //!
-//! Where things happen: a packet is classified in `ebpf/` (kernel side);
-//! [`datapath`] loads those programs and keeps their maps; [`shaper`] builds
-//! the HTB classes over rtnetlink; [`gateway`] turns a [`policy`] into both;
-//! [`daemon`] runs it all and [`server`] answers HTTP.
+//! The library is what the `jatah` binary runs; its public surface is the
+//! handful of entry points below. Where things happen (docs/architecture.md
+//! draws it): a packet is classified in `ebpf/` (kernel side); `datapath`
+//! loads those programs and keeps their maps; `shaper` builds the HTB
+//! classes over rtnetlink; `gateway` turns a `policy` into both; `runtime`
+//! runs it all, with one sampler reading the kernel each second, and `http`
+//! answers HTTP; `diagnosis` decides verdicts; `history` keeps usage.
+//!
+//! With the `testkit` feature (on for this package's tests and benchmarks,
+//! off in the shipped binary) the modules themselves are public, so tests
+//! can drive the kernel data path, the lab and the HTTP router directly.
+
+/// Declares the library's modules: private in the shipped build, public
+/// for tests and benchmarks (feature `testkit`).
+macro_rules! modules {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "testkit")]
+            pub mod $name;
+            #[cfg(not(feature = "testkit"))]
+            mod $name;
+        )*
+    };
+}
+
+modules!(
+    cli, datapath, diagnosis, gateway, history, http, lab, policy, runtime, shaper,
+);
+mod sys;
 
 #[cfg(feature = "testkit")]
 pub mod bench;
-pub mod cli;
-pub mod datapath;
-pub mod diagnosis;
-pub mod gateway;
-pub mod history;
-pub mod http;
-pub mod lab;
-pub mod policy;
-pub mod runtime;
-pub mod shaper;
-pub(crate) mod sys;
+
+pub use cli::status::{plan as print_plan, print as print_status};
+pub use http::auth::new_entry as new_token_entry;
+pub use lab::run_interactive as run_lab;
+pub use policy::{Policy, PolicyError, load as load_policy};
+pub use runtime::{RunOptions, down, require_privileges, run, shutdown_on_signal};

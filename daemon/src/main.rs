@@ -138,7 +138,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { file } => match jatah::policy::load(&file) {
+        Command::Check { file } => match jatah::load_policy(&file) {
             Ok(policy) => {
                 println!("{}: ok: {}", file.display(), policy.summary());
                 ExitCode::SUCCESS
@@ -158,12 +158,12 @@ fn main() -> ExitCode {
             tokens,
         } => {
             init_logging();
-            if let Err(e) = jatah::runtime::require_privileges() {
+            if let Err(e) = jatah::require_privileges() {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let opts = jatah::runtime::RunOptions {
+            let opts = jatah::RunOptions {
                 policy,
                 listen,
                 status_listen,
@@ -176,8 +176,8 @@ fn main() -> ExitCode {
                 }),
             };
             let token = CancellationToken::new();
-            rt.spawn(jatah::runtime::shutdown_on_signal(token.clone()));
-            match rt.block_on(jatah::runtime::run(opts, token)) {
+            rt.spawn(jatah::shutdown_on_signal(token.clone()));
+            match rt.block_on(jatah::run(opts, token)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
         }
         Command::Down { policy, bpffs } => {
             init_logging();
-            match jatah::runtime::down(&policy, &bpffs) {
+            match jatah::down(&policy, &bpffs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { api, token } => match jatah::cli::status::print(&api, token.as_deref()) {
+        Command::Status { api, token } => match jatah::print_status(&api, token.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan { file, api, token } => {
-            match jatah::cli::status::plan(&file, &api, token.as_deref()) {
+            match jatah::print_plan(&file, &api, token.as_deref()) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -215,7 +215,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Token(TokenCommand::New { role, name }) => {
-            match jatah::http::auth::new_entry(&name, &role) {
+            match jatah::new_token_entry(&name, &role) {
                 Ok((token, entry)) => {
                     println!("# Add to the tokens file (e.g. /etc/jatah/tokens.toml):\n{entry}");
                     println!("# Hand this token to {name} (it is not stored anywhere):\n# {token}");
@@ -229,7 +229,7 @@ fn main() -> ExitCode {
         }
         Command::Lab { seconds } => {
             init_logging();
-            match jatah::lab::run_interactive(seconds) {
+            match jatah::run_lab(seconds) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -14,21 +14,21 @@ use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfLoader};
 use jatah_common::{
     Config, Counters, FLAG_RTT, LAYOUT_VERSION, MAX_OPDS, RTT_SAMPLE_SHIFT_MAX,
-    RTT_SAMPLE_SHIFT_POS, RttHistogram, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names,
+    RTT_SAMPLE_SHIFT_POS, SlotOwner, map_names,
     program_names,
 };
 use tracing::{debug, info, warn};
 
 use super::maps::owner_id;
 use super::{
-    Attachment, CounterReader, DatapathError, OpdPrefixes, PROGRAM_OBJECT, Prefix, ensure_bpffs,
+    Attachment, DatapathError, OpdPrefixes, PROGRAM_OBJECT, Prefix, ensure_bpffs,
     io_err, map_err, pin_dir, prog_err,
 };
 
 /// jatah's loaded programs and maps.
 pub struct Datapath {
-    ebpf: Ebpf,
-    bpffs: PathBuf,
+    pub(super) ebpf: Ebpf,
+    pub(super) bpffs: PathBuf,
     slots: BTreeMap<String, u32>,
     /// Slots of removed OPDs, kept from reuse until their last counters
     /// have been scraped ([`Datapath::release`]).
@@ -37,7 +37,8 @@ pub struct Datapath {
     /// from the kernel once): a reload diffs against it without walking
     /// the tries.
     installed: Option<(Prefixes<4>, Prefixes<16>)>,
-    reader: CounterReader,
+    #[cfg(any(test, feature = "testkit"))]
+    pub(super) reader: super::CounterReader,
 }
 
 impl Datapath {
@@ -58,7 +59,8 @@ impl Datapath {
             slots: BTreeMap::new(),
             retired: BTreeMap::new(),
             installed: None,
-            reader: CounterReader::open(bpffs)?,
+            #[cfg(any(test, feature = "testkit"))]
+            reader: super::CounterReader::open(bpffs)?,
         };
         dp.slots = dp.read_owners()?;
         dp.load_programs()?;
@@ -77,15 +79,6 @@ impl Datapath {
                 .map_err(prog_err(format!("verifying program {name}")))?;
         }
         Ok(())
-    }
-
-    /// A loaded classifier by name (tests run them with BPF_PROG_TEST_RUN).
-    pub fn classifier(&self, name: &str) -> Result<&SchedClassifier, DatapathError> {
-        self.ebpf
-            .program(name)
-            .ok_or_else(|| DatapathError::Other(format!("program {name} missing from object")))?
-            .try_into()
-            .map_err(prog_err(format!("program {name}")))
     }
 
     fn classifier_mut(&mut self, name: &str) -> Result<&mut SchedClassifier, DatapathError> {
@@ -155,11 +148,6 @@ impl Datapath {
         cfg.flags =
             (cfg.flags & !field) | ((shift.min(RTT_SAMPLE_SHIFT_MAX)) << RTT_SAMPLE_SHIFT_POS);
         self.write_config(cfg)
-    }
-
-    /// Handshake round trips of a slot on a side.
-    pub fn rtt(&self, slot: u32, side: u32) -> Result<RttHistogram, DatapathError> {
-        self.reader.rtt(slot, side)
     }
 
     /// Writes the runtime settings (mark bits for upload attribution) and
@@ -314,26 +302,6 @@ impl Datapath {
                 .map_err(map_err("counters"))?;
         arr.set(slot, zero, 0)
             .map_err(map_err(format!("zeroing counters of slot {slot}")))
-    }
-
-    /// Counters of one slot, summed over CPUs.
-    pub fn counters(&self, slot: u32) -> Result<Counters, DatapathError> {
-        self.reader.read(slot)
-    }
-
-    /// Counters of traffic that matched no OPD.
-    pub fn unclassified(&self) -> Result<Counters, DatapathError> {
-        self.reader.read(SLOT_UNCLASSIFIED)
-    }
-
-    /// Data path statistics ([`jatah_common::Stat`] order), summed over CPUs.
-    pub fn stats(&self) -> Result<[u64; STAT_COUNT as usize], DatapathError> {
-        self.reader.stats()
-    }
-
-    /// The bpffs this data path pins under.
-    pub fn bpffs(&self) -> &Path {
-        &self.bpffs
     }
 
     /// Attaches the three classifiers. With TCX (kernel >= 6.6) each link is

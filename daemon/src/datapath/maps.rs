@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::maps::{Array, MapData, PerCpuArray};
 use jatah_common::{
-    Counters, RttHistogram, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, map_names, rtt_index,
+    Counters, RttHistogram, SIDES, STAT_COUNT, SlotOwner, map_names, rtt_index,
 };
 use tracing::{debug, warn};
 
@@ -58,8 +58,9 @@ impl PinnedCounters {
     }
 
     /// Counters of traffic that matched no OPD.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn unclassified(&self) -> Result<Counters, DatapathError> {
-        self.reader.read(SLOT_UNCLASSIFIED)
+        self.reader.read(jatah_common::SLOT_UNCLASSIFIED)
     }
 }
 

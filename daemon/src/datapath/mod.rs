@@ -6,6 +6,8 @@
 //! - one file per map, named as in [`jatah_common::map_names`];
 //! - `links/<program>@<interface>`: the TCX links (kernel >= 6.6).
 
+#[cfg(any(test, feature = "testkit"))]
+mod inspect;
 mod load;
 mod maps;
 #[cfg(feature = "testkit")]

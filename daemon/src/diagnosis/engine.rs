@@ -363,10 +363,6 @@ impl Engine {
         }
     }
 
-    pub fn thresholds(&self) -> &Thresholds {
-        &self.thresholds
-    }
-
     /// New thresholds (a policy reload); verdicts and windows are kept.
     pub fn set_thresholds(&mut self, t: Thresholds) {
         self.thresholds = t;

@@ -53,8 +53,6 @@ use serde::{Deserialize, Serialize};
 
 pub use schema::SCHEMA_VERSION;
 
-/// Default data directory.
-pub const DEFAULT_DIR: &str = "/var/lib/jatah";
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "history.sqlite";
 /// Per-minute rows are kept this many days.

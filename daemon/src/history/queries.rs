@@ -236,6 +236,7 @@ impl HistoryStore {
     }
 
     /// The latest minute recorded for any OPD, `None` on a new database.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn last_minute(&self) -> Result<Option<DateTime<Utc>>, HistoryError> {
         let result = (|| -> Result<Option<i64>, HistoryError> {
             Ok(self

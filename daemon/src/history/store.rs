@@ -30,11 +30,13 @@ impl HistoryStore {
     }
 
     /// The database file.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The timezone hours and days are cut in.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn timezone(&self) -> Tz {
         self.tz
     }

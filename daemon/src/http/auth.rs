@@ -167,6 +167,7 @@ impl Tokens {
     }
 
     /// A token set with one admin token (tests, the lab).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn with_admin(token: &str) -> Tokens {
         let mut t = Tokens::default();
         t.add("admin", Access::Admin, token);
@@ -174,6 +175,7 @@ impl Tokens {
     }
 
     /// Adds a token (held in memory as its hash only).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn add(&mut self, name: &str, role: Access, token: &str) {
         self.entries.push(TokenEntry {
             name: name.into(),

@@ -5,7 +5,6 @@
 //! data path (the daemon itself talks rtnetlink).
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -81,13 +80,15 @@ impl NetNs {
 
     /// Moves the calling thread into the namespace (sockets it opens after
     /// this live there). Other threads are unaffected.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn enter_current_thread(&self) -> io::Result<()> {
-        let f = File::open(format!("/run/netns/{}", self.name))?;
+        let f = std::fs::File::open(format!("/run/netns/{}", self.name))?;
         crate::sys::enter_network_namespace(&f)?;
         Ok(())
     }
 
     /// Index of an interface inside the namespace.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn ifindex(&self, ifname: &str) -> io::Result<u32> {
         let out = self.run("cat", [format!("/sys/class/net/{ifname}/ifindex")])?;
         String::from_utf8_lossy(&out.stdout)

@@ -18,9 +18,12 @@ mod tests;
 
 use std::path::Path;
 
+#[cfg(any(test, feature = "testkit"))]
 pub use diagnosis::{DiagnosisSettings, UpstreamTarget, parse_duration};
 pub use model::*;
-pub use rate::{Rate, RateError, parse_rate};
+#[cfg(any(test, feature = "testkit"))]
+pub use rate::RateError;
+pub use rate::{Rate, parse_rate};
 
 /// Parses and validates a policy. `file_name` only labels diagnostics.
 pub fn parse(source: &str, file_name: &str) -> Result<Policy, PolicyError> {

@@ -4,19 +4,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Held for the daemon's lifetime; the kernel releases it if the process dies.
 #[derive(Debug)]
 pub struct InstanceLock {
     _file: File,
-    path: PathBuf,
-}
-
-impl InstanceLock {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Takes the lock of the current network namespace under `run_dir`
@@ -52,5 +45,5 @@ pub fn acquire(run_dir: &Path) -> Result<InstanceLock, String> {
     file.set_len(0).ok();
     file.rewind().ok();
     let _ = writeln!(file, "{}", std::process::id());
-    Ok(InstanceLock { _file: file, path })
+    Ok(InstanceLock { _file: file })
 }

@@ -57,6 +57,7 @@ pub enum ShaperError {
 impl ShaperError {
     /// The errno of a kernel refusal (e.g. `libc::ENODEV` when the interface
     /// does not exist).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn errno(&self) -> Option<i32> {
         match self {
             ShaperError::Kernel { errno, .. } => Some(*errno),
@@ -66,6 +67,7 @@ impl ShaperError {
     }
 
     /// The kernel's extended-ack message, if any.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn kernel_message(&self) -> Option<&str> {
         match self {
             ShaperError::Kernel { message, .. } => message.as_deref(),

@@ -60,7 +60,9 @@ use jatah_common::{HTB_MAJOR, MAX_LEAF_MINOR, ROOT_CLASS_MINOR, htb_class_id, ht
 pub use apply::Shaper;
 pub use error::ShaperError;
 use netlink::NlError;
-pub use tree::{ApplyReport, ClassSpec, ClassStats, HtbTree, LeafQdisc};
+#[cfg(any(test, feature = "testkit"))]
+pub use tree::ApplyReport;
+pub use tree::{ClassSpec, ClassStats, HtbTree, LeafQdisc};
 
 /// Handle of jatah's root qdisc, `1:`.
 pub const ROOT_HANDLE: u32 = HTB_MAJOR << 16;

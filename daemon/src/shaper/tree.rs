@@ -28,6 +28,7 @@ pub enum LeafQdisc {
 
 impl LeafQdisc {
     /// Every kind, in the order "auto" prefers them.
+    #[cfg(any(test, feature = "testkit"))]
     pub const ALL: [LeafQdisc; 3] = [LeafQdisc::FqCodel, LeafQdisc::Cake, LeafQdisc::Pfifo];
 
     /// The kernel's name of the qdisc (`TCA_KIND`).
@@ -40,6 +41,7 @@ impl LeafQdisc {
     }
 
     /// The kind with the kernel name `kind`, if jatah knows it.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn from_kind(kind: &str) -> Option<LeafQdisc> {
         LeafQdisc::ALL.into_iter().find(|l| l.kind() == kind)
     }
@@ -135,6 +137,7 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     /// Whether the interface already had exactly this tree.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn is_noop(&self) -> bool {
         !self.root_installed
             && self.created == 0

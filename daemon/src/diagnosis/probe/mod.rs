@@ -75,17 +75,20 @@ impl Prober {
     }
 
     /// The configuration this prober was created with.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn config(&self) -> ProbeConfig {
         self.inner.config
     }
 
     /// The ICMP identifier this prober's echo requests carry.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn identifier(&self) -> u16 {
         self.inner.ident
     }
 
     /// Probes currently awaiting their reply or timeout (bounded by about
     /// one per target).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Relaxed)
     }
@@ -143,6 +146,7 @@ impl Prober {
     }
 
     /// Current status of the target with this key.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn status(&self, key: &str) -> Option<ProbeStatus> {
         let state = self.inner.lock_state();
         state.by_key.get(key).map(|&i| state.targets[i].status())

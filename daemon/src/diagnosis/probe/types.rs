@@ -113,6 +113,7 @@ impl ProbeStatus {
     /// Fraction of the last `last_n` results (at most `window`) that were
     /// lost, 0.0 to 1.0; 0.0 while there are no results yet (check
     /// `recent.is_empty()` to tell "no data" apart from "no loss").
+    #[cfg(any(test, feature = "testkit"))]
     pub fn loss_ratio(&self, last_n: usize) -> f64 {
         let tail = self.tail(last_n);
         if tail.is_empty() {
@@ -124,6 +125,7 @@ impl ProbeStatus {
 
     /// Median RTT of the answered probes among the last `last_n` results;
     /// `None` if none of them was answered.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn median_rtt(&self, last_n: usize) -> Option<Duration> {
         let mut rtts: Vec<Duration> = self.tail(last_n).iter().flatten().copied().collect();
         if rtts.is_empty() {
@@ -143,6 +145,7 @@ impl ProbeStatus {
         matches!(self.recent.last(), Some(Some(_)))
     }
 
+    #[cfg(any(test, feature = "testkit"))]
     fn tail(&self, last_n: usize) -> &[Option<Duration>] {
         let n = last_n.min(self.recent.len());
         &self.recent[self.recent.len() - n..]

@@ -30,16 +30,17 @@ if ((${#missing[@]})); then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   # Package installs must not start services (prometheus) on this machine.
+  # policy-rc.d is removed again however the install ends (a trap), so
+  # the machine's own service policy is left as it was.
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1
+    trap 'rm -f "$policy"' EXIT
   fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  ((created_policy)) && rm -f "$policy"
-  # Debian's prometheus package may have started its own server anyway.
-  pkill -x prometheus 2>/dev/null || true
+  if ((created_policy)); then rm -f "$policy"; trap - EXIT; fi
 else
   say "Debian packages: all present"
 fi

@@ -3,7 +3,9 @@
 # classifier tests (BPF_PROG_TEST_RUN), the network-namespace lab tests
 # with real iperf3 traffic, and a smoke run of the benchmark command
 # (tests/bench_smoke.rs: one short round, proves it works, judges no
-# timing). Needs root (namespaces, BPF, qdiscs).
+# timing), and the layout rules (tests/layout.rs: no module cycles, no
+# source file over 800 lines, libc calls only in sys.rs). Needs root
+# (namespaces, BPF, qdiscs).
 # Installs what is missing first (see scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

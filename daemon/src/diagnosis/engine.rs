@@ -11,56 +11,20 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
-/// Diagnosis state of an OPD (the README's "Is it the OPD or the network?").
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Healthy,
-    Idle,
-    Saturated,
-    LocalFault,
-    LocalDegraded,
-    UpstreamDegraded,
-    UpstreamDown,
-}
+use super::verdict::{Change, State, Verdict, explain};
+#[cfg(test)]
+use super::verdict::explain_since;
 
-impl State {
-    pub const ALL: [State; 7] = [
-        State::Healthy,
-        State::Idle,
-        State::Saturated,
-        State::LocalFault,
-        State::LocalDegraded,
-        State::UpstreamDegraded,
-        State::UpstreamDown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Healthy => "healthy",
-            State::Idle => "idle",
-            State::Saturated => "saturated",
-            State::LocalFault => "local_fault",
-            State::LocalDegraded => "local_degraded",
-            State::UpstreamDegraded => "upstream_degraded",
-            State::UpstreamDown => "upstream_down",
-        }
-    }
-
-    /// Seconds a new verdict must hold before the state changes to it.
-    fn enter_after(self, t: &Thresholds) -> u32 {
-        match self {
-            State::LocalFault | State::UpstreamDown => t.fault_enter_s,
-            State::Idle => t.idle_enter_s,
-            State::Healthy => t.recover_enter_s,
-            _ => t.degraded_enter_s,
-        }
+/// Seconds a new verdict must hold before the state changes to it.
+fn enter_after(state: State, t: &Thresholds) -> u32 {
+    match state {
+        State::LocalFault | State::UpstreamDown => t.fault_enter_s,
+        State::Idle => t.idle_enter_s,
+        State::Healthy => t.recover_enter_s,
+        _ => t.degraded_enter_s,
     }
 }
 
@@ -167,26 +131,6 @@ pub struct Tick {
     pub capacity_bps: [u64; 2],
 }
 
-/// A decided state with its evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Verdict {
-    pub state: State,
-    pub since: DateTime<Utc>,
-    /// The numbers that decided it.
-    #[schema(value_type = Object)]
-    pub evidence: Value,
-    pub explanation_en: String,
-    pub explanation_id: String,
-}
-
-/// A change of state (an event).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    /// None for the gateway itself.
-    pub opd: Option<String>,
-    pub previous: Option<State>,
-    pub verdict: Verdict,
-}
 
 /// How many seconds of signals the engine keeps.
 const WINDOW_S: usize = 30;
@@ -306,7 +250,7 @@ impl Track {
             _ => 1,
         };
         // The first verdict is taken at once: there is nothing to flap from.
-        if self.current.is_some() && held < state.enter_after(t) {
+        if self.current.is_some() && held < enter_after(state, t) {
             self.candidate = Some((state, held));
             return None;
         }
@@ -606,114 +550,6 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
         return (State::Idle, Value::Object(ev));
     }
     (State::Healthy, Value::Object(ev))
-}
-
-/// One sentence an OPD operator understands, in English and Indonesian.
-pub fn explain(opd: Option<&str>, state: State, evidence: &Value) -> (String, String) {
-    explain_since(opd, state, evidence, None)
-}
-
-/// The same sentence, saying since when a problem lasts (`since` is a local
-/// time as the reader reads it, e.g. "10:02 WITA"): "... tidak merespons
-/// sejak 10:02 WITA: periksa ...". Normal states do not mention the time.
-pub fn explain_since(
-    opd: Option<&str>,
-    state: State,
-    evidence: &Value,
-    since: Option<&str>,
-) -> (String, String) {
-    let reason = evidence.get("reason").and_then(Value::as_str).unwrap_or("");
-    let who_en = opd
-        .map(|o| format!("OPD {o}"))
-        .unwrap_or_else(|| "The gateway".into());
-    let en_since = since.map(|t| format!(" (since {t})")).unwrap_or_default();
-    let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
-    match (opd.is_none(), state, reason) {
-        (true, State::Healthy, _) => (
-            "The Internet uplink delivers normally.".into(),
-            "Jaringan Diskominfo normal: koneksi Internet berjalan baik.".into(),
-        ),
-        (true, State::UpstreamDegraded, _) => (
-            format!(
-                "The Internet uplink delivers less than contracted (slow or losing){en_since}; Diskominfo is on it, nothing to fix at the OPDs."
-            ),
-            format!(
-                "Koneksi Internet dari penyedia layanan sedang menurun{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
-            ),
-        ),
-        (true, State::UpstreamDown, _) => (
-            format!(
-                "The Internet uplink is down{en_since}; Diskominfo is on it, nothing to fix at the OPDs."
-            ),
-            format!(
-                "Koneksi Internet dari penyedia layanan terputus{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
-            ),
-        ),
-        (_, State::Healthy, _) => (
-            format!("{who_en}: the network is working normally."),
-            "Jaringan normal: koneksi kantor Anda berjalan baik.".into(),
-        ),
-        (_, State::Idle, _) => (
-            format!("{who_en}: no traffic right now, and nothing is wrong."),
-            "Tidak ada lalu lintas saat ini, dan tidak ada gangguan.".into(),
-        ),
-        (_, State::Saturated, _) => (
-            format!(
-                "{who_en} is using its whole allocation{en_since}; the network is fine, the office's own use fills it."
-            ),
-            format!(
-                "Kuota bandwidth kantor Anda sedang terpakai penuh{id_since}; jaringan normal, pemakaian di kantor Anda sendiri yang memenuhinya."
-            ),
-        ),
-        (_, State::LocalFault, "link_down") => (
-            format!(
-                "{who_en}: the link to the office is down{en_since}; check the cable and connector."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; sambungan ke kantor Anda terputus{id_since}: periksa kabel dan konektor."
-            ),
-        ),
-        (_, State::LocalFault, "one_way_traffic") => (
-            format!(
-                "{who_en}: traffic reaches the office but nothing comes back{en_since}; check the office router and its cables."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; data sampai ke kantor Anda tetapi tidak ada balasan{id_since}: periksa router dan kabel di kantor Anda."
-            ),
-        ),
-        (_, State::LocalFault, _) => (
-            format!(
-                "{who_en}: the office router does not answer and nothing comes from the office{en_since}; check its power cable and connector."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons{id_since}: periksa kabel daya dan konektor router."
-            ),
-        ),
-        (_, State::LocalDegraded, _) => (
-            format!(
-                "{who_en}: the office's own network is slow or losing packets while other offices are fine{en_since}; check the office router and cabling."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; jaringan di kantor Anda lambat atau putus-putus{id_since}: periksa router dan kabel di kantor Anda."
-            ),
-        ),
-        (_, State::UpstreamDegraded, _) => (
-            format!(
-                "{who_en} is fine; the Internet uplink is degraded for everyone{en_since} and Diskominfo is on it."
-            ),
-            format!(
-                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan sedang menurun untuk semua kantor{id_since} dan Diskominfo sedang menangani."
-            ),
-        ),
-        (_, State::UpstreamDown, _) => (
-            format!(
-                "{who_en} is fine; the Internet uplink is down for everyone{en_since} and Diskominfo is on it."
-            ),
-            format!(
-                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor{id_since} dan Diskominfo sedang menangani."
-            ),
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -6,5 +6,7 @@ mod engine;
 pub mod probe;
 pub mod reference;
 pub mod signals;
+mod verdict;
 
 pub use engine::*;
+pub use verdict::*;

@@ -89,6 +89,21 @@ pub fn explain_since(
         .unwrap_or_else(|| "The gateway".into());
     let en_since = since.map(|t| format!(" (since {t})")).unwrap_or_default();
     let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
+    // The uplink delivering less, with the figure a reader can check
+    // against the contract.
+    if opd.is_none()
+        && state == State::UpstreamDegraded
+        && let Some((en, id)) = delivered_figures(evidence)
+    {
+        return (
+            format!(
+                "The ISP delivers {en}{en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Penyedia layanan hanya mengirim {id}{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
+        );
+    }
     match (opd.is_none(), state, reason) {
         (true, State::Healthy, _) => (
             "The Internet uplink delivers normally.".into(),
@@ -174,5 +189,35 @@ pub fn explain_since(
                 "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor{id_since} dan Diskominfo sedang menangani."
             ),
         ),
+    }
+}
+
+/// "30 of 200 Mbit/s download" and "30 dari 200 Mbit/s (unduh)", for each
+/// direction whose delivered figure the evidence carries; None without one.
+fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
+    let mut en = Vec::new();
+    let mut id = Vec::new();
+    for (dir, dir_en, dir_id) in [("download", "download", "unduh"), ("upload", "upload", "unggah")] {
+        let number = |key: String| evidence.get(key).and_then(Value::as_u64);
+        let Some(delivered) = number(format!("{dir}_delivered_bps")) else {
+            continue;
+        };
+        let contract = number(format!("{dir}_capacity_bps")).unwrap_or(0);
+        let (d_en, c_en) = (mbit(delivered, '.'), mbit(contract, '.'));
+        let (d_id, c_id) = (mbit(delivered, ','), mbit(contract, ','));
+        en.push(format!("{d_en} of {c_en} Mbit/s {dir_en}"));
+        id.push(format!("{d_id} dari {c_id} Mbit/s ({dir_id})"));
+    }
+    (!en.is_empty()).then(|| (en.join(" and "), id.join(" dan ")))
+}
+
+/// Megabits per second as a person reads them: whole above 10, one
+/// decimal below (with the language's decimal mark).
+fn mbit(bps: u64, decimal_mark: char) -> String {
+    let m = bps as f64 / 1e6;
+    if m >= 10.0 {
+        format!("{}", m.round() as u64)
+    } else {
+        format!("{m:.1}").replace('.', &decimal_mark.to_string())
     }
 }

@@ -54,8 +54,13 @@ const MIN_HELD: usize = 2;
 const HELD_SHARE: f64 = 0.5;
 /// Conservation ratio up to which the sources compete for one cap.
 const MAX_RHO: f64 = 0.5;
-/// Conservation ratio up to which the plateau alone is medium confidence.
+/// Conservation ratio up to which the plateau alone is medium confidence
+/// (on a window of `MEDIUM_WINDOW_S`).
 const MEDIUM_RHO: f64 = 0.3;
+/// Conservation ratio up to which a shorter window is medium confidence:
+/// independent demand reaches it by chance about once in 2000 windows of
+/// 8 s; the lab's policed and queued uplinks give 0.003-0.008.
+const MEDIUM_RHO_SHORT: f64 = 0.1;
 /// Held OPDs needed for medium confidence without a co-signal.
 const MEDIUM_HELD: usize = 3;
 /// Seconds of window needed for medium confidence without a co-signal: on
@@ -63,7 +68,8 @@ const MEDIUM_HELD: usize = 3;
 /// one window in thirty (at start-up, or when one second above the level
 /// cut the window short), on 12 s one in eighty (false medium estimates
 /// seen at start-up in the unit tests), on 15 s one in about 170 and none
-/// seen. A drop thus reaches medium about 15 s in.
+/// seen. A drop reaches medium 15 s in, or sooner when its ratio is below
+/// `MEDIUM_RHO_SHORT`.
 const MEDIUM_WINDOW_S: usize = 15;
 /// Below this share of the mean, the sources' spread is too small for the
 /// conservation ratio to mean anything (steady, paced sources).
@@ -454,7 +460,9 @@ impl Estimator {
             Some(r) if r <= MAX_RHO => {
                 if !co_signals.is_empty() {
                     Confidence::High
-                } else if r <= MEDIUM_RHO && held.len() >= MEDIUM_HELD && w >= MEDIUM_WINDOW_S {
+                } else if held.len() >= MEDIUM_HELD
+                    && (r <= MEDIUM_RHO_SHORT || (r <= MEDIUM_RHO && w >= MEDIUM_WINDOW_S))
+                {
                     Confidence::Medium
                 } else {
                     Confidence::Low

@@ -167,10 +167,11 @@ fn policing(seed: u64, limit: f64) -> (i64, Delivered, Delivered) {
 
 #[test]
 fn policing_30_of_70_across_three_opds_estimates_within_5pct() {
-    // Medium without a co-signal needs 15 s of window (fewer let chance
-    // ratios from independent demand through) and a conservation ratio of
-    // 0.3 or less; on this generator's seconds (losses dip the sum by 5-15 %
-    // in one second of seven) a few seeds take longer.
+    // Medium without a co-signal needs a conservation ratio of 0.1 or less,
+    // or 0.3 on 15 s of window (shorter windows let chance ratios from
+    // independent demand through). This generator's losses dip the sum by
+    // 5-15 % in one second of seven, so its ratio is often between the two
+    // and most seeds wait for 15 s; the lab's traces (below) give 0.001.
     let mut times = Vec::new();
     for seed in 1..=20 {
         let (took, at_first, after) = policing(seed, 30.0 * M);
@@ -440,4 +441,142 @@ fn a_clock_gap_or_a_reload_drops_the_estimate() {
     assert!(f.est.delivered().is_some());
     f.capacity = 300_000_000;
     assert!(f.held(&capped(30.0 * M, &THREE, &mut rng)).is_none());
+}
+
+/// One lab run, second by second: the trace written by the lab under a
+/// tbf on the Internet side (`tests/diagnosis.rs` setup: 40M contract, four
+/// OPDs with 10M ceilings, three bulk and one paced), replayed through the
+/// estimator with the engine's classes rebuilt from its columns.
+struct Replay {
+    /// Seconds from the limit to the first medium-or-better estimate, and
+    /// its evidence then.
+    to_medium: Option<usize>,
+    at_medium: Option<PlateauEvidence>,
+    /// Estimate at the end of the limited phase and the tbf's mean rate
+    /// over that phase (the truth).
+    estimate: Option<u64>,
+    truth: f64,
+    /// Seconds from the lift to the estimate's drop.
+    to_drop: Option<usize>,
+    /// Seconds an estimate held before the limit.
+    before: usize,
+}
+
+fn replay(csv: &str) -> Replay {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let num = |r: &Vec<&str>, c: usize| r[c].parse::<f64>().unwrap_or(0.0);
+    let opds = ["dinkes", "disdik", "bappeda", "kec-waru"];
+    let phase = col("phase");
+    let mut f = Feed::new();
+    f.capacity = 40_000_000;
+    let mut history: Vec<Vec<(f64, f64)>> = vec![Vec::new(); opds.len()];
+    let mut prev_drops = vec![None; opds.len()];
+    let (mut limit_at, mut lift_at) = (None, None);
+    let mut out = Replay {
+        to_medium: None,
+        at_medium: None,
+        estimate: None,
+        truth: 0.0,
+        to_drop: None,
+        before: 0,
+    };
+    let mut truth = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if limit_at.is_none() && r[phase].starts_with("limited") {
+            limit_at = Some(i);
+        }
+        if lift_at.is_none() && r[phase].starts_with("lifted") {
+            lift_at = Some(i);
+        }
+        let mut sources = Vec::new();
+        for (k, o) in opds.iter().enumerate() {
+            let bps = num(r, col(&format!("{o}_download_bps_1s")));
+            let ceil = num(r, col(&format!("{o}_download_ceiling_bps")));
+            let drops = num(r, col(&format!("{o}_download_htb_drops_total")));
+            let new_drops = prev_drops[k].map_or(0.0, |p| drops - p);
+            prev_drops[k] = Some(drops);
+            history[k].push((bps, new_drops));
+            // The engine's classes: 10 s mean against the ceiling, HTB drops
+            // in 10 s, a least rate to be active.
+            let last: Vec<&(f64, f64)> = history[k].iter().rev().take(10).collect();
+            let mean = last.iter().map(|(b, _)| b).sum::<f64>() / last.len() as f64;
+            let dropped = last.iter().any(|(_, d)| *d > 0.0);
+            let class = if mean < 256_000f64.max(0.02 * ceil) {
+                OpdClass::Inactive
+            } else if mean >= 0.9 * ceil || dropped {
+                OpdClass::SelfLimited
+            } else {
+                OpdClass::Held
+            };
+            sources.push(SourceRate {
+                id: o.to_string(),
+                bps: bps as u64,
+                ceiling_bps: ceil as u64,
+                class,
+            });
+        }
+        sources.push(SourceRate {
+            id: "unclassified".into(),
+            bps: num(r, col("unclassified_download_bps_since_prev_row")) as u64,
+            ceiling_bps: 0,
+            class: OpdClass::Unclassified,
+        });
+        let at = f.now();
+        f.second += 1;
+        let held = f.est.step(at, sources, 40_000_000, &CoSignals::default()).cloned();
+        match (limit_at, lift_at) {
+            (None, _) => out.before += usize::from(held.is_some()),
+            (Some(l), None) => {
+                if out.to_medium.is_none()
+                    && held.as_ref().is_some_and(|d| d.confidence >= Confidence::Medium)
+                {
+                    out.to_medium = Some(i - l + 1);
+                    out.at_medium = held.as_ref().map(|d| d.evidence.clone());
+                }
+                out.estimate = held.map(|d| d.bps);
+                // The tbf's own count, once its rate has settled.
+                if i > l + 1 {
+                    truth.push(num(r, col("tbf_sent_bps_since_prev_row")));
+                }
+            }
+            (Some(_), Some(l)) => {
+                if out.to_drop.is_none() && held.is_none() {
+                    out.to_drop = Some(i - l + 1);
+                }
+            }
+        }
+    }
+    out.truth = truth.iter().sum::<f64>() / truth.len().max(1) as f64;
+    out
+}
+
+fn check_lab_trace(name: &str, csv: &str) {
+    let r = replay(csv);
+    eprintln!(
+        "{name}: medium after {:?} s, estimate {:?} vs tbf {:.0} bit/s, dropped {:?} s after the lift",
+        r.to_medium, r.estimate, r.truth, r.to_drop
+    );
+    eprintln!("{name}: at medium {:?}", r.at_medium);
+    assert_eq!(r.before, 0, "no estimate before the limit");
+    // The verdict (5 s later) within the 30 s.
+    assert!(r.to_medium.is_some_and(|s| s <= 25), "{:?}", r.to_medium);
+    let e = r.estimate.expect("held at the end of the limit") as f64;
+    assert!((e - r.truth).abs() <= 0.10 * r.truth, "{e} vs {}", r.truth);
+    assert!((e - 12e6).abs() <= 0.10 * 12e6, "{e}");
+    if csv.contains("lifted") {
+        assert!(r.to_drop.is_some_and(|s| s <= 5), "{:?}", r.to_drop);
+    }
+}
+
+#[test]
+fn the_lab_policed_to_30pct_is_estimated_within_10pct() {
+    check_lab_trace("policing", include_str!("trace-policing-30pct.csv"));
+}
+
+#[test]
+fn the_lab_behind_a_100ms_queue_is_estimated_within_10pct() {
+    check_lab_trace("queue 100 ms", include_str!("trace-queue-100ms.csv"));
 }

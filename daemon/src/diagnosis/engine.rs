@@ -11,56 +11,21 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
-/// Diagnosis state of an OPD (the README's "Is it the OPD or the network?").
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Healthy,
-    Idle,
-    Saturated,
-    LocalFault,
-    LocalDegraded,
-    UpstreamDegraded,
-    UpstreamDown,
-}
+use super::capacity::{CoSignals, Confidence, Delivered, Estimator, OpdClass, SourceRate};
+use super::verdict::{Change, State, Verdict, explain};
+#[cfg(test)]
+use super::verdict::explain_since;
 
-impl State {
-    pub const ALL: [State; 7] = [
-        State::Healthy,
-        State::Idle,
-        State::Saturated,
-        State::LocalFault,
-        State::LocalDegraded,
-        State::UpstreamDegraded,
-        State::UpstreamDown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Healthy => "healthy",
-            State::Idle => "idle",
-            State::Saturated => "saturated",
-            State::LocalFault => "local_fault",
-            State::LocalDegraded => "local_degraded",
-            State::UpstreamDegraded => "upstream_degraded",
-            State::UpstreamDown => "upstream_down",
-        }
-    }
-
-    /// Seconds a new verdict must hold before the state changes to it.
-    fn enter_after(self, t: &Thresholds) -> u32 {
-        match self {
-            State::LocalFault | State::UpstreamDown => t.fault_enter_s,
-            State::Idle => t.idle_enter_s,
-            State::Healthy => t.recover_enter_s,
-            _ => t.degraded_enter_s,
-        }
+/// Seconds a new verdict must hold before the state changes to it.
+fn enter_after(state: State, t: &Thresholds) -> u32 {
+    match state {
+        State::LocalFault | State::UpstreamDown => t.fault_enter_s,
+        State::Idle => t.idle_enter_s,
+        State::Healthy => t.recover_enter_s,
+        _ => t.degraded_enter_s,
     }
 }
 
@@ -165,31 +130,23 @@ pub struct Tick {
     /// Upstream probes completed this second, by target name.
     pub upstream: BTreeMap<String, Vec<Probe>>,
     pub capacity_bps: [u64; 2],
+    /// Bits/s of traffic that matched no OPD in this second, download then
+    /// upload: it shares the uplink, so it counts in the delivered
+    /// aggregate.
+    pub unclassified_bps: [u64; 2],
 }
 
-/// A decided state with its evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Verdict {
-    pub state: State,
-    pub since: DateTime<Utc>,
-    /// The numbers that decided it.
-    #[schema(value_type = Object)]
-    pub evidence: Value,
-    pub explanation_en: String,
-    pub explanation_id: String,
-}
-
-/// A change of state (an event).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    /// None for the gateway itself.
-    pub opd: Option<String>,
-    pub previous: Option<State>,
-    pub verdict: Verdict,
-}
 
 /// How many seconds of signals the engine keeps.
 const WINDOW_S: usize = 30;
+/// The gateway verdict's reason while the uplink delivers less than the
+/// OPDs ask of it.
+const DELIVERS_LESS: &str = "delivers_less";
+/// The source name of traffic that matched no OPD.
+const UNCLASSIFIED: &str = "unclassified";
+/// Least 10 s rate of an active OPD, whatever its ceiling: below it, its
+/// rate says nothing about the uplink.
+const MIN_ACTIVE_BPS: u64 = 256_000;
 /// Probe results kept per target.
 const PROBES_KEPT: usize = 10;
 /// Handshake samples kept per OPD and side.
@@ -306,7 +263,7 @@ impl Track {
             _ => 1,
         };
         // The first verdict is taken at once: there is nothing to flap from.
-        if self.current.is_some() && held < state.enter_after(t) {
+        if self.current.is_some() && held < enter_after(state, t) {
             self.candidate = Some((state, held));
             return None;
         }
@@ -350,6 +307,8 @@ pub struct Engine {
     gateway: Track,
     upstream: BTreeMap<String, VecDeque<Probe>>,
     last_at: Option<DateTime<Utc>>,
+    /// What the uplink delivers, download then upload.
+    capacity: [Estimator; 2],
 }
 
 impl Engine {
@@ -360,6 +319,7 @@ impl Engine {
             gateway: Track::default(),
             upstream: BTreeMap::new(),
             last_at: None,
+            capacity: [Estimator::new(), Estimator::new()],
         }
     }
 
@@ -376,6 +336,13 @@ impl Engine {
     /// The gateway's own verdict (healthy, upstream_degraded, upstream_down).
     pub fn gateway(&self) -> Option<&Verdict> {
         self.gateway.current.as_ref()
+    }
+
+    /// What the uplink delivers now, download then upload, while an
+    /// estimate holds (any confidence; only medium and high give a
+    /// verdict).
+    pub fn delivered(&self) -> [Option<&Delivered>; 2] {
+        [self.capacity[0].delivered(), self.capacity[1].delivered()]
     }
 
     /// Every OPD's verdict.
@@ -416,17 +383,37 @@ impl Engine {
             }
         }
 
+        // The OPDs are classified with the verdicts they hold now, before
+        // this second's verdicts: an OPD that is locally broken is never
+        // evidence about the uplink.
+        let co = self.co_signals(&t);
+        for dir in 0..2 {
+            let sources = self.sources(tick, dir, &t);
+            self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
+        }
+
         let mut changes = Vec::new();
         self.gateway.seconds.push_back(OpdSignals::default());
         while self.gateway.seconds.len() > WINDOW_S {
             self.gateway.seconds.pop_front();
         }
         let (gw_state, gw_evidence) = self.gateway_verdict(tick, &t);
+        let plateau_since = self.delivers_less_since(&gw_evidence);
         if self.gateway.seconds.len() >= WARM_UP_S
-            && let Some(c) = self
+            && let Some(mut c) = self
                 .gateway
                 .settle(None, tick.at, gw_state, gw_evidence, &t)
         {
+            // The uplink delivered less from the start of the plateau, not
+            // from when the verdict was confirmed.
+            if let Some(since) = plateau_since
+                && since < c.verdict.since
+            {
+                c.verdict.since = since;
+                if let Some(v) = &mut self.gateway.current {
+                    v.since = since;
+                }
+            }
             changes.push(c);
         }
         let gw_now = self
@@ -450,9 +437,8 @@ impl Engine {
         changes
     }
 
-    fn gateway_verdict(&self, tick: &Tick, t: &Thresholds) -> (State, Value) {
-        let mut ev = serde_json::Map::new();
-        // Upstream probes.
+    /// Loss ratio and median round trip of the recent upstream probes.
+    fn upstream_probes(&self) -> (Option<f64>, Option<Duration>) {
         let all: Vec<Probe> = self.upstream.values().flatten().copied().collect();
         let probe_loss = (!all.is_empty())
             .then(|| all.iter().filter(|p| **p == Probe::Lost).count() as f64 / all.len() as f64);
@@ -460,6 +446,74 @@ impl Engine {
             Probe::Answered(d) => Some(*d),
             Probe::Lost => None,
         }));
+        (probe_loss, probe_rtt)
+    }
+
+    /// The WAN handshake medians of the OPDs that have enough of them.
+    fn wan_medians(&self) -> Vec<Duration> {
+        self.opds
+            .values()
+            .filter_map(|tr| tr.rtt_median(1).map(|(m, _)| m))
+            .collect()
+    }
+
+    /// Whether the path itself shows congestion: the same absolute tests
+    /// the gateway verdict uses (learned baselines will refine the two
+    /// round-trip flags).
+    fn co_signals(&self, t: &Thresholds) -> CoSignals {
+        let (probe_loss, probe_rtt) = self.upstream_probes();
+        let wan = self.wan_medians();
+        let wan_slow = wan.iter().filter(|d| **d > t.wan_rtt).count();
+        CoSignals {
+            probes_inflated: probe_rtt.is_some_and(|r| r > t.wan_rtt),
+            wan_handshakes_inflated: wan.len() >= 2 && wan_slow * 2 >= wan.len(),
+            probe_loss,
+        }
+    }
+
+    /// Every OPD's rate this second in one direction, classed as evidence
+    /// about the uplink, and the unclassified traffic.
+    fn sources(&self, tick: &Tick, dir: usize, t: &Thresholds) -> Vec<SourceRate> {
+        let mut v: Vec<SourceRate> = tick
+            .opds
+            .iter()
+            .map(|(id, s)| SourceRate {
+                id: id.clone(),
+                bps: s.bps[dir],
+                ceiling_bps: s.ceiling_bps[dir],
+                class: self
+                    .opds
+                    .get(id)
+                    .map_or(OpdClass::Inactive, |tr| opd_class(tr, dir, t)),
+            })
+            .collect();
+        v.push(SourceRate {
+            id: UNCLASSIFIED.into(),
+            bps: tick.unclassified_bps[dir],
+            ceiling_bps: 0,
+            class: OpdClass::Unclassified,
+        });
+        v
+    }
+
+    /// The start of the plateau when the gateway verdict is the uplink
+    /// delivering less.
+    fn delivers_less_since(&self, evidence: &Value) -> Option<DateTime<Utc>> {
+        if evidence.get("reason").and_then(Value::as_str) != Some(DELIVERS_LESS) {
+            return None;
+        }
+        self.delivered()
+            .into_iter()
+            .flatten()
+            .filter(|d| d.confidence >= Confidence::Medium)
+            .map(|d| d.since)
+            .min()
+    }
+
+    fn gateway_verdict(&self, tick: &Tick, t: &Thresholds) -> (State, Value) {
+        let mut ev = serde_json::Map::new();
+        // Upstream probes.
+        let (probe_loss, probe_rtt) = self.upstream_probes();
         let every_target_down = !self.upstream.is_empty()
             && self.upstream.values().all(|q| {
                 q.len() >= t.probe_lost_in_a_row as usize
@@ -475,11 +529,7 @@ impl Engine {
             ev.insert("upstream_probe_rtt_ms".into(), json!(ms(r)));
         }
         // WAN handshake round trips across OPDs.
-        let wan: Vec<Duration> = self
-            .opds
-            .values()
-            .filter_map(|tr| tr.rtt_median(1).map(|(m, _)| m))
-            .collect();
+        let wan = self.wan_medians();
         let wan_slow = wan.iter().filter(|d| **d > t.wan_rtt).count();
         if !wan.is_empty() {
             ev.insert("opds_with_wan_rtt".into(), json!(wan.len()));
@@ -503,6 +553,27 @@ impl Engine {
             .count();
         ev.insert("active_opds".into(), json!(active));
         ev.insert("wan_threshold_ms".into(), json!(ms(t.wan_rtt)));
+        // What the uplink delivers, on every gateway verdict while an
+        // estimate holds; a low-confidence one only as tentative.
+        let mut delivers_less = false;
+        for (dir, name) in [(0, "download"), (1, "upload")] {
+            let Some(d) = self.delivered()[dir] else {
+                continue;
+            };
+            if d.confidence >= Confidence::Medium {
+                delivers_less = true;
+                ev.insert(format!("{name}_delivered_bps"), json!(d.bps));
+                ev.insert(format!("{name}_delivered_confidence"), json!(d.confidence));
+                ev.insert(format!("{name}_delivered_since"), json!(d.since));
+                ev.insert(
+                    format!("{name}_capacity_bps"),
+                    json!(tick.capacity_bps[dir]),
+                );
+            } else {
+                ev.insert(format!("{name}_delivered_tentative_bps"), json!(d.bps));
+            }
+            ev.insert(format!("{name}_delivered_evidence"), json!(d.evidence));
+        }
 
         let probes_bad = probe_loss.is_some_and(|l| l >= t.upstream_loss_ratio)
             || probe_rtt.is_some_and(|r| r > t.wan_rtt);
@@ -512,8 +583,42 @@ impl Engine {
         if probes_bad || (wan_rtt_up && below_capacity) {
             return (State::UpstreamDegraded, Value::Object(ev));
         }
+        if delivers_less {
+            ev.insert("reason".into(), json!(DELIVERS_LESS));
+            return (State::UpstreamDegraded, Value::Object(ev));
+        }
         (State::Healthy, Value::Object(ev))
     }
+}
+
+/// How an OPD's traffic in one direction counts as evidence about the
+/// uplink, from its 10 s window and the verdict it holds.
+fn opd_class(tr: &Track, dir: usize, t: &Thresholds) -> OpdClass {
+    let ceil = tr.seconds.back().map_or(0, |s| s.ceiling_bps[dir]);
+    let rate = tr.mean_bps(10, dir);
+    let active = tr.packets(10, 0) + tr.packets(10, 1) >= t.idle_packets
+        && rate as f64 >= (MIN_ACTIVE_BPS as f64).max(0.02 * ceil as f64);
+    if !active {
+        return OpdClass::Inactive;
+    }
+    // A broken or slow office network limits the office, not the uplink.
+    let local = tr
+        .current
+        .as_ref()
+        .is_some_and(|v| matches!(v.state, State::LocalFault | State::LocalDegraded));
+    let lan_lossy = tr.loss_ratio().is_some_and(|l| l >= t.lan_loss_ratio);
+    let lan_slow = tr.probe_median().is_some_and(|r| r > t.lan_rtt)
+        || tr.rtt_median(0).is_some_and(|(m, _)| m > t.lan_rtt);
+    if local || lan_lossy || lan_slow {
+        return OpdClass::Excluded;
+    }
+    // At its own ceiling or dropping in its own class: with the aggregate
+    // below the contract, those drops come from its own HTB class.
+    let drops: u64 = tr.last(10).map(|s| s.drops[dir]).sum();
+    if (ceil > 0 && rate as f64 >= t.saturated_ratio * ceil as f64) || drops > 0 {
+        return OpdClass::SelfLimited;
+    }
+    OpdClass::Held
 }
 
 fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
@@ -606,114 +711,6 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
         return (State::Idle, Value::Object(ev));
     }
     (State::Healthy, Value::Object(ev))
-}
-
-/// One sentence an OPD operator understands, in English and Indonesian.
-pub fn explain(opd: Option<&str>, state: State, evidence: &Value) -> (String, String) {
-    explain_since(opd, state, evidence, None)
-}
-
-/// The same sentence, saying since when a problem lasts (`since` is a local
-/// time as the reader reads it, e.g. "10:02 WITA"): "... tidak merespons
-/// sejak 10:02 WITA: periksa ...". Normal states do not mention the time.
-pub fn explain_since(
-    opd: Option<&str>,
-    state: State,
-    evidence: &Value,
-    since: Option<&str>,
-) -> (String, String) {
-    let reason = evidence.get("reason").and_then(Value::as_str).unwrap_or("");
-    let who_en = opd
-        .map(|o| format!("OPD {o}"))
-        .unwrap_or_else(|| "The gateway".into());
-    let en_since = since.map(|t| format!(" (since {t})")).unwrap_or_default();
-    let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
-    match (opd.is_none(), state, reason) {
-        (true, State::Healthy, _) => (
-            "The Internet uplink delivers normally.".into(),
-            "Jaringan Diskominfo normal: koneksi Internet berjalan baik.".into(),
-        ),
-        (true, State::UpstreamDegraded, _) => (
-            format!(
-                "The Internet uplink delivers less than contracted (slow or losing){en_since}; Diskominfo is on it, nothing to fix at the OPDs."
-            ),
-            format!(
-                "Koneksi Internet dari penyedia layanan sedang menurun{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
-            ),
-        ),
-        (true, State::UpstreamDown, _) => (
-            format!(
-                "The Internet uplink is down{en_since}; Diskominfo is on it, nothing to fix at the OPDs."
-            ),
-            format!(
-                "Koneksi Internet dari penyedia layanan terputus{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
-            ),
-        ),
-        (_, State::Healthy, _) => (
-            format!("{who_en}: the network is working normally."),
-            "Jaringan normal: koneksi kantor Anda berjalan baik.".into(),
-        ),
-        (_, State::Idle, _) => (
-            format!("{who_en}: no traffic right now, and nothing is wrong."),
-            "Tidak ada lalu lintas saat ini, dan tidak ada gangguan.".into(),
-        ),
-        (_, State::Saturated, _) => (
-            format!(
-                "{who_en} is using its whole allocation{en_since}; the network is fine, the office's own use fills it."
-            ),
-            format!(
-                "Kuota bandwidth kantor Anda sedang terpakai penuh{id_since}; jaringan normal, pemakaian di kantor Anda sendiri yang memenuhinya."
-            ),
-        ),
-        (_, State::LocalFault, "link_down") => (
-            format!(
-                "{who_en}: the link to the office is down{en_since}; check the cable and connector."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; sambungan ke kantor Anda terputus{id_since}: periksa kabel dan konektor."
-            ),
-        ),
-        (_, State::LocalFault, "one_way_traffic") => (
-            format!(
-                "{who_en}: traffic reaches the office but nothing comes back{en_since}; check the office router and its cables."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; data sampai ke kantor Anda tetapi tidak ada balasan{id_since}: periksa router dan kabel di kantor Anda."
-            ),
-        ),
-        (_, State::LocalFault, _) => (
-            format!(
-                "{who_en}: the office router does not answer and nothing comes from the office{en_since}; check its power cable and connector."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons{id_since}: periksa kabel daya dan konektor router."
-            ),
-        ),
-        (_, State::LocalDegraded, _) => (
-            format!(
-                "{who_en}: the office's own network is slow or losing packets while other offices are fine{en_since}; check the office router and cabling."
-            ),
-            format!(
-                "Jaringan Diskominfo normal; jaringan di kantor Anda lambat atau putus-putus{id_since}: periksa router dan kabel di kantor Anda."
-            ),
-        ),
-        (_, State::UpstreamDegraded, _) => (
-            format!(
-                "{who_en} is fine; the Internet uplink is degraded for everyone{en_since} and Diskominfo is on it."
-            ),
-            format!(
-                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan sedang menurun untuk semua kantor{id_since} dan Diskominfo sedang menangani."
-            ),
-        ),
-        (_, State::UpstreamDown, _) => (
-            format!(
-                "{who_en} is fine; the Internet uplink is down for everyone{en_since} and Diskominfo is on it."
-            ),
-            format!(
-                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor{id_since} dan Diskominfo sedang menangani."
-            ),
-        ),
-    }
 }
 
 #[cfg(test)]

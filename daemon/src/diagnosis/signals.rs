@@ -98,6 +98,8 @@ pub struct Watcher {
     prev: BTreeMap<String, Previous>,
     probe_done: BTreeMap<String, u64>,
     last: Option<Instant>,
+    /// The unclassified slot's counters at the previous second.
+    prev_unclassified: Option<Counters>,
 }
 
 /// Interface names that hold an address inside each subnet, for carrier.
@@ -200,6 +202,15 @@ impl Watcher {
             tick.opds.insert(opd.id.clone(), s);
         }
         self.prev.retain(|id, _| policy.opd(id).is_some());
+        // Traffic that matched no OPD still crosses the uplink: the
+        // delivered estimate counts it like an OPD's.
+        if let Some(prev) = self.prev_unclassified {
+            tick.unclassified_bps = std::array::from_fn(|d| {
+                (reading.unclassified.bytes[d].saturating_sub(prev.bytes[d]) as f64 * 8.0 / dt)
+                    as u64
+            });
+        }
+        self.prev_unclassified = Some(reading.unclassified);
         for u in &policy.diagnosis.upstream {
             if let Some(status) = probes.get(ProbeOf::Upstream(u.name.clone()).key().as_str()) {
                 let r = self.new_results(status);

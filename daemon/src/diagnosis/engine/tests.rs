@@ -73,6 +73,7 @@ impl Run {
                     .map(|(n, p)| (n.to_string(), vec![*p]))
                     .collect(),
                 capacity_bps: [100_000_000, 100_000_000],
+                ..Default::default()
             };
             self.second += 1;
             out.extend(self.engine.step(&tick));
@@ -486,4 +487,167 @@ fn a_problem_sentence_says_since_when_and_a_normal_one_does_not() {
         Some("10:02 WITA"),
     );
     assert!(!en.contains("10:02") && !id.contains("10:02"));
+}
+
+/// xorshift64 for the capped-uplink scenario: deterministic, no crate.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn around(&mut self, mean: f64, jitter: f64) -> f64 {
+        mean * (1.0 + jitter * (2.0 * self.unit() - 1.0))
+    }
+}
+
+/// Three OPDs (ceilings 100M down, 20M up) under a 200M/50M contract:
+/// independent demand of 15, 25 and 30 Mbit/s, or the same demand behind a
+/// cap of `limit` (the sum at the cap, dipping after losses, the shares
+/// trading each second; fewer flows, wilder shares).
+fn uplink_second(rng: &mut Rng, limit: Option<f64>) -> Vec<(&'static str, OpdSignals)> {
+    let demand = [(15e6, 0.6), (25e6, 0.35), (30e6, 0.2)];
+    let rates: Vec<f64> = match limit {
+        None => demand.iter().map(|(m, _)| rng.around(*m, 0.2)).collect(),
+        Some(total) => {
+            let sum = if rng.unit() < 0.15 {
+                total * (0.95 - 0.10 * rng.unit())
+            } else {
+                rng.around(total, 0.015)
+            };
+            let shares: Vec<f64> = demand.iter().map(|(m, j)| rng.around(*m, *j)).collect();
+            let all: f64 = shares.iter().sum();
+            shares.iter().map(|s| sum * s / all).collect()
+        }
+    };
+    ["a", "b", "c"]
+        .into_iter()
+        .zip(rates)
+        .map(|(id, bps)| {
+            let mut s = busy(bps as u64);
+            s.ceiling_bps = [100_000_000, 20_000_000];
+            s.probes = vec![Probe::Answered(Duration::from_millis(1))];
+            (id, s)
+        })
+        .collect()
+}
+
+fn uplink_tick(second: i64, opds: Vec<(&'static str, OpdSignals)>) -> Tick {
+    Tick {
+        at: t0() + chrono::Duration::seconds(second),
+        opds: opds
+            .into_iter()
+            .map(|(id, s)| (id.to_string(), s))
+            .collect(),
+        // The lab's policing: 3-5 ms to the ISP router, nothing lost.
+        upstream: [("isp".to_string(), vec![Probe::Answered(Duration::from_millis(4))])].into(),
+        capacity_bps: [200_000_000, 50_000_000],
+        unclassified_bps: [0, 0],
+    }
+}
+
+#[test]
+fn policed_uplink_is_upstream_degraded_with_the_figure_and_no_opd_blamed() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut engine = Engine::new(Thresholds::default());
+    let mut changes = Vec::new();
+    let mut second = 0;
+    for _ in 0..60 {
+        changes.extend(engine.step(&uplink_tick(second, uplink_second(&mut rng, None))));
+        second += 1;
+    }
+    assert_eq!(engine.gateway().unwrap().state, State::Healthy);
+    assert!(changes.iter().all(|c| c.verdict.state == State::Healthy));
+    // The ISP polices the download to 30 Mbit/s.
+    let drop_at = t0() + chrono::Duration::seconds(second);
+    let mut took = None;
+    for s in 1..=25 {
+        changes.extend(engine.step(&uplink_tick(second, uplink_second(&mut rng, Some(30e6)))));
+        second += 1;
+        if engine.gateway().unwrap().state == State::UpstreamDegraded {
+            took = Some(s);
+            break;
+        }
+    }
+    let took = took.expect("upstream_degraded within 25 s");
+    let v = engine.gateway().unwrap().clone();
+    assert_eq!(v.evidence["reason"], "delivers_less", "{}", v.evidence);
+    let bps = v.evidence["download_delivered_bps"].as_u64().unwrap();
+    assert!((bps as f64 - 30e6).abs() <= 0.05 * 30e6, "{bps}");
+    assert!(v.evidence["download_delivered_confidence"] != "low");
+    assert!(v.evidence.get("upload_delivered_bps").is_none());
+    assert_eq!(v.since, drop_at, "since the plateau began");
+    let (en, id) = explain_since(None, v.state, &v.evidence, Some("10:02 WITA"));
+    assert_eq!(
+        en,
+        "The ISP delivers 30 of 200 Mbit/s download (since 10:02 WITA); \
+         Diskominfo is on it, nothing to fix at the OPDs."
+    );
+    assert_eq!(
+        id,
+        "Penyedia layanan hanya mengirim 30 dari 200 Mbit/s (unduh) sejak 10:02 WITA; \
+         Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+    );
+    let d = engine.delivered()[0].expect("download estimate");
+    assert_eq!(d.since, drop_at);
+    // The OPDs follow the uplink, none is blamed.
+    for _ in 0..10 {
+        changes.extend(engine.step(&uplink_tick(second, uplink_second(&mut rng, Some(30e6)))));
+        second += 1;
+    }
+    for id in ["a", "b", "c"] {
+        let v = engine.opd(id).unwrap();
+        assert_eq!(v.state, State::UpstreamDegraded, "{id}");
+        assert_eq!(v.evidence["reason"], "uplink");
+    }
+    assert!(
+        !changes.iter().any(|c| matches!(
+            c.verdict.state,
+            State::LocalFault | State::LocalDegraded | State::Saturated
+        )),
+        "{changes:?}"
+    );
+    eprintln!("verdict after {took} s, estimate {bps} bit/s");
+
+    // The limit is lifted: healthy again within 10 s.
+    let mut back = None;
+    for s in 1..=20 {
+        engine.step(&uplink_tick(second, uplink_second(&mut rng, None)));
+        second += 1;
+        if engine.gateway().unwrap().state == State::Healthy {
+            back = Some(s);
+            break;
+        }
+    }
+    let back = back.expect("healthy again");
+    assert!(back <= 10, "healthy after {back} s");
+    assert_eq!(engine.delivered(), [None, None]);
+}
+
+#[test]
+fn a_delivered_figure_reads_in_both_languages_with_decimals_below_ten() {
+    let ev = json!({
+        "reason": "delivers_less",
+        "download_delivered_bps": 12_300_000u64,
+        "download_capacity_bps": 40_000_000u64,
+        "upload_delivered_bps": 4_560_000u64,
+        "upload_capacity_bps": 20_000_000u64,
+    });
+    let (en, id) = explain(None, State::UpstreamDegraded, &ev);
+    assert_eq!(
+        en,
+        "The ISP delivers 12 of 40 Mbit/s download and 4.6 of 20 Mbit/s upload; \
+         Diskominfo is on it, nothing to fix at the OPDs."
+    );
+    assert_eq!(
+        id,
+        "Penyedia layanan hanya mengirim 12 dari 40 Mbit/s (unduh) dan 4,6 dari 20 Mbit/s \
+         (unggah); Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+    );
 }

@@ -1,0 +1,534 @@
+//! What the uplink delivers, per direction, read from the rates jatah
+//! already counts each second.
+//!
+//! A capped uplink (an ISP policing the line, a congested upstream) leaves a
+//! signature no single OPD shows: the aggregate sits flat below the contract
+//! and below what the OPDs' ceilings allow, while the OPDs trade rate among
+//! themselves (one gains what another loses). Independent demand does the
+//! opposite: its variances add up. The [`Estimator`] looks for that plateau
+//! over the last seconds and, when it holds, says how much the uplink
+//! delivers, how sure it is and since when.
+//!
+//! Pure: it takes plain numbers and classes, so it names nothing of the
+//! engine that feeds it (no module cycle), and tests drive it directly.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Seconds in which the start of the plateau is looked for: a drop is
+/// judged once its seconds are the majority, 8 s in.
+const CORE_WINDOW_S: usize = 15;
+/// Seconds of aggregate kept: the plateau window grows back to this while
+/// the older seconds sit at the same level. 30 rather than 15: with
+/// independent demand the conservation ratio of a 15 s window falls to 0.3
+/// by chance about once an hour of busy traffic (a false medium estimate,
+/// measured on synthetic demand), of a 30 s window not once in 20 hours.
+const MAX_WINDOW_S: usize = 30;
+/// The shortest plateau window: fewer seconds cannot tell a plateau from a
+/// pause between two bursts.
+const MIN_WINDOW_S: usize = 8;
+/// A second above this multiple of the window's median is not part of it
+/// (seconds from before a drop fall out), nor an older second outside
+/// [median/ratio, median·ratio] when the window grows back. A new plateau
+/// this far from the estimate is a new episode, with its own start.
+const SPIKE_RATIO: f64 = 1.25;
+/// Least mean load (bit/s) to say anything: low demand at night gives no
+/// estimate, not "degraded" (cake-autorate's `connection_active_thr_kbps`).
+const MIN_LOAD_BPS: f64 = 2_000_000.0;
+/// The least load as a share of the contract, for large uplinks.
+const MIN_LOAD_SHARE: f64 = 0.05;
+/// p90 of the aggregate above this share of the bound: the gateway or the
+/// OPDs' own ceilings explain the level, not the uplink.
+const BOUND_RATIO: f64 = 0.85;
+/// Most coefficient of variation of a plateau.
+const MAX_CV: f64 = 0.15;
+/// Most difference between the means of the window's two halves, relative
+/// to its mean: a ramp (slow start, demand growing) is not a plateau.
+const MAX_HALVES: f64 = 0.10;
+/// Least held OPDs: one OPD alone cannot show rate being traded.
+const MIN_HELD: usize = 2;
+/// Least share of the aggregate the held OPDs carry.
+const HELD_SHARE: f64 = 0.5;
+/// Conservation ratio up to which the sources compete for one cap.
+const MAX_RHO: f64 = 0.5;
+/// Conservation ratio up to which the plateau alone is medium confidence
+/// (on a window of `MEDIUM_WINDOW_S`).
+const MEDIUM_RHO: f64 = 0.3;
+/// Conservation ratio up to which a shorter window is medium confidence:
+/// independent demand reaches it by chance about once in 2000 windows of
+/// 8 s; the lab's policed and queued uplinks give 0.003-0.008.
+const MEDIUM_RHO_SHORT: f64 = 0.1;
+/// Held OPDs needed for medium confidence without a co-signal.
+const MEDIUM_HELD: usize = 3;
+/// Seconds of window needed for medium confidence without a co-signal: on
+/// 8 s of independent demand the conservation ratio falls to 0.3 by chance
+/// one window in thirty (at start-up, or when one second above the level
+/// cut the window short), on 12 s one in eighty (false medium estimates
+/// seen at start-up in the unit tests), on 15 s one in about 170 and none
+/// seen. A drop reaches medium 15 s in, or sooner when its ratio is below
+/// `MEDIUM_RHO_SHORT`.
+const MEDIUM_WINDOW_S: usize = 15;
+/// Below this share of the mean, the sources' spread is too small for the
+/// conservation ratio to mean anything (steady, paced sources).
+const INCONCLUSIVE_SHARE: f64 = 0.05;
+/// Upstream probe loss that counts as a congested path.
+const PROBE_LOSS: f64 = 0.1;
+/// Consecutive plateau seconds before an estimate forms.
+const FORM_S: u32 = 3;
+/// Above this multiple of the estimate in 3 of the last 5 seconds, the
+/// limit was lifted.
+const LIFTED_RATIO: f64 = 1.15;
+const LIFTED_OF: usize = 5;
+const LIFTED_COUNT: usize = 3;
+/// At this share of the bound the OPDs get what they could take: no limit.
+const AT_BOUND: f64 = 0.9;
+/// Without a plateau second (a demand lull, or the signature wavering) the
+/// confidence drops one level per this many seconds, and the estimate goes
+/// at `LULL_DROP_S`.
+const LULL_STEP_S: u32 = 20;
+const LULL_DROP_S: u32 = 60;
+/// A gap between seconds longer than this discards the window.
+const MAX_GAP_S: i64 = 5;
+
+/// How an OPD's traffic in one direction can serve as evidence about the
+/// uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpdClass {
+    /// Active, below its ceiling, its office network fine: it gets what
+    /// the uplink gives it (app-limited OPDs too; the group's demand is
+    /// judged by the conservation ratio).
+    Held,
+    /// At its own ceiling or dropping in its own HTB class: its class is
+    /// its bottleneck, not the uplink.
+    SelfLimited,
+    /// Its office network is broken or slow: never evidence about the
+    /// uplink.
+    Excluded,
+    /// Too little traffic to say anything.
+    Inactive,
+    /// Traffic that matched no OPD: counts in the aggregate, has no
+    /// ceiling.
+    Unclassified,
+}
+
+/// One source's rate in one second and direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRate {
+    /// The OPD's id (any fixed name for unclassified traffic).
+    pub id: String,
+    /// Bits per second in this second.
+    pub bps: u64,
+    /// The OPD's ceiling in this direction (0 for unclassified traffic).
+    pub ceiling_bps: u64,
+    /// How it counts as evidence, from its current verdict and windows.
+    pub class: OpdClass,
+}
+
+/// Signs that the path itself is congested. The engine decides each flag
+/// (today against the absolute `wan_rtt`; learned baselines can set the
+/// same flags later without changing the estimator).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoSignals {
+    /// Upstream probe round trips are inflated.
+    pub probes_inflated: bool,
+    /// The OPDs' WAN handshake round trips are inflated.
+    pub wan_handshakes_inflated: bool,
+    /// Share of recent upstream probes lost, when there are probes.
+    pub probe_loss: Option<f64>,
+}
+
+impl CoSignals {
+    /// The names of the co-signals present, for the evidence.
+    fn present(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.probes_inflated {
+            v.push("probes_inflated".to_string());
+        }
+        if self.wan_handshakes_inflated {
+            v.push("wan_handshakes_inflated".to_string());
+        }
+        if self.probe_loss.is_some_and(|l| l >= PROBE_LOSS) {
+            v.push("probe_loss".to_string());
+        }
+        v
+    }
+}
+
+/// How sure an estimate is. Only medium and high give a verdict; low is
+/// evidence only (tentative).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// A plateau with a weak conservation ratio or only two held OPDs:
+    /// evidence only.
+    Low,
+    /// A plateau the OPDs clearly share, or a flat aggregate behind signs
+    /// of a congested path.
+    Medium,
+    /// A plateau and signs of a congested path.
+    High,
+}
+
+impl Confidence {
+    /// One level lower (low stays low).
+    fn lower(self) -> Confidence {
+        match self {
+            Confidence::High => Confidence::Medium,
+            _ => Confidence::Low,
+        }
+    }
+}
+
+/// The numbers behind an estimate, as of its latest plateau second.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PlateauEvidence {
+    /// p90 of the aggregate over the window (the estimate).
+    pub p90_bps: u64,
+    /// Mean of the aggregate over the window.
+    pub mean_bps: u64,
+    /// Coefficient of variation of the aggregate.
+    pub cv: f64,
+    /// Var(aggregate) / Σ Var(source): near 1 for independent demand, near
+    /// 0 when the sources share one cap; absent when inconclusive.
+    pub conservation: Option<f64>,
+    /// The most the active OPDs could take: min(capacity, Σ ceilings).
+    pub bound_bps: u64,
+    /// The held OPDs.
+    pub held: Vec<String>,
+    /// Seconds in the plateau window.
+    pub window_s: u32,
+    /// Co-signals present (probe loss, inflated round trips).
+    pub co_signals: Vec<String>,
+    /// Seconds since the plateau was last confirmed (the figure is frozen
+    /// meanwhile: a demand lull or the signature wavering).
+    pub unconfirmed_s: u32,
+}
+
+/// What the uplink delivers in one direction.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Delivered {
+    /// Bits per second the uplink delivers.
+    pub bps: u64,
+    /// How sure the figure is.
+    pub confidence: Confidence,
+    /// When the drop began: the first second of the plateau window.
+    pub since: DateTime<Utc>,
+    /// The numbers behind the figure.
+    pub evidence: PlateauEvidence,
+}
+
+/// One second of one direction.
+#[derive(Debug, Clone)]
+struct Second {
+    at: DateTime<Utc>,
+    total: u64,
+    sources: Vec<SourceRate>,
+}
+
+/// A plateau found in this second's window.
+struct Plateau {
+    bps: u64,
+    confidence: Confidence,
+    since: DateTime<Utc>,
+    evidence: PlateauEvidence,
+}
+
+/// The delivered-capacity estimate of one direction, stepped once a second.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    seconds: VecDeque<Second>,
+    held: Option<Delivered>,
+    plateau_run: u32,
+    /// Whether each of the last seconds was above `LIFTED_RATIO`× the
+    /// estimate.
+    over: VecDeque<bool>,
+    unconfirmed_s: u32,
+    /// The confidence when the plateau was last confirmed.
+    unconfirmed_from: Option<Confidence>,
+    /// Capacity and ceilings last seen: a reload that changes them drops
+    /// the estimate.
+    shape: Option<(u64, Vec<(String, u64)>)>,
+}
+
+impl Estimator {
+    /// A new estimator, with nothing seen.
+    pub fn new() -> Self {
+        Estimator::default()
+    }
+
+    /// The estimate that holds, if any (any confidence).
+    pub fn delivered(&self) -> Option<&Delivered> {
+        self.held.as_ref()
+    }
+
+    /// Feeds one second: every source's rate with its class, and the
+    /// contracted (effective) capacity of this direction.
+    pub fn step(
+        &mut self,
+        at: DateTime<Utc>,
+        sources: Vec<SourceRate>,
+        capacity_bps: u64,
+        co: &CoSignals,
+    ) -> Option<&Delivered> {
+        if let Some(last) = self.seconds.back()
+            && ((at - last.at).num_seconds() > MAX_GAP_S || at <= last.at)
+        {
+            // A clock gap: the window no longer describes now.
+            self.reset();
+        }
+        let shape = (
+            capacity_bps,
+            sources
+                .iter()
+                .filter(|s| s.class != OpdClass::Unclassified)
+                .map(|s| (s.id.clone(), s.ceiling_bps))
+                .collect::<Vec<_>>(),
+        );
+        if self.shape.as_ref().is_some_and(|s| *s != shape) {
+            // A reload changed the bound: the plateau must be judged anew.
+            self.held = None;
+            self.plateau_run = 0;
+        }
+        self.shape = Some(shape);
+        let total: u64 = sources.iter().map(|s| s.bps).sum();
+        let bound = bound(&sources, capacity_bps);
+        self.seconds.push_back(Second { at, total, sources });
+        while self.seconds.len() > MAX_WINDOW_S {
+            self.seconds.pop_front();
+        }
+
+        if let Some(d) = &self.held {
+            self.over
+                .push_back(total as f64 > LIFTED_RATIO * d.bps as f64);
+            while self.over.len() > LIFTED_OF {
+                self.over.pop_front();
+            }
+            let lifted = self.over.iter().filter(|o| **o).count() >= LIFTED_COUNT;
+            let at_bound = bound > 0 && total as f64 >= AT_BOUND * bound as f64;
+            if lifted || at_bound {
+                self.drop_estimate();
+            }
+        }
+
+        match self.plateau(capacity_bps, bound, co) {
+            Some(p) => {
+                self.plateau_run += 1;
+                self.unconfirmed_s = 0;
+                self.unconfirmed_from = None;
+                if let Some(d) = &self.held
+                    && !(d.bps as f64 / SPIKE_RATIO..=d.bps as f64 * SPIKE_RATIO)
+                        .contains(&(p.bps as f64))
+                {
+                    // Another level: another episode, since its own start
+                    // (the plateau has held long enough to be judged).
+                    self.held = None;
+                    self.plateau_run = self.plateau_run.max(FORM_S);
+                }
+                match &mut self.held {
+                    Some(d) => {
+                        d.bps = p.bps;
+                        d.confidence = p.confidence;
+                        d.evidence = p.evidence;
+                    }
+                    None if self.plateau_run >= FORM_S => {
+                        self.over.clear();
+                        self.held = Some(Delivered {
+                            bps: p.bps,
+                            confidence: p.confidence,
+                            since: p.since,
+                            evidence: p.evidence,
+                        });
+                    }
+                    None => {}
+                }
+            }
+            None => {
+                self.plateau_run = 0;
+                let Some(d) = &mut self.held else {
+                    return None;
+                };
+                // A demand lull (less load, fewer than 2 held OPDs) or the
+                // signature wavering: the figure is not
+                // confirmed this second. Keep it, frozen, through TCP
+                // transients, trust it less as time goes, then let it go:
+                // without demand there is no capacity to claim, and a
+                // window that looked like a plateau by chance must not
+                // linger.
+                let from = *self.unconfirmed_from.get_or_insert(d.confidence);
+                self.unconfirmed_s += 1;
+                d.evidence.unconfirmed_s = self.unconfirmed_s;
+                if self.unconfirmed_s >= LULL_DROP_S {
+                    self.drop_estimate();
+                } else {
+                    d.confidence = (0..self.unconfirmed_s / LULL_STEP_S).fold(from, |c, _| c.lower());
+                }
+            }
+        }
+        self.held.as_ref()
+    }
+
+    fn drop_estimate(&mut self) {
+        self.held = None;
+        self.plateau_run = 0;
+        self.over.clear();
+        self.unconfirmed_s = 0;
+        self.unconfirmed_from = None;
+    }
+
+    fn reset(&mut self) {
+        self.seconds.clear();
+        self.drop_estimate();
+    }
+
+    /// The plateau signature over this second's window, with its estimate
+    /// and confidence, or None.
+    fn plateau(&self, capacity_bps: u64, bound: u64, co: &CoSignals) -> Option<Plateau> {
+        let totals: Vec<f64> = self.seconds.iter().map(|s| s.total as f64).collect();
+        let n = totals.len();
+        if n < MIN_WINDOW_S {
+            return None;
+        }
+        // The longest suffix of the newest 15 s with no second above
+        // SPIKE_RATIO× its median: where the plateau starts.
+        let mut w = (MIN_WINDOW_S..=n.min(CORE_WINDOW_S)).rev().find(|&w| {
+            let s = &totals[n - w..];
+            let m = percentile(s, 0.5);
+            s.iter().all(|x| *x <= SPIKE_RATIO * m)
+        })?;
+        // Older seconds at the same level join it: a longer window judges
+        // the sources' trading on more seconds.
+        let m = percentile(&totals[n - w..], 0.5);
+        while w < n.min(MAX_WINDOW_S)
+            && (m / SPIKE_RATIO..=m * SPIKE_RATIO).contains(&totals[n - w - 1])
+        {
+            w += 1;
+        }
+        let a = &totals[n - w..];
+        let avg = mean(a);
+        // 1. Enough load.
+        if avg < MIN_LOAD_BPS.max(MIN_LOAD_SHARE * capacity_bps as f64) {
+            return None;
+        }
+        // 2. Below the bound.
+        let p90 = percentile(a, 0.9);
+        if p90 > BOUND_RATIO * bound as f64 {
+            return None;
+        }
+        // 3. Flat, not ramping.
+        let var_a = variance(a);
+        let cv = var_a.sqrt() / avg;
+        let half = w / 2;
+        let halves = (mean(&a[..half]) - mean(&a[half..])).abs() / avg;
+        if cv > MAX_CV || halves > MAX_HALVES {
+            return None;
+        }
+        // 4. Held OPDs, judged by their classes now, carrying enough of it.
+        let window: Vec<&Second> = self.seconds.iter().skip(n - w).collect();
+        let now = &window[w - 1].sources;
+        let held: Vec<String> = now
+            .iter()
+            .filter(|s| s.class == OpdClass::Held)
+            .map(|s| s.id.clone())
+            .collect();
+        // Each source's rate over the window (0 in a second it was absent).
+        let mut by_source: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for (i, s) in window.iter().enumerate() {
+            for r in &s.sources {
+                by_source.entry(r.id.as_str()).or_insert_with(|| vec![0.0; w])[i] = r.bps as f64;
+            }
+        }
+        let series = |id: &str| by_source.get(id).map_or(&[][..], Vec::as_slice);
+        let held_sum: f64 = held.iter().map(|id| series(id.as_str()).iter().sum::<f64>()).sum();
+        if held.len() < MIN_HELD || held_sum < HELD_SHARE * a.iter().sum::<f64>() {
+            return None;
+        }
+        // 5. Conservation: do the sources trade rate (one cap) or add up
+        // (independent demand)?
+        let var_sum: f64 = now
+            .iter()
+            .filter(|s| s.class != OpdClass::Inactive)
+            .map(|s| variance(series(s.id.as_str())))
+            .sum();
+        let rho = (var_sum.sqrt() >= INCONCLUSIVE_SHARE * avg).then(|| var_a / var_sum);
+        let co_signals = co.present();
+        let confidence = match rho {
+            Some(r) if r <= MAX_RHO => {
+                if !co_signals.is_empty() {
+                    Confidence::High
+                } else if held.len() >= MEDIUM_HELD
+                    && (r <= MEDIUM_RHO_SHORT || (r <= MEDIUM_RHO && w >= MEDIUM_WINDOW_S))
+                {
+                    Confidence::Medium
+                } else {
+                    Confidence::Low
+                }
+            }
+            // Steady flows behind a queue: only the path's own signs tell.
+            None if !co_signals.is_empty() => Confidence::Medium,
+            _ => return None,
+        };
+        Some(Plateau {
+            bps: p90 as u64,
+            confidence,
+            since: window[0].at,
+            evidence: PlateauEvidence {
+                p90_bps: p90 as u64,
+                mean_bps: avg as u64,
+                cv: round3(cv),
+                conservation: rho.map(round3),
+                bound_bps: bound,
+                held,
+                window_s: w as u32,
+                co_signals,
+                unconfirmed_s: 0,
+            },
+        })
+    }
+}
+
+/// The most the active OPDs could take: min(capacity, Σ ceilings of the
+/// active OPDs). With no active OPD (only unclassified traffic) or no
+/// ceilings known, the capacity.
+fn bound(sources: &[SourceRate], capacity_bps: u64) -> u64 {
+    let ceilings: u64 = sources
+        .iter()
+        .filter(|s| !matches!(s.class, OpdClass::Inactive | OpdClass::Unclassified))
+        .map(|s| s.ceiling_bps)
+        .sum();
+    match (ceilings, capacity_bps) {
+        (0, c) => c,
+        (s, 0) => s,
+        (s, c) => s.min(c),
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn variance(v: &[f64]) -> f64 {
+    let m = mean(v);
+    v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The value at rank ⌊q·(n−1)⌋: for q = 0.9 it skips the highest second
+/// of any window from 8 to 30 s, so one timing spike does not over-read.
+fn percentile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(((s.len().saturating_sub(1)) as f64 * q).floor() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests;

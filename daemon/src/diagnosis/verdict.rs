@@ -1,0 +1,223 @@
+//! What a verdict is and how it reads: the states, a decided verdict with
+//! its evidence, a change of state, and the sentences in English and
+//! Indonesian that an OPD operator reads. Kept apart from the engine that
+//! decides them so each file holds one concern.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+
+/// Diagnosis state of an OPD (the README's "Is it the OPD or the network?").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Healthy,
+    Idle,
+    Saturated,
+    LocalFault,
+    LocalDegraded,
+    UpstreamDegraded,
+    UpstreamDown,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::Healthy,
+        State::Idle,
+        State::Saturated,
+        State::LocalFault,
+        State::LocalDegraded,
+        State::UpstreamDegraded,
+        State::UpstreamDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Idle => "idle",
+            State::Saturated => "saturated",
+            State::LocalFault => "local_fault",
+            State::LocalDegraded => "local_degraded",
+            State::UpstreamDegraded => "upstream_degraded",
+            State::UpstreamDown => "upstream_down",
+        }
+    }
+}
+
+/// A decided state with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Verdict {
+    pub state: State,
+    pub since: DateTime<Utc>,
+    /// The numbers that decided it.
+    #[schema(value_type = Object)]
+    pub evidence: Value,
+    pub explanation_en: String,
+    pub explanation_id: String,
+}
+
+/// A change of state (an event).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// None for the gateway itself.
+    pub opd: Option<String>,
+    pub previous: Option<State>,
+    pub verdict: Verdict,
+}
+
+/// One sentence an OPD operator understands, in English and Indonesian.
+pub fn explain(opd: Option<&str>, state: State, evidence: &Value) -> (String, String) {
+    explain_since(opd, state, evidence, None)
+}
+
+/// The same sentence, saying since when a problem lasts (`since` is a local
+/// time as the reader reads it, e.g. "10:02 WITA"): "... tidak merespons
+/// sejak 10:02 WITA: periksa ...". Normal states do not mention the time.
+pub fn explain_since(
+    opd: Option<&str>,
+    state: State,
+    evidence: &Value,
+    since: Option<&str>,
+) -> (String, String) {
+    let reason = evidence.get("reason").and_then(Value::as_str).unwrap_or("");
+    let who_en = opd
+        .map(|o| format!("OPD {o}"))
+        .unwrap_or_else(|| "The gateway".into());
+    let en_since = since.map(|t| format!(" (since {t})")).unwrap_or_default();
+    let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
+    // The uplink delivering less, with the figure a reader can check
+    // against the contract.
+    if opd.is_none()
+        && state == State::UpstreamDegraded
+        && let Some((en, id)) = delivered_figures(evidence)
+    {
+        return (
+            format!(
+                "The ISP delivers {en}{en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Penyedia layanan hanya mengirim {id}{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
+        );
+    }
+    match (opd.is_none(), state, reason) {
+        (true, State::Healthy, _) => (
+            "The Internet uplink delivers normally.".into(),
+            "Jaringan Diskominfo normal: koneksi Internet berjalan baik.".into(),
+        ),
+        (true, State::UpstreamDegraded, _) => (
+            format!(
+                "The Internet uplink delivers less than contracted (slow or losing){en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Koneksi Internet dari penyedia layanan sedang menurun{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
+        ),
+        (true, State::UpstreamDown, _) => (
+            format!(
+                "The Internet uplink is down{en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Koneksi Internet dari penyedia layanan terputus{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
+        ),
+        (_, State::Healthy, _) => (
+            format!("{who_en}: the network is working normally."),
+            "Jaringan normal: koneksi kantor Anda berjalan baik.".into(),
+        ),
+        (_, State::Idle, _) => (
+            format!("{who_en}: no traffic right now, and nothing is wrong."),
+            "Tidak ada lalu lintas saat ini, dan tidak ada gangguan.".into(),
+        ),
+        (_, State::Saturated, _) => (
+            format!(
+                "{who_en} is using its whole allocation{en_since}; the network is fine, the office's own use fills it."
+            ),
+            format!(
+                "Kuota bandwidth kantor Anda sedang terpakai penuh{id_since}; jaringan normal, pemakaian di kantor Anda sendiri yang memenuhinya."
+            ),
+        ),
+        (_, State::LocalFault, "link_down") => (
+            format!(
+                "{who_en}: the link to the office is down{en_since}; check the cable and connector."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; sambungan ke kantor Anda terputus{id_since}: periksa kabel dan konektor."
+            ),
+        ),
+        (_, State::LocalFault, "one_way_traffic") => (
+            format!(
+                "{who_en}: traffic reaches the office but nothing comes back{en_since}; check the office router and its cables."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; data sampai ke kantor Anda tetapi tidak ada balasan{id_since}: periksa router dan kabel di kantor Anda."
+            ),
+        ),
+        (_, State::LocalFault, _) => (
+            format!(
+                "{who_en}: the office router does not answer and nothing comes from the office{en_since}; check its power cable and connector."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; perangkat di kantor Anda tidak merespons{id_since}: periksa kabel daya dan konektor router."
+            ),
+        ),
+        (_, State::LocalDegraded, _) => (
+            format!(
+                "{who_en}: the office's own network is slow or losing packets while other offices are fine{en_since}; check the office router and cabling."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; jaringan di kantor Anda lambat atau putus-putus{id_since}: periksa router dan kabel di kantor Anda."
+            ),
+        ),
+        (_, State::UpstreamDegraded, _) => (
+            format!(
+                "{who_en} is fine; the Internet uplink is degraded for everyone{en_since} and Diskominfo is on it."
+            ),
+            format!(
+                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan sedang menurun untuk semua kantor{id_since} dan Diskominfo sedang menangani."
+            ),
+        ),
+        (_, State::UpstreamDown, _) => (
+            format!(
+                "{who_en} is fine; the Internet uplink is down for everyone{en_since} and Diskominfo is on it."
+            ),
+            format!(
+                "Jaringan kantor Anda normal; koneksi Internet dari penyedia layanan terputus untuk semua kantor{id_since} dan Diskominfo sedang menangani."
+            ),
+        ),
+    }
+}
+
+/// "30 of 200 Mbit/s download" and "30 dari 200 Mbit/s (unduh)", for each
+/// direction whose delivered figure the evidence carries; None without one.
+fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
+    let mut en = Vec::new();
+    let mut id = Vec::new();
+    for (dir, dir_en, dir_id) in [("download", "download", "unduh"), ("upload", "upload", "unggah")] {
+        let number = |key: String| evidence.get(key).and_then(Value::as_u64);
+        let Some(delivered) = number(format!("{dir}_delivered_bps")) else {
+            continue;
+        };
+        let contract = number(format!("{dir}_capacity_bps")).unwrap_or(0);
+        let (d_en, c_en) = (mbit(delivered, '.'), mbit(contract, '.'));
+        let (d_id, c_id) = (mbit(delivered, ','), mbit(contract, ','));
+        en.push(format!("{d_en} of {c_en} Mbit/s {dir_en}"));
+        id.push(format!("{d_id} dari {c_id} Mbit/s ({dir_id})"));
+    }
+    (!en.is_empty()).then(|| (en.join(" and "), id.join(" dan ")))
+}
+
+/// Megabits per second as a person reads them: whole above 10, one
+/// decimal below (with the language's decimal mark).
+fn mbit(bps: u64, decimal_mark: char) -> String {
+    let m = bps as f64 / 1e6;
+    if m >= 10.0 {
+        format!("{}", m.round() as u64)
+    } else {
+        format!("{m:.1}").replace('.', &decimal_mark.to_string())
+    }
+}

@@ -13,6 +13,7 @@ use jatah_common::{DIRECTIONS, DOWNLOAD, Stat, UPLOAD, opd_class_minor, rtt_inde
 
 use crate::datapath::SlotTable;
 
+use crate::diagnosis::capacity::Confidence;
 use crate::diagnosis::signals::ProbeOf;
 use crate::policy::Direction;
 use crate::runtime::state::{AppState, PolicyView, drops_by_minor, lock};
@@ -438,6 +439,23 @@ fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> 
             })
             .collect(),
     ));
+    // The delivered estimate, only while it holds at medium confidence or
+    // better: a low one is evidence in the API, never a figure to graph
+    // or alert on. Absent otherwise, as the contract says.
+    for (d, dir) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {
+        let held = engine.delivered()[d]
+            .filter(|e| e.confidence >= Confidence::Medium)
+            .map(|e| vec![gauge(vec![], (e.bps / 8) as f64)])
+            .unwrap_or_default();
+        out.push(family(
+            &format!("jatah_gateway_{dir}_delivered_bytes_per_second"),
+            &format!(
+                "What the uplink delivers {dir} now, while an estimate holds (a flat aggregate below the contract that the OPDs share)."
+            ),
+            Kind::Gauge,
+            held,
+        ));
+    }
     drop(engine);
 
     let bounds = crate::diagnosis::signals::rtt_bucket_bounds();

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::diagnosis::capacity::Delivered;
 use crate::diagnosis::{State as DiagnosisState, Verdict};
 pub use crate::history::UsagePoint;
 use crate::runtime::rates::WindowRates;
@@ -81,6 +82,11 @@ pub struct GatewayDirection {
     /// Sum of every OPD's rate (unclassified traffic not included).
     pub rate: WindowRates,
     pub unclassified_bytes_total: u64,
+    /// What the uplink delivers now in this direction, while an estimate
+    /// holds (a flat aggregate below the contract that the OPDs share);
+    /// null otherwise. A `low` confidence is evidence only and never
+    /// gives a verdict.
+    pub delivered: Option<Delivered>,
 }
 
 /// The policy in force and how it got there.

@@ -394,6 +394,10 @@ pub(crate) async fn get_gateway(
     let view = state.view();
     let policy = &view.policy;
     let unclassified = state.traffic.unclassified();
+    let delivered: [Option<crate::diagnosis::capacity::Delivered>; 2] = {
+        let engine = crate::runtime::state::lock(&state.diagnosis.engine);
+        engine.delivered().map(|d| d.cloned())
+    };
     let direction = |dir: Direction| {
         let d = dir.index();
         let rate = state
@@ -404,6 +408,7 @@ pub(crate) async fn get_gateway(
             guaranteed_sum_bps: policy.guaranteed_sum(dir).bits_per_second(),
             rate,
             unclassified_bytes_total: unclassified.bytes[d],
+            delivered: delivered[d].clone(),
         }
     };
     let reload = state.reloads.lock().map(|r| r.clone()).unwrap_or_default();

@@ -194,8 +194,9 @@ fn an_uplink_at_30_percent_is_upstream_degraded_and_no_opd_is_blamed() {
         all_healthy(&lab, &OPDS)
     });
     let since = now_rfc3339();
-    // The ISP delivers 12 of 40 Mbit/s while every OPD wants its ceiling.
-    lab.limit_uplink("12mbit").unwrap();
+    // The ISP delivers 12 of 40 Mbit/s, behind a 400 ms queue, while every
+    // OPD wants its ceiling.
+    lab.limit_uplink("12mbit", "32kb", "400ms").unwrap();
     let hungry: Vec<Child> = (0..4)
         .map(|i| lab.spawn_iperf(i, Direction::Download, 60, 2).unwrap())
         .collect();
@@ -252,7 +253,7 @@ fn uplink_limited_and_a_cable_pulled_at_once_are_told_apart() {
     within(Duration::from_secs(40), "all healthy", || {
         all_healthy(&lab, &OPDS)
     });
-    lab.limit_uplink("12mbit").unwrap();
+    lab.limit_uplink("12mbit", "32kb", "400ms").unwrap();
     let hungry: Vec<Child> = (1..4)
         .map(|i| lab.spawn_iperf(i, Direction::Download, 60, 2).unwrap())
         .collect();

@@ -15,11 +15,15 @@ use jatah_common::{HTB_MAJOR, htb_class_id, opd_class_minor};
 use super::{GW_LISTEN, GW_STATUS_PORT, GW_WAN_ADDR, LAB_ADMIN_TOKEN, Lab};
 use crate::cli::client;
 use crate::datapath::PinnedCounters;
+use crate::lab::netns::run_checked;
 use crate::policy::Direction;
 use crate::shaper::{ClassStats, Shaper};
 
 /// Where the lab's Prometheus listens inside the gateway namespace.
 pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
+
+/// The nftables table [`Lab::wan_loss`] puts in the Internet namespace.
+const LOSS_TABLE: &str = "jatah_lab_wan_loss";
 
 /// A policy for the lab's gateway naming `n` OPDs (10.100.0.0/24 upward),
 /// each guaranteed 1M with a 100M ceiling, under a 40G uplink: for
@@ -244,23 +248,88 @@ impl Lab {
     }
 
     /// Limits what the Internet side sends towards the gateway (an ISP
-    /// delivering less than contracted): a tbf on its WAN link, with the
-    /// deep queue a real upstream bottleneck has.
-    pub fn limit_uplink(&self, rate: &str) -> Result<()> {
+    /// delivering less than contracted): a tbf on its WAN link,
+    /// `tc qdisc replace dev wan0 root tbf rate RATE burst BURST latency
+    /// LATENCY` in the Internet namespace. A small burst and a 5 ms latency
+    /// is policing ([`Lab::police_uplink`]); a longer latency is the queue
+    /// of a congested ISP ([`Lab::queue_uplink`]). Keep the burst at least
+    /// two MTUs and at least RATE/HZ, or tbf cannot send at RATE.
+    pub fn limit_uplink(&self, rate: &str, burst: &str, latency: &str) -> Result<()> {
         self.inet.run(
             "tc",
             [
-                "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", rate, "burst", "32kb",
-                "latency", "400ms",
+                "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", rate, "burst", burst,
+                "latency", latency,
             ],
         )?;
         Ok(())
+    }
+
+    /// An ISP policing the download to `rate`: [`Lab::limit_uplink`] with
+    /// a 16 kB burst and a 5 ms queue (about 15 packets at 12 Mbit/s), so
+    /// round trips hardly grow and the excess is dropped.
+    pub fn police_uplink(&self, rate: &str) -> Result<()> {
+        self.limit_uplink(rate, "16kb", "5ms")
+    }
+
+    /// A congested ISP: the download limited to `rate` behind a queue of
+    /// `latency` ("50ms", "100ms", "300ms"), 32 kB burst.
+    pub fn queue_uplink(&self, rate: &str, latency: &str) -> Result<()> {
+        self.limit_uplink(rate, "32kb", latency)
     }
 
     /// Removes the uplink limit.
     pub fn restore_uplink(&self) -> Result<()> {
         self.inet
             .run("tc", ["qdisc", "del", "dev", "wan0", "root"])?;
+        Ok(())
+    }
+
+    /// Bytes the uplink limit (the tbf on the Internet side's `wan0`) has
+    /// sent towards the gateway since it was set, Ethernet frames as tc
+    /// counts them; None while no limit is set. Two readings give what the
+    /// limit truly delivered over the time between them.
+    pub fn uplink_sent_bytes(&self) -> Result<Option<u64>> {
+        Ok(uplink_qdisc(self.inet.name())?.map(|q| q.sent_bytes))
+    }
+
+    /// Random loss on the uplink: the Internet side drops `percent` % of
+    /// what it sends towards the gateway (nftables, `numgen random mod 100
+    /// < percent drop` on output to `wan0`: the iperf3 servers and the
+    /// probed "ISP router" live there). With `spare_icmp` only TCP is
+    /// dropped, as an ISP whose routers answer pings while the data path
+    /// loses packets. Replaces any loss set before; the table lives in the
+    /// lab's Internet namespace, so it goes with the lab.
+    pub fn wan_loss(&self, percent: u32, spare_icmp: bool) -> Result<()> {
+        if percent > 100 {
+            bail!("loss of {percent} % is not a percentage");
+        }
+        self.clear_wan_loss()?;
+        let only_tcp = if spare_icmp { "meta l4proto tcp " } else { "" };
+        let rules = format!(
+            "table inet {LOSS_TABLE} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n  \
+             oifname \"wan0\" {only_tcp}numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+        );
+        let path = self.dir().join("wan-loss.nft");
+        std::fs::write(&path, rules)?;
+        self.inet.run("nft", ["-f", &path.display().to_string()])?;
+        Ok(())
+    }
+
+    /// Removes the loss [`Lab::wan_loss`] set (nothing to do if none).
+    pub fn clear_wan_loss(&self) -> Result<()> {
+        let out = self
+            .inet
+            .command("nft")
+            .args(["list", "table", "inet", LOSS_TABLE])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if out.success() {
+            self.inet
+                .run("nft", ["delete", "table", "inet", LOSS_TABLE])?;
+        }
         Ok(())
     }
 
@@ -361,4 +430,29 @@ impl Lab {
         ])?;
         Ok(())
     }
+}
+
+/// Statistics of the uplink limit (the root tbf on the Internet side's
+/// `wan0`), as `tc -s -j qdisc show` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UplinkQdisc {
+    sent_bytes: u64,
+}
+
+/// The root tbf's statistics on `wan0` in namespace `inet`; None when the
+/// root qdisc is not a tbf (no limit set).
+fn uplink_qdisc(inet: &str) -> Result<Option<UplinkQdisc>> {
+    let out = run_checked(std::process::Command::new("ip").args([
+        "netns", "exec", inet, "tc", "-s", "-j", "qdisc", "show", "dev", "wan0",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("tc output: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let root = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["kind"] == "tbf" && (q["root"] == true || q["parent"].is_null()));
+    Ok(root.map(|q| UplinkQdisc {
+        sent_bytes: q["bytes"].as_u64().unwrap_or(0),
+    }))
 }

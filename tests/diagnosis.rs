@@ -6,7 +6,7 @@
 mod support;
 
 use std::process::Child;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jatah::lab::Lab;
 use jatah::lab::netns::require_root;
@@ -247,7 +247,23 @@ fn five_healthy_minutes_of_mixed_traffic_change_no_state() {
         all_healthy(&lab, &OPDS)
     });
     let since = now_rfc3339();
-    std::thread::sleep(Duration::from_secs(300));
+    // Five minutes, looking every 5 s: no delivered-capacity estimate may
+    // ever be held while the uplink delivers all the OPDs ask for.
+    let calm = Instant::now();
+    for _ in 0..70 {
+        if calm.elapsed() >= Duration::from_secs(300) {
+            break;
+        }
+        let g = get(&lab, "/api/v1/gateway");
+        let evidence = &g["diagnosis"]["evidence"];
+        assert!(
+            evidence.get("download_delivered_bps").is_none()
+                && evidence.get("upload_delivered_bps").is_none(),
+            "a delivered estimate in a healthy run: {}",
+            g["diagnosis"]
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
     let changes = events_since(&lab, &since);
     assert!(
         changes.is_empty(),

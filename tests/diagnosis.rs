@@ -8,28 +8,19 @@ mod support;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use jatah::lab::Lab;
 use jatah::lab::netns::require_root;
-use jatah::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec};
 use jatah::policy::Direction;
 use serde_json::Value;
+use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
+use support::verdicts::{
+    all_healthy, events_since, gateway_state, get, no_local_blame, now_rfc3339, state, within,
+};
 use support::{jatah, one_lab_at_a_time};
-
-const OPDS: [&str; 4] = ["dinkes", "disdik", "bappeda", "kec-waru"];
 
 fn start(prefix: &str) -> Lab {
     require_root();
-    let mut lab = Lab::build(LabSpec {
-        prefix: prefix.into(),
-        download: "40M".into(),
-        upload: "20M".into(),
-        nat: true,
-        mtu: 1500,
-        opds: OPDS
-            .iter()
-            .map(|id| LabOpd::new(id, id, ("5M", "10M"), ("2M", "5M")))
-            .collect(),
-    })
-    .expect("building the lab");
+    let mut lab = Lab::build(diagnosis_lab(prefix)).expect("building the lab");
     lab.start_daemon(jatah()).expect("starting jatah");
     lab
 }
@@ -50,56 +41,6 @@ fn stop(children: Vec<Child>) {
         let _ = c.kill();
         let _ = c.wait();
     }
-}
-
-fn get(lab: &Lab, path: &str) -> Value {
-    let (status, body) = lab.http_get_as(path, Some(LAB_ADMIN_TOKEN)).unwrap();
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn state(lab: &Lab, opd: &str) -> Option<String> {
-    get(lab, &format!("/api/v1/opds/{opd}/diagnosis"))["verdict"]["state"]
-        .as_str()
-        .map(str::to_string)
-}
-
-fn gateway_state(lab: &Lab) -> Option<String> {
-    get(lab, "/api/v1/gateway")["diagnosis"]["state"]
-        .as_str()
-        .map(str::to_string)
-}
-
-/// Polls until `check` holds; returns the seconds it took.
-fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> f64 {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return start.elapsed().as_secs_f64();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn all_healthy(lab: &Lab, which: &[&str]) -> bool {
-    which
-        .iter()
-        .all(|o| state(lab, o).as_deref() == Some("healthy"))
-        && gateway_state(lab).as_deref() == Some("healthy")
-}
-
-/// Events since `since` (RFC 3339), from the API.
-fn events_since(lab: &Lab, since: &str) -> Vec<Value> {
-    let v = get(
-        lab,
-        &format!("/api/v1/events?from={}", jatah::lab::url_encode(since)),
-    );
-    v["events"].as_array().cloned().unwrap_or_default()
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339()
 }
 
 #[test]
@@ -174,17 +115,6 @@ fn a_router_switched_off_is_a_local_fault() {
     stop(t);
 }
 
-/// Every OPD's state never reached local_fault or local_degraded.
-fn no_local_blame(lab: &Lab, since: &str) {
-    for e in events_since(lab, since) {
-        let s = e["state"].as_str().unwrap_or("");
-        assert!(
-            s != "local_fault" && s != "local_degraded",
-            "an OPD was blamed for the uplink: {e}"
-        );
-    }
-}
-
 #[test]
 fn an_uplink_at_30_percent_is_upstream_degraded_and_no_opd_is_blamed() {
     let _one = one_lab_at_a_time();
@@ -194,8 +124,9 @@ fn an_uplink_at_30_percent_is_upstream_degraded_and_no_opd_is_blamed() {
         all_healthy(&lab, &OPDS)
     });
     let since = now_rfc3339();
-    // The ISP delivers 12 of 40 Mbit/s while every OPD wants its ceiling.
-    lab.limit_uplink("12mbit").unwrap();
+    // The ISP delivers 12 of 40 Mbit/s, behind a 400 ms queue, while every
+    // OPD wants its ceiling.
+    lab.limit_uplink("12mbit", "32kb", "400ms").unwrap();
     let hungry: Vec<Child> = (0..4)
         .map(|i| lab.spawn_iperf(i, Direction::Download, 60, 2).unwrap())
         .collect();
@@ -252,7 +183,7 @@ fn uplink_limited_and_a_cable_pulled_at_once_are_told_apart() {
     within(Duration::from_secs(40), "all healthy", || {
         all_healthy(&lab, &OPDS)
     });
-    lab.limit_uplink("12mbit").unwrap();
+    lab.limit_uplink("12mbit", "32kb", "400ms").unwrap();
     let hungry: Vec<Child> = (1..4)
         .map(|i| lab.spawn_iperf(i, Direction::Download, 60, 2).unwrap())
         .collect();
@@ -316,7 +247,23 @@ fn five_healthy_minutes_of_mixed_traffic_change_no_state() {
         all_healthy(&lab, &OPDS)
     });
     let since = now_rfc3339();
-    std::thread::sleep(Duration::from_secs(300));
+    // Five minutes, looking every 5 s: no delivered-capacity estimate may
+    // ever be held while the uplink delivers all the OPDs ask for.
+    let calm = Instant::now();
+    for _ in 0..70 {
+        if calm.elapsed() >= Duration::from_secs(300) {
+            break;
+        }
+        let g = get(&lab, "/api/v1/gateway");
+        let evidence = &g["diagnosis"]["evidence"];
+        assert!(
+            evidence.get("download_delivered_bps").is_none()
+                && evidence.get("upload_delivered_bps").is_none(),
+            "a delivered estimate in a healthy run: {}",
+            g["diagnosis"]
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
     let changes = events_since(&lab, &since);
     assert!(
         changes.is_empty(),

@@ -106,7 +106,7 @@ fn main() {
     let mut upstream = Vec::new();
     for r in 0..runs {
         wait(Duration::from_secs(60), || gateway_state(&lab) == "healthy").expect("uplink healthy");
-        lab.limit_uplink("12mbit").unwrap();
+        lab.limit_uplink("12mbit", "32kb", "400ms").unwrap();
         let hungry: Vec<Child> = (0..4)
             .map(|i| lab.spawn_iperf(i, Direction::Download, 60, 2).unwrap())
             .collect();

@@ -23,3 +23,23 @@ pub fn dinsos_and_bpbd_lab(prefix: &str, nat: bool) -> LabSpec {
         opds: dinsos_and_bpbd(),
     }
 }
+
+/// The diagnosis labs' four OPDs (5M guaranteed, 10M ceiling download;
+/// 2M..5M upload) behind a 40/20 Mbit/s uplink, with NAT.
+pub const DIAGNOSIS_OPDS: [&str; 4] = ["dinkes", "disdik", "bappeda", "kec-waru"];
+
+/// The lab tests/diagnosis.rs and tests/capacity.rs build: see
+/// [`DIAGNOSIS_OPDS`].
+pub fn diagnosis_lab(prefix: &str) -> LabSpec {
+    LabSpec {
+        prefix: prefix.into(),
+        download: "40M".into(),
+        upload: "20M".into(),
+        nat: true,
+        mtu: 1500,
+        opds: DIAGNOSIS_OPDS
+            .iter()
+            .map(|id| LabOpd::new(id, id, ("5M", "10M"), ("2M", "5M")))
+            .collect(),
+    }
+}

@@ -1,6 +1,7 @@
 //! What the integration tests share: the jatah binary under test, the lock
 //! that keeps a binary's lab tests from running side by side, the lab
-//! fixtures several tests build and the metric names jatah exports.
+//! fixtures several tests build, the metric names jatah exports and how
+//! the diagnosis tests read verdicts through the API.
 //!
 //! Each test binary includes this with `mod support;` and uses only part
 //! of it, hence `dead_code` is allowed here. The headless browser
@@ -10,6 +11,7 @@
 
 pub mod fixtures;
 pub mod metrics;
+pub mod verdicts;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

@@ -4,9 +4,14 @@
 //! `testkit` feature only, so `jatah lab` and the shipped binary carry none
 //! of it; the items are re-exported from [`crate::lab`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -15,11 +20,15 @@ use jatah_common::{HTB_MAJOR, htb_class_id, opd_class_minor};
 use super::{GW_LISTEN, GW_STATUS_PORT, GW_WAN_ADDR, LAB_ADMIN_TOKEN, Lab};
 use crate::cli::client;
 use crate::datapath::PinnedCounters;
+use crate::lab::netns::run_checked;
 use crate::policy::Direction;
 use crate::shaper::{ClassStats, Shaper};
 
 /// Where the lab's Prometheus listens inside the gateway namespace.
 pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
+
+/// The nftables table [`Lab::wan_loss`] puts in the Internet namespace.
+const LOSS_TABLE: &str = "jatah_lab_wan_loss";
 
 /// A policy for the lab's gateway naming `n` OPDs (10.100.0.0/24 upward),
 /// each guaranteed 1M with a 100M ceiling, under a 40G uplink: for
@@ -244,23 +253,88 @@ impl Lab {
     }
 
     /// Limits what the Internet side sends towards the gateway (an ISP
-    /// delivering less than contracted): a tbf on its WAN link, with the
-    /// deep queue a real upstream bottleneck has.
-    pub fn limit_uplink(&self, rate: &str) -> Result<()> {
+    /// delivering less than contracted): a tbf on its WAN link,
+    /// `tc qdisc replace dev wan0 root tbf rate RATE burst BURST latency
+    /// LATENCY` in the Internet namespace. A small burst and a 5 ms latency
+    /// is policing ([`Lab::police_uplink`]); a longer latency is the queue
+    /// of a congested ISP ([`Lab::queue_uplink`]). Keep the burst at least
+    /// two MTUs and at least RATE/HZ, or tbf cannot send at RATE.
+    pub fn limit_uplink(&self, rate: &str, burst: &str, latency: &str) -> Result<()> {
         self.inet.run(
             "tc",
             [
-                "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", rate, "burst", "32kb",
-                "latency", "400ms",
+                "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", rate, "burst", burst,
+                "latency", latency,
             ],
         )?;
         Ok(())
+    }
+
+    /// An ISP policing the download to `rate`: [`Lab::limit_uplink`] with
+    /// a 16 kB burst and a 5 ms queue (about 15 packets at 12 Mbit/s), so
+    /// round trips hardly grow and the excess is dropped.
+    pub fn police_uplink(&self, rate: &str) -> Result<()> {
+        self.limit_uplink(rate, "16kb", "5ms")
+    }
+
+    /// A congested ISP: the download limited to `rate` behind a queue of
+    /// `latency` ("50ms", "100ms", "300ms"), 32 kB burst.
+    pub fn queue_uplink(&self, rate: &str, latency: &str) -> Result<()> {
+        self.limit_uplink(rate, "32kb", latency)
     }
 
     /// Removes the uplink limit.
     pub fn restore_uplink(&self) -> Result<()> {
         self.inet
             .run("tc", ["qdisc", "del", "dev", "wan0", "root"])?;
+        Ok(())
+    }
+
+    /// Bytes the uplink limit (the tbf on the Internet side's `wan0`) has
+    /// sent towards the gateway since it was set, Ethernet frames as tc
+    /// counts them; None while no limit is set. Two readings give what the
+    /// limit truly delivered over the time between them.
+    pub fn uplink_sent_bytes(&self) -> Result<Option<u64>> {
+        Ok(uplink_qdisc(self.inet.name())?.map(|q| q.sent_bytes))
+    }
+
+    /// Random loss on the uplink: the Internet side drops `percent` % of
+    /// what it sends towards the gateway (nftables, `numgen random mod 100
+    /// < percent drop` on output to `wan0`: the iperf3 servers and the
+    /// probed "ISP router" live there). With `spare_icmp` only TCP is
+    /// dropped, as an ISP whose routers answer pings while the data path
+    /// loses packets. Replaces any loss set before; the table lives in the
+    /// lab's Internet namespace, so it goes with the lab.
+    pub fn wan_loss(&self, percent: u32, spare_icmp: bool) -> Result<()> {
+        if percent > 100 {
+            bail!("loss of {percent} % is not a percentage");
+        }
+        self.clear_wan_loss()?;
+        let only_tcp = if spare_icmp { "meta l4proto tcp " } else { "" };
+        let rules = format!(
+            "table inet {LOSS_TABLE} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n  \
+             oifname \"wan0\" {only_tcp}numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+        );
+        let path = self.dir().join("wan-loss.nft");
+        std::fs::write(&path, rules)?;
+        self.inet.run("nft", ["-f", &path.display().to_string()])?;
+        Ok(())
+    }
+
+    /// Removes the loss [`Lab::wan_loss`] set (nothing to do if none).
+    pub fn clear_wan_loss(&self) -> Result<()> {
+        let out = self
+            .inet
+            .command("nft")
+            .args(["list", "table", "inet", LOSS_TABLE])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if out.success() {
+            self.inet
+                .run("nft", ["delete", "table", "inet", LOSS_TABLE])?;
+        }
         Ok(())
     }
 
@@ -360,5 +434,306 @@ impl Lab {
             if up { "up" } else { "down" },
         ])?;
         Ok(())
+    }
+}
+
+/// Statistics of the uplink limit (the root tbf on the Internet side's
+/// `wan0`), as `tc -s -j qdisc show` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UplinkQdisc {
+    sent_bytes: u64,
+    dropped_packets: u64,
+    backlog_bytes: u64,
+}
+
+/// The root tbf's statistics on `wan0` in namespace `inet`; None when the
+/// root qdisc is not a tbf (no limit set).
+fn uplink_qdisc(inet: &str) -> Result<Option<UplinkQdisc>> {
+    let out = run_checked(std::process::Command::new("ip").args([
+        "netns", "exec", inet, "tc", "-s", "-j", "qdisc", "show", "dev", "wan0",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("tc output: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let root = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["kind"] == "tbf" && (q["root"] == true || q["parent"].is_null()));
+    Ok(root.map(|q| UplinkQdisc {
+        sent_bytes: q["bytes"].as_u64().unwrap_or(0),
+        dropped_packets: q["drops"].as_u64().unwrap_or(0),
+        backlog_bytes: q["backlog"].as_u64().unwrap_or(0),
+    }))
+}
+
+/// Bytes the Internet side's `wan0` has transmitted towards the gateway
+/// (the wire, limit or not); None if the link is gone.
+fn inet_wan_tx_bytes(inet: &str) -> Option<u64> {
+    let out = run_checked(
+        std::process::Command::new("ip")
+            .args(["-n", inet, "-s", "-j", "link", "show", "dev", "wan0"]),
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["stats64"]["tx"]["bytes"].as_u64()
+}
+
+/// HTB drops per class handle ("1:11") on a gateway interface, from
+/// `tc -s class show` (whose HTB classes this tc prints as text even with
+/// `-j`): a "class htb 1:11 ..." line, then " Sent ... (dropped N, ...".
+fn htb_drops(gw: &str, ifname: &str) -> BTreeMap<String, u64> {
+    let Ok(out) = run_checked(std::process::Command::new("ip").args([
+        "netns", "exec", gw, "tc", "-s", "class", "show", "dev", ifname,
+    ])) else {
+        return BTreeMap::new();
+    };
+    let mut drops = BTreeMap::new();
+    let mut class = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"class") {
+            class = words.get(2).map(|h| h.to_string());
+        } else if let (Some(handle), Some(at)) = (&class, line.find("(dropped ")) {
+            let n = line[at + "(dropped ".len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok());
+            if let Some(n) = n {
+                drops.insert(handle.clone(), n);
+            }
+            class = None;
+        }
+    }
+    drops
+}
+
+/// At most this many rows per trace (an hour): the recorder's loop is
+/// bounded even if nobody stops it.
+const TRACE_MAX_ROWS: u64 = 3600;
+
+/// Records, once a second, what jatah reports (per-OPD 1-s rates, states,
+/// the gateway's verdict) next to what the uplink truly delivered (the tbf's
+/// and the wire's byte counters), as CSV with a header line: for
+/// calibrating the diagnosis against real traffic. Stops (and joins its
+/// thread) on Drop or [`TraceRecorder::finish`].
+pub struct TraceRecorder {
+    stop: Arc<AtomicBool>,
+    phase: Arc<Mutex<String>>,
+    thread: Option<JoinHandle<Result<u64>>>,
+}
+
+impl TraceRecorder {
+    /// Sets the `phase` column from the next row on (e.g. "limited: tbf
+    /// rate 12mbit burst 16kb latency 5ms"); commas become semicolons.
+    pub fn phase(&self, phase: &str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase.replace(',', ";");
+    }
+
+    /// Stops recording; the number of rows written.
+    pub fn finish(mut self) -> Result<u64> {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the trace recorder panicked"))?,
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for TraceRecorder {
+    fn drop(&mut self) {
+        let _ = self.stop_thread();
+    }
+}
+
+/// What the recorder needs of the lab, owned so its thread can hold it.
+struct TraceSource {
+    gw: String,
+    inet: String,
+    /// (id, what load the scenario puts on it, its download HTB class "1:xx").
+    opds: Vec<(String, String, Option<String>)>,
+}
+
+impl Lab {
+    /// Starts recording a trace to `path` (see [`TraceRecorder`]).
+    /// `demand[i]` describes the load OPD `i` runs (e.g. "iperf3 -R -P 4"),
+    /// written in its `*_demand` column.
+    pub fn record_trace(&self, path: &Path, demand: &[&str]) -> Result<TraceRecorder> {
+        let slots = PinnedCounters::open(self.bpffs()?)?.slots()?;
+        let source = TraceSource {
+            gw: self.gw.name().to_string(),
+            inet: self.inet.name().to_string(),
+            opds: self
+                .spec
+                .opds
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    let class = slots
+                        .get(&o.id)
+                        .map(|s| tc_class_name(opd_class_minor(*s) as u16));
+                    let what = demand.get(i).copied().unwrap_or("none");
+                    (o.id.clone(), what.replace(',', ";"), class)
+                })
+                .collect(),
+        };
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        writeln!(file, "{}", source.header())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(Mutex::new("start".to_string()));
+        let (stop2, phase2) = (stop.clone(), phase.clone());
+        let thread = std::thread::spawn(move || -> Result<u64> {
+            super::enter_netns(&format!("/run/netns/{}", source.gw))?;
+            source.record(&mut file, &stop2, &phase2)
+        });
+        Ok(TraceRecorder {
+            stop,
+            phase,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// One row's cumulative counters, to turn the next row's into rates.
+#[derive(Default)]
+struct Previous {
+    at: Option<Instant>,
+    unclassified: [Option<u64>; 2],
+    tbf_sent: Option<u64>,
+    wire: Option<u64>,
+}
+
+impl TraceSource {
+    fn header(&self) -> String {
+        let mut h = String::from(
+            "t_s,utc,phase,gateway_state,gateway_reason,gateway_download_delivered_bps,\
+             opds_sum_download_bps_1s,opds_sum_upload_bps_1s,\
+             unclassified_download_bps_since_prev_row,unclassified_upload_bps_since_prev_row,\
+             tbf_sent_bytes_total,tbf_sent_bps_since_prev_row,tbf_dropped_packets_total,tbf_backlog_bytes,\
+             inet_wan0_tx_bytes_total,inet_wan0_tx_bps_since_prev_row",
+        );
+        for (id, _, _) in &self.opds {
+            let _ = write!(
+                h,
+                ",{id}_demand,{id}_state,{id}_download_bps_1s,{id}_upload_bps_1s,\
+                 {id}_download_ceiling_bps,{id}_download_packets_total,{id}_download_htb_drops_total"
+            );
+        }
+        h
+    }
+
+    /// Writes a row every second until `stop` (or [`TRACE_MAX_ROWS`]).
+    fn record(
+        &self,
+        file: &mut std::fs::File,
+        stop: &AtomicBool,
+        phase: &Mutex<String>,
+    ) -> Result<u64> {
+        let start = Instant::now();
+        let mut prev = Previous::default();
+        for k in 0..TRACE_MAX_ROWS {
+            let due = start + Duration::from_secs(k);
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(k);
+                }
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            }
+            let phase = phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let row = self.row(start, &phase, &mut prev);
+            writeln!(file, "{row}")?;
+            file.flush()?;
+        }
+        Ok(TRACE_MAX_ROWS)
+    }
+
+    fn row(&self, start: Instant, phase: &str, prev: &mut Previous) -> String {
+        let api = |path: &str| -> serde_json::Value {
+            match client::get(
+                GW_LISTEN.parse().expect("address"),
+                path,
+                Some(LAB_ADMIN_TOKEN),
+            ) {
+                Ok((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
+                _ => serde_json::Value::Null,
+            }
+        };
+        let g = api("/api/v1/gateway");
+        let opds = api("/api/v1/opds");
+        let tbf = uplink_qdisc(&self.inet).ok().flatten();
+        let wire = inet_wan_tx_bytes(&self.inet);
+        let drops = htb_drops(&self.gw, "lan0");
+        let now = Instant::now();
+        let dt = prev.at.map(|p| (now - p).as_secs_f64());
+        let rate = |cur: Option<u64>, old: Option<u64>| -> String {
+            match (cur, old, dt) {
+                (Some(c), Some(o), Some(dt)) if c >= o && dt > 0.0 => {
+                    format!("{:.0}", (c - o) as f64 * 8.0 / dt)
+                }
+                _ => String::new(),
+            }
+        };
+        let num = |v: &serde_json::Value| v.as_u64().map(|n| n.to_string()).unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").replace(',', ";");
+        let unclassified = [
+            g["download"]["unclassified_bytes_total"].as_u64(),
+            g["upload"]["unclassified_bytes_total"].as_u64(),
+        ];
+        let tbf_sent = tbf.map(|q| q.sent_bytes);
+        let mut row = format!(
+            "{:.3},{},{phase},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            (now - start).as_secs_f64(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            text(&g["diagnosis"]["state"]),
+            text(&g["diagnosis"]["evidence"]["reason"]),
+            num(&g["diagnosis"]["evidence"]["download_delivered_bps"]),
+            num(&g["download"]["rate"]["last_1s_bps"]),
+            num(&g["upload"]["rate"]["last_1s_bps"]),
+            rate(unclassified[0], prev.unclassified[0]),
+            rate(unclassified[1], prev.unclassified[1]),
+            tbf_sent.map(|b| b.to_string()).unwrap_or_default(),
+            rate(tbf_sent, prev.tbf_sent),
+            tbf.map(|q| q.dropped_packets.to_string())
+                .unwrap_or_default(),
+            tbf.map(|q| q.backlog_bytes.to_string()).unwrap_or_default(),
+            wire.map(|b| b.to_string()).unwrap_or_default(),
+            rate(wire, prev.wire),
+        );
+        let list = opds["opds"].as_array().cloned().unwrap_or_default();
+        for (id, demand, class) in &self.opds {
+            let o = list
+                .iter()
+                .find(|o| o["id"] == id.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let d = class.as_ref().and_then(|c| drops.get(c));
+            let _ = write!(
+                row,
+                ",{demand},{},{},{},{},{},{}",
+                text(&o["state"]),
+                num(&o["download"]["rate"]["last_1s_bps"]),
+                num(&o["upload"]["rate"]["last_1s_bps"]),
+                num(&o["download"]["ceiling_bps"]),
+                num(&o["download"]["packets_total"]),
+                d.map(u64::to_string).unwrap_or_default(),
+            );
+        }
+        *prev = Previous {
+            at: Some(now),
+            unclassified,
+            tbf_sent,
+            wire,
+        };
+        row
     }
 }

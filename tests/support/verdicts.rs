@@ -1,0 +1,77 @@
+//! Reading jatah's verdicts in a lab through its own API, as the
+//! diagnosis tests do: states, events, and bounded waits for them.
+
+use std::time::{Duration, Instant};
+
+use jatah::lab::{LAB_ADMIN_TOKEN, Lab};
+use serde_json::Value;
+
+/// GET `path` as the lab's admin; panics unless 200 with JSON.
+pub fn get(lab: &Lab, path: &str) -> Value {
+    let (status, body) = lab.http_get_as(path, Some(LAB_ADMIN_TOKEN)).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// An OPD's diagnosis state (None in the first seconds).
+pub fn state(lab: &Lab, opd: &str) -> Option<String> {
+    get(lab, &format!("/api/v1/opds/{opd}/diagnosis"))["verdict"]["state"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The gateway's diagnosis state (None in the first seconds).
+pub fn gateway_state(lab: &Lab) -> Option<String> {
+    get(lab, "/api/v1/gateway")["diagnosis"]["state"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Polls every 250 ms until `check` holds; returns the seconds it took.
+/// Panics after `limit` (or after as many checks as fit in it).
+pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> f64 {
+    let start = Instant::now();
+    let tries = limit.as_millis() / 250 + 2;
+    for _ in 0..tries {
+        if check() {
+            return start.elapsed().as_secs_f64();
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+/// Every OPD in `which` and the gateway are healthy.
+pub fn all_healthy(lab: &Lab, which: &[&str]) -> bool {
+    which
+        .iter()
+        .all(|o| state(lab, o).as_deref() == Some("healthy"))
+        && gateway_state(lab).as_deref() == Some("healthy")
+}
+
+/// Events since `since` (RFC 3339), from the API.
+pub fn events_since(lab: &Lab, since: &str) -> Vec<Value> {
+    let v = get(
+        lab,
+        &format!("/api/v1/events?from={}", jatah::lab::url_encode(since)),
+    );
+    v["events"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// No OPD's state reached local_fault or local_degraded since `since`.
+pub fn no_local_blame(lab: &Lab, since: &str) {
+    for e in events_since(lab, since) {
+        let s = e["state"].as_str().unwrap_or("");
+        assert!(
+            s != "local_fault" && s != "local_degraded",
+            "an OPD was blamed for the uplink: {e}"
+        );
+    }
+}

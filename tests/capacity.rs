@@ -147,6 +147,21 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
         (estimate - POLICED_BPS).abs() <= 0.1 * POLICED_BPS,
         "estimate {estimate:.0} b/s is not within 10 % of the {POLICED_RATE} limit"
     );
+    let delivered = &g["download"]["delivered"];
+    assert!(
+        matches!(delivered["confidence"].as_str(), Some("medium" | "high")),
+        "the estimate in GET /api/v1/gateway holds at medium or better: {delivered}"
+    );
+    let (_, metrics) = lab.http_get("/metrics").unwrap();
+    let exported = metric(
+        &metrics,
+        "jatah_gateway_download_delivered_bytes_per_second",
+    )
+    .expect("the delivered metric is exported while the estimate holds");
+    assert!(
+        (exported * 8.0 - truth).abs() <= 0.1 * truth,
+        "exported {exported:.0} B/s against {truth:.0} b/s sent"
+    );
     no_local_blame(&lab, &since);
     for o in OPDS {
         let s = state(&lab, o).unwrap_or_default();
@@ -158,10 +173,25 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
         gateway_state(&lab).as_deref() == Some("healthy")
     });
     no_local_blame(&lab, &since);
+    let (_, metrics) = lab.http_get("/metrics").unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "jatah_gateway_download_delivered_bytes_per_second"
+        ),
+        None,
+        "no delivered figure once the uplink delivers again"
+    );
     eprintln!(
         "limit lifted: healthy after {back:.1} s; {:.0} s since jatah was up",
         up.elapsed().as_secs_f64()
     );
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn trace_path(name: &str) -> PathBuf {

@@ -11,7 +11,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use jatah::lab::Lab;
@@ -19,7 +18,7 @@ use jatah::lab::netns::require_root;
 use jatah::policy::Direction;
 use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
 use support::verdicts::{gateway_state, get, no_local_blame, now_rfc3339, state, within};
-use support::{jatah, one_lab_at_a_time};
+use support::{Children, jatah, one_lab_at_a_time};
 
 /// What each OPD asks for, in the order of [`OPDS`]: bulk downloads with
 /// one, four and eight flows (each up to its 10M ceiling) and a steady one
@@ -39,26 +38,13 @@ const WARM_UP: Duration = Duration::from_secs(35);
 const POLICED_RATE: &str = "12mbit";
 const POLICED_BPS: f64 = 12e6;
 
-/// Background iperf3 clients, ended by their PIDs when dropped, also when a
-/// test fails.
-struct Clients(Vec<Child>);
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Starts [`DEMAND`] for `seconds`.
-fn demand(lab: &Lab, seconds: u32) -> Clients {
+fn demand(lab: &Lab, seconds: u32) -> Children {
     let bulk = |i: usize, flows: &str| {
         lab.spawn_iperf_args(i, Direction::Download, seconds, 0, &["-P", flows], false)
             .expect("starting iperf3")
     };
-    Clients(vec![
+    Children(vec![
         bulk(0, "1"),
         bulk(1, "4"),
         bulk(2, "8"),

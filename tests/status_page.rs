@@ -10,7 +10,6 @@ mod support;
 mod webdriver;
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
@@ -36,17 +35,6 @@ fn artefacts() -> PathBuf {
     let dir = target.join("test-artefacts/status-page");
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-struct Traffic(Vec<Child>);
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A day of past usage in the store jatah will open, as if the gateway had
@@ -277,7 +265,7 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
     .expect("building the lab");
     seed_history(&lab);
     lab.start_daemon(jatah()).expect("starting jatah");
-    let _traffic = Traffic(
+    let _traffic = support::Children(
         (0..OPDS.len())
             .map(|i| {
                 lab.spawn_iperf_paced(i, Direction::Download, 400, "2M")

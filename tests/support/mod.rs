@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod verdicts;
 
 use std::path::Path;
+use std::process::Child;
 use std::sync::{Mutex, MutexGuard};
 
 /// The `jatah` binary cargo built for this test run.
@@ -29,4 +30,18 @@ static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// failed while holding it does not fail the ones after it.
 pub fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
     ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Background clients (iperf3 and the like), ended by their PIDs when the
+/// guard drops, also when a test fails: a client left running in a
+/// namespace that is then deleted can spin at 100% CPU.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -8,6 +8,8 @@ mod engine;
 pub mod probe;
 pub mod reference;
 pub mod signals;
+#[cfg(test)]
+mod test_rng;
 mod verdict;
 
 pub use engine::*;

@@ -3,6 +3,7 @@
 //! Rates come from a small deterministic generator, so every run is the
 //! same.
 
+use crate::diagnosis::test_rng::Rng;
 use super::*;
 
 const CONTRACT: u64 = 200_000_000;
@@ -13,34 +14,6 @@ fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-28T02:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
-}
-
-/// xorshift64: deterministic, no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [mean·(1−jitter), mean·(1+jitter)].
-    fn around(&mut self, mean: f64, jitter: f64) -> f64 {
-        mean * (1.0 + jitter * (2.0 * self.unit() - 1.0))
-    }
 }
 
 /// One second under a cap of `total`: the sum sits at the cap (within

@@ -1,5 +1,6 @@
 //! The engine on synthetic signal series: every state and its edges.
 
+use crate::diagnosis::test_rng::Rng;
 use super::*;
 
 const CEIL: u64 = 10_000_000;
@@ -487,24 +488,6 @@ fn a_problem_sentence_says_since_when_and_a_normal_one_does_not() {
         Some("10:02 WITA"),
     );
     assert!(!en.contains("10:02") && !id.contains("10:02"));
-}
-
-/// xorshift64 for the capped-uplink scenario: deterministic, no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn around(&mut self, mean: f64, jitter: f64) -> f64 {
-        mean * (1.0 + jitter * (2.0 * self.unit() - 1.0))
-    }
 }
 
 /// Three OPDs (ceilings 100M down, 20M up) under a 200M/50M contract:

@@ -204,17 +204,20 @@ async fn current_rates_and_percent_of_ceiling_come_from_the_daemons_samples() {
         let t0 = Instant::now();
         for s in 0..=10u64 {
             // 2.5 MB/s = 20 Mbit/s = half of dinkes' 40M ceiling.
-            let totals = [(
+            let read = [(
                 "dinkes".to_string(),
                 jatah_common::Counters {
                     bytes: [s * 2_500_000, 0],
                     packets: [0, 0],
                 },
-            )];
+            )]
+            .into_iter()
+            .collect();
             fx.state.traffic.record(
                 t0 + Duration::from_secs(s),
-                totals.into_iter().collect(),
-                Default::default(),
+                &read,
+                None,
+                &fx.state.view().slots,
             );
         }
     }

@@ -31,7 +31,8 @@ pub struct Reading {
     /// HTB drops by class minor, per direction.
     pub drops: [BTreeMap<u16, u64>; DIRECTIONS],
     /// Traffic that matched no OPD.
-    pub unclassified: Counters,
+    /// None when reading it failed this second.
+    pub unclassified: Option<Counters>,
 }
 
 /// What a probe target is: an OPD's router or an upstream target. Its
@@ -98,8 +99,9 @@ pub struct Watcher {
     prev: BTreeMap<String, Previous>,
     probe_done: BTreeMap<String, u64>,
     last: Option<Instant>,
-    /// The unclassified slot's counters at the previous second.
-    prev_unclassified: Option<Counters>,
+    /// The unclassified slot's counters at the last second they were
+    /// read, and when.
+    prev_unclassified: Option<(Counters, Instant)>,
 }
 
 /// Interface names that hold an address inside each subnet, for carrier.
@@ -204,13 +206,19 @@ impl Watcher {
         self.prev.retain(|id, _| policy.opd(id).is_some());
         // Traffic that matched no OPD still crosses the uplink: the
         // delivered estimate counts it like an OPD's.
-        if let Some(prev) = self.prev_unclassified {
-            tick.unclassified_bps = std::array::from_fn(|d| {
-                (reading.unclassified.bytes[d].saturating_sub(prev.bytes[d]) as f64 * 8.0 / dt)
-                    as u64
-            });
+        // A failed read keeps the last good one (and this second reads 0),
+        // so it never turns into a spike of the whole counter.
+        if let Some(now_c) = reading.unclassified {
+            if let Some((prev, at)) = self.prev_unclassified {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                if dt > 0.0 {
+                    tick.unclassified_bps = std::array::from_fn(|d| {
+                        (now_c.bytes[d].saturating_sub(prev.bytes[d]) as f64 * 8.0 / dt) as u64
+                    });
+                }
+            }
+            self.prev_unclassified = Some((now_c, now));
         }
-        self.prev_unclassified = Some(reading.unclassified);
         for u in &policy.diagnosis.upstream {
             if let Some(status) = probes.get(ProbeOf::Upstream(u.name.clone()).key().as_str()) {
                 let r = self.new_results(status);
@@ -252,4 +260,56 @@ fn new_round_trips(before: &RttHistogram, now: &RttHistogram) -> Vec<Duration> {
 /// Upper bounds of the RTT histogram buckets, in seconds (the last is +Inf).
 pub fn rtt_bucket_bounds() -> [f64; RTT_BUCKETS - 1] {
     std::array::from_fn(|k| rtt_bucket_bound_ns(k) as f64 / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[gateway]
+wan = "eth0"
+lan = ["eth1"]
+download = "100M"
+upload = "50M"
+
+[[opd]]
+id = "a"
+name = "A"
+subnets = ["10.20.1.0/24"]
+download = { guaranteed = "10M", ceiling = "20M" }
+upload = { guaranteed = "5M", ceiling = "10M" }
+"#;
+
+    fn unclassified(bytes: u64) -> Option<Counters> {
+        Some(Counters {
+            bytes: [bytes, 0],
+            packets: [0, 0],
+        })
+    }
+
+    #[test]
+    fn a_failed_unclassified_read_is_no_spike_and_the_next_rate_spans_the_gap() {
+        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
+        let slots = BTreeMap::from([("a".to_string(), 0)]);
+        let t0 = Instant::now();
+        let at = Utc::now();
+        let mut w = Watcher::default();
+        let mut tick = |s: u64, u: Option<Counters>| {
+            let reading = Reading {
+                at: Some(t0 + Duration::from_secs(s)),
+                unclassified: u,
+                ..Reading::default()
+            };
+            w.tick(&reading, &policy, &slots, &[], at).unclassified_bps
+        };
+        assert_eq!(tick(0, unclassified(1_000_000)), [0, 0]);
+        assert_eq!(tick(1, unclassified(1_125_000)), [1_000_000, 0]);
+        assert_eq!(tick(2, None), [0, 0], "a failed read reads 0, not the whole counter");
+        assert_eq!(
+            tick(3, unclassified(1_375_000)),
+            [1_000_000, 0],
+            "two seconds of bytes over two seconds"
+        );
+    }
 }

@@ -10,11 +10,12 @@
 //!           ──► (each minute) history store: cumulative counters + peak rates
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use jatah_common::{SIDE_LAN, SIDE_WAN, SLOT_UNCLASSIFIED, rtt_index};
+use jatah_common::{Counters, DOWNLOAD, SIDE_LAN, SIDE_WAN, SLOT_UNCLASSIFIED, UPLOAD, rtt_index};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -62,16 +63,25 @@ pub fn sample_once(
     let view = state.view();
     let reading = take_reading(reader, &view, &state.kernel);
 
-    let totals = view
+    // The OPDs read this second; one whose read failed is left out (its
+    // history minute waits for the next reading, its rates keep their
+    // series), never counted as zero.
+    let read: BTreeMap<String, Counters> = view
         .slots
         .iter()
         .filter_map(|(id, slot)| reading.counters.get(slot).map(|c| (id.clone(), *c)))
         .collect();
     state.traffic.record(
         reading.at.unwrap_or_else(Instant::now),
-        totals,
+        &read,
         reading.unclassified,
+        &view.slots,
     );
+    // The history minute before diagnosis: a failure there must not cost
+    // a minute of usage.
+    if let Some(minute) = record_minute {
+        record_history_minute(state, &read, minute);
+    }
 
     let probes = state
         .diagnosis
@@ -84,22 +94,22 @@ pub fn sample_once(
     for c in &changes {
         record_change(state, c);
     }
-
-    if let Some(minute) = record_minute {
-        record_history_minute(state, &view, minute);
-    }
 }
 
 /// Reads every slot in use: counters and round trips in one batch each,
 /// and the HTB drops.
 pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelStatus) -> Reading {
     let n = view.slot_count();
+    // The counters and the unclassified slot first and together, stamped
+    // just before: their rates share one time base. The HTB dumps (whose
+    // length varies) come last.
+    let at = Instant::now();
     let counters = SlotTable::counters(Some(reader), n);
+    let unclassified = reader.read(SLOT_UNCLASSIFIED).ok();
     let round_trips = SlotTable::round_trips(Some(reader), n);
     let mut reading = Reading {
-        at: Some(Instant::now()),
-        drops: drops_by_minor(&kernel.htb_stats()),
-        unclassified: reader.read(SLOT_UNCLASSIFIED).unwrap_or_default(),
+        at: Some(at),
+        unclassified,
         ..Reading::default()
     };
     for &slot in view.slots.values() {
@@ -110,6 +120,7 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
             .map(|side| round_trips.get(rtt_index(slot, side)).unwrap_or_default());
         reading.round_trips.insert(slot, rtt);
     }
+    reading.drops = drops_by_minor(&kernel.htb_stats());
     reading
 }
 
@@ -145,20 +156,22 @@ fn minute_start(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Hands the minute's cumulative counters and peak rates to the history
 /// store, opening it again if it was unavailable.
-fn record_history_minute(state: &AppState, view: &PolicyView, minute: DateTime<Utc>) {
+fn record_history_minute(
+    state: &AppState,
+    read: &BTreeMap<String, Counters>,
+    minute: DateTime<Utc>,
+) {
     let peaks = state.traffic.take_minute_peaks();
-    let readings: Vec<CounterReading> = view
-        .slots
-        .keys()
-        .map(|opd| {
-            let totals = state.traffic.totals(opd);
+    let readings: Vec<CounterReading> = read
+        .iter()
+        .map(|(opd, totals)| {
             let peak = peaks.get(opd).copied().unwrap_or([0, 0]);
             CounterReading {
                 opd: opd.clone(),
-                download_bytes_total: totals.bytes[0],
-                upload_bytes_total: totals.bytes[1],
-                peak_download_bps: peak[0],
-                peak_upload_bps: peak[1],
+                download_bytes_total: totals.bytes[DOWNLOAD],
+                upload_bytes_total: totals.bytes[UPLOAD],
+                peak_download_bps: peak[DOWNLOAD],
+                peak_upload_bps: peak[UPLOAD],
             }
         })
         .collect();

@@ -281,21 +281,34 @@ struct TrafficInner {
 }
 
 impl Traffic {
-    /// Records one reading: cumulative counters by OPD id, and the
-    /// unclassified slot's.
+    /// Records one reading: the cumulative counters of the OPDs read this
+    /// second, by id, and the unclassified slot's (None when its read
+    /// failed). `in_force` are the OPDs of the policy in force, by id: one
+    /// whose read failed keeps its rate series and last totals, one no
+    /// longer in force is forgotten.
     pub fn record(
         &self,
         at: std::time::Instant,
-        totals: BTreeMap<String, Counters>,
-        unclassified: Counters,
+        read: &BTreeMap<String, Counters>,
+        unclassified: Option<Counters>,
+        in_force: &BTreeMap<String, u32>,
     ) {
-        let mut t = lock(&self.inner);
-        for (id, c) in &totals {
+        let mut guard = lock(&self.inner);
+        let t = &mut *guard;
+        for (id, c) in read {
             t.rates.record(id, at, c.bytes);
+            match t.totals.get_mut(id) {
+                Some(total) => *total = *c,
+                None => {
+                    t.totals.insert(id.clone(), *c);
+                }
+            }
         }
-        t.rates.retain(|id| totals.contains_key(id));
-        t.totals = totals;
-        t.unclassified = unclassified;
+        t.rates.retain(|id| in_force.contains_key(id));
+        t.totals.retain(|id, _| in_force.contains_key(id));
+        if let Some(u) = unclassified {
+            t.unclassified = u;
+        }
     }
 
     /// Rates of one direction (`jatah_common::DOWNLOAD`/`UPLOAD`) of an OPD.
@@ -457,5 +470,49 @@ mod tests {
         assert_eq!(t.observe(0, "a", 2), 11, "class recreated: continue from 9");
         assert_eq!(t.observe(0, "a", 3), 12);
         assert_eq!(t.observe(1, "a", 1), 1, "directions are separate");
+    }
+
+    fn counters(bytes: u64) -> Counters {
+        Counters {
+            bytes: [bytes, 0],
+            packets: [bytes / 1000, 0],
+        }
+    }
+
+    #[test]
+    fn an_opd_whose_read_failed_keeps_its_totals_and_rates_until_it_leaves_the_policy() {
+        let traffic = Traffic::default();
+        let in_force: BTreeMap<String, u32> = [("a".to_string(), 0), ("b".to_string(), 1)].into();
+        let t0 = std::time::Instant::now();
+        let both = |s: u64| -> BTreeMap<String, Counters> {
+            [("a".to_string(), counters(s * 1_000_000)), ("b".to_string(), counters(s * 500_000))]
+                .into()
+        };
+        for s in 0..=5 {
+            traffic.record(t0 + std::time::Duration::from_secs(s), &both(s), None, &in_force);
+        }
+        // Second 6: a's read failed. Its totals stay, never 0.
+        let only_b: BTreeMap<String, Counters> = [("b".to_string(), counters(3_000_000))].into();
+        traffic.record(t0 + std::time::Duration::from_secs(6), &only_b, None, &in_force);
+        assert_eq!(traffic.totals("a"), counters(5_000_000));
+        assert_eq!(traffic.rates("a", DOWNLOAD).last_10s_bps, 8_000_000);
+        // Second 7: a read again; its rate spans the gap, not doubled.
+        traffic.record(t0 + std::time::Duration::from_secs(7), &both(7), None, &in_force);
+        assert_eq!(traffic.rates("a", DOWNLOAD).last_1s_bps, 8_000_000);
+        // a leaves the policy: forgotten.
+        let only_b_in_force: BTreeMap<String, u32> = [("b".to_string(), 1)].into();
+        traffic.record(t0 + std::time::Duration::from_secs(8), &only_b, None, &only_b_in_force);
+        assert_eq!(traffic.totals("a"), Counters::default());
+        assert_eq!(traffic.rates("a", DOWNLOAD), WindowRates::default());
+    }
+
+    #[test]
+    fn a_failed_unclassified_read_keeps_the_last_good_counters() {
+        let traffic = Traffic::default();
+        let none = BTreeMap::new();
+        let t0 = std::time::Instant::now();
+        traffic.record(t0, &none, Some(counters(42)), &BTreeMap::new());
+        traffic.record(t0, &none, None, &BTreeMap::new());
+        assert_eq!(traffic.unclassified(), counters(42));
     }
 }

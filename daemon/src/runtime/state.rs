@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use jatah_common::{Counters, DIRECTIONS, DOWNLOAD, UPLOAD};
@@ -38,6 +38,16 @@ use crate::shaper::{ClassStats, Shaper};
 /// task must not stop the others from reading what is there.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A copy of what a read-write lock holds, poisoned or not (as [`lock`]).
+fn read_copy<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Write access to a read-write lock, poisoned or not (as [`lock`]).
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The policy in force and the slot each of its OPDs holds, swapped as one
@@ -81,15 +91,12 @@ impl PolicyCell {
 
     /// The view in force.
     pub fn view(&self) -> Arc<PolicyView> {
-        self.view
-            .read()
-            .map(|v| v.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        read_copy(&self.view)
     }
 
     /// Makes `view` the one in force.
     pub fn publish(&self, view: PolicyView) {
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        *write(&self.view) = Arc::new(view);
     }
 
     /// A scrape delivered these retired OPDs' final counters: they leave
@@ -98,7 +105,7 @@ impl PolicyCell {
         if slots.is_empty() {
             return;
         }
-        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut view = write(&self.view);
         let mut next = (**view).clone();
         next.retired.retain(|_, s| !slots.contains(s));
         *view = Arc::new(next);
@@ -189,14 +196,11 @@ impl KernelStatus {
     /// The interfaces jatah shapes on now (their ifindexes change when an
     /// interface is recreated).
     pub fn shaping(&self) -> Option<Interfaces> {
-        self.shaping
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        read_copy(&self.shaping)
     }
 
     pub fn set_shaping(&self, ifaces: Interfaces) {
-        *self.shaping.write().unwrap_or_else(|p| p.into_inner()) = Some(ifaces);
+        *write(&self.shaping) = Some(ifaces);
     }
 
     /// Counts a failed netlink or BPF operation on an interface

@@ -86,11 +86,19 @@ pub fn probe_targets(policy: &Policy) -> Vec<ProbeTarget> {
     t
 }
 
-#[derive(Debug, Default, Clone)]
+/// An OPD's last good reading: cumulative values, read at `at`.
+#[derive(Debug, Clone)]
 struct Previous {
+    at: Instant,
     counters: Counters,
     rtt: [RttHistogram; 2],
-    drops: [u64; DIRECTIONS],
+    /// Cumulative HTB drops per direction; None while the class has not
+    /// been seen in a dump.
+    drops: [Option<u64>; DIRECTIONS],
+    /// The rates of the last second with a good reading, held for a
+    /// second whose read failed.
+    packets: [u64; 2],
+    bps: [u64; 2],
 }
 
 /// Remembers the previous second to turn cumulative counters into deltas.
@@ -98,7 +106,6 @@ struct Previous {
 pub struct Watcher {
     prev: BTreeMap<String, Previous>,
     probe_done: BTreeMap<String, u64>,
-    last: Option<Instant>,
     /// The unclassified slot's counters at the last second they were
     /// read, and when.
     prev_unclassified: Option<(Counters, Instant)>,
@@ -130,12 +137,6 @@ impl Watcher {
         at: DateTime<Utc>,
     ) -> Tick {
         let now = reading.at.unwrap_or_else(Instant::now);
-        let dt = self
-            .last
-            .map(|l| now.saturating_duration_since(l).as_secs_f64())
-            .filter(|d| *d > 0.0)
-            .unwrap_or(1.0);
-        self.last = Some(now);
         let probes: BTreeMap<&str, &ProbeStatus> =
             probes.iter().map(|s| (s.key.as_str(), s)).collect();
         let addrs = interfaces_by_address();
@@ -153,19 +154,6 @@ impl Watcher {
             let Some(&slot) = slots.get(&opd.id) else {
                 continue;
             };
-            let Some(&counters) = reading.counters.get(&slot) else {
-                continue;
-            };
-            let rtt = reading.round_trips.get(&slot).copied().unwrap_or_default();
-            let minor = opd_class_minor(slot) as u16;
-            let drop_now: [u64; DIRECTIONS] =
-                std::array::from_fn(|d| reading.drops[d].get(&minor).copied().unwrap_or(0));
-            let fresh = !self.prev.contains_key(&opd.id);
-            let prev = self.prev.entry(opd.id.clone()).or_insert_with(|| Previous {
-                counters,
-                rtt,
-                drops: drop_now,
-            });
             let mut s = OpdSignals {
                 ceiling_bps: [
                     opd.download.ceiling.bits_per_second(),
@@ -174,23 +162,67 @@ impl Watcher {
                 probe_configured: opd.probe.is_some(),
                 ..OpdSignals::default()
             };
-            if !fresh {
-                s.packets = std::array::from_fn(|d| {
-                    counters.packets[d].saturating_sub(prev.counters.packets[d])
-                });
-                s.bps = std::array::from_fn(|d| {
-                    (counters.bytes[d].saturating_sub(prev.counters.bytes[d]) as f64 * 8.0 / dt)
-                        as u64
-                });
-                s.drops = std::array::from_fn(|d| drop_now[d].saturating_sub(prev.drops[d]));
-                s.handshake_rtts =
-                    std::array::from_fn(|side| new_round_trips(&prev.rtt[side], &rtt[side]));
+            let minor = opd_class_minor(slot) as u16;
+            // A class missing from a dump (the dump failed) is unknown,
+            // not zero: the next good dump must not count old drops as new.
+            let drop_now: [Option<u64>; DIRECTIONS] =
+                std::array::from_fn(|d| reading.drops[d].get(&minor).copied());
+            match (reading.counters.get(&slot), self.prev.get_mut(&opd.id)) {
+                (Some(&counters), Some(prev)) => {
+                    let rtt = reading.round_trips.get(&slot).copied().unwrap_or_default();
+                    // Each OPD's rate spans the time since its own last
+                    // good reading: after a failed read, two seconds of
+                    // bytes over two seconds.
+                    let dt = now.saturating_duration_since(prev.at).as_secs_f64();
+                    let dt = if dt > 0.0 { dt } else { 1.0 };
+                    s.packets = std::array::from_fn(|d| {
+                        counters.packets[d].saturating_sub(prev.counters.packets[d])
+                    });
+                    s.bps = std::array::from_fn(|d| {
+                        (counters.bytes[d].saturating_sub(prev.counters.bytes[d]) as f64 * 8.0
+                            / dt) as u64
+                    });
+                    s.drops = std::array::from_fn(|d| match (drop_now[d], prev.drops[d]) {
+                        (Some(now), Some(before)) => now.saturating_sub(before),
+                        _ => 0,
+                    });
+                    s.handshake_rtts =
+                        std::array::from_fn(|side| new_round_trips(&prev.rtt[side], &rtt[side]));
+                    *prev = Previous {
+                        at: now,
+                        counters,
+                        rtt,
+                        drops: std::array::from_fn(|d| drop_now[d].or(prev.drops[d])),
+                        packets: s.packets,
+                        bps: s.bps,
+                    };
+                }
+                (Some(&counters), None) => {
+                    // The first reading: rates from the next one.
+                    let rtt = reading.round_trips.get(&slot).copied().unwrap_or_default();
+                    self.prev.insert(
+                        opd.id.clone(),
+                        Previous {
+                            at: now,
+                            counters,
+                            rtt,
+                            drops: drop_now,
+                            packets: [0; 2],
+                            bps: [0; 2],
+                        },
+                    );
+                }
+                (None, Some(prev)) => {
+                    // The read failed: the OPD keeps its place in the
+                    // verdicts and the delivered estimate with its last
+                    // second's rates, for this second only.
+                    s.packets = prev.packets;
+                    s.bps = prev.bps;
+                    prev.packets = [0; 2];
+                    prev.bps = [0; 2];
+                }
+                (None, None) => continue,
             }
-            *prev = Previous {
-                counters,
-                rtt,
-                drops: drop_now,
-            };
             if let Some(status) = probes.get(ProbeOf::Opd(opd.id.clone()).key().as_str()) {
                 s.probes = self.new_results(status);
             }
@@ -286,6 +318,74 @@ upload = { guaranteed = "5M", ceiling = "10M" }
             bytes: [bytes, 0],
             packets: [0, 0],
         })
+    }
+
+    fn counters(bytes: u64) -> Counters {
+        Counters {
+            bytes: [bytes, 0],
+            packets: [bytes / 1000, 0],
+        }
+    }
+
+    #[test]
+    fn a_failed_opd_read_keeps_the_opd_and_the_next_rate_spans_the_gap() {
+        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
+        let slots = BTreeMap::from([("a".to_string(), 0)]);
+        let t0 = Instant::now();
+        let at = Utc::now();
+        let mut w = Watcher::default();
+        let mut tick = |s: u64, c: Option<Counters>| {
+            let mut reading = Reading {
+                at: Some(t0 + Duration::from_secs(s)),
+                ..Reading::default()
+            };
+            if let Some(c) = c {
+                reading.counters.insert(0, c);
+            }
+            w.tick(&reading, &policy, &slots, &[], at)
+                .opds
+                .get("a")
+                .map(|o| o.bps[0])
+        };
+        assert_eq!(tick(0, Some(counters(1_000_000))), Some(0));
+        assert_eq!(tick(1, Some(counters(1_125_000))), Some(1_000_000));
+        assert_eq!(
+            tick(2, None),
+            Some(1_000_000),
+            "a failed read keeps the OPD with its last rate"
+        );
+        assert_eq!(
+            tick(3, Some(counters(1_375_000))),
+            Some(1_000_000),
+            "two seconds of bytes over two seconds"
+        );
+        assert_eq!(tick(4, None), Some(1_000_000));
+        assert_eq!(tick(5, None), Some(0), "held for one second only");
+    }
+
+    #[test]
+    fn a_failed_htb_dump_does_not_count_old_drops_as_new() {
+        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
+        let slots = BTreeMap::from([("a".to_string(), 0)]);
+        let minor = opd_class_minor(0) as u16;
+        let t0 = Instant::now();
+        let at = Utc::now();
+        let mut w = Watcher::default();
+        let mut tick = |s: u64, drops: Option<u64>| {
+            let mut reading = Reading {
+                at: Some(t0 + Duration::from_secs(s)),
+                ..Reading::default()
+            };
+            reading.counters.insert(0, counters(1000 * (s + 1)));
+            if let Some(d) = drops {
+                reading.drops[0].insert(minor, d);
+            }
+            w.tick(&reading, &policy, &slots, &[], at).opds["a"].drops[0]
+        };
+        assert_eq!(tick(0, Some(500)), 0);
+        assert_eq!(tick(1, Some(510)), 10);
+        assert_eq!(tick(2, None), 0, "a failed dump reads as no new drops");
+        assert_eq!(tick(3, Some(515)), 5, "not 515: the cumulative count is kept");
     }
 
     #[test]

@@ -14,10 +14,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::baseline::Baseline;
 use super::capacity::{CoSignals, Confidence, Delivered, Estimator, OpdClass, SourceRate};
-use super::verdict::{Change, State, Verdict, explain};
+use super::verdict::{Change, State, Verdict};
 #[cfg(test)]
-use super::verdict::explain_since;
+use super::verdict::{explain, explain_since};
 
 /// Seconds a new verdict must hold before the state changes to it.
 fn enter_after(state: State, t: &Thresholds) -> u32 {
@@ -158,147 +159,6 @@ const MAX_GAP_S: i64 = 5;
 /// clock gap): a verdict from a few seconds would be a guess.
 const WARM_UP_S: usize = 10;
 
-#[derive(Debug, Default)]
-struct Track {
-    seconds: VecDeque<OpdSignals>,
-    probes: VecDeque<Probe>,
-    rtts: [VecDeque<(DateTime<Utc>, Duration)>; 2],
-    current: Option<Verdict>,
-    candidate: Option<(State, u32)>,
-}
-
-impl Track {
-    fn push(&mut self, at: DateTime<Utc>, s: &OpdSignals) {
-        self.seconds.push_back(s.clone());
-        while self.seconds.len() > WINDOW_S {
-            self.seconds.pop_front();
-        }
-        for p in &s.probes {
-            self.probes.push_back(*p);
-        }
-        while self.probes.len() > PROBES_KEPT {
-            self.probes.pop_front();
-        }
-        for side in 0..2 {
-            for r in &s.handshake_rtts[side] {
-                self.rtts[side].push_back((at, *r));
-            }
-            while self.rtts[side].len() > RTTS_KEPT {
-                self.rtts[side].pop_front();
-            }
-            while self.rtts[side]
-                .front()
-                .is_some_and(|(t, _)| (at - *t).num_seconds() > WINDOW_S as i64)
-            {
-                self.rtts[side].pop_front();
-            }
-        }
-    }
-
-    fn last(&self, n: usize) -> impl Iterator<Item = &OpdSignals> {
-        self.seconds.iter().rev().take(n)
-    }
-
-    fn packets(&self, n: usize, dir: usize) -> u64 {
-        self.last(n).map(|s| s.packets[dir]).sum()
-    }
-
-    fn mean_bps(&self, n: usize, dir: usize) -> u64 {
-        let k = self.seconds.len().min(n).max(1) as u64;
-        self.last(n).map(|s| s.bps[dir]).sum::<u64>() / k
-    }
-
-    fn drops(&self, n: usize) -> u64 {
-        self.last(n).map(|s| s.drops[0] + s.drops[1]).sum()
-    }
-
-    fn lost_in_a_row(&self) -> u32 {
-        self.probes
-            .iter()
-            .rev()
-            .take_while(|p| **p == Probe::Lost)
-            .count() as u32
-    }
-
-    fn loss_ratio(&self) -> Option<f64> {
-        (!self.probes.is_empty()).then(|| {
-            self.probes.iter().filter(|p| **p == Probe::Lost).count() as f64
-                / self.probes.len() as f64
-        })
-    }
-
-    fn probe_median(&self) -> Option<Duration> {
-        median(self.probes.iter().filter_map(|p| match p {
-            Probe::Answered(d) => Some(*d),
-            Probe::Lost => None,
-        }))
-    }
-
-    fn rtt_median(&self, side: usize) -> Option<(Duration, usize)> {
-        let n = self.rtts[side].len();
-        median(self.rtts[side].iter().map(|(_, d)| *d))
-            .filter(|_| n >= 3)
-            .map(|m| (m, n))
-    }
-
-    /// Moves toward `state` with hysteresis; returns a change when taken.
-    fn settle(
-        &mut self,
-        opd: Option<&str>,
-        at: DateTime<Utc>,
-        state: State,
-        evidence: Value,
-        t: &Thresholds,
-    ) -> Option<Change> {
-        let same = self.current.as_ref().map(|v| v.state) == Some(state);
-        if same {
-            self.candidate = None;
-            if let Some(v) = &mut self.current {
-                v.evidence = evidence;
-            }
-            return None;
-        }
-        let held = match self.candidate {
-            Some((c, n)) if c == state => n + 1,
-            _ => 1,
-        };
-        // The first verdict is taken at once: there is nothing to flap from.
-        if self.current.is_some() && held < enter_after(state, t) {
-            self.candidate = Some((state, held));
-            return None;
-        }
-        self.candidate = None;
-        let since = at - chrono::Duration::seconds(i64::from(held.saturating_sub(1)));
-        let (en, id) = explain(opd, state, &evidence);
-        let verdict = Verdict {
-            state,
-            since,
-            evidence,
-            explanation_en: en,
-            explanation_id: id,
-        };
-        let previous = self.current.replace(verdict.clone()).map(|v| v.state);
-        Some(Change {
-            opd: opd.map(str::to_string),
-            previous,
-            verdict,
-        })
-    }
-}
-
-fn median(it: impl Iterator<Item = Duration>) -> Option<Duration> {
-    let mut v: Vec<Duration> = it.collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort();
-    Some(v[v.len() / 2])
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e4).round() / 10.0
-}
-
 /// The engine: per-OPD and gateway tracks.
 #[derive(Debug)]
 pub struct Engine {
@@ -309,6 +169,8 @@ pub struct Engine {
     last_at: Option<DateTime<Utc>>,
     /// What the uplink delivers, download then upload.
     capacity: [Estimator; 2],
+    /// Each upstream target's learned round trip.
+    upstream_baselines: BTreeMap<String, Baseline>,
 }
 
 impl Engine {
@@ -320,6 +182,7 @@ impl Engine {
             upstream: BTreeMap::new(),
             last_at: None,
             capacity: [Estimator::new(), Estimator::new()],
+            upstream_baselines: BTreeMap::new(),
         }
     }
 
@@ -382,6 +245,21 @@ impl Engine {
                 q.pop_front();
             }
         }
+
+        let delivers_less = self
+            .delivered()
+            .into_iter()
+            .flatten()
+            .any(|d| d.confidence >= Confidence::Medium);
+        rtt::learn(
+            tick.at,
+            &mut self.opds,
+            &self.upstream,
+            &mut self.upstream_baselines,
+            &tick.upstream,
+            rtt::uplink_suspected(&self.gateway, delivers_less),
+            &t,
+        );
 
         // The OPDs are classified with the verdicts they hold now, before
         // this second's verdicts: an OPD that is locally broken is never
@@ -449,24 +327,21 @@ impl Engine {
         (probe_loss, probe_rtt)
     }
 
-    /// The WAN handshake medians of the OPDs that have enough of them.
-    fn wan_medians(&self) -> Vec<Duration> {
-        self.opds
-            .values()
-            .filter_map(|tr| tr.rtt_median(1).map(|(m, _)| m))
-            .collect()
+    /// Whether the upstream probes are inflated: their pooled median above
+    /// the cap, or most targets above their own learned thresholds.
+    fn probes_inflated(&self, t: &Thresholds, ev: &mut serde_json::Map<String, Value>) -> bool {
+        let (_, probe_rtt) = self.upstream_probes();
+        let relative = rtt::upstream(&self.upstream, &self.upstream_baselines, t, ev);
+        relative || probe_rtt.is_some_and(|r| r > t.wan_rtt)
     }
 
-    /// Whether the path itself shows congestion: the same absolute tests
-    /// the gateway verdict uses (learned baselines will refine the two
-    /// round-trip flags).
+    /// Whether the path itself shows congestion: the same tests the
+    /// gateway verdict uses.
     fn co_signals(&self, t: &Thresholds) -> CoSignals {
-        let (probe_loss, probe_rtt) = self.upstream_probes();
-        let wan = self.wan_medians();
-        let wan_slow = wan.iter().filter(|d| **d > t.wan_rtt).count();
+        let (probe_loss, _) = self.upstream_probes();
         CoSignals {
-            probes_inflated: probe_rtt.is_some_and(|r| r > t.wan_rtt),
-            wan_handshakes_inflated: wan.len() >= 2 && wan_slow * 2 >= wan.len(),
+            probes_inflated: self.probes_inflated(t, &mut serde_json::Map::new()),
+            wan_handshakes_inflated: rtt::wan(&self.opds, t).up(),
             probe_loss,
         }
     }
@@ -528,18 +403,21 @@ impl Engine {
         if let Some(r) = probe_rtt {
             ev.insert("upstream_probe_rtt_ms".into(), json!(ms(r)));
         }
-        // WAN handshake round trips across OPDs.
-        let wan = self.wan_medians();
-        let wan_slow = wan.iter().filter(|d| **d > t.wan_rtt).count();
-        if !wan.is_empty() {
-            ev.insert("opds_with_wan_rtt".into(), json!(wan.len()));
-            ev.insert("opds_with_slow_wan_rtt".into(), json!(wan_slow));
+        // WAN handshake round trips across OPDs, each against its own
+        // baseline.
+        let wan = rtt::wan(&self.opds, t);
+        if !wan.medians.is_empty() {
+            ev.insert("opds_with_wan_rtt".into(), json!(wan.medians.len()));
+            ev.insert("opds_with_slow_wan_rtt".into(), json!(wan.inflated));
             ev.insert(
                 "wan_rtt_median_ms".into(),
-                json!(ms(median(wan.iter().copied()).unwrap_or_default())),
+                json!(ms(median(wan.medians.iter().copied()).unwrap_or_default())),
             );
         }
-        let wan_rtt_up = wan.len() >= 2 && wan_slow * 2 >= wan.len();
+        if wan.own_queue > 0 {
+            ev.insert("opds_wan_rtt_own_queue".into(), json!(wan.own_queue));
+        }
+        let wan_rtt_up = wan.up();
         // Aggregate throughput against the contracted capacity.
         let total_down: u64 = self.opds.values().map(|tr| tr.mean_bps(10, 0)).sum();
         let cap = tick.capacity_bps[0];
@@ -576,7 +454,7 @@ impl Engine {
         }
 
         let probes_bad = probe_loss.is_some_and(|l| l >= t.upstream_loss_ratio)
-            || probe_rtt.is_some_and(|r| r > t.wan_rtt);
+            || self.probes_inflated(t, &mut ev);
         if every_target_down {
             return (State::UpstreamDown, Value::Object(ev));
         }
@@ -607,9 +485,7 @@ fn opd_class(tr: &Track, dir: usize, t: &Thresholds) -> OpdClass {
         .as_ref()
         .is_some_and(|v| matches!(v.state, State::LocalFault | State::LocalDegraded));
     let lan_lossy = tr.loss_ratio().is_some_and(|l| l >= t.lan_loss_ratio);
-    let lan_slow = tr.probe_median().is_some_and(|r| r > t.lan_rtt)
-        || tr.rtt_median(0).is_some_and(|(m, _)| m > t.lan_rtt);
-    if local || lan_lossy || lan_slow {
+    if local || lan_lossy || rtt::lan(tr, t).slow {
         return OpdClass::Excluded;
     }
     // At its own ceiling or dropping in its own class: with the aggregate
@@ -683,8 +559,14 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
             return (State::Saturated, Value::Object(ev));
         }
     }
-    let lan_slow = probe_rtt.is_some_and(|r| r > t.lan_rtt)
-        || tr.rtt_median(0).is_some_and(|(m, _)| m > t.lan_rtt);
+    let lan = rtt::lan(tr, t);
+    if let Some(b) = lan.probe_baseline.filter(|_| last.probe_configured) {
+        ev.insert("probe_rtt_baseline_ms".into(), json!(ms(b)));
+    }
+    if let Some(b) = lan.handshake_baseline {
+        ev.insert("lan_rtt_baseline_ms".into(), json!(ms(b)));
+    }
+    let lan_slow = lan.slow;
     // Scattered losses that go on: a loss among the latest three, so a
     // router that has come back is not held to its outage.
     let recent_loss = tr.probes.iter().rev().take(3).any(|p| *p == Probe::Lost);
@@ -699,7 +581,7 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
                 "lan_rtt_high"
             }),
         );
-        ev.insert("lan_threshold_ms".into(), json!(ms(t.lan_rtt)));
+        ev.insert("lan_threshold_ms".into(), json!(ms(lan.threshold)));
         return (State::LocalDegraded, Value::Object(ev));
     }
     let active = down_pk + up_pk >= t.idle_packets;
@@ -712,6 +594,11 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
     }
     (State::Healthy, Value::Object(ev))
 }
+
+mod rtt;
+mod track;
+
+use track::{Track, median, ms};
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! the uplink delivers, the signals it is fed each second, the ICMP prober
 //! and the reference codes that name a verdict.
 
+pub mod baseline;
 pub mod capacity;
 mod engine;
 pub mod probe;

@@ -634,3 +634,5 @@ fn a_delivered_figure_reads_in_both_languages_with_decimals_below_ten() {
          (unggah); Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
     );
 }
+
+mod baselines;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use jatah_common::{
-    Counters, DIRECTIONS, RTT_BUCKETS, RttHistogram, opd_class_minor, rtt_bucket_bound_ns,
+    Counters, DIRECTIONS, RTT_BUCKETS, RttHistogram, TcpLoss, opd_class_minor,
+    rtt_bucket_bound_ns,
 };
 
 use crate::diagnosis::probe::{ProbeStatus, ProbeTarget};
@@ -28,6 +29,8 @@ pub struct Reading {
     pub counters: BTreeMap<u32, Counters>,
     /// Round-trip histograms by slot, LAN side then WAN side.
     pub round_trips: BTreeMap<u32, [RttHistogram; 2]>,
+    /// Retransmissions in the sampled TCP connections, by slot.
+    pub tcp_loss: BTreeMap<u32, TcpLoss>,
     /// HTB drops by class minor, per direction.
     pub drops: [BTreeMap<u16, u64>; DIRECTIONS],
     /// Traffic that matched no OPD.
@@ -91,6 +94,8 @@ struct Previous {
     counters: Counters,
     rtt: [RttHistogram; 2],
     drops: [u64; DIRECTIONS],
+    /// None until a read of the retransmission counters succeeded.
+    tcp: Option<TcpLoss>,
 }
 
 /// Remembers the previous second to turn cumulative counters into deltas.
@@ -157,6 +162,7 @@ impl Watcher {
                 continue;
             };
             let rtt = reading.round_trips.get(&slot).copied().unwrap_or_default();
+            let tcp = reading.tcp_loss.get(&slot).copied();
             let minor = opd_class_minor(slot) as u16;
             let drop_now: [u64; DIRECTIONS] =
                 std::array::from_fn(|d| reading.drops[d].get(&minor).copied().unwrap_or(0));
@@ -165,6 +171,7 @@ impl Watcher {
                 counters,
                 rtt,
                 drops: drop_now,
+                tcp,
             });
             let mut s = OpdSignals {
                 ceiling_bps: [
@@ -185,11 +192,17 @@ impl Watcher {
                 s.drops = std::array::from_fn(|d| drop_now[d].saturating_sub(prev.drops[d]));
                 s.handshake_rtts =
                     std::array::from_fn(|side| new_round_trips(&prev.rtt[side], &rtt[side]));
+                // A failed read (either side) gives no delta this second;
+                // the next one spans the gap.
+                if let (Some(now_t), Some(prev_t)) = (&tcp, &prev.tcp) {
+                    (s.tcp_segments, s.tcp_retransmitted) = tcp_deltas(prev_t, now_t);
+                }
             }
             *prev = Previous {
                 counters,
                 rtt,
                 drops: drop_now,
+                tcp: tcp.or(prev.tcp),
             };
             if let Some(status) = probes.get(ProbeOf::Opd(opd.id.clone()).key().as_str()) {
                 s.probes = self.new_results(status);
@@ -255,6 +268,19 @@ fn new_round_trips(before: &RttHistogram, now: &RttHistogram) -> Vec<Duration> {
     }
     let mean = now.sum_ns.saturating_sub(before.sum_ns) / n;
     vec![Duration::from_nanos(mean); n.min(16) as usize]
+}
+
+/// Segments judged and segments sent again (per side) between two
+/// readings of an OPD's retransmission counters, per direction.
+fn tcp_deltas(before: &TcpLoss, now: &TcpLoss) -> ([u64; 2], [[u64; 2]; 2]) {
+    (
+        std::array::from_fn(|d| now.segments[d].saturating_sub(before.segments[d])),
+        std::array::from_fn(|side| {
+            std::array::from_fn(|d| {
+                now.retransmitted[side][d].saturating_sub(before.retransmitted[side][d])
+            })
+        }),
+    )
 }
 
 /// Upper bounds of the RTT histogram buckets, in seconds (the last is +Inf).

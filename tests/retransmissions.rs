@@ -1,0 +1,253 @@
+//! Retransmissions in the sampled TCP connections, judged by the kernel
+//! classifiers on crafted segments (BPF_PROG_TEST_RUN): in order, a hole
+//! and its fill, duplicates, reordering, wraparound, each counted for the
+//! right OPD, side and direction. The lab test at the end sends real TCP
+//! through the lab gateway with random loss on one side.
+
+use jatah::datapath::{Datapath, OpdPrefixes, Prefix, SkbContext};
+use jatah::lab::netns::{BpffsMount, require_root};
+use jatah_common::{DOWNLOAD, SIDE_LAN, SIDE_WAN, TcpLoss, UPLOAD, program_names};
+
+struct Fixture {
+    dp: Datapath,
+    _bpffs: BpffsMount,
+}
+
+const INTERNET: [u8; 4] = [198, 51, 100, 1];
+const HOST: [u8; 4] = [10, 20, 1, 5];
+const MSS: u32 = 1000;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYNACK: u8 = 0x12;
+
+/// A data path with one OPD (10.20.1.0/24), retransmission counting on and
+/// every connection in the sample.
+fn fixture() -> Fixture {
+    require_root();
+    let bpffs = BpffsMount::new("jt-rtx").unwrap();
+    let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    dp.set_mark_mask(0x7fff_0000).unwrap();
+    dp.sync_opds(&[OpdPrefixes {
+        id: "dinkes".into(),
+        prefixes: vec![Prefix::V4([10, 20, 1, 0], 24)],
+    }])
+    .unwrap();
+    dp.set_tcp_loss_tracking(true).unwrap();
+    dp.set_rtt_sampling(0).unwrap();
+    Fixture { dp, _bpffs: bpffs }
+}
+
+/// An Ethernet + IPv4 + TCP frame with `payload` bytes and sequence `seq`.
+fn segment(
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    flags: u8,
+    seq: u32,
+    payload: usize,
+) -> Vec<u8> {
+    let total = 40 + payload;
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    tcp[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    f.extend_from_slice(&tcp);
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f
+}
+
+/// One direction of one connection between the OPD host's `port` and the
+/// Internet host's 443, sent through the classifier that sees it.
+struct Stream<'a> {
+    fx: &'a Fixture,
+    download: bool,
+    port: u16,
+    isn: u32,
+}
+
+impl Stream<'_> {
+    fn send(&self, flags: u8, seq: u32, payload: usize, gso_segs: u32) {
+        let (prog, frame) = if self.download {
+            (
+                program_names::DOWNLOAD,
+                segment(INTERNET, HOST, (443, self.port), flags, seq, payload),
+            )
+        } else {
+            (
+                program_names::UPLOAD_MARK,
+                segment(HOST, INTERNET, (self.port, 443), flags, seq, payload),
+            )
+        };
+        let ctx = SkbContext {
+            gso_segs,
+            ..SkbContext::forwarded()
+        };
+        let (ret, _, _) = self.fx.dp.test_run(prog, &frame, &ctx, 1).unwrap();
+        assert_eq!(ret, -1, "never dropped");
+    }
+    /// The SYN (upload) or SYN-ACK (download) that starts the direction.
+    fn open(&self) {
+        self.send(if self.download { SYNACK } else { SYN }, self.isn, 0, 0);
+    }
+    /// Data segment `k` (of MSS bytes) of the direction.
+    fn data(&self, k: u32) {
+        self.send(ACK, self.seq(k), MSS as usize, 0);
+    }
+    fn seq(&self, k: u32) -> u32 {
+        self.isn.wrapping_add(1).wrapping_add(k * MSS)
+    }
+}
+
+impl Fixture {
+    fn stream(&self, download: bool, port: u16, isn: u32) -> Stream<'_> {
+        Stream {
+            fx: self,
+            download,
+            port,
+            isn,
+        }
+    }
+    fn loss(&self) -> TcpLoss {
+        self.dp.tcp_loss(self.dp.slots()["dinkes"]).unwrap()
+    }
+}
+
+/// Segments 0, 1, 3..7 in order, 2 (the hole) after four more, 4 again.
+fn hole_fill_duplicate(s: &Stream) {
+    s.open();
+    for k in [0, 1, 3, 4, 5, 6, 7] {
+        s.data(k);
+    }
+    s.data(2);
+    s.data(4);
+}
+
+#[test]
+fn download_holes_are_wan_loss_and_duplicates_lan_loss() {
+    let fx = fixture();
+    hole_fill_duplicate(&fx.stream(true, 40000, 1_000_000));
+    let t = fx.loss();
+    assert_eq!(t.segments, [9, 0], "every data segment judged");
+    assert_eq!(t.retransmitted[SIDE_WAN as usize], [1, 0], "the fill");
+    assert_eq!(t.retransmitted[SIDE_LAN as usize], [1, 0], "the duplicate");
+}
+
+#[test]
+fn upload_holes_are_lan_loss_and_duplicates_wan_loss() {
+    let fx = fixture();
+    hole_fill_duplicate(&fx.stream(false, 40001, 7_777));
+    let t = fx.loss();
+    assert_eq!(t.segments, [0, 9]);
+    assert_eq!(t.retransmitted[SIDE_LAN as usize], [0, 1], "the fill");
+    assert_eq!(t.retransmitted[SIDE_WAN as usize], [0, 1], "the duplicate");
+}
+
+#[test]
+fn sequence_numbers_wrap_around() {
+    let fx = fixture();
+    // The fourth segment straddles 2^32.
+    let s = fx.stream(true, 40002, u32::MAX - 3 * MSS - 500);
+    assert!(s.seq(5) < s.seq(0), "the stream wraps");
+    hole_fill_duplicate(&s);
+    let t = fx.loss();
+    assert_eq!(t.segments[DOWNLOAD], 9);
+    assert_eq!(t.retransmitted[SIDE_WAN as usize][DOWNLOAD], 1);
+    assert_eq!(t.retransmitted[SIDE_LAN as usize][DOWNLOAD], 1);
+}
+
+#[test]
+fn in_order_streams_reordering_and_pure_acks_are_no_loss() {
+    let fx = fixture();
+    let s = fx.stream(true, 40003, 5);
+    s.open();
+    for k in 0..20 {
+        s.data(k);
+    }
+    // Segment 21 overtakes 20 by one segment: reordering.
+    s.data(21);
+    s.data(20);
+    s.data(22);
+    // Pure ACKs the other way, in a frame padded to Ethernet's minimum.
+    let up = fx.stream(false, 40003, 9);
+    for _ in 0..5 {
+        let mut f = segment(HOST, INTERNET, (40003, 443), ACK, up.seq(0), 0);
+        f.resize(60, 0);
+        fx.dp
+            .test_run(program_names::UPLOAD_MARK, &f, &SkbContext::forwarded(), 1)
+            .unwrap();
+    }
+    let t = fx.loss();
+    assert_eq!(t.segments, [23, 0], "padding is no payload");
+    assert_eq!(t.retransmitted, [[0, 0], [0, 0]]);
+}
+
+#[test]
+fn a_connection_met_mid_stream_is_judged_from_its_second_segment() {
+    let fx = fixture();
+    let s = fx.stream(false, 40004, 123_456_789);
+    // No SYN: the first segment seen only sets where the stream stands.
+    s.data(10);
+    s.data(11);
+    s.data(9);
+    let t = fx.loss();
+    assert_eq!(t.segments[UPLOAD], 2);
+    assert_eq!(
+        t.retransmitted[SIDE_WAN as usize][UPLOAD], 1,
+        "9 was forwarded before"
+    );
+}
+
+#[test]
+fn gso_packets_count_as_their_segments() {
+    let fx = fixture();
+    let s = fx.stream(true, 40005, 0);
+    s.open();
+    // Two segments in one packet (BPF_PROG_TEST_RUN takes frames up to
+    // about a page), in order, then one of them sent again.
+    s.send(ACK, s.seq(0), 2 * MSS as usize, 2);
+    s.data(1);
+    assert_eq!(fx.loss().segments[DOWNLOAD], 3);
+    assert_eq!(fx.loss().retransmitted[SIDE_LAN as usize][DOWNLOAD], 1);
+}
+
+#[test]
+fn nothing_is_counted_with_counting_off_or_outside_the_sample() {
+    let mut fx = fixture();
+    fx.dp.set_tcp_loss_tracking(false).unwrap();
+    hole_fill_duplicate(&fx.stream(true, 40006, 0));
+    assert_eq!(fx.loss(), TcpLoss::default(), "off");
+    fx.dp.set_tcp_loss_tracking(true).unwrap();
+    fx.dp.set_rtt_sampling(3).unwrap();
+    let flags = 3 << jatah_common::RTT_SAMPLE_SHIFT_POS;
+    let (out, inside) = (
+        (41000..)
+            .find(|p| !jatah_common::handshake_sampled(*p, 443, flags))
+            .unwrap(),
+        (41000..)
+            .find(|p| jatah_common::handshake_sampled(*p, 443, flags))
+            .unwrap(),
+    );
+    hole_fill_duplicate(&fx.stream(true, out, 0));
+    assert_eq!(fx.loss(), TcpLoss::default(), "outside the sample");
+    hole_fill_duplicate(&fx.stream(true, inside, 0));
+    assert_eq!(fx.loss().segments[DOWNLOAD], 9, "inside the sample");
+}

@@ -2,11 +2,16 @@
 //! classifiers on crafted segments (BPF_PROG_TEST_RUN): in order, a hole
 //! and its fill, duplicates, reordering, wraparound, each counted for the
 //! right OPD, side and direction. The lab test at the end sends real TCP
-//! through the lab gateway with random loss on one side.
+//! through the lab gateway with random loss on one side, then the other.
+
+mod support;
 
 use jatah::datapath::{Datapath, OpdPrefixes, Prefix, SkbContext};
 use jatah::lab::netns::{BpffsMount, require_root};
+use jatah::lab::{Lab, LabOpd, LabSpec};
+use jatah::policy::Direction;
 use jatah_common::{DOWNLOAD, SIDE_LAN, SIDE_WAN, TcpLoss, UPLOAD, program_names};
+use support::{jatah, one_lab_at_a_time};
 
 struct Fixture {
     dp: Datapath,
@@ -250,4 +255,170 @@ fn nothing_is_counted_with_counting_off_or_outside_the_sample() {
     assert_eq!(fx.loss(), TcpLoss::default(), "outside the sample");
     hole_fill_duplicate(&fx.stream(true, inside, 0));
     assert_eq!(fx.loss().segments[DOWNLOAD], 9, "inside the sample");
+}
+
+/// One sample of `name` in a /metrics body whose labels include all of
+/// `labels` (`key="value"` each).
+fn sample(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {labels:?} in /metrics"))
+}
+
+/// Download segments judged, and retransmitted by side (LAN, WAN), of
+/// `opd` as /metrics exports them.
+fn download_loss(lab: &Lab, opd: &str) -> (f64, [f64; 2]) {
+    let (code, body) = lab.http_get("/metrics").expect("scraping /metrics");
+    assert_eq!(code, 200);
+    let opd = format!("opd=\"{opd}\"");
+    let dir = "direction=\"download\"";
+    let retx = |side: &str| {
+        sample(
+            &body,
+            "jatah_opd_tcp_retransmissions_total",
+            &[&opd, dir, &format!("side=\"{side}\"")],
+        )
+    };
+    (
+        sample(&body, "jatah_opd_tcp_segments_sampled_total", &[&opd, dir]),
+        [retx("lan"), retx("wan")],
+    )
+}
+
+/// Downloads through the lab for `seconds` (two paced flows, well below
+/// every ceiling, so HTB drops nothing) and returns the retransmission
+/// ratios by side (LAN, WAN), the segments judged and the segments the
+/// sender (iperf3's server) says it sent again.
+fn measure(lab: &Lab, seconds: u32) -> ([f64; 2], f64, u64) {
+    let (seg0, retx0) = download_loss(lab, "dinsos");
+    let client = lab
+        .spawn_iperf_args(
+            0,
+            Direction::Download,
+            seconds,
+            0,
+            &["-b", "40M", "-P", "2"],
+            true,
+        )
+        .expect("starting iperf3");
+    let out = client.wait_with_output().expect("waiting for iperf3");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    assert!(out.status.success(), "iperf3 failed: {report}");
+    let sender_retransmits = report["end"]["sum_sent"]["retransmits"]
+        .as_u64()
+        .expect("iperf3 reports the sender's retransmissions");
+    let (seg1, retx1) = download_loss(lab, "dinsos");
+    let segments = seg1 - seg0;
+    assert!(
+        segments > 10_000.0,
+        "the download was followed: {segments} segments"
+    );
+    (
+        [0, 1].map(|s| (retx1[s] - retx0[s]) / segments),
+        segments,
+        sender_retransmits,
+    )
+}
+
+/// Drops 3 % of TCP at `hook` in namespace `ns` (packets matching
+/// `only` as well), in a table of its own that goes with the namespace.
+fn nft(ns: &jatah::lab::netns::NetNs, lab: &Lab, name: &str, hook: &str, only: &str) {
+    let rules = format!(
+        "table inet jatah_test_loss {{\n chain {hook} {{\n  type filter hook {hook} priority 0; policy accept;\n  \
+         {only}meta l4proto tcp numgen random mod 100 < 3 counter drop\n }}\n}}\n"
+    );
+    let path = lab.dir().join(format!("{name}.nft"));
+    std::fs::write(&path, rules).unwrap();
+    ns.run("nft", ["-f", &path.display().to_string()]).unwrap();
+}
+
+#[test]
+fn random_loss_is_counted_on_the_side_it_happens() {
+    require_root();
+    let _one = one_lab_at_a_time();
+    let spec = LabSpec {
+        prefix: "jrtx".into(),
+        download: "1000M".into(),
+        upload: "1000M".into(),
+        nat: true,
+        mtu: 1500,
+        opds: vec![LabOpd::new(
+            "dinsos",
+            "Dinas Sosial",
+            ("100M", "500M"),
+            ("100M", "500M"),
+        )],
+    };
+    let mut lab = Lab::build(spec).expect("building the lab");
+    lab.start_daemon(jatah()).expect("starting jatah");
+    // Every connection in the sample, so one download gives thousands of
+    // segments.
+    let policy = lab.spec.policy_toml().replace(
+        "probe_interval = \"1s\"\n",
+        "probe_interval = \"1s\"\nrtt_sampling = 1\n",
+    );
+    lab.write_policy(&policy).unwrap();
+    let (code, body) = lab.reload_now().unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    // The Internet host sends one segment per packet, as across a real
+    // path (no TSO/GSO super-packets on its veth).
+    lab.inet
+        .ip(["link", "set", "dev", "wan0", "gso_max_segs", "1"])
+        .unwrap();
+    // 3 % of TCP from the Internet lost before the classifier: dropped as
+    // it enters the gateway. (A drop in the sending host's own output
+    // path is no loss to TCP: it sees the error and sends again as if
+    // nothing had left.)
+    nft(&lab.gw, &lab, "wan-loss", "prerouting", "iifname \"wan0\" ");
+    let ([lan, wan], n, sent_again) = measure(&lab, 8);
+    eprintln!(
+        "WAN loss 3 %: {n} segments, retransmitted lan {lan:.4} wan {wan:.4}; the sender retransmitted {sent_again}"
+    );
+    assert!(
+        (0.02..0.045).contains(&wan),
+        "WAN-side ratio near the 3 % set: {wan:.4}"
+    );
+    assert!(lan < 0.003, "LAN side stays near 0: {lan:.4}");
+    // What the sender sent again, less the 3 % of it lost once more.
+    let truth = sent_again as f64 * 0.97;
+    assert!(
+        (0.8..1.2).contains(&(wan * n / truth)),
+        "{:.0} counted for {truth:.0} retransmissions",
+        wan * n
+    );
+    lab.gw
+        .run("nft", ["delete", "table", "inet", "jatah_test_loss"])
+        .unwrap();
+
+    // 3 % of TCP lost between the gateway and the OPD's host: dropped as
+    // it arrives in the OPD's namespace.
+    nft(&lab.opds[0], &lab, "lan-loss", "input", "");
+    let ([lan, wan], n, sent_again) = measure(&lab, 8);
+    eprintln!(
+        "LAN loss 3 %: {n} segments, retransmitted lan {lan:.4} wan {wan:.4}; the sender retransmitted {sent_again}"
+    );
+    assert!(
+        (0.02..0.045).contains(&lan),
+        "LAN-side ratio near the 3 % set: {lan:.4}"
+    );
+    assert!(wan < 0.003, "WAN side stays near 0: {wan:.4}");
+    assert!(
+        (0.8..1.2).contains(&(lan * n / sent_again as f64)),
+        "{:.0} counted for {sent_again} retransmissions",
+        lan * n
+    );
+    // HTB dropped nothing: the duplicates were the LAN's losses alone.
+    let (_, body) = lab.http_get("/metrics").unwrap();
+    assert_eq!(
+        sample(
+            &body,
+            "jatah_opd_download_dropped_packets_total",
+            &["opd=\"dinsos\""]
+        ),
+        0.0
+    );
 }

@@ -316,7 +316,9 @@ pub struct SeqState {
     pub hole_start: u32,
     pub hole_end: u32,
     /// 0 until the first segment (or SYN) set `next`.
-    pub known: u32,
+    pub known: u16,
+    /// IPv4 identification of the segment that last moved `next` on.
+    pub last_id: u16,
 }
 
 /// A followed TCP connection, in a direct-mapped table indexed by its
@@ -336,10 +338,14 @@ pub struct TcpFlow {
 pub const TCP_FLOW_ENTRIES: u32 = 16_384;
 pub const TCP_FLOW_BITS: u32 = 14;
 
-/// A fill that comes back with fewer than this many segments forwarded
-/// after it is taken for reordering, not a retransmission: TCP itself
-/// waits for three duplicate ACKs before it retransmits.
+/// Without an IPv4 identification to go by (IPv6, or a sender that leaves
+/// it 0), a fill that comes back with fewer than this many segments
+/// forwarded after it is taken for reordering, not a retransmission: TCP
+/// waits for three duplicate ACKs before it retransmits (RACK may send
+/// sooner; such a retransmission is missed).
 pub const REORDER_SEGMENTS: u32 = 3;
+/// [`judge_segment`]'s `ip_id` for a packet without one (IPv6).
+pub const NO_IP_ID: u32 = u32::MAX;
 /// A jump forward or back of more than this many bytes is no loss but a
 /// connection the table lost track of (a reused port pair, an entry taken
 /// over by another connection): the state starts again from it.
@@ -359,11 +365,13 @@ pub enum Segment {
     /// Beyond the next bytes expected: the ones in between never reached
     /// the gateway (now recorded as the hole).
     Ahead,
-    /// Inside the recorded hole, with at least [`REORDER_SEGMENTS`]
-    /// segments forwarded after it: a retransmission of a segment lost
-    /// before the gateway.
+    /// Inside the recorded hole and sent after the segments forwarded
+    /// since (a later IPv4 identification; without one, at least
+    /// [`REORDER_SEGMENTS`] segments forwarded after it): a
+    /// retransmission of a segment lost before the gateway.
     Filled,
-    /// Inside the recorded hole, soon after it opened: reordering.
+    /// Inside the recorded hole but sent before segments the gateway
+    /// already forwarded: the original, reordered on the way.
     Reordered,
     /// Before the next bytes expected and outside the hole: the gateway
     /// already forwarded these bytes, so the first copy was lost after the
@@ -379,10 +387,17 @@ fn seq_after(a: u32, b: u32) -> bool {
 /// Judges a data segment `[seq, seq + len)` of one direction of a followed
 /// connection and moves the state on. `seg_len` is the size of one segment
 /// (the packet's payload over its GSO segments), the unit of the reorder
-/// allowance. Called by the classifier for every segment of a sampled
-/// connection, and by the tests.
+/// allowance; `ip_id` the packet's IPv4 identification or [`NO_IP_ID`].
+/// Called by the classifier for every segment of a sampled connection,
+/// and by the tests.
+///
+/// Reordering and a retransmission both fill a hole; what tells them apart
+/// is when the segment was sent. Senders number IPv4 packets in the order
+/// they send them (Linux per connection, Windows per host), and a
+/// retransmission is sent after everything the gateway forwarded since
+/// the hole opened, a reordered original before.
 #[inline(always)]
-pub fn judge_segment(s: &mut SeqState, seq: u32, len: u32, seg_len: u32) -> Segment {
+pub fn judge_segment(s: &mut SeqState, seq: u32, len: u32, seg_len: u32, ip_id: u32) -> Segment {
     if len == 0 {
         return Segment::Skipped;
     }
@@ -395,11 +410,13 @@ pub fn judge_segment(s: &mut SeqState, seq: u32, len: u32, seg_len: u32) -> Segm
             hole_start: end,
             hole_end: end,
             known: 1,
+            last_id: ip_id as u16,
         };
         return Segment::Skipped;
     }
     if ahead == 0 {
         s.next = end;
+        s.last_id = ip_id as u16;
         return Segment::InOrder;
     }
     if ahead <= SEQ_RESYNC_BYTES {
@@ -410,6 +427,7 @@ pub fn judge_segment(s: &mut SeqState, seq: u32, len: u32, seg_len: u32) -> Segm
         }
         s.hole_end = seq;
         s.next = end;
+        s.last_id = ip_id as u16;
         return Segment::Ahead;
     }
     // Before `next`.
@@ -434,7 +452,13 @@ pub fn judge_segment(s: &mut SeqState, seq: u32, len: u32, seg_len: u32) -> Segm
                 end
             };
         }
-        if after < REORDER_SEGMENTS.saturating_mul(seg_len) {
+        let id = ip_id as u16;
+        let sent_before = if ip_id != NO_IP_ID && (id | s.last_id) != 0 {
+            (id.wrapping_sub(s.last_id) as i16) < 0
+        } else {
+            after < REORDER_SEGMENTS.saturating_mul(seg_len)
+        };
+        if sent_before {
             Segment::Reordered
         } else {
             Segment::Filled
@@ -454,6 +478,7 @@ pub fn seq_start(isn: u32, syn_payload: u32) -> SeqState {
         hole_start: next,
         hole_end: next,
         known: 1,
+        last_id: 0,
     }
 }
 
@@ -563,7 +588,7 @@ mod tests {
     }
 
     fn judge(s: &mut SeqState, seq: u32) -> Segment {
-        judge_segment(s, seq, MSS, MSS)
+        judge_segment(s, seq, MSS, MSS, NO_IP_ID)
     }
 
     #[test]
@@ -610,7 +635,7 @@ mod tests {
         assert_eq!(judge(&mut s, 3_000), Segment::Duplicate);
         // A retransmission that also carries new bytes moves next on.
         assert_eq!(
-            judge_segment(&mut s, 7_000, 2 * MSS, MSS),
+            judge_segment(&mut s, 7_000, 2 * MSS, MSS, NO_IP_ID),
             Segment::Duplicate
         );
         assert_eq!(s.next, 9_000);
@@ -657,11 +682,42 @@ mod tests {
         assert_eq!(judge(&mut s, 123_456), Segment::Skipped, "mid-stream start");
         assert_eq!(s.next, 124_456);
         assert_eq!(judge(&mut s, 124_456), Segment::InOrder);
-        assert_eq!(judge_segment(&mut s, 125_455, 1, MSS), Segment::Skipped);
-        assert_eq!(judge_segment(&mut s, 125_456, 0, MSS), Segment::Skipped);
+        assert_eq!(
+            judge_segment(&mut s, 125_455, 1, MSS, NO_IP_ID),
+            Segment::Skipped
+        );
+        assert_eq!(
+            judge_segment(&mut s, 125_456, 0, MSS, NO_IP_ID),
+            Segment::Skipped
+        );
         // A port pair reused by a new connection the table missed.
         assert_eq!(judge(&mut s, 0x8000_0000), Segment::Skipped);
         assert_eq!(judge(&mut s, 0x8000_0000 + MSS), Segment::InOrder);
+    }
+
+    #[test]
+    fn the_ipv4_identification_tells_a_quick_retransmission_from_a_late_original() {
+        let mut s = at(0);
+        let ip = |s: &mut SeqState, k: u32, id: u16| judge_segment(s, k * MSS, MSS, MSS, id.into());
+        assert_eq!(ip(&mut s, 0, 100), Segment::InOrder);
+        // Segment 1 lost; 2 arrives; 1 is sent again at once (RACK).
+        assert_eq!(ip(&mut s, 2, 102), Segment::Ahead);
+        assert_eq!(ip(&mut s, 1, 103), Segment::Filled);
+        // Segment 4 overtaken by 5..9: late, but sent before them.
+        assert_eq!(ip(&mut s, 3, 104), Segment::InOrder);
+        for k in 5..10 {
+            ip(&mut s, k, 100 + k as u16);
+        }
+        assert_eq!(ip(&mut s, 4, 104), Segment::Reordered);
+        // Identifications wrap like sequence numbers.
+        let mut s = at(0);
+        assert_eq!(ip(&mut s, 0, 65_535), Segment::InOrder);
+        assert_eq!(ip(&mut s, 2, 1), Segment::Ahead);
+        assert_eq!(ip(&mut s, 1, 2), Segment::Filled);
+        // A sender that leaves the identification 0: the segment allowance.
+        let mut s = at(0);
+        assert_eq!(ip(&mut s, 1, 0), Segment::Ahead);
+        assert_eq!(ip(&mut s, 0, 0), Segment::Reordered);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use aya_ebpf::{
 use jatah_common::{
     AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
     DOWNLOAD, FLAG_RTT, FLAG_TCP_LOSS, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN,
-    HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_SLOT,
+    HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_IP_ID, NO_SLOT,
     RttHistogram, SIDE_LAN, SIDE_WAN, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, Segment, SeqState,
     SlotOwner, Stat, TCP_FLOW_BITS, TCP_FLOW_ENTRIES, TcpFlow, TcpLoss, UPLOAD, cache_index,
     handshake_hash, handshake_sampled, htb_priority, judge_segment, loss_side, opd_class_minor,
@@ -406,16 +406,24 @@ fn track_tcp(ctx: &TcContext, h: &Headers, slot: u32, way: Way, cfg_flags: u32) 
     }
 }
 
-/// Payload bytes of a TCP packet: from the end of the TCP header to the
-/// end of the IP packet (not of the frame, which may be padded).
+/// Payload bytes of a TCP packet, from the end of the TCP header to the
+/// end of the IP packet (not of the frame, which may be padded), and its
+/// IPv4 identification (`NO_IP_ID` for IPv6).
 #[inline(always)]
-fn tcp_payload(ctx: &TcContext, h: &Headers, data_off: u8) -> u32 {
+fn tcp_payload(ctx: &TcContext, h: &Headers, data_off: u8) -> (u32, u32) {
     let f = Linear(ctx);
+    // IPv4: total length, identification; IPv6: payload length, next
+    // header, hop limit.
     let (field, fixed) = if h.is_v4 { (2, 0) } else { (4, 40) };
-    let Some(ip_len) = f.read::<[u8; 2]>(h.l3_off + field) else {
-        return 0;
+    let Some(ip) = f.read::<[u8; 4]>(h.l3_off + field) else {
+        return (0, NO_IP_ID);
     };
-    let ip_len = u16::from_be_bytes(ip_len) as usize;
+    let ip_id = if h.is_v4 {
+        u32::from(u16::from_be_bytes([ip[2], ip[3]]))
+    } else {
+        NO_IP_ID
+    };
+    let ip_len = u16::from_be_bytes([ip[0], ip[1]]) as usize;
     let frame_len = ctx.len() as usize;
     let ip_end = h.l3_off + fixed + ip_len;
     // A zero length (IPv6 jumbograms, BIG TCP) means "up to the end".
@@ -424,7 +432,8 @@ fn tcp_payload(ctx: &TcContext, h: &Headers, data_off: u8) -> u32 {
     } else {
         ip_end
     };
-    ip_end.saturating_sub(h.l4_off + ((data_off >> 4) as usize) * 4) as u32
+    let payload = ip_end.saturating_sub(h.l4_off + ((data_off >> 4) as usize) * 4) as u32;
+    (payload, ip_id)
 }
 
 /// Judges a data segment of a sampled connection against what the gateway
@@ -443,7 +452,7 @@ fn track_segments(
     hash: u32,
 ) {
     let syn = tcp[13] & TCP_SYN != 0;
-    let payload = tcp_payload(ctx, h, tcp[12]);
+    let (payload, ip_id) = tcp_payload(ctx, h, tcp[12]);
     if payload == 0 && !syn {
         // Pure ACKs: the common case of the other direction.
         return;
@@ -481,7 +490,7 @@ fn track_segments(
         0 => 1,
         n => n,
     };
-    let judged = judge_segment(&mut e.dir[dir], seq, payload, payload / segs);
+    let judged = judge_segment(&mut e.dir[dir], seq, payload, payload / segs, ip_id);
     if judged == Segment::Skipped {
         return;
     }

@@ -315,6 +315,40 @@ upload = { guaranteed = "5M", ceiling = "10M" }
     }
 
     #[test]
+    fn retransmissions_become_per_second_deltas_and_a_failed_read_no_spike() {
+        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
+        let slots = BTreeMap::from([("a".to_string(), 0)]);
+        let t0 = Instant::now();
+        let mut w = Watcher::default();
+        let mut tick = |s: u64, segments: Option<u64>| {
+            let mut reading = Reading {
+                at: Some(t0 + Duration::from_secs(s)),
+                counters: BTreeMap::from([(0, Counters::default())]),
+                ..Reading::default()
+            };
+            if let Some(n) = segments {
+                let mut t = TcpLoss {
+                    segments: [n, n / 2],
+                    ..TcpLoss::default()
+                };
+                t.retransmitted[jatah_common::SIDE_WAN as usize] = [n / 10, 0];
+                t.retransmitted[jatah_common::SIDE_LAN as usize] = [0, n / 100];
+                reading.tcp_loss.insert(0, t);
+            }
+            let o = &w.tick(&reading, &policy, &slots, &[], Utc::now()).opds["a"];
+            (o.tcp_segments, o.tcp_retransmitted)
+        };
+        assert_eq!(tick(0, Some(1_000)).0, [0, 0], "the first reading is the base");
+        assert_eq!(tick(1, Some(2_000)), ([1_000, 500], [[0, 10], [100, 0]]));
+        assert_eq!(tick(2, None), ([0, 0], [[0, 0], [0, 0]]), "a failed read");
+        assert_eq!(
+            tick(3, Some(4_000)).0,
+            [2_000, 1_000],
+            "the next reading spans the gap"
+        );
+    }
+
+    #[test]
     fn a_failed_unclassified_read_is_no_spike_and_the_next_rate_spans_the_gap() {
         let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
         let slots = BTreeMap::from([("a".to_string(), 0)]);

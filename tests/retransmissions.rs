@@ -7,7 +7,7 @@
 mod support;
 
 use jatah::datapath::{Datapath, OpdPrefixes, Prefix, SkbContext};
-use jatah::lab::netns::{BpffsMount, require_root};
+use jatah::lab::netns::{BpffsMount, NetNs, require_root};
 use jatah::lab::{Lab, LabOpd, LabSpec};
 use jatah::policy::Direction;
 use jatah_common::{DOWNLOAD, SIDE_LAN, SIDE_WAN, TcpLoss, UPLOAD, program_names};
@@ -268,77 +268,99 @@ fn sample(body: &str, name: &str, labels: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no {name} with {labels:?} in /metrics"))
 }
 
-/// Download segments judged, and retransmitted by side (LAN, WAN), of
+/// Segments judged in `dir`, and retransmitted by side (LAN, WAN), of
 /// `opd` as /metrics exports them.
-fn download_loss(lab: &Lab, opd: &str) -> (f64, [f64; 2]) {
+fn exported_loss(lab: &Lab, opd: &str, dir: Direction) -> (f64, [f64; 2]) {
     let (code, body) = lab.http_get("/metrics").expect("scraping /metrics");
     assert_eq!(code, 200);
     let opd = format!("opd=\"{opd}\"");
-    let dir = "direction=\"download\"";
+    let dir = format!("direction=\"{}\"", dir.as_str());
     let retx = |side: &str| {
         sample(
             &body,
             "jatah_opd_tcp_retransmissions_total",
-            &[&opd, dir, &format!("side=\"{side}\"")],
+            &[&opd, &dir, &format!("side=\"{side}\"")],
         )
     };
     (
-        sample(&body, "jatah_opd_tcp_segments_sampled_total", &[&opd, dir]),
+        sample(&body, "jatah_opd_tcp_segments_sampled_total", &[&opd, &dir]),
         [retx("lan"), retx("wan")],
     )
 }
 
-/// Downloads through the lab for `seconds` (two paced flows, well below
-/// every ceiling, so HTB drops nothing) and returns the retransmission
-/// ratios by side (LAN, WAN), the segments judged and the segments the
-/// sender (iperf3's server) says it sent again.
-fn measure(lab: &Lab, seconds: u32) -> ([f64; 2], f64, u64) {
-    let (seg0, retx0) = download_loss(lab, "dinsos");
+/// What one transfer showed: the retransmission ratio of each side (LAN,
+/// WAN), the segments judged and the segments the sender says it sent
+/// again.
+struct Measured {
+    ratio: [f64; 2],
+    segments: f64,
+    sent_again: u64,
+}
+
+/// Sends TCP through the lab in `dir` for `seconds` (two paced flows, well
+/// below every ceiling, so HTB drops nothing).
+fn measure(lab: &Lab, dir: Direction, seconds: u32) -> Measured {
+    let (seg0, retx0) = exported_loss(lab, "dinsos", dir);
     let client = lab
-        .spawn_iperf_args(
-            0,
-            Direction::Download,
-            seconds,
-            0,
-            &["-b", "40M", "-P", "2"],
-            true,
-        )
+        .spawn_iperf_args(0, dir, seconds, 0, &["-b", "40M", "-P", "2"], true)
         .expect("starting iperf3");
     let out = client.wait_with_output().expect("waiting for iperf3");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
     assert!(out.status.success(), "iperf3 failed: {report}");
-    let sender_retransmits = report["end"]["sum_sent"]["retransmits"]
+    let sent_again = report["end"]["sum_sent"]["retransmits"]
         .as_u64()
         .expect("iperf3 reports the sender's retransmissions");
-    let (seg1, retx1) = download_loss(lab, "dinsos");
+    let (seg1, retx1) = exported_loss(lab, "dinsos", dir);
     let segments = seg1 - seg0;
     assert!(
         segments > 10_000.0,
-        "the download was followed: {segments} segments"
+        "the transfer was followed: {segments} segments"
     );
-    (
-        [0, 1].map(|s| (retx1[s] - retx0[s]) / segments),
+    Measured {
+        ratio: [0, 1].map(|s| (retx1[s] - retx0[s]) / segments),
         segments,
-        sender_retransmits,
-    )
+        sent_again,
+    }
 }
 
-/// Drops 3 % of TCP at `hook` in namespace `ns` (packets matching
-/// `only` as well), in a table of its own that goes with the namespace.
-fn nft(ns: &jatah::lab::netns::NetNs, lab: &Lab, name: &str, hook: &str, only: &str) {
-    let rules = format!(
-        "table inet jatah_test_loss {{\n chain {hook} {{\n  type filter hook {hook} priority 0; policy accept;\n  \
-         {only}meta l4proto tcp numgen random mod 100 < 3 counter drop\n }}\n}}\n"
-    );
-    let path = lab.dir().join(format!("{name}.nft"));
-    std::fs::write(&path, rules).unwrap();
-    ns.run("nft", ["-f", &path.display().to_string()]).unwrap();
+/// Where a test drops 3 % of TCP: a namespace, an nftables family and
+/// hook, and what else the packets must match.
+struct Dropper<'a> {
+    ns: &'a NetNs,
+    family: &'static str,
+    hook: &'static str,
+    only: &'static str,
 }
 
-#[test]
-fn random_loss_is_counted_on_the_side_it_happens() {
+impl Dropper<'_> {
+    const TABLE: &'static str = "jatah_test_loss";
+
+    fn start(&self, lab: &Lab) {
+        let (family, hook, only) = (self.family, self.hook, self.only);
+        let rules = format!(
+            "table {family} {} {{\n chain {hook} {{\n  type filter hook {hook} priority 0; policy accept;\n  \
+             {only} numgen random mod 100 < 3 counter drop\n }}\n}}\n",
+            Self::TABLE
+        );
+        let path = lab.dir().join(format!("loss-{family}-{hook}.nft"));
+        std::fs::write(&path, rules).unwrap();
+        self.ns
+            .run("nft", ["-f", &path.display().to_string()])
+            .unwrap();
+    }
+
+    fn stop(&self) {
+        self.ns
+            .run("nft", ["delete", "table", self.family, Self::TABLE])
+            .unwrap();
+    }
+}
+
+/// A lab with one OPD far below its ceilings, jatah following every TCP
+/// connection, and hosts that send one segment per packet, as across a
+/// real path (no TSO/GSO super-packets on their veths).
+fn lab() -> Lab {
     require_root();
-    let _one = one_lab_at_a_time();
     let spec = LabSpec {
         prefix: "jrtx".into(),
         download: "1000M".into(),
@@ -354,8 +376,6 @@ fn random_loss_is_counted_on_the_side_it_happens() {
     };
     let mut lab = Lab::build(spec).expect("building the lab");
     lab.start_daemon(jatah()).expect("starting jatah");
-    // Every connection in the sample, so one download gives thousands of
-    // segments.
     let policy = lab.spec.policy_toml().replace(
         "probe_interval = \"1s\"\n",
         "probe_interval = \"1s\"\nrtt_sampling = 1\n",
@@ -363,62 +383,90 @@ fn random_loss_is_counted_on_the_side_it_happens() {
     lab.write_policy(&policy).unwrap();
     let (code, body) = lab.reload_now().unwrap();
     assert_eq!(code, 200, "{body}");
-
-    // The Internet host sends one segment per packet, as across a real
-    // path (no TSO/GSO super-packets on its veth).
     lab.inet
         .ip(["link", "set", "dev", "wan0", "gso_max_segs", "1"])
         .unwrap();
-    // 3 % of TCP from the Internet lost before the classifier: dropped as
-    // it enters the gateway. (A drop in the sending host's own output
-    // path is no loss to TCP: it sees the error and sends again as if
-    // nothing had left.)
-    nft(&lab.gw, &lab, "wan-loss", "prerouting", "iifname \"wan0\" ");
-    let ([lan, wan], n, sent_again) = measure(&lab, 8);
-    eprintln!(
-        "WAN loss 3 %: {n} segments, retransmitted lan {lan:.4} wan {wan:.4}; the sender retransmitted {sent_again}"
-    );
-    assert!(
-        (0.02..0.045).contains(&wan),
-        "WAN-side ratio near the 3 % set: {wan:.4}"
-    );
-    assert!(lan < 0.003, "LAN side stays near 0: {lan:.4}");
-    // What the sender sent again, less the 3 % of it lost once more.
-    let truth = sent_again as f64 * 0.97;
-    assert!(
-        (0.8..1.2).contains(&(wan * n / truth)),
-        "{:.0} counted for {truth:.0} retransmissions",
-        wan * n
-    );
-    lab.gw
-        .run("nft", ["delete", "table", "inet", "jatah_test_loss"])
+    lab.opds[0]
+        .ip(["link", "set", "dev", "eth0", "gso_max_segs", "1"])
         .unwrap();
+    lab
+}
 
-    // 3 % of TCP lost between the gateway and the OPD's host: dropped as
-    // it arrives in the OPD's namespace.
-    nft(&lab.opds[0], &lab, "lan-loss", "input", "");
-    let ([lan, wan], n, sent_again) = measure(&lab, 8);
+/// Drops 3 % on `side` with `dropper`, sends TCP in `dir` and checks the
+/// loss is counted on that side, near 3 % and near what the sender
+/// retransmitted, and not on the other.
+fn loss_on_one_side(lab: &Lab, dir: Direction, side: u32, dropper: &Dropper) {
+    dropper.start(lab);
+    let m = measure(lab, dir, 8);
+    dropper.stop();
+    let (on, off) = (m.ratio[side as usize], m.ratio[1 - side as usize]);
+    let name = ["LAN", "WAN"][side as usize];
     eprintln!(
-        "LAN loss 3 %: {n} segments, retransmitted lan {lan:.4} wan {wan:.4}; the sender retransmitted {sent_again}"
+        "{dir:?}, {name} loss 3 %: {:.0} segments, retransmitted lan {:.4} wan {:.4}; the sender retransmitted {}",
+        m.segments, m.ratio[0], m.ratio[1], m.sent_again
     );
     assert!(
-        (0.02..0.045).contains(&lan),
-        "LAN-side ratio near the 3 % set: {lan:.4}"
+        (0.02..0.045).contains(&on),
+        "{name}-side ratio near the 3 % set: {on:.4}"
     );
-    assert!(wan < 0.003, "WAN side stays near 0: {wan:.4}");
+    assert!(off < 0.003, "the other side stays near 0: {off:.4}");
+    // Loss before the gateway: retransmissions lost once more never reach
+    // it.
+    let before_gateway = (side == SIDE_WAN) == (dir == Direction::Download);
+    let truth = m.sent_again as f64 * if before_gateway { 0.97 } else { 1.0 };
     assert!(
-        (0.8..1.2).contains(&(lan * n / sent_again as f64)),
-        "{:.0} counted for {sent_again} retransmissions",
-        lan * n
+        (0.8..1.2).contains(&(on * m.segments / truth)),
+        "{:.0} counted for {truth:.0} retransmissions",
+        on * m.segments
     );
-    // HTB dropped nothing: the duplicates were the LAN's losses alone.
+    // HTB dropped nothing: the duplicates were the link's losses alone.
     let (_, body) = lab.http_get("/metrics").unwrap();
-    assert_eq!(
-        sample(
-            &body,
-            "jatah_opd_download_dropped_packets_total",
-            &["opd=\"dinsos\""]
-        ),
-        0.0
-    );
+    let dropped = format!("jatah_opd_{}_dropped_packets_total", dir.as_str());
+    assert_eq!(sample(&body, &dropped, &["opd=\"dinsos\""]), 0.0);
+}
+
+#[test]
+fn download_loss_is_counted_on_the_side_it_happens() {
+    let _one = one_lab_at_a_time();
+    let lab = lab();
+    // WAN: lost before the classifier, as it enters the gateway. (A drop
+    // in the sending host's own output path is no loss to TCP: it sees
+    // the error and sends again as if nothing had left.)
+    let wan = Dropper {
+        ns: &lab.gw,
+        family: "inet",
+        hook: "prerouting",
+        only: "iifname \"wan0\" meta l4proto tcp",
+    };
+    loss_on_one_side(&lab, Direction::Download, SIDE_WAN, &wan);
+    // LAN: lost between the gateway and the OPD's host, as it arrives.
+    let lan = Dropper {
+        ns: &lab.opds[0],
+        family: "inet",
+        hook: "input",
+        only: "meta l4proto tcp",
+    };
+    loss_on_one_side(&lab, Direction::Download, SIDE_LAN, &lan);
+}
+
+#[test]
+fn upload_loss_is_counted_on_the_side_it_happens() {
+    let _one = one_lab_at_a_time();
+    let lab = lab();
+    // WAN: lost after the gateway, as it arrives at the Internet host.
+    let wan = Dropper {
+        ns: &lab.inet,
+        family: "inet",
+        hook: "input",
+        only: "meta l4proto tcp",
+    };
+    loss_on_one_side(&lab, Direction::Upload, SIDE_WAN, &wan);
+    // LAN: lost in the OPD's switch, before the gateway.
+    let lan = Dropper {
+        ns: &lab.sw,
+        family: "bridge",
+        hook: "forward",
+        only: "ip saddr 10.20.1.0/24 ip protocol tcp",
+    };
+    loss_on_one_side(&lab, Direction::Upload, SIDE_LAN, &lan);
 }

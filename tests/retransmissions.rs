@@ -20,6 +20,8 @@ struct Fixture {
 
 const INTERNET: [u8; 4] = [198, 51, 100, 1];
 const HOST: [u8; 4] = [10, 20, 1, 5];
+const HOST_V6: [u8; 16] = [0xfd, 0, 0, 0x20, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+const INTERNET_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const MSS: u32 = 1000;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -34,7 +36,7 @@ fn fixture() -> Fixture {
     dp.set_mark_mask(0x7fff_0000).unwrap();
     dp.sync_opds(&[OpdPrefixes {
         id: "dinkes".into(),
-        prefixes: vec![Prefix::V4([10, 20, 1, 0], 24)],
+        prefixes: vec![Prefix::V4([10, 20, 1, 0], 24), Prefix::V6(HOST_V6, 64)],
     }])
     .unwrap();
     dp.set_tcp_loss_tracking(true).unwrap();
@@ -232,6 +234,48 @@ fn gso_packets_count_as_their_segments() {
     s.data(1);
     assert_eq!(fx.loss().segments[DOWNLOAD], 3);
     assert_eq!(fx.loss().retransmitted[SIDE_LAN as usize][DOWNLOAD], 1);
+}
+
+/// An Ethernet + IPv6 + TCP frame, from the Internet host to the OPD's.
+fn segment_v6(flags: u8, seq: u32, payload: usize) -> Vec<u8> {
+    let mut v4 = segment(INTERNET, HOST, (443, 40010), flags, seq, payload);
+    let tcp = v4.split_off(14 + 20);
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    let plen = tcp.len() as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&plen.to_be_bytes());
+    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&INTERNET_V6);
+    f.extend_from_slice(&HOST_V6);
+    f.extend(tcp);
+    f
+}
+
+#[test]
+fn ipv6_segments_are_judged_without_an_identification() {
+    let fx = fixture();
+    let run = |f: Vec<u8>| {
+        fx.dp
+            .test_run(program_names::DOWNLOAD, &f, &SkbContext::forwarded(), 1)
+            .unwrap()
+    };
+    let seq = |k: u32| 1 + k * MSS;
+    run(segment_v6(SYNACK, 0, 0));
+    // 0, 1, 3, 4, 6, 7: a hole at 2 and one at 5 (merged: 2..6); 2
+    // filled after four segments, 5 after two (reordering); then 0 again.
+    for k in [0, 1, 3, 4, 6, 7] {
+        run(segment_v6(ACK, seq(k), MSS as usize));
+    }
+    run(segment_v6(ACK, seq(2), MSS as usize));
+    run(segment_v6(ACK, seq(5), MSS as usize));
+    run(segment_v6(ACK, seq(0), MSS as usize));
+    let t = fx.loss();
+    assert_eq!(t.segments[DOWNLOAD], 9);
+    assert_eq!(
+        t.retransmitted[SIDE_WAN as usize][DOWNLOAD], 1,
+        "2 filled, 5 reordered"
+    );
+    assert_eq!(t.retransmitted[SIDE_LAN as usize][DOWNLOAD], 1, "0 again");
 }
 
 #[test]

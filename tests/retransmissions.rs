@@ -514,3 +514,21 @@ fn upload_loss_is_counted_on_the_side_it_happens() {
     };
     loss_on_one_side(&lab, Direction::Upload, SIDE_LAN, &lan);
 }
+
+#[test]
+fn a_new_opd_in_a_released_slot_starts_from_zero() {
+    let mut fx = fixture();
+    hole_fill_duplicate(&fx.stream(true, 40020, 0));
+    let old = fx.dp.slots()["dinkes"];
+    assert_ne!(fx.loss(), TcpLoss::default());
+    fx.dp.sync_opds(&[]).unwrap();
+    fx.dp.release(&[old].into_iter().collect());
+    fx.dp
+        .sync_opds(&[OpdPrefixes {
+            id: "bapenda".into(),
+            prefixes: vec![Prefix::V4([10, 20, 4, 0], 24)],
+        }])
+        .unwrap();
+    assert_eq!(fx.dp.slots()["bapenda"], old, "the slot is reused");
+    assert_eq!(fx.dp.tcp_loss(old).unwrap(), TcpLoss::default());
+}

@@ -284,6 +284,222 @@ pub fn handshake_hash(opd: &AddrKey, opd_port: u16, remote: &AddrKey, remote_por
     h ^ (h >> 15)
 }
 
+/// [`Config::flags`] bit: follow the sequence numbers of the sampled TCP
+/// connections (the same sample as handshake timing) and count their
+/// retransmissions per OPD, side and direction ([`TcpLoss`]).
+pub const FLAG_TCP_LOSS: u32 = 2;
+
+/// Retransmissions seen in the sampled TCP connections of one OPD, one per
+/// CPU in a `PerCpuArray` indexed by slot. Counted in segments: a GSO
+/// packet counts as its `gso_segs` segments.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpLoss {
+    /// Data segments judged (in order, out of order or retransmitted), per
+    /// direction: the denominator of the loss ratios.
+    pub segments: [u64; DIRECTIONS],
+    /// Retransmitted segments by the side the original was lost on
+    /// (`[SIDE_LAN]`, `[SIDE_WAN]`), per direction.
+    pub retransmitted: [[u64; DIRECTIONS]; SIDES as usize],
+}
+
+/// Where one direction of a followed connection stands. Sequence numbers
+/// are compared with serial-number arithmetic (RFC 1982), so they wrap.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeqState {
+    /// One past the highest sequence number the gateway forwarded.
+    pub next: u32,
+    /// The hole left by segments that never reached the gateway,
+    /// `[hole_start, hole_end)`; empty when the two are equal. Holes opened
+    /// while one is recorded merge into it (see [`judge_segment`]).
+    pub hole_start: u32,
+    pub hole_end: u32,
+    /// 0 until the first segment (or SYN) set `next`.
+    pub known: u16,
+    /// IPv4 identification of the segment that last moved `next` on.
+    pub last_id: u16,
+}
+
+/// A followed TCP connection, in a direct-mapped table indexed by its
+/// [`handshake_hash`]: the OPD's end, the Internet's end, and where each
+/// direction (`[DOWNLOAD]`, `[UPLOAD]`) stands.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlow {
+    pub opd_addr: AddrKey,
+    pub remote_addr: AddrKey,
+    pub opd_port: u16,
+    pub remote_port: u16,
+    pub dir: [SeqState; DIRECTIONS],
+}
+
+/// Entries of the followed-connection table (a power of two).
+pub const TCP_FLOW_ENTRIES: u32 = 16_384;
+pub const TCP_FLOW_BITS: u32 = 14;
+
+/// Without an IPv4 identification to go by (IPv6, or a sender that leaves
+/// it 0), a fill that comes back with fewer than this many segments
+/// forwarded after it is taken for reordering, not a retransmission: TCP
+/// waits for three duplicate ACKs before it retransmits (RACK may send
+/// sooner; such a retransmission is missed).
+pub const REORDER_SEGMENTS: u32 = 3;
+/// [`judge_segment`]'s `ip_id` for a packet without one (IPv6).
+pub const NO_IP_ID: u32 = u32::MAX;
+/// A jump forward or back of more than this many bytes is no loss but a
+/// connection the table lost track of (a reused port pair, an entry taken
+/// over by another connection): the state starts again from it.
+pub const SEQ_RESYNC_BYTES: u32 = 1 << 24;
+/// A recorded hole whose start is this far behind the new one is dropped
+/// instead of merged: its retransmissions are long past.
+pub const HOLE_SPAN_MAX: u32 = 1 << 22;
+
+/// What a data segment says about a connection's direction.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// Not judged: no payload, a keep-alive or window probe, or the first
+    /// segment after the state was (re)started.
+    Skipped,
+    /// The next bytes expected.
+    InOrder,
+    /// Beyond the next bytes expected: the ones in between never reached
+    /// the gateway (now recorded as the hole).
+    Ahead,
+    /// Inside the recorded hole and sent after the segments forwarded
+    /// since (a later IPv4 identification; without one, at least
+    /// [`REORDER_SEGMENTS`] segments forwarded after it): a
+    /// retransmission of a segment lost before the gateway.
+    Filled,
+    /// Inside the recorded hole but sent before segments the gateway
+    /// already forwarded: the original, reordered on the way.
+    Reordered,
+    /// Before the next bytes expected and outside the hole: the gateway
+    /// already forwarded these bytes, so the first copy was lost after the
+    /// gateway.
+    Duplicate,
+}
+
+#[inline(always)]
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// Judges a data segment `[seq, seq + len)` of one direction of a followed
+/// connection and moves the state on. `seg_len` is the size of one segment
+/// (the packet's payload over its GSO segments), the unit of the reorder
+/// allowance; `ip_id` the packet's IPv4 identification or [`NO_IP_ID`].
+/// Called by the classifier for every segment of a sampled connection,
+/// and by the tests.
+///
+/// Reordering and a retransmission both fill a hole; what tells them apart
+/// is when the segment was sent. Senders number IPv4 packets in the order
+/// they send them (Linux per connection, Windows per host), and a
+/// retransmission is sent after everything the gateway forwarded since
+/// the hole opened, a reordered original before.
+#[inline(always)]
+pub fn judge_segment(s: &mut SeqState, seq: u32, len: u32, seg_len: u32, ip_id: u32) -> Segment {
+    if len == 0 {
+        return Segment::Skipped;
+    }
+    let end = seq.wrapping_add(len);
+    let ahead = seq.wrapping_sub(s.next);
+    let behind = s.next.wrapping_sub(seq);
+    if s.known == 0 || (ahead > SEQ_RESYNC_BYTES && behind > SEQ_RESYNC_BYTES) {
+        *s = SeqState {
+            next: end,
+            hole_start: end,
+            hole_end: end,
+            known: 1,
+            last_id: ip_id as u16,
+        };
+        return Segment::Skipped;
+    }
+    if ahead == 0 {
+        s.next = end;
+        s.last_id = ip_id as u16;
+        return Segment::InOrder;
+    }
+    if ahead <= SEQ_RESYNC_BYTES {
+        // A hole [next, seq) opens; it joins the recorded one unless that
+        // one is empty or long past.
+        if s.hole_start == s.hole_end || seq.wrapping_sub(s.hole_start) > HOLE_SPAN_MAX {
+            s.hole_start = s.next;
+        }
+        s.hole_end = seq;
+        s.next = end;
+        s.last_id = ip_id as u16;
+        return Segment::Ahead;
+    }
+    // Before `next`.
+    if len == 1 && end == s.next {
+        // A keep-alive or a zero-window probe: one byte sent again.
+        return Segment::Skipped;
+    }
+    // Bytes forwarded after this segment (none if it reaches past `next`).
+    let after = if seq_after(end, s.next) {
+        s.next = end;
+        0
+    } else {
+        s.next.wrapping_sub(end)
+    };
+    let hole_len = s.hole_end.wrapping_sub(s.hole_start);
+    if seq.wrapping_sub(s.hole_start) < hole_len {
+        if seq == s.hole_start {
+            // Filled from its start: the hole shrinks (or closes).
+            s.hole_start = if seq_after(end, s.hole_end) {
+                s.hole_end
+            } else {
+                end
+            };
+        }
+        let id = ip_id as u16;
+        let sent_before = if ip_id != NO_IP_ID && (id | s.last_id) != 0 {
+            (id.wrapping_sub(s.last_id) as i16) < 0
+        } else {
+            after < REORDER_SEGMENTS.saturating_mul(seg_len)
+        };
+        if sent_before {
+            Segment::Reordered
+        } else {
+            Segment::Filled
+        }
+    } else {
+        Segment::Duplicate
+    }
+}
+
+/// A connection's direction starts at a SYN (or SYN-ACK) with sequence
+/// number `isn`: the first data byte is `isn + 1`.
+#[inline(always)]
+pub fn seq_start(isn: u32, syn_payload: u32) -> SeqState {
+    let next = isn.wrapping_add(1).wrapping_add(syn_payload);
+    SeqState {
+        next,
+        hole_start: next,
+        hole_end: next,
+        known: 1,
+        last_id: 0,
+    }
+}
+
+/// The side a retransmitted segment's first copy was lost on, for a
+/// segment of `direction` judged [`Segment::Filled`] (lost before the
+/// gateway) or [`Segment::Duplicate`] (lost after it). Download comes
+/// from the WAN, upload from the LAN.
+#[inline(always)]
+pub fn loss_side(judged: Segment, direction: usize) -> Option<u32> {
+    let before_gateway = match judged {
+        Segment::Filled => true,
+        Segment::Duplicate => false,
+        _ => return None,
+    };
+    Some(if before_gateway == (direction == DOWNLOAD) {
+        SIDE_WAN
+    } else {
+        SIDE_LAN
+    })
+}
+
 /// Indexes of the per-CPU data path statistics array (`u64` each).
 #[repr(u32)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -309,6 +525,8 @@ pub mod map_names {
     pub const SLOT_OWNERS: &str = "JATAH_OWNERS";
     pub const RTT: &str = "JATAH_RTT";
     pub const HANDSHAKES: &str = "JATAH_HS";
+    pub const TCP_LOSS: &str = "JATAH_TCP";
+    pub const TCP_FLOWS: &str = "JATAH_FLOWS";
 }
 
 /// Program names as they appear in the object file and in `bpftool prog`
@@ -339,6 +557,10 @@ const _: () = assert!(core::mem::size_of::<SlotOwner>() == 32);
 const _: () = assert!(core::mem::size_of::<RttHistogram>() == 160);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 64);
 const _: () = assert!(HANDSHAKE_ENTRIES == 1 << HANDSHAKE_BITS);
+const _: () = assert!(core::mem::size_of::<TcpLoss>() == 48);
+const _: () = assert!(core::mem::size_of::<SeqState>() == 16);
+const _: () = assert!(core::mem::size_of::<TcpFlow>() == 68);
+const _: () = assert!(TCP_FLOW_ENTRIES == 1 << TCP_FLOW_BITS);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -350,4 +572,161 @@ mod pod {
     unsafe impl aya::Pod for super::SlotOwner {}
     unsafe impl aya::Pod for super::RttHistogram {}
     unsafe impl aya::Pod for super::Handshake {}
+    unsafe impl aya::Pod for super::TcpLoss {}
+    unsafe impl aya::Pod for super::TcpFlow {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: u32 = 1000;
+
+    /// A state that has forwarded everything below `next`.
+    fn at(next: u32) -> SeqState {
+        seq_start(next.wrapping_sub(1), 0)
+    }
+
+    fn judge(s: &mut SeqState, seq: u32) -> Segment {
+        judge_segment(s, seq, MSS, MSS, NO_IP_ID)
+    }
+
+    #[test]
+    fn segments_in_order_move_next_on() {
+        let mut s = at(5_000);
+        for k in 0..10 {
+            assert_eq!(judge(&mut s, 5_000 + k * MSS), Segment::InOrder);
+        }
+        assert_eq!(s.next, 15_000);
+        assert_eq!(s.hole_start, s.hole_end, "no hole");
+    }
+
+    #[test]
+    fn a_hole_filled_after_three_segments_is_a_loss_before_the_gateway() {
+        let mut s = at(0);
+        assert_eq!(judge(&mut s, 0), Segment::InOrder);
+        // Segment 1000..2000 never arrives.
+        assert_eq!(judge(&mut s, 2_000), Segment::Ahead);
+        assert_eq!((s.hole_start, s.hole_end), (1_000, 2_000));
+        for k in 3..6 {
+            assert_eq!(judge(&mut s, k * MSS), Segment::InOrder);
+        }
+        assert_eq!(judge(&mut s, 1_000), Segment::Filled);
+        assert_eq!(s.hole_start, s.hole_end, "the hole closed");
+        // Sent once more: now a duplicate.
+        assert_eq!(judge(&mut s, 1_000), Segment::Duplicate);
+    }
+
+    #[test]
+    fn a_segment_arriving_one_or_two_late_is_reordering() {
+        let mut s = at(0);
+        assert_eq!(judge(&mut s, 1_000), Segment::Ahead);
+        assert_eq!(judge(&mut s, 2_000), Segment::InOrder);
+        assert_eq!(judge(&mut s, 0), Segment::Reordered);
+        assert_eq!(s.hole_start, s.hole_end);
+    }
+
+    #[test]
+    fn bytes_sent_again_that_the_gateway_forwarded_are_duplicates() {
+        let mut s = at(0);
+        for k in 0..8 {
+            judge(&mut s, k * MSS);
+        }
+        assert_eq!(judge(&mut s, 3_000), Segment::Duplicate);
+        // A retransmission that also carries new bytes moves next on.
+        assert_eq!(
+            judge_segment(&mut s, 7_000, 2 * MSS, MSS, NO_IP_ID),
+            Segment::Duplicate
+        );
+        assert_eq!(s.next, 9_000);
+    }
+
+    #[test]
+    fn holes_opened_while_one_is_recorded_merge_and_each_fill_counts() {
+        let mut s = at(0);
+        judge(&mut s, 1_000); // hole 0..1000
+        for k in 2..5 {
+            judge(&mut s, k * MSS);
+        }
+        judge(&mut s, 6_000); // hole 5000..6000, merged: 0..6000
+        assert_eq!((s.hole_start, s.hole_end), (0, 6_000));
+        for k in 7..12 {
+            judge(&mut s, k * MSS);
+        }
+        assert_eq!(judge(&mut s, 0), Segment::Filled);
+        assert_eq!(judge(&mut s, 5_000), Segment::Filled);
+        assert_eq!(s.hole_start, 1_000, "shrinks only from its start");
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let isn = u32::MAX - 1_500;
+        let mut s = seq_start(isn, 0);
+        let first = isn.wrapping_add(1);
+        assert_eq!(judge(&mut s, first), Segment::InOrder);
+        // The next segment straddles 2^32; the one after it is lost.
+        assert_eq!(judge(&mut s, first.wrapping_add(MSS)), Segment::InOrder);
+        let lost = first.wrapping_add(2 * MSS);
+        assert!(lost < first, "wrapped");
+        assert_eq!(judge(&mut s, lost.wrapping_add(MSS)), Segment::Ahead);
+        for k in 2..5 {
+            assert_eq!(judge(&mut s, lost.wrapping_add(k * MSS)), Segment::InOrder);
+        }
+        assert_eq!(judge(&mut s, lost), Segment::Filled);
+        assert_eq!(judge(&mut s, first), Segment::Duplicate);
+    }
+
+    #[test]
+    fn first_segments_keepalives_and_far_jumps_are_not_judged() {
+        let mut s = SeqState::default();
+        assert_eq!(judge(&mut s, 123_456), Segment::Skipped, "mid-stream start");
+        assert_eq!(s.next, 124_456);
+        assert_eq!(judge(&mut s, 124_456), Segment::InOrder);
+        assert_eq!(
+            judge_segment(&mut s, 125_455, 1, MSS, NO_IP_ID),
+            Segment::Skipped
+        );
+        assert_eq!(
+            judge_segment(&mut s, 125_456, 0, MSS, NO_IP_ID),
+            Segment::Skipped
+        );
+        // A port pair reused by a new connection the table missed.
+        assert_eq!(judge(&mut s, 0x8000_0000), Segment::Skipped);
+        assert_eq!(judge(&mut s, 0x8000_0000 + MSS), Segment::InOrder);
+    }
+
+    #[test]
+    fn the_ipv4_identification_tells_a_quick_retransmission_from_a_late_original() {
+        let mut s = at(0);
+        let ip = |s: &mut SeqState, k: u32, id: u16| judge_segment(s, k * MSS, MSS, MSS, id.into());
+        assert_eq!(ip(&mut s, 0, 100), Segment::InOrder);
+        // Segment 1 lost; 2 arrives; 1 is sent again at once (RACK).
+        assert_eq!(ip(&mut s, 2, 102), Segment::Ahead);
+        assert_eq!(ip(&mut s, 1, 103), Segment::Filled);
+        // Segment 4 overtaken by 5..9: late, but sent before them.
+        assert_eq!(ip(&mut s, 3, 104), Segment::InOrder);
+        for k in 5..10 {
+            ip(&mut s, k, 100 + k as u16);
+        }
+        assert_eq!(ip(&mut s, 4, 104), Segment::Reordered);
+        // Identifications wrap like sequence numbers.
+        let mut s = at(0);
+        assert_eq!(ip(&mut s, 0, 65_535), Segment::InOrder);
+        assert_eq!(ip(&mut s, 2, 1), Segment::Ahead);
+        assert_eq!(ip(&mut s, 1, 2), Segment::Filled);
+        // A sender that leaves the identification 0: the segment allowance.
+        let mut s = at(0);
+        assert_eq!(ip(&mut s, 1, 0), Segment::Ahead);
+        assert_eq!(ip(&mut s, 0, 0), Segment::Reordered);
+    }
+
+    #[test]
+    fn download_holes_are_wan_side_and_upload_holes_lan_side() {
+        assert_eq!(loss_side(Segment::Filled, DOWNLOAD), Some(SIDE_WAN));
+        assert_eq!(loss_side(Segment::Duplicate, DOWNLOAD), Some(SIDE_LAN));
+        assert_eq!(loss_side(Segment::Filled, UPLOAD), Some(SIDE_LAN));
+        assert_eq!(loss_side(Segment::Duplicate, UPLOAD), Some(SIDE_WAN));
+        assert_eq!(loss_side(Segment::Reordered, DOWNLOAD), None);
+        assert_eq!(loss_side(Segment::InOrder, UPLOAD), None);
+    }
 }

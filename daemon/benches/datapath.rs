@@ -92,10 +92,12 @@ fn rtt_cost(rounds: usize) {
         "| packet | off ns | on, timed connection ns | on, other connection ns | on, average ns | average/off |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
+    let mut with_loss = Vec::new();
     for (name, prog, from_opd, tcp_flags, payload) in cases {
         let timed_frame = tcp_frame(from_opd, tcp_flags, payload, timed);
         let untimed_frame = tcp_frame(from_opd, tcp_flags, payload, untimed);
         let (mut off, mut on_timed, mut on_untimed) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut loss_timed, mut loss_untimed) = (Vec::new(), Vec::new());
         let ns = |dp: &Datapath, f: &[u8]| classifier::ns_per_packet(dp, prog, f, REPEAT).unwrap();
         for _ in 0..rounds {
             dp.set_rtt_tracking(false).unwrap();
@@ -103,6 +105,10 @@ fn rtt_cost(rounds: usize) {
             dp.set_rtt_tracking(true).unwrap();
             on_timed.push(ns(&dp, &timed_frame));
             on_untimed.push(ns(&dp, &untimed_frame));
+            dp.set_tcp_loss_tracking(true).unwrap();
+            loss_timed.push(ns(&dp, &timed_frame));
+            loss_untimed.push(ns(&dp, &untimed_frame));
+            dp.set_tcp_loss_tracking(false).unwrap();
         }
         let (a, t, u) = (median(&off), median(&on_timed), median(&on_untimed));
         let avg = (t + u * f64::from(sampling - 1)) / f64::from(sampling);
@@ -110,6 +116,22 @@ fn rtt_cost(rounds: usize) {
             "| {name} | {a:.0} | {t:.0} | {u:.0} | {avg:.0} | {:.2} |",
             avg / a
         );
+        let (lt, lu) = (median(&loss_timed), median(&loss_untimed));
+        let lavg = (lt + lu * f64::from(sampling - 1)) / f64::from(sampling);
+        with_loss.push(format!(
+            "| {name} | {avg:.0} | {lt:.0} | {lu:.0} | {lavg:.0} | {:.2} |",
+            lavg / avg
+        ));
+    }
+    println!(
+        "\n## ... and retransmission counting on as well (FLAG_TCP_LOSS, same sample, same rounds)\n"
+    );
+    println!(
+        "| packet | handshakes only, average ns | + retransmissions, followed connection ns | + retransmissions, other connection ns | + retransmissions, average ns | average / handshakes only |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in with_loss {
+        println!("{row}");
     }
     println!();
 }

@@ -296,6 +296,8 @@ pub fn apply(
 ) -> Result<(), GatewayError> {
     datapath.set_mark_mask(policy.gateway.mark_mask)?;
     datapath.set_rtt_tracking(policy.diagnosis.rtt_tracking)?;
+    // The same sampled connections, followed for retransmissions.
+    datapath.set_tcp_loss_tracking(policy.diagnosis.rtt_tracking)?;
     datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
     datapath.sync_opds(&opd_prefixes(policy))?;
     let pref = leaf_preference(policy.gateway.leaf_qdisc);

@@ -25,10 +25,12 @@ use aya_ebpf::{
 };
 use jatah_common::{
     AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
-    DOWNLOAD, FLAG_RTT, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN, HS_IN_SYNACK,
-    HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_SLOT, RttHistogram, SIDE_LAN,
-    SIDE_WAN, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, SlotOwner, Stat, UPLOAD, cache_index,
-    handshake_hash, handshake_sampled, htb_priority, opd_class_minor, rtt_bucket, rtt_index,
+    DOWNLOAD, FLAG_RTT, FLAG_TCP_LOSS, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN,
+    HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_IP_ID, NO_SLOT,
+    RttHistogram, SIDE_LAN, SIDE_WAN, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, Segment, SeqState,
+    SlotOwner, Stat, TCP_FLOW_BITS, TCP_FLOW_ENTRIES, TcpFlow, TcpLoss, UPLOAD, cache_index,
+    handshake_hash, handshake_sampled, htb_priority, judge_segment, loss_side, opd_class_minor,
+    rtt_bucket, rtt_index, seq_start,
 };
 
 /// Let the next program (or the qdisc) decide; never drop.
@@ -64,6 +66,13 @@ static JATAH_RTT: Array<RttHistogram> = Array::pinned(MAX_OPDS * SIDES, 0);
 /// of an older one that hashes alike (bounded memory, like a 1-way LRU).
 #[map]
 static JATAH_HS: Array<Handshake> = Array::with_max_entries(HANDSHAKE_ENTRIES, 0);
+/// Retransmissions in the sampled TCP connections, per OPD slot.
+#[map]
+static JATAH_TCP: PerCpuArray<TcpLoss> = PerCpuArray::pinned(MAX_OPDS, 0);
+/// The sampled TCP connections being followed: direct-mapped, a new
+/// connection takes the entry of an older one that hashes alike.
+#[map]
+static JATAH_FLOWS: Array<TcpFlow> = Array::with_max_entries(TCP_FLOW_ENTRIES, 0);
 /// Read and written by the daemon only; pinned with the others so slots
 /// survive a restart.
 #[map]
@@ -84,6 +93,8 @@ struct Headers {
     other: AddrKey,
     is_v4: bool,
     l4_proto: u8,
+    /// Offset of the IP header from the start of the frame.
+    l3_off: usize,
     /// Offset of the transport header from the start of the frame.
     l4_off: usize,
 }
@@ -175,6 +186,7 @@ fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
                 other,
                 is_v4: true,
                 l4_proto,
+                l3_off: off,
                 l4_off: off + ihl,
             })
         }
@@ -198,6 +210,7 @@ fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
                 other,
                 is_v4: false,
                 l4_proto: byte(f, off + 6)?,
+                l3_off: off,
                 l4_off: off + 40,
             })
         }
@@ -352,13 +365,12 @@ fn bump_side(slot: u32, side: u32, retransmit: bool) {
     }
 }
 
-/// Times TCP handshakes at the LAN-facing interface. For a connection an
-/// OPD host opens: SYN (from OPD) -> SYN-ACK (to OPD) is the WAN round trip,
-/// SYN-ACK -> ACK (from OPD) the LAN round trip; the other way round for a
-/// connection opened from the Internet. Costs one table lookup per TCP
-/// packet; everything else only on handshake packets.
+/// Follows the TCP connections in the sample at the LAN-facing interface:
+/// times their handshakes (`FLAG_RTT`) and judges their data segments
+/// (`FLAG_TCP_LOSS`). A packet of a connection outside the sample costs
+/// one header read and a port test.
 #[inline(always)]
-fn track_handshake(ctx: &TcContext, h: &Headers, slot: u32, way: Way) {
+fn track_tcp(ctx: &TcContext, h: &Headers, slot: u32, way: Way, cfg_flags: u32) {
     if h.l4_proto != IPPROTO_TCP {
         return;
     }
@@ -381,11 +393,134 @@ fn track_handshake(ctx: &TcContext, h: &Headers, slot: u32, way: Way) {
         Way::FromOpd => (src_port, dst_port),
         Way::ToOpd => (dst_port, src_port),
     };
-    if !handshake_sampled(opd_port, remote_port, config().flags) {
+    if !handshake_sampled(opd_port, remote_port, cfg_flags) {
         // A connection outside the sample: no table entry, no clock read.
         return;
     }
     let hash = handshake_hash(&h.addr, opd_port, &h.other, remote_port);
+    if cfg_flags & FLAG_TCP_LOSS != 0 {
+        track_segments(ctx, h, slot, way, &tcp, opd_port, remote_port, hash);
+    }
+    if cfg_flags & FLAG_RTT != 0 {
+        track_handshake(h, slot, way, flags, opd_port, remote_port, hash);
+    }
+}
+
+/// Payload bytes of a TCP packet, from the end of the TCP header to the
+/// end of the IP packet (not of the frame, which may be padded), and its
+/// IPv4 identification (`NO_IP_ID` for IPv6).
+#[inline(always)]
+fn tcp_payload(ctx: &TcContext, h: &Headers, data_off: u8) -> (u32, u32) {
+    let f = Linear(ctx);
+    // IPv4: total length, identification; IPv6: payload length, next
+    // header, hop limit.
+    let (field, fixed) = if h.is_v4 { (2, 0) } else { (4, 40) };
+    let Some(ip) = f.read::<[u8; 4]>(h.l3_off + field) else {
+        return (0, NO_IP_ID);
+    };
+    let ip_id = if h.is_v4 {
+        u32::from(u16::from_be_bytes([ip[2], ip[3]]))
+    } else {
+        NO_IP_ID
+    };
+    let ip_len = u16::from_be_bytes([ip[0], ip[1]]) as usize;
+    let frame_len = ctx.len() as usize;
+    let ip_end = h.l3_off + fixed + ip_len;
+    // A zero length (IPv6 jumbograms, BIG TCP) means "up to the end".
+    let ip_end = if ip_len == 0 || ip_end > frame_len {
+        frame_len
+    } else {
+        ip_end
+    };
+    let payload = ip_end.saturating_sub(h.l4_off + ((data_off >> 4) as usize) * 4) as u32;
+    (payload, ip_id)
+}
+
+/// Judges a data segment of a sampled connection against what the gateway
+/// forwarded before ([`judge_segment`]) and counts it, with its loss side,
+/// for the OPD.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn track_segments(
+    ctx: &TcContext,
+    h: &Headers,
+    slot: u32,
+    way: Way,
+    tcp: &[u8; 14],
+    opd_port: u16,
+    remote_port: u16,
+    hash: u32,
+) {
+    let syn = tcp[13] & TCP_SYN != 0;
+    let (payload, ip_id) = tcp_payload(ctx, h, tcp[12]);
+    if payload == 0 && !syn {
+        // Pure ACKs: the common case of the other direction.
+        return;
+    }
+    let Some(e) = JATAH_FLOWS.get_ptr_mut(hash >> (32 - TCP_FLOW_BITS)) else {
+        return;
+    };
+    // SAFETY: map value; races between CPUs can at worst spoil one
+    // connection's state.
+    let e = unsafe { &mut *e };
+    let same = e.opd_port == opd_port
+        && e.remote_port == remote_port
+        && e.opd_addr == h.addr
+        && e.remote_addr == h.other;
+    if !same {
+        *e = TcpFlow {
+            opd_addr: h.addr,
+            remote_addr: h.other,
+            opd_port,
+            remote_port,
+            dir: [SeqState::default(); 2],
+        };
+    }
+    let dir = match way {
+        Way::ToOpd => DOWNLOAD,
+        Way::FromOpd => UPLOAD,
+    };
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    if syn {
+        e.dir[dir] = seq_start(seq, payload);
+        return;
+    }
+    // SAFETY: reading a field of the context.
+    let segs = match unsafe { (*ctx.skb.skb).gso_segs } {
+        0 => 1,
+        n => n,
+    };
+    let judged = judge_segment(&mut e.dir[dir], seq, payload, payload / segs, ip_id);
+    if judged == Segment::Skipped {
+        return;
+    }
+    if let Some(c) = JATAH_TCP.get_ptr_mut(slot) {
+        let segs = u64::from(segs);
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe {
+            (*c).segments[dir] += segs;
+            if let Some(side) = loss_side(judged, dir) {
+                (*c).retransmitted[(side & 1) as usize][dir] += segs;
+            }
+        }
+    }
+}
+
+/// Times TCP handshakes at the LAN-facing interface. For a connection an
+/// OPD host opens: SYN (from OPD) -> SYN-ACK (to OPD) is the WAN round trip,
+/// SYN-ACK -> ACK (from OPD) the LAN round trip; the other way round for a
+/// connection opened from the Internet. Costs one table lookup per packet
+/// of a sampled connection; everything else only on handshake packets.
+#[inline(always)]
+fn track_handshake(
+    h: &Headers,
+    slot: u32,
+    way: Way,
+    flags: u8,
+    opd_port: u16,
+    remote_port: u16,
+    hash: u32,
+) {
     let Some(e) = JATAH_HS.get_ptr_mut(hash >> (32 - HANDSHAKE_BITS)) else {
         return;
     };
@@ -458,9 +593,11 @@ fn clock() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
+/// Whether anything follows TCP connections: handshake timing or
+/// retransmission counting.
 #[inline(always)]
-fn rtt_enabled(cfg: &Config) -> bool {
-    cfg.flags & FLAG_RTT != 0
+fn tcp_tracking(cfg: &Config) -> bool {
+    cfg.flags & (FLAG_RTT | FLAG_TCP_LOSS) != 0
 }
 
 #[inline(always)]
@@ -555,8 +692,9 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
     }
     count(slot, DOWNLOAD, bytes);
     set_class(&ctx, opd_class_minor(slot));
-    if rtt_enabled(&config()) {
-        track_handshake(&ctx, &h, slot, Way::ToOpd);
+    let cfg = config();
+    if tcp_tracking(&cfg) {
+        track_tcp(&ctx, &h, slot, Way::ToOpd, cfg.flags);
     }
     TC_ACT_UNSPEC
 }
@@ -575,8 +713,8 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
         Ok(h) => match slot_of(&h) {
             NO_SLOT => 0,
             slot => {
-                if rtt_enabled(&cfg) {
-                    track_handshake(&ctx, &h, slot, Way::FromOpd);
+                if tcp_tracking(&cfg) {
+                    track_tcp(&ctx, &h, slot, Way::FromOpd, cfg.flags);
                 }
                 ((slot + 1) << cfg.mark_shift) & cfg.mark_mask
             }

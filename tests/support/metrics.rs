@@ -28,7 +28,7 @@ pub const CORE: [&str; 18] = [
 
 /// The rest: reload timing, history, data path health, and the diagnosis
 /// stage's states, round trips and probes.
-pub const MORE: [&str; 17] = [
+pub const MORE: [&str; 19] = [
     "jatah_policy_last_reload_duration_seconds",
     "jatah_history_available",
     "jatah_datapath_unparsed_packets_total",
@@ -46,6 +46,8 @@ pub const MORE: [&str; 17] = [
     "jatah_upstream_probe_sent_total",
     "jatah_upstream_probe_lost_total",
     "jatah_opd_syn_unanswered_total",
+    "jatah_opd_tcp_segments_sampled_total",
+    "jatah_opd_tcp_retransmissions_total",
 ];
 
 /// Every metric jatah exports, including the diagnosis stage's.

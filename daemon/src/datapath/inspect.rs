@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use aya::programs::SchedClassifier;
-use jatah_common::{Counters, RttHistogram, SLOT_UNCLASSIFIED, STAT_COUNT};
+use jatah_common::{Counters, RttHistogram, SLOT_UNCLASSIFIED, STAT_COUNT, TcpLoss};
 
 use super::{DatapathError, prog_err};
 use super::load::Datapath;
@@ -23,6 +23,12 @@ impl Datapath {
     /// Handshake round trips of a slot on a side.
     pub fn rtt(&self, slot: u32, side: u32) -> Result<RttHistogram, DatapathError> {
         self.reader.rtt(slot, side)
+    }
+
+    /// Retransmissions in the sampled TCP connections of a slot, summed
+    /// over CPUs.
+    pub fn tcp_loss(&self, slot: u32) -> Result<TcpLoss, DatapathError> {
+        self.reader.tcp_loss(slot)
     }
 
     /// Counters of one slot, summed over CPUs.

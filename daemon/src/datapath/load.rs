@@ -13,8 +13,8 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfLoader};
 use jatah_common::{
-    Config, Counters, FLAG_RTT, LAYOUT_VERSION, MAX_OPDS, RTT_SAMPLE_SHIFT_MAX,
-    RTT_SAMPLE_SHIFT_POS, SlotOwner, map_names,
+    Config, Counters, FLAG_RTT, FLAG_TCP_LOSS, LAYOUT_VERSION, MAX_OPDS, RTT_SAMPLE_SHIFT_MAX,
+    RTT_SAMPLE_SHIFT_POS, SlotOwner, TcpLoss, map_names,
     program_names,
 };
 use tracing::{debug, info, warn};
@@ -136,6 +136,18 @@ impl Datapath {
             cfg.flags | FLAG_RTT
         } else {
             cfg.flags & !FLAG_RTT
+        };
+        self.write_config(cfg)
+    }
+
+    /// Turns retransmission counting in the sampled TCP connections (per
+    /// OPD, side and direction) on or off.
+    pub fn set_tcp_loss_tracking(&mut self, on: bool) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        cfg.flags = if on {
+            cfg.flags | FLAG_TCP_LOSS
+        } else {
+            cfg.flags & !FLAG_TCP_LOSS
         };
         self.write_config(cfg)
     }
@@ -301,7 +313,14 @@ impl Datapath {
             PerCpuArray::try_from(self.map_mut(map_names::COUNTERS)?)
                 .map_err(map_err("counters"))?;
         arr.set(slot, zero, 0)
-            .map_err(map_err(format!("zeroing counters of slot {slot}")))
+            .map_err(map_err(format!("zeroing counters of slot {slot}")))?;
+        let zero = PerCpuValues::try_from(vec![TcpLoss::default(); ncpu])
+            .map_err(io_err("per-CPU values"))?;
+        let mut arr: PerCpuArray<&mut MapData, TcpLoss> =
+            PerCpuArray::try_from(self.map_mut(map_names::TCP_LOSS)?)
+                .map_err(map_err("TCP retransmissions"))?;
+        arr.set(slot, zero, 0)
+            .map_err(map_err(format!("zeroing TCP retransmissions of slot {slot}")))
     }
 
     /// Attaches the three classifiers. With TCX (kernel >= 6.6) each link is

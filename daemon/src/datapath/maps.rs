@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::maps::{Array, MapData, PerCpuArray};
 use jatah_common::{
-    Counters, RttHistogram, SIDES, STAT_COUNT, SlotOwner, map_names, rtt_index,
+    Counters, RttHistogram, SIDES, STAT_COUNT, SlotOwner, TcpLoss, map_names, rtt_index,
 };
 use tracing::{debug, warn};
 
@@ -70,6 +70,7 @@ pub struct CounterReader {
     counters: PerCpuArray<MapData, Counters>,
     stats: PerCpuArray<MapData, u64>,
     rtt: Array<MapData, RttHistogram>,
+    tcp: PerCpuArray<MapData, TcpLoss>,
 }
 
 impl CounterReader {
@@ -85,6 +86,11 @@ impl CounterReader {
                 .map_err(map_err("stats"))?,
             rtt: Array::try_from(Map::Array(open_pinned(bpffs, map_names::RTT)?))
                 .map_err(map_err("rtt"))?,
+            tcp: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(
+                bpffs,
+                map_names::TCP_LOSS,
+            )?))
+            .map_err(map_err("TCP retransmissions"))?,
         })
     }
 
@@ -95,6 +101,38 @@ impl CounterReader {
             .get(&slot, 0)
             .map_err(map_err(format!("reading counters of slot {slot}")))?;
         Ok(sum_counters(v.iter()))
+    }
+
+    /// Retransmissions in the sampled TCP connections of a slot, summed
+    /// over CPUs.
+    pub fn tcp_loss(&self, slot: u32) -> Result<TcpLoss, DatapathError> {
+        let v = self
+            .tcp
+            .get(&slot, 0)
+            .map_err(map_err(format!("reading TCP retransmissions of slot {slot}")))?;
+        Ok(sum_tcp_loss(v.iter().copied()))
+    }
+
+    /// Retransmission counters of slots `0..n`, summed over CPUs, in one
+    /// system call.
+    pub fn tcp_loss_first(&self, n: u32) -> Result<Vec<TcpLoss>, DatapathError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DatapathError::Other(format!("{what}: {e}")))?;
+        let stride = std::mem::size_of::<TcpLoss>().next_multiple_of(8);
+        let raw = crate::sys::per_cpu_array_lookup_batch(&self.tcp, n).map_err(|e| {
+            DatapathError::Other(format!("reading TCP retransmissions of slots 0..{n}: {e}"))
+        })?;
+        Ok(raw
+            .chunks_exact(stride * cpus)
+            .map(|per_cpu| {
+                sum_tcp_loss(per_cpu.chunks_exact(stride).map(|c| {
+                    // SAFETY: TcpLoss is plain old data of `size_of` bytes
+                    // at the start of each 8-byte aligned stride;
+                    // read_unaligned copes with the Vec's alignment.
+                    unsafe { std::ptr::read_unaligned(c.as_ptr() as *const TcpLoss) }
+                }))
+            })
+            .collect())
     }
 
     /// Handshake round trips of a slot on a side (`SIDE_LAN`/`SIDE_WAN`).
@@ -196,6 +234,18 @@ impl<'a> SlotTable<'a, RttHistogram> {
     }
 }
 
+impl<'a> SlotTable<'a, TcpLoss> {
+    /// Every slot's TCP retransmission counters below `slots`.
+    pub fn tcp_loss(reader: Option<&'a CounterReader>, slots: u32) -> Self {
+        Self::read(
+            reader,
+            slots,
+            CounterReader::tcp_loss_first,
+            CounterReader::tcp_loss,
+        )
+    }
+}
+
 impl<'a, T: Clone> SlotTable<'a, T> {
     fn read(
         reader: Option<&'a CounterReader>,
@@ -228,6 +278,19 @@ impl<'a, T: Clone> SlotTable<'a, T> {
             }
         }
     }
+}
+
+fn sum_tcp_loss(per_cpu: impl Iterator<Item = TcpLoss>) -> TcpLoss {
+    let mut total = TcpLoss::default();
+    for c in per_cpu {
+        for d in 0..2 {
+            total.segments[d] += c.segments[d];
+            for side in 0..2 {
+                total.retransmitted[side][d] += c.retransmitted[side][d];
+            }
+        }
+    }
+    total
 }
 
 fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {

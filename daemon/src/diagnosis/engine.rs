@@ -121,6 +121,14 @@ pub struct OpdSignals {
     pub handshake_rtts: [Vec<Duration>; 2],
     /// Carrier of the OPD's own interface, where it has one.
     pub link_up: Option<bool>,
+    /// Data segments of the sampled TCP connections judged in this second,
+    /// download then upload (the denominator of `tcp_retransmitted`).
+    pub tcp_segments: [u64; 2],
+    /// Of those, segments sent again, by the side the first copy was lost
+    /// on (`[SIDE_LAN]`, `[SIDE_WAN]`), download then upload. Includes the
+    /// OPD's own HTB drops (on the LAN side for download, the WAN side for
+    /// upload): compare with `drops`.
+    pub tcp_retransmitted: [[u64; 2]; 2],
 }
 
 /// One second of signals.

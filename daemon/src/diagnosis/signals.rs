@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use jatah_common::{
-    Counters, DIRECTIONS, RTT_BUCKETS, RttHistogram, opd_class_minor, rtt_bucket_bound_ns,
+    Counters, DIRECTIONS, RTT_BUCKETS, RttHistogram, TcpLoss, opd_class_minor,
+    rtt_bucket_bound_ns,
 };
 
 use crate::diagnosis::probe::{ProbeStatus, ProbeTarget};
@@ -28,6 +29,8 @@ pub struct Reading {
     pub counters: BTreeMap<u32, Counters>,
     /// Round-trip histograms by slot, LAN side then WAN side.
     pub round_trips: BTreeMap<u32, [RttHistogram; 2]>,
+    /// Retransmissions in the sampled TCP connections, by slot.
+    pub tcp_loss: BTreeMap<u32, TcpLoss>,
     /// HTB drops by class minor, per direction.
     pub drops: [BTreeMap<u16, u64>; DIRECTIONS],
     /// Traffic that matched no OPD.
@@ -99,6 +102,8 @@ struct Previous {
     /// second whose read failed.
     packets: [u64; 2],
     bps: [u64; 2],
+    /// None until a read of the retransmission counters succeeded.
+    tcp: Option<TcpLoss>,
 }
 
 /// Remembers the previous second to turn cumulative counters into deltas.
@@ -163,6 +168,7 @@ impl Watcher {
                 ..OpdSignals::default()
             };
             let minor = opd_class_minor(slot) as u16;
+            let tcp = reading.tcp_loss.get(&slot).copied();
             // A class missing from a dump (the dump failed) is unknown,
             // not zero: the next good dump must not count old drops as new.
             let drop_now: [Option<u64>; DIRECTIONS] =
@@ -188,6 +194,11 @@ impl Watcher {
                     });
                     s.handshake_rtts =
                         std::array::from_fn(|side| new_round_trips(&prev.rtt[side], &rtt[side]));
+                    // A failed read (either side) gives no delta this
+                    // second; the next one spans the gap.
+                    if let (Some(now_t), Some(prev_t)) = (&tcp, &prev.tcp) {
+                        (s.tcp_segments, s.tcp_retransmitted) = tcp_deltas(prev_t, now_t);
+                    }
                     *prev = Previous {
                         at: now,
                         counters,
@@ -195,6 +206,7 @@ impl Watcher {
                         drops: std::array::from_fn(|d| drop_now[d].or(prev.drops[d])),
                         packets: s.packets,
                         bps: s.bps,
+                        tcp: tcp.or(prev.tcp),
                     };
                 }
                 (Some(&counters), None) => {
@@ -209,6 +221,7 @@ impl Watcher {
                             drops: drop_now,
                             packets: [0; 2],
                             bps: [0; 2],
+                            tcp,
                         },
                     );
                 }
@@ -287,6 +300,19 @@ fn new_round_trips(before: &RttHistogram, now: &RttHistogram) -> Vec<Duration> {
     }
     let mean = now.sum_ns.saturating_sub(before.sum_ns) / n;
     vec![Duration::from_nanos(mean); n.min(16) as usize]
+}
+
+/// Segments judged and segments sent again (per side) between two
+/// readings of an OPD's retransmission counters, per direction.
+fn tcp_deltas(before: &TcpLoss, now: &TcpLoss) -> ([u64; 2], [[u64; 2]; 2]) {
+    (
+        std::array::from_fn(|d| now.segments[d].saturating_sub(before.segments[d])),
+        std::array::from_fn(|side| {
+            std::array::from_fn(|d| {
+                now.retransmitted[side][d].saturating_sub(before.retransmitted[side][d])
+            })
+        }),
+    )
 }
 
 /// Upper bounds of the RTT histogram buckets, in seconds (the last is +Inf).
@@ -386,6 +412,40 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         assert_eq!(tick(1, Some(510)), 10);
         assert_eq!(tick(2, None), 0, "a failed dump reads as no new drops");
         assert_eq!(tick(3, Some(515)), 5, "not 515: the cumulative count is kept");
+    }
+
+    #[test]
+    fn retransmissions_become_per_second_deltas_and_a_failed_read_no_spike() {
+        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
+        let slots = BTreeMap::from([("a".to_string(), 0)]);
+        let t0 = Instant::now();
+        let mut w = Watcher::default();
+        let mut tick = |s: u64, segments: Option<u64>| {
+            let mut reading = Reading {
+                at: Some(t0 + Duration::from_secs(s)),
+                counters: BTreeMap::from([(0, Counters::default())]),
+                ..Reading::default()
+            };
+            if let Some(n) = segments {
+                let mut t = TcpLoss {
+                    segments: [n, n / 2],
+                    ..TcpLoss::default()
+                };
+                t.retransmitted[jatah_common::SIDE_WAN as usize] = [n / 10, 0];
+                t.retransmitted[jatah_common::SIDE_LAN as usize] = [0, n / 100];
+                reading.tcp_loss.insert(0, t);
+            }
+            let o = &w.tick(&reading, &policy, &slots, &[], Utc::now()).opds["a"];
+            (o.tcp_segments, o.tcp_retransmitted)
+        };
+        assert_eq!(tick(0, Some(1_000)).0, [0, 0], "the first reading is the base");
+        assert_eq!(tick(1, Some(2_000)), ([1_000, 500], [[0, 10], [100, 0]]));
+        assert_eq!(tick(2, None), ([0, 0], [[0, 0], [0, 0]]), "a failed read");
+        assert_eq!(
+            tick(3, Some(4_000)).0,
+            [2_000, 1_000],
+            "the next reading spans the gap"
+        );
     }
 
     #[test]

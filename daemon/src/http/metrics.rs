@@ -513,6 +513,7 @@ fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> 
         Kind::Counter,
         unanswered,
     ));
+    out.extend(tcp_retransmissions(state, view));
 
     let mut p_up = (Vec::new(), Vec::new());
     let mut p_rtt = (Vec::new(), Vec::new());
@@ -579,6 +580,46 @@ fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> 
         ));
     }
     out
+}
+
+/// Data segments judged and retransmitted in the sampled TCP connections,
+/// per OPD and direction, and per side for the retransmissions.
+fn tcp_retransmissions(state: &AppState, view: &PolicyView) -> [MetricFamily; 2] {
+    let (mut segments, mut retransmitted) = (Vec::new(), Vec::new());
+    let table = SlotTable::tcp_loss(state.counters.as_ref(), view.slot_count());
+    if state.counters.is_some() {
+        for opd in &view.policy.opds {
+            let Some(t) = view.slots.get(&opd.id).and_then(|&s| table.get(s)) else {
+                continue;
+            };
+            for (d, dir) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {
+                let labels = || vec![label("opd", &opd.id), label("direction", dir)];
+                segments.push(counter(labels(), t.segments[d] as f64));
+                for (side, name) in [
+                    (jatah_common::SIDE_LAN, "lan"),
+                    (jatah_common::SIDE_WAN, "wan"),
+                ] {
+                    let mut l = labels();
+                    l.push(label("side", name));
+                    retransmitted.push(counter(l, t.retransmitted[side as usize][d] as f64));
+                }
+            }
+        }
+    }
+    [
+        family(
+            "jatah_opd_tcp_segments_sampled_total",
+            "Data segments of the sampled TCP connections (diagnosis.rtt_sampling) the gateway judged, per OPD and direction: the denominator of the retransmission ratio.",
+            Kind::Counter,
+            segments,
+        ),
+        family(
+            "jatah_opd_tcp_retransmissions_total",
+            "Segments of the sampled TCP connections sent again, per OPD, direction and side the first copy was lost on: lan = between the OPD host and the gateway, wan = beyond the gateway. Includes the OPD's own HTB drops (download on the lan side, upload on the wan side; see jatah_opd_*_dropped_packets_total).",
+            Kind::Counter,
+            retransmitted,
+        ),
+    ]
 }
 
 /// Renders every metric in the text exposition format.

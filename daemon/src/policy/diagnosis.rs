@@ -3,7 +3,8 @@
 //! ```toml
 //! [diagnosis]
 //! probe_interval = "1s"      # how often OPD routers and upstream targets are pinged
-//! rtt_tracking = true        # time TCP handshakes (LAN and WAN round trips)
+//! rtt_tracking = true        # time TCP handshakes (LAN and WAN round trips) and
+//!                            # count retransmissions by side
 //! rtt_sampling = 8           # ... of one connection in 8 (1, 2, 4, ... 128)
 //! lan_rtt = "50ms"           # an OPD's LAN round trip above this: local_degraded
 //! wan_rtt = "150ms"          # upstream round trips above this: upstream_degraded
@@ -34,8 +35,8 @@ pub struct DiagnosisSettings {
     pub probe_interval: Duration,
     pub rtt_tracking: bool,
     /// One TCP connection in this many (a power of two) has its handshake
-    /// timed; the clock read that timing needs is the dearest step of the
-    /// classifier.
+    /// timed and its retransmissions counted; the clock read that timing
+    /// needs is the dearest step of the classifier.
     pub rtt_sampling: u32,
     pub lan_rtt: Duration,
     pub wan_rtt: Duration,

@@ -1,7 +1,8 @@
 //! The one-second loop: the one place that reads the kernel's counters
 //! while jatah runs (a scrape reads them too, at its own time). Each
 //! second it takes one [`Reading`] (one batched read of the counter map,
-//! one of the round-trip map, one HTB dump per tree) and hands it to every
+//! one of the round-trip map, one of the TCP retransmission map, one HTB
+//! dump per tree) and hands it to every
 //! consumer:
 //!
 //! ```text
@@ -107,6 +108,7 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
     let counters = SlotTable::counters(Some(reader), n);
     let unclassified = reader.read(SLOT_UNCLASSIFIED).ok();
     let round_trips = SlotTable::round_trips(Some(reader), n);
+    let tcp_loss = SlotTable::tcp_loss(Some(reader), n);
     let mut reading = Reading {
         at: Some(at),
         unclassified,
@@ -119,6 +121,9 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
         let rtt = [SIDE_LAN, SIDE_WAN]
             .map(|side| round_trips.get(rtt_index(slot, side)).unwrap_or_default());
         reading.round_trips.insert(slot, rtt);
+        if let Some(t) = tcp_loss.get(slot) {
+            reading.tcp_loss.insert(slot, t);
+        }
     }
     reading.drops = drops_by_minor(&kernel.htb_stats());
     reading

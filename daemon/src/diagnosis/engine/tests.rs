@@ -25,6 +25,7 @@ fn busy(bps: u64) -> OpdSignals {
             vec![Duration::from_millis(30)],
         ],
         link_up: None,
+        ..Default::default()
     }
 }
 

@@ -138,6 +138,8 @@ pub struct CoSignals {
     pub wan_handshakes_inflated: bool,
     /// Share of recent upstream probes lost, when there are probes.
     pub probe_loss: Option<f64>,
+    /// TCP segments are lost beyond the gateway at half the OPDs.
+    pub wan_tcp_loss: bool,
 }
 
 impl CoSignals {
@@ -152,6 +154,9 @@ impl CoSignals {
         }
         if self.probe_loss.is_some_and(|l| l >= PROBE_LOSS) {
             v.push("probe_loss".to_string());
+        }
+        if self.wan_tcp_loss {
+            v.push("wan_tcp_loss".to_string());
         }
         v
     }

@@ -151,6 +151,9 @@ const WINDOW_S: usize = 30;
 /// The gateway verdict's reason while the uplink delivers less than the
 /// OPDs ask of it.
 const DELIVERS_LESS: &str = "delivers_less";
+/// The gateway verdict's reason while TCP loses segments beyond the
+/// gateway at half the OPDs.
+const WAN_TCP_LOSS: &str = "wan_tcp_loss";
 /// The source name of traffic that matched no OPD.
 const UNCLASSIFIED: &str = "unclassified";
 /// Least 10 s rate of an active OPD, whatever its ceiling: below it, its
@@ -351,6 +354,7 @@ impl Engine {
             probes_inflated: self.probes_inflated(t, &mut serde_json::Map::new()),
             wan_handshakes_inflated: rtt::wan(&self.opds, t).up(),
             probe_loss,
+            wan_tcp_loss: loss::wan(&self.opds).up(),
         }
     }
 
@@ -426,6 +430,10 @@ impl Engine {
             ev.insert("opds_wan_rtt_own_queue".into(), json!(wan.own_queue));
         }
         let wan_rtt_up = wan.up();
+        // TCP segments sent again because they were lost beyond the
+        // gateway, across OPDs.
+        let tcp = loss::wan(&self.opds);
+        tcp.evidence(&mut ev);
         // Aggregate throughput against the contracted capacity.
         let total_down: u64 = self.opds.values().map(|tr| tr.mean_bps(10, 0)).sum();
         let cap = tick.capacity_bps[0];
@@ -469,6 +477,10 @@ impl Engine {
         if probes_bad || (wan_rtt_up && below_capacity) {
             return (State::UpstreamDegraded, Value::Object(ev));
         }
+        if tcp.up() && below_capacity {
+            ev.insert("reason".into(), json!(WAN_TCP_LOSS));
+            return (State::UpstreamDegraded, Value::Object(ev));
+        }
         if delivers_less {
             ev.insert("reason".into(), json!(DELIVERS_LESS));
             return (State::UpstreamDegraded, Value::Object(ev));
@@ -493,7 +505,7 @@ fn opd_class(tr: &Track, dir: usize, t: &Thresholds) -> OpdClass {
         .as_ref()
         .is_some_and(|v| matches!(v.state, State::LocalFault | State::LocalDegraded));
     let lan_lossy = tr.loss_ratio().is_some_and(|l| l >= t.lan_loss_ratio);
-    if local || lan_lossy || rtt::lan(tr, t).slow {
+    if local || lan_lossy || rtt::lan(tr, t).slow || loss::lan_lossy(tr).is_some() {
         return OpdClass::Excluded;
     }
     // At its own ceiling or dropping in its own class: with the aggregate
@@ -536,6 +548,15 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
     if let Some((m, n)) = tr.rtt_median(1) {
         ev.insert("wan_rtt_median_ms".into(), json!(ms(m)));
         ev.insert("wan_rtt_samples".into(), json!(n));
+    }
+    for (side, name) in [(0, "lan"), (1, "wan")] {
+        if let Some((r, d)) = loss::worst(tr, side) {
+            ev.insert(format!("{name}_tcp_loss_ratio"), json!(loss::round4(r)));
+            ev.insert(
+                format!("{name}_tcp_loss_direction"),
+                json!(["download", "upload"][d]),
+            );
+        }
     }
     if let Some(up) = last.link_up {
         ev.insert("link".into(), json!(if up { "up" } else { "down" }));
@@ -592,6 +613,13 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
         ev.insert("lan_threshold_ms".into(), json!(ms(lan.threshold)));
         return (State::LocalDegraded, Value::Object(ev));
     }
+    // TCP on its own network sends segments again: loss between the OPD
+    // and the gateway.
+    if loss::lan_lossy(tr).is_some() {
+        ev.insert("reason".into(), json!("lan_tcp_loss"));
+        ev.insert("lan_tcp_loss_threshold".into(), json!(loss::LAN_LOSS));
+        return (State::LocalDegraded, Value::Object(ev));
+    }
     let active = down_pk + up_pk >= t.idle_packets;
     if active && matches!(gateway, State::UpstreamDegraded | State::UpstreamDown) {
         ev.insert("reason".into(), json!("uplink"));
@@ -603,6 +631,7 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
     (State::Healthy, Value::Object(ev))
 }
 
+mod loss;
 mod rtt;
 mod track;
 

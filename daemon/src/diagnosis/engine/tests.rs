@@ -637,3 +637,4 @@ fn a_delivered_figure_reads_in_both_languages_with_decimals_below_ten() {
 }
 
 mod baselines;
+mod loss;

@@ -1,0 +1,131 @@
+//! Loss seen as TCP sees it: the share of the sampled connections' data
+//! segments sent again, per OPD, side and direction, over the last 10 s.
+//!
+//! The classifier runs before the OPD's own HTB class, so a segment that
+//! class dropped comes back as a duplicate: on the LAN side for download,
+//! on the WAN side for upload. A side that may hold the OPD's own drops is
+//! not judged while the class dropped in that direction (its own queue
+//! explains the loss).
+
+use std::collections::BTreeMap;
+
+use jatah_common::{SIDE_LAN, SIDE_WAN};
+use serde_json::{Map, Value, json};
+
+use super::track::Track;
+
+/// Judged segments an OPD needs in 10 s, in one direction, for its ratio
+/// to count.
+pub(super) const MIN_SEGMENTS: u64 = 200;
+/// WAN-side share of segments sent again from which a path beyond the
+/// gateway counts as lossy.
+pub(super) const WAN_LOSS: f64 = 0.02;
+/// LAN-side share from which an OPD's own network counts as lossy.
+pub(super) const LAN_LOSS: f64 = 0.03;
+/// Seconds of signals the ratios are taken over.
+const WINDOW: usize = 10;
+
+/// The side whose duplicates include the OPD's own HTB drops in `dir`.
+fn own_drop_side(dir: usize) -> usize {
+    if dir == 0 {
+        SIDE_LAN as usize
+    } else {
+        SIDE_WAN as usize
+    }
+}
+
+/// The OPD's loss ratio on `side` in `dir`, when it can be judged.
+pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
+    let segments: u64 = tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum();
+    if segments < MIN_SEGMENTS {
+        return None;
+    }
+    if side == own_drop_side(dir) && tr.last(WINDOW).any(|s| s.drops[dir] > 0) {
+        return None;
+    }
+    let lost: u64 = tr
+        .last(WINDOW)
+        .map(|s| s.tcp_retransmitted[side][dir])
+        .sum();
+    Some(lost as f64 / segments as f64)
+}
+
+/// The OPD's worst ratio on `side` over both directions.
+pub(super) fn worst(tr: &Track, side: usize) -> Option<(f64, usize)> {
+    (0..2)
+        .filter_map(|d| ratio(tr, side, d).map(|r| (r, d)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// Loss beyond the gateway across the OPDs: how many can be judged and how
+/// many lose at least [`WAN_LOSS`].
+pub(super) struct Wan {
+    pub judged: usize,
+    pub lossy: usize,
+    /// Pooled over the judged OPDs: segments sent again / judged, in the
+    /// direction that loses more.
+    pub pooled: Option<f64>,
+}
+
+impl Wan {
+    /// Half or more of at least two OPDs lose beyond the gateway: one OPD
+    /// talking to one lossy server is not the uplink.
+    pub fn up(&self) -> bool {
+        self.judged >= 2 && self.lossy * 2 >= self.judged
+    }
+
+    pub fn evidence(&self, ev: &mut Map<String, Value>) {
+        if self.judged == 0 {
+            return;
+        }
+        ev.insert("opds_with_tcp_loss_data".into(), json!(self.judged));
+        ev.insert("opds_with_wan_tcp_loss".into(), json!(self.lossy));
+        if let Some(p) = self.pooled {
+            ev.insert("wan_tcp_loss_ratio".into(), json!(round4(p)));
+        }
+    }
+}
+
+pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
+    let side = SIDE_WAN as usize;
+    let mut w = Wan {
+        judged: 0,
+        lossy: 0,
+        pooled: None,
+    };
+    // Pooled per direction: the upload of a download-heavy office must
+    // not dilute its download's loss.
+    let mut lost = [0u64; 2];
+    let mut segs = [0u64; 2];
+    for tr in opds.values() {
+        let Some((r, _)) = worst(tr, side) else {
+            continue;
+        };
+        w.judged += 1;
+        w.lossy += usize::from(r >= WAN_LOSS);
+        for dir in 0..2 {
+            if ratio(tr, side, dir).is_some() {
+                segs[dir] += tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum::<u64>();
+                lost[dir] += tr
+                    .last(WINDOW)
+                    .map(|s| s.tcp_retransmitted[side][dir])
+                    .sum::<u64>();
+            }
+        }
+    }
+    w.pooled = (0..2)
+        .filter(|&d| segs[d] > 0)
+        .map(|d| lost[d] as f64 / segs[d] as f64)
+        .max_by(f64::total_cmp);
+    w
+}
+
+/// The OPD's own network loses: its LAN-side ratio at or above
+/// [`LAN_LOSS`] in a direction, with the figure for the evidence.
+pub(super) fn lan_lossy(tr: &Track) -> Option<(f64, usize)> {
+    worst(tr, SIDE_LAN as usize).filter(|(r, _)| *r >= LAN_LOSS)
+}
+
+pub(super) fn round4(r: f64) -> f64 {
+    (r * 1e4).round() / 1e4
+}

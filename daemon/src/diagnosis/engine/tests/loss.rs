@@ -1,0 +1,106 @@
+//! Loss seen as TCP sees it: segments sent again, by the side the first
+//! copy was lost on.
+
+use super::*;
+
+const LAN: usize = 0;
+const WAN: usize = 1;
+
+/// `busy` with 100 judged segments a second each way, and `per_mille` of
+/// them sent again after a loss on `side` in `dir`.
+fn lossy(bps: u64, side: usize, dir: usize, per_mille: u64) -> OpdSignals {
+    let mut s = busy(bps);
+    s.tcp_segments = [100, 100];
+    s.tcp_retransmitted[side][dir] = per_mille / 10;
+    s
+}
+
+fn clean(bps: u64) -> OpdSignals {
+    lossy(bps, WAN, 0, 0)
+}
+
+#[test]
+fn wan_loss_at_every_opd_below_capacity_degrades_the_uplink_and_blames_no_opd() {
+    let mut r = Run::new();
+    let ok = [("a", clean(4_000_000)), ("b", clean(4_000_000)), ("c", clean(4_000_000))];
+    r.feed(30, &ok, &[ISP_OK]);
+    assert_eq!(r.gateway(), State::Healthy);
+    // 3 % lost beyond the gateway, every ping still answered.
+    let bad = [
+        ("a", lossy(4_000_000, WAN, 0, 30)),
+        ("b", lossy(4_000_000, WAN, 0, 30)),
+        ("c", lossy(4_000_000, WAN, 0, 30)),
+    ];
+    r.feed(25, &bad, &[ISP_OK]);
+    assert_eq!(r.gateway(), State::UpstreamDegraded);
+    let ev = &r.engine.gateway().unwrap().evidence;
+    assert_eq!(ev["reason"], "wan_tcp_loss", "{ev}");
+    assert_eq!(ev["opds_with_wan_tcp_loss"], 3, "{ev}");
+    assert_eq!(ev["wan_tcp_loss_ratio"], 0.03, "{ev}");
+    for id in ["a", "b", "c"] {
+        assert_eq!(r.state(id), State::UpstreamDegraded, "{id} follows, not blamed");
+    }
+    r.feed(30, &ok, &[ISP_OK]);
+    assert_eq!(r.gateway(), State::Healthy, "out of it once the loss ends");
+}
+
+#[test]
+fn wan_loss_at_one_opd_is_one_lossy_server_not_the_uplink() {
+    let mut r = Run::new();
+    let opds = [
+        ("a", lossy(4_000_000, WAN, 0, 80)),
+        ("b", clean(4_000_000)),
+        ("c", clean(4_000_000)),
+    ];
+    r.feed(60, &opds, &[ISP_OK]);
+    assert_eq!(r.gateway(), State::Healthy);
+    assert_eq!(r.state("a"), State::Healthy);
+    assert!(
+        !r.changes
+            .iter()
+            .any(|c| matches!(c.verdict.state, State::UpstreamDegraded | State::UpstreamDown))
+    );
+}
+
+#[test]
+fn lan_loss_at_one_opd_is_local_degraded_and_nothing_upstream() {
+    let mut r = Run::new();
+    let opds = [
+        ("a", lossy(4_000_000, LAN, 0, 50)),
+        ("b", clean(4_000_000)),
+        ("c", clean(4_000_000)),
+    ];
+    r.feed(30, &opds, &[ISP_OK]);
+    assert_eq!(r.state("a"), State::LocalDegraded);
+    let ev = &r.engine.opd("a").unwrap().evidence;
+    assert_eq!(ev["reason"], "lan_tcp_loss", "{ev}");
+    assert_eq!(ev["lan_tcp_loss_ratio"], 0.05, "{ev}");
+    assert_eq!(ev["lan_tcp_loss_direction"], "download", "{ev}");
+    assert_eq!(r.state("b"), State::Healthy);
+    assert_eq!(r.gateway(), State::Healthy);
+    // Upload loss on the LAN (holes in what the OPD sends) too.
+    let mut r = Run::new();
+    r.feed(30, &[("a", lossy(4_000_000, LAN, 1, 50)), ("b", clean(4_000_000))], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::LocalDegraded);
+}
+
+#[test]
+fn duplicates_while_its_own_class_drops_are_its_own_queue() {
+    // Download duplicates are LAN-side, and so are the OPD's own HTB
+    // drops: while its class drops, that side is not judged.
+    let mut r = Run::new();
+    let mut s = lossy(6_000_000, LAN, 0, 50);
+    s.drops = [3, 0];
+    r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::Healthy);
+}
+
+#[test]
+fn too_few_segments_are_not_judged() {
+    let mut r = Run::new();
+    let mut s = lossy(4_000_000, LAN, 0, 200);
+    s.tcp_segments = [15, 15];
+    s.tcp_retransmitted[LAN][0] = 3;
+    r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::Healthy, "150 segments in 10 s");
+}

@@ -48,7 +48,14 @@ pub const MORE: [&str; 17] = [
     "jatah_opd_syn_unanswered_total",
 ];
 
+/// Present only while the uplink delivers less than asked of it (a
+/// delivered estimate at medium confidence or better).
+pub const WHILE_SHORT: [&str; 2] = [
+    "jatah_gateway_download_delivered_bytes_per_second",
+    "jatah_gateway_upload_delivered_bytes_per_second",
+];
+
 /// Every metric jatah exports, including the diagnosis stage's.
 pub fn exported() -> impl Iterator<Item = &'static str> {
-    CORE.into_iter().chain(MORE)
+    CORE.into_iter().chain(MORE).chain(WHILE_SHORT)
 }

@@ -842,8 +842,8 @@ fn in_the_lab_a_policed_uplink_shows_in_the_delivered_panels() {
         let r = lab
             .prom_query(&expr)
             .unwrap_or_else(|e| panic!("{expr}: {e}"));
-        eprintln!("{} series  {}", r.len(), q.place);
         let v = r.first().map(value);
+        eprintln!("{} series, {v:?}  {}", r.len(), q.place);
         if q.expr.contains("download_delivered") {
             match v {
                 Some(v) if (v - 12e6).abs() <= 0.15 * 12e6 => seen_figure = true,

@@ -674,10 +674,10 @@ fn an_office_reads_what_the_isp_delivers_while_the_uplink_is_policed() {
         .wait_for("the grid with the ISP's figure", Duration::from_secs(20), |b| {
             Ok(b.js(
                 "const s = document.getElementById('sentence'); \
-                 const a = document.querySelector('#tiles > li[data-opd=' + arguments[0] + '] .tile-sentence'); \
+                 const a = document.querySelector('#tiles > li[data-opd=' + arguments[0] + '] .tile-figure'); \
                  return !!s && s.innerText.includes('Penyedia layanan hanya mengirim') \
                    && s.innerText.includes('dari 40 Mbit/s (unduh)') \
-                   && !!a && a.innerText.includes('untuk semua kantor sejak');",
+                   && !!a && /^ISP mengirim [0-9,]+ dari 40 Mbit\\/s \\(unduh\\) sejak /.test(a.innerText);",
                 json!([DIAGNOSIS_OPDS[i]]),
             )? == true)
         })

@@ -672,8 +672,8 @@
             h('p', {}, badge(o.light, o.state, null)),
             h('p', { class: 'small' }, `↓ ${mbit(o.download.rate.last_10s_bps)} / ${rate(o.download.ceiling_bps)}`, h('br'),
               `↑ ${mbit(o.upload.rate.last_10s_bps)} / ${rate(o.upload.ceiling_bps)}`),
-            o.upstream_sentence_en ? h('p', { class: 'small tile-sentence' }, lang === 'id' ? o.upstream_sentence_id : o.upstream_sentence_en) : null,
-            o.since_local && !o.upstream_sentence_en ? h('p', { class: 'muted small' }, L.since(o.since_local)) : null,
+            o.uplink_figure_en ? h('p', { class: 'small tile-figure' }, lang === 'id' ? o.uplink_figure_id : o.uplink_figure_en) : null,
+            o.since_local && !o.uplink_figure_en ? h('p', { class: 'muted small' }, L.since(o.since_local)) : null,
             o.reference ? h('p', { class: 'small' }, `${L.refLabel}: `, h('span', { class: 'ref' }, o.reference)) : null));
       }))
     );

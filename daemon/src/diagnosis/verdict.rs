@@ -234,6 +234,19 @@ pub fn with_uplink_figures(state: State, opd_evidence: &Value, gateway_evidence:
     ev
 }
 
+/// The uplink's figure alone, for a tile of the admin grid: "ISP delivers
+/// 30 of 200 Mbit/s download since 10:02 WITA" / "ISP mengirim 30 dari 200
+/// Mbit/s (unduh) sejak 10:02 WITA"; None without a figure.
+pub fn uplink_figure(evidence: &Value, since: Option<&str>) -> Option<(String, String)> {
+    let (en, id) = delivered_figures(evidence)?;
+    let en_since = since.map(|t| format!(" since {t}")).unwrap_or_default();
+    let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
+    Some((
+        format!("ISP delivers {en}{en_since}"),
+        format!("ISP mengirim {id}{id_since}"),
+    ))
+}
+
 /// "30 of 200 Mbit/s download" and "30 dari 200 Mbit/s (unduh)", for each
 /// direction whose delivered figure the evidence carries; None without one.
 fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
@@ -268,7 +281,7 @@ fn mbit(bps: u64, decimal_mark: char) -> String {
 mod tests {
     use serde_json::json;
 
-    use super::{State, explain, explain_since, with_uplink_figures};
+    use super::{State, explain, explain_since, uplink_figure, with_uplink_figures};
 
     fn gateway_evidence() -> serde_json::Value {
         json!({
@@ -296,6 +309,18 @@ mod tests {
             "Jaringan kantor Anda normal; penyedia layanan (ISP) hanya mengirim 30 dari 200 Mbit/s \
              (unduh) untuk semua kantor sejak 10:02 WITA; Diskominfo sedang menanganinya."
         );
+    }
+
+    #[test]
+    fn a_tile_reads_the_figure_alone() {
+        assert_eq!(
+            uplink_figure(&gateway_evidence(), Some("10:02 WITA")),
+            Some((
+                "ISP delivers 30 of 200 Mbit/s download since 10:02 WITA".into(),
+                "ISP mengirim 30 dari 200 Mbit/s (unduh) sejak 10:02 WITA".into()
+            ))
+        );
+        assert_eq!(uplink_figure(&json!({ "reason": "uplink" }), None), None);
     }
 
     #[test]

@@ -252,11 +252,11 @@ pub struct OverviewOpd {
     pub since: Option<DateTime<Utc>>,
     pub since_local: Option<String>,
     pub reference: Option<String>,
-    /// The OPD's sentence while it is under an uplink verdict
-    /// (`upstream_*`), with what the ISP delivers where known; null
-    /// otherwise.
-    pub upstream_sentence_en: Option<String>,
-    pub upstream_sentence_id: Option<String>,
+    /// What the ISP delivers, while the OPD is under an uplink verdict
+    /// (`upstream_*`) and the gateway has the figure, e.g. "ISP delivers
+    /// 12 of 40 Mbit/s download since 10:02 WITA"; null otherwise.
+    pub uplink_figure_en: Option<String>,
+    pub uplink_figure_id: Option<String>,
 }
 
 /// Every OPD's light and rates, and the uplink's.
@@ -513,14 +513,15 @@ pub async fn get_overview(
                         DiagnosisState::UpstreamDegraded | DiagnosisState::UpstreamDown
                     )
                 })
-                .map(|v| {
+                .zip(gateway.as_ref())
+                .and_then(|(v, g)| {
                     let since = local_time(v.since, now, tz);
-                    upstream_aware_sentence(&o.id, v, gateway.as_ref(), Some(&since))
+                    crate::diagnosis::uplink_figure(&g.evidence, Some(&since))
                 });
-            let (upstream_sentence_en, upstream_sentence_id) = upstream.unzip();
+            let (uplink_figure_en, uplink_figure_id) = upstream.unzip();
             OverviewOpd {
-                upstream_sentence_en,
-                upstream_sentence_id,
+                uplink_figure_en,
+                uplink_figure_id,
                 summary: crate::http::api::summary(&state, o),
                 light: Light::of(v.map(|v| v.state)),
                 since: v.map(|v| v.since),

@@ -187,7 +187,10 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
         },
     );
     let d = &month["download"];
-    eprintln!("history: {}", serde_json::to_string(d).unwrap());
+    eprintln!(
+        "history: {} minute(s) with an estimate, {} s below 80%, lowest {}",
+        d["minutes_with_estimate"], d["seconds_below_80_percent"], d["lowest"]
+    );
     let below = d["seconds_below_80_percent"].as_u64().unwrap();
     assert!(
         below > 0 && below as f64 <= policed_for + 60.0,

@@ -60,7 +60,7 @@ use chrono_tz::Tz;
 use rusqlite::{Connection, ErrorCode};
 use serde::{Deserialize, Serialize};
 
-pub use delivered::{DeliveredDay, DeliveredPeriod, LowestMinute};
+pub use delivered::DeliveredPeriod;
 pub use schema::SCHEMA_VERSION;
 pub use seconds::{BELOW_RATIO, DeliveredSecond, DeliveredSeconds};
 

@@ -100,7 +100,9 @@ pub fn sample_once(
     for c in &changes {
         record_change(state, c);
     }
-    if let Some(store) = lock(&state.history.store).as_mut() {
+    if delivered.iter().any(Option::is_some)
+        && let Some(store) = lock(&state.history.store).as_mut()
+    {
         store.note_delivered(now, delivered);
     }
 }

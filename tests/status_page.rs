@@ -2,8 +2,10 @@
 //! OPD A's LAN, in OPD B's LAN and outside (the Internet namespace, as a
 //! phone on mobile data). A's cable is pulled while the outside browser
 //! holds A's token link open: the page turns to the local fault and its
-//! checklist without a reload. B's browser sees B alone. Screenshots at
-//! phone and desktop widths go to target/test-artefacts/status-page/.
+//! checklist without a reload. B's browser sees B alone. With the uplink
+//! policed, an office held back by it reads what the ISP delivers, and so
+//! does the admin grid. Screenshots at phone and desktop widths go to
+//! target/test-artefacts/status-page/.
 
 mod support;
 #[path = "support/webdriver.rs"]

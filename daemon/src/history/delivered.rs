@@ -23,7 +23,7 @@
 //! ([`HOUR_RETENTION_DAYS`](super::HOUR_RETENTION_DAYS)): they exist only
 //! while the uplink is short, so they stay few.
 //!
-//! Seconds are gathered in memory ([`DeliveredSeconds`]) and written with
+//! Seconds are gathered in memory (`DeliveredSeconds`) and written with
 //! the minute's usage in one transaction; a failed write keeps them for the
 //! next minute (up to `MAX_PENDING_MINUTES`, in `seconds.rs`).
 

@@ -278,6 +278,7 @@ async fn no_token_is_401_unless_the_summary_is_open_and_usage_always_needs_one()
     for path in [
         "/api/v1/opds",
         "/api/v1/gateway",
+        "/api/v1/gateway/delivered",
         "/api/v1/opds/dinkes",
         "/api/v1/opds/dinkes/usage",
     ] {
@@ -295,6 +296,11 @@ async fn no_token_is_401_unless_the_summary_is_open_and_usage_always_needs_one()
     let open = fixture(true, true);
     assert_eq!(json(&open, "/api/v1/opds", None).await.0, StatusCode::OK);
     assert_eq!(json(&open, "/api/v1/gateway", None).await.0, StatusCode::OK);
+    assert_eq!(
+        json(&open, "/api/v1/gateway/delivered", None).await.0,
+        StatusCode::OK,
+        "the same access as GET /api/v1/gateway"
+    );
     assert_eq!(
         json(&open, "/api/v1/opds/dinkes", None).await.0,
         StatusCode::UNAUTHORIZED
@@ -438,6 +444,7 @@ async fn the_openapi_document_covers_every_endpoint_and_resolves() {
         "/api/v1/opds/{id}/usage",
         "/api/v1/opds/{id}/usage.csv",
         "/api/v1/gateway",
+        "/api/v1/gateway/delivered",
         "/api/v1/status",
         "/api/v1/status/overview",
         "/api/v1/references/{code}",
@@ -473,6 +480,15 @@ async fn the_openapi_document_covers_every_endpoint_and_resolves() {
         doc["components"]["schemas"]["EventBody"]["properties"]["reference"].is_object(),
         "EventBody.reference is undocumented"
     );
+    // What the uplink delivered in a month.
+    let month = &doc["components"]["schemas"]["DeliveredMonth"]["properties"];
+    let (_, v) = json(&fx, "/api/v1/gateway/delivered", Some(ADMIN)).await;
+    for key in v.as_object().unwrap().keys() {
+        assert!(
+            month[key].is_object(),
+            "DeliveredMonth.{key} is undocumented"
+        );
+    }
 }
 
 #[tokio::test]
@@ -608,6 +624,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_expected() {
         ("/openapi.json", [200, 200, 200, 200, 200]),
         ("/api/v1/opds", [401, 401, 200, 200, 200]),
         ("/api/v1/gateway", [401, 401, 200, 200, 200]),
+        ("/api/v1/gateway/delivered", [401, 401, 200, 200, 200]),
         ("/api/v1/opds/dinkes", [401, 401, 404, 200, 200]),
         ("/api/v1/opds/dinkes/usage", [401, 401, 404, 200, 200]),
         ("/api/v1/opds/dinkes/usage.csv", [401, 401, 404, 200, 200]),
@@ -676,4 +693,107 @@ async fn oversized_bodies_are_refused() {
         .unwrap();
     let res = router(fx.state.clone()).oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// Notes `n` seconds of one direction's delivered estimate from `from`,
+/// then records each minute, as the sampler does.
+fn short_minutes(
+    fx: &Fixture,
+    from: chrono::DateTime<Utc>,
+    minutes: i64,
+    seconds: [Option<jatah::history::DeliveredSecond>; 2],
+) {
+    let mut guard = fx.state.history.store.lock().unwrap();
+    let store = guard.as_mut().unwrap();
+    for m in 0..minutes {
+        let minute = from + chrono::Duration::minutes(m);
+        for s in 0..60 {
+            store.note_delivered(minute + chrono::Duration::seconds(s), seconds);
+        }
+        store.record_minute(minute, &[]).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn delivered_answers_the_hours_a_month_the_isp_delivered_under_80_percent() {
+    use jatah::history::DeliveredSecond;
+    let fx = fixture(false, true);
+    // 5 October 2026, 10:00 WITA: the ISP delivers 30 of the 100 Mbit/s
+    // download for 45 minutes, then 90 (not short) for 15; upload is fine.
+    let start = Utc.with_ymd_and_hms(2026, 10, 5, 2, 0, 0).unwrap();
+    let down = |bps| {
+        [
+            Some(DeliveredSecond {
+                bps,
+                contracted_bps: 100_000_000,
+            }),
+            None,
+        ]
+    };
+    short_minutes(&fx, start, 45, down(30_000_000));
+    short_minutes(
+        &fx,
+        start + chrono::Duration::minutes(45),
+        15,
+        down(90_000_000),
+    );
+    // A short minute on 1 November, 00:30 WITA: another month.
+    short_minutes(
+        &fx,
+        Utc.with_ymd_and_hms(2026, 10, 31, 16, 30, 0).unwrap(),
+        1,
+        down(1),
+    );
+
+    let (s, v) = json(&fx, "/api/v1/gateway/delivered?month=2026-10", Some(DINKES)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["month"], "2026-10");
+    assert_eq!(v["timezone"], "Asia/Makassar");
+    assert_eq!(v["from"], "2026-09-30T16:00:00Z");
+    assert_eq!(v["to"], "2026-10-31T16:00:00Z");
+    let d = &v["download"];
+    assert_eq!(d["contracted_bps"], 100_000_000u64);
+    assert_eq!(d["hours_below_80_percent"], 0.75);
+    assert_eq!(d["seconds_below_80_percent"], 45 * 60);
+    assert_eq!(d["minutes_with_estimate"], 60);
+    assert_eq!(d["lowest"]["delivered_bps"], 30_000_000u64);
+    assert_eq!(d["lowest"]["contracted_bps"], 100_000_000u64);
+    assert_eq!(d["lowest"]["minute"], "2026-10-05T02:00:00Z");
+    let days = d["days"].as_array().unwrap();
+    assert_eq!(days.len(), 31, "every day of October");
+    assert_eq!(days[4]["date"], "2026-10-05");
+    assert_eq!(days[4]["hours_below_80_percent"], 0.75);
+    assert_eq!(days[4]["minutes_with_estimate"], 60);
+    assert_eq!(days[0]["hours_below_80_percent"], 0.0);
+    assert!(days[0]["lowest"].is_null());
+    let u = &v["upload"];
+    assert_eq!(u["contracted_bps"], 50_000_000u64);
+    assert_eq!(u["hours_below_80_percent"], 0.0);
+    assert_eq!(u["minutes_with_estimate"], 0);
+    assert!(u["lowest"].is_null());
+
+    let (_, nov) = json(&fx, "/api/v1/gateway/delivered?month=2026-11", Some(ADMIN)).await;
+    assert_eq!(nov["download"]["minutes_with_estimate"], 1);
+    assert_eq!(nov["download"]["days"].as_array().unwrap().len(), 30);
+
+    // Without a month: the current one, in the gateway's timezone.
+    let (s, v) = json(&fx, "/api/v1/gateway/delivered", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let now = Utc::now().with_timezone(&chrono_tz::Asia::Makassar);
+    assert_eq!(v["month"], now.format("%Y-%m").to_string());
+
+    for bad in ["2026-13", "2026-1", "oktober", "2026-10-01", "0000-01"] {
+        let (s, v) = json(
+            &fx,
+            &format!("/api/v1/gateway/delivered?month={bad}"),
+            Some(ADMIN),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["parameter"], "month", "{bad}: {v}");
+    }
+
+    let down = fixture(false, false);
+    let (s, v) = json(&down, "/api/v1/gateway/delivered", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
 }

@@ -100,6 +100,7 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
 
     let since = now_rfc3339();
     lab.police_uplink(POLICED_RATE).unwrap();
+    let policed_at = Instant::now();
     let took = within(Duration::from_secs(30), "gateway upstream_degraded", || {
         gateway_state(&lab).as_deref() == Some("upstream_degraded")
     });
@@ -155,6 +156,7 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
     }
 
     lab.restore_uplink().unwrap();
+    let policed_for = policed_at.elapsed().as_secs_f64();
     let back = within(Duration::from_secs(60), "gateway healthy again", || {
         gateway_state(&lab).as_deref() == Some("healthy")
     });
@@ -171,6 +173,34 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
     eprintln!(
         "limit lifted: healthy after {back:.1} s; {:.0} s since jatah was up",
         up.elapsed().as_secs_f64()
+    );
+
+    // The history keeps the policed minutes: this month's answer counts
+    // them below 80% of the contract, with the lowest figure near the limit.
+    let mut month = serde_json::Value::Null;
+    within(
+        Duration::from_secs(70),
+        "the policed minutes in the history",
+        || {
+            month = get(&lab, "/api/v1/gateway/delivered");
+            month["download"]["minutes_with_estimate"].as_u64() > Some(0)
+        },
+    );
+    let d = &month["download"];
+    eprintln!(
+        "history: {} minute(s) with an estimate, {} s below 80%, lowest {}",
+        d["minutes_with_estimate"], d["seconds_below_80_percent"], d["lowest"]
+    );
+    let below = d["seconds_below_80_percent"].as_u64().unwrap();
+    assert!(
+        below > 0 && below as f64 <= policed_for + 60.0,
+        "{below} s below 80% of the contract, policed for {policed_for:.0} s"
+    );
+    assert_eq!(d["contracted_bps"], 40_000_000u64);
+    let lowest = d["lowest"]["delivered_bps"].as_f64().unwrap();
+    assert!(
+        (lowest - POLICED_BPS).abs() <= 0.15 * POLICED_BPS,
+        "lowest delivered minute {lowest:.0} b/s against the {POLICED_RATE} limit"
     );
 }
 

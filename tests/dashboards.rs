@@ -10,7 +10,9 @@
 //! another uploading, one cable pulled, one OPD idle. Every panel and variable
 //! query of every dashboard returns data, the cable pull is marked as an
 //! annotation, the OPD alert fires for the pulled OPD only, and JatahDown
-//! fires once jatah stops.
+//! fires once jatah stops. The panels of what the uplink delivers, which
+//! have data only while it delivers less than asked, are evaluated in a
+//! second lab whose uplink is policed to 30% of its contract.
 
 mod support;
 
@@ -23,15 +25,18 @@ use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
 use serde_json::Value;
-use support::{jatah, metrics};
+use support::fixtures::diagnosis_lab;
+use support::verdicts::{gateway_state, within};
+use support::{Children, jatah, metrics, one_lab_at_a_time};
 
 /// Prometheus' own scrape-health series for the jatah job (JatahDown and the
 /// "jatah" panel of Gateway health).
 const PROMETHEUS_OWN: &[&str] = &["up"];
 
-/// Range windows a dashboard may use: Grafana's own, the 30-day review, and
-/// the one-minute window of state-change annotations.
-const WINDOWS: &[&str] = &["$__rate_interval", "$__range", "30d", "1m"];
+/// Range windows a dashboard may use: Grafana's own, the 30-day review, the
+/// one-minute window of state-change annotations, and the time range in
+/// one-minute steps (hours the uplink delivered too little).
+const WINDOWS: &[&str] = &["$__rate_interval", "$__range", "30d", "1m", "$__range:1m"];
 
 /// Grafana units for byte rates: the dashboards show bits per second.
 const BYTE_RATE_UNITS: &[&str] = &[
@@ -624,6 +629,7 @@ fn wait_firing(lab: &Lab, selector: &str, timeout: Duration) -> bool {
 #[test]
 fn in_the_lab_every_panel_query_returns_data_and_the_alerts_fire() {
     require_root();
+    let _one = one_lab_at_a_time();
     let mut lab = Lab::build(LabSpec {
         prefix: "jt-dash".into(),
         download: "30M".into(),
@@ -671,7 +677,9 @@ fn in_the_lab_every_panel_query_returns_data_and_the_alerts_fire() {
     let dashboards = dashboards();
     let mut annotations = Vec::new();
     for d in &dashboards {
-        for q in queries(d) {
+        // What the uplink delivers has data only while it delivers too
+        // little: the policed lab below evaluates those.
+        for q in queries(d).into_iter().filter(|q| !is_delivered(q)) {
             let expr = concrete(&q.expr, &all_opds);
             let result = lab.prom_query(&expr);
             if q.kind == QueryKind::Annotation {
@@ -755,6 +763,137 @@ fn in_the_lab_every_panel_query_returns_data_and_the_alerts_fire() {
         failures.push("JatahDown did not fire after jatah stopped".into());
     }
 
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A query about what the uplink delivers.
+fn is_delivered(q: &Query) -> bool {
+    q.expr.contains("_delivered_bytes_per_second")
+}
+
+/// The single value of an instant query's result.
+fn value(series: &Value) -> f64 {
+    series["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The uplink policed to 12 of its 40 Mbit/s while four OPDs ask for about
+/// 32 (the demand of tests/capacity.rs): "Contracted vs delivered" shows
+/// the contract and the figure, and "Hours this month the ISP delivered <
+/// 80% of contract" counts the policed minutes, evaluated by a real
+/// Prometheus scraping jatah.
+#[test]
+fn in_the_lab_a_policed_uplink_shows_in_the_delivered_panels() {
+    require_root();
+    let _one = one_lab_at_a_time();
+    let mut lab = Lab::build(diagnosis_lab("jt-dashd")).expect("building the lab");
+    lab.start_daemon(jatah()).expect("starting jatah");
+    lab.start_prometheus(&rule_files())
+        .expect("starting Prometheus with jatah's rules");
+    let up = Instant::now();
+    let seconds = 170;
+    let bulk = |i: usize, flows: &str| {
+        lab.spawn_iperf_args(i, Direction::Download, seconds, 0, &["-P", flows], false)
+            .expect("starting iperf3")
+    };
+    let _clients = Children(vec![
+        bulk(0, "1"),
+        bulk(1, "4"),
+        bulk(2, "8"),
+        lab.spawn_iperf_paced(3, Direction::Download, seconds, "2M")
+            .expect("starting iperf3"),
+    ]);
+    // Clean time first: jatah learns its round-trip baselines.
+    std::thread::sleep(Duration::from_secs(35).saturating_sub(up.elapsed()));
+    lab.police_uplink("12mbit").unwrap();
+    let policed = Instant::now();
+    within(Duration::from_secs(40), "gateway upstream_degraded", || {
+        gateway_state(&lab).as_deref() == Some("upstream_degraded")
+    });
+
+    let review = dashboards()
+        .into_iter()
+        .find(|d| d.file == "capacity-review.json")
+        .expect("the capacity review");
+    let panel = |title: &str| -> Vec<Query> {
+        let qs: Vec<Query> = queries(&review)
+            .into_iter()
+            .filter(|q| q.place.contains(&format!("/ \"{title}\" /")))
+            .collect();
+        assert!(!qs.is_empty(), "no panel {title:?} in the capacity review");
+        qs
+    };
+    let opds = support::fixtures::DIAGNOSIS_OPDS.join("|");
+    let mut failures = Vec::new();
+
+    // Contracted vs delivered: both contracts, and the download figure near
+    // what the policer lets through. No upload estimate: upload was never
+    // short, so its delivered query may be empty.
+    let mut seen_figure = false;
+    for q in panel("Contracted vs delivered") {
+        let expr = concrete(&q.expr, &opds);
+        let r = lab
+            .prom_query(&expr)
+            .unwrap_or_else(|e| panic!("{expr}: {e}"));
+        let v = r.first().map(value);
+        eprintln!("{} series, {v:?}  {}", r.len(), q.place);
+        if q.expr.contains("download_delivered") {
+            match v {
+                Some(v) if (v - 12e6).abs() <= 0.15 * 12e6 => seen_figure = true,
+                other => failures.push(format!("{}: {other:?} is not about 12 Mbit/s", q.place)),
+            }
+        } else if q.expr.contains("download_capacity") {
+            if v != Some(40e6) {
+                failures.push(format!("{}: {v:?}, not the 40M contract", q.place));
+            }
+        } else if q.expr.contains("upload_capacity") && v != Some(20e6) {
+            failures.push(format!("{}: {v:?}, not the 20M contract", q.place));
+        }
+    }
+    assert!(seen_figure, "{}", failures.join("\n"));
+
+    // The hours stat: once a minute mark passed while policed, download
+    // counts one minute or more; upload, never short, answers zero.
+    let stat = panel("Hours this month the ISP delivered < 80% of contract");
+    let hours = |dir: &str| -> f64 {
+        let q = stat
+            .iter()
+            .find(|q| q.expr.contains(&format!("{dir}_delivered")))
+            .unwrap_or_else(|| panic!("no {dir} query in the stat"));
+        let expr = concrete(&q.expr, &opds);
+        let r = lab
+            .prom_query(&expr)
+            .unwrap_or_else(|e| panic!("{expr}: {e}"));
+        assert_eq!(r.len(), 1, "{}: one value, got {r:?}", q.place);
+        value(&r[0])
+    };
+    let took = within(
+        Duration::from_secs(75),
+        "a policed minute in the stat",
+        || hours("download") > 0.0,
+    );
+    let down = hours("download");
+    let policed_min = policed.elapsed().as_secs_f64() / 60.0;
+    eprintln!(
+        "hours below 80%: download {down:.3} after {took:.0} s; policed {policed_min:.2} min"
+    );
+    if down > (policed_min + 1.0) / 60.0 + 1e-9 {
+        failures.push(format!(
+            "download: {down} h counted, more than the {policed_min:.2} policed minutes"
+        ));
+    }
+    let upload = hours("upload");
+    if upload != 0.0 {
+        failures.push(format!("upload was never short, yet {upload} h"));
+    }
+    lab.restore_uplink().unwrap();
     assert!(
         failures.is_empty(),
         "{} problem(s):\n{}",

@@ -2,8 +2,10 @@
 //! OPD A's LAN, in OPD B's LAN and outside (the Internet namespace, as a
 //! phone on mobile data). A's cable is pulled while the outside browser
 //! holds A's token link open: the page turns to the local fault and its
-//! checklist without a reload. B's browser sees B alone. Screenshots at
-//! phone and desktop widths go to target/test-artefacts/status-page/.
+//! checklist without a reload. B's browser sees B alone. With the uplink
+//! policed, an office held back by it reads what the ISP delivers, and so
+//! does the admin grid. Screenshots at phone and desktop widths go to
+//! target/test-artefacts/status-page/.
 
 mod support;
 #[path = "support/webdriver.rs"]
@@ -553,4 +555,138 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
     drop(phone);
     lab.stop_daemon().unwrap();
     eprintln!("screenshots in {}", dir.display());
+}
+
+/// The uplink policed to 12 of its 40 Mbit/s contract while four offices
+/// download (the demand of tests/capacity.rs): an office's page says the
+/// ISP delivers so much of the contract since when, in Indonesian and in
+/// English, with nothing to fix at the office; the admin grid says it for
+/// the uplink and on the tiles of the offices it holds back.
+#[test]
+fn an_office_reads_what_the_isp_delivers_while_the_uplink_is_policed() {
+    use support::fixtures::{DIAGNOSIS_OPDS, diagnosis_lab};
+    use support::verdicts::{gateway_state, state, within};
+    let _one = one_lab_at_a_time();
+    require_root();
+    require_browser();
+    let dir = artefacts();
+    let mut lab = Lab::build(diagnosis_lab("jt-stisp")).expect("building the lab");
+    lab.start_daemon(jatah()).expect("starting jatah");
+    let up = Instant::now();
+    let seconds = 170;
+    let bulk = |i: usize, flows: &str| {
+        lab.spawn_iperf_args(i, Direction::Download, seconds, 0, &["-P", flows], false)
+            .expect("starting iperf3")
+    };
+    let _clients = support::Children(vec![
+        bulk(0, "1"),
+        bulk(1, "4"),
+        bulk(2, "8"),
+        lab.spawn_iperf_paced(3, Direction::Download, seconds, "2M")
+            .expect("starting iperf3"),
+    ]);
+    std::thread::sleep(Duration::from_secs(35).saturating_sub(up.elapsed()));
+    lab.police_uplink("12mbit").unwrap();
+    within(Duration::from_secs(40), "gateway upstream_degraded", || {
+        gateway_state(&lab).as_deref() == Some("upstream_degraded")
+    });
+    // An office the uplink holds back (it takes the uplink's state).
+    let mut held = None;
+    within(
+        Duration::from_secs(20),
+        "an office under the uplink verdict",
+        || {
+            held = (0..DIAGNOSIS_OPDS.len())
+                .find(|&i| state(&lab, DIAGNOSIS_OPDS[i]).as_deref() == Some("upstream_degraded"));
+            held.is_some()
+        },
+    );
+    let i = held.unwrap();
+
+    let office = Browser::start(&lab.opds[i], "office-isp", &dir).unwrap();
+    office.goto(&status_url_in_opd(i)).unwrap();
+    let id_figure = " dari 40 Mbit/s (unduh) untuk semua kantor sejak ";
+    office
+        .wait_for(
+            "the ISP's figure on the office page",
+            Duration::from_secs(30),
+            |b| {
+                let t = b.text()?;
+                Ok(t.contains("penyedia layanan (ISP) hanya mengirim ") && t.contains(id_figure))
+            },
+        )
+        .unwrap();
+    let text = office.text().unwrap();
+    let sentence = text
+        .lines()
+        .find(|l| l.contains(id_figure))
+        .unwrap()
+        .to_string();
+    eprintln!("office page: {sentence}");
+    // "... hanya mengirim 12 dari 40 Mbit/s ...": the figure is the policer's.
+    let figure: f64 = sentence
+        .split("hanya mengirim ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.replace(',', ".").parse().ok())
+        .unwrap_or_else(|| panic!("no figure in {sentence:?}"));
+    assert!(
+        (figure - 12.0).abs() <= 1.5,
+        "{figure} Mbit/s in {sentence:?}"
+    );
+    assert!(
+        sentence.contains("WITA; Diskominfo sedang menanganinya."),
+        "{sentence}"
+    );
+    assert!(text.contains("Jaringan kantor Anda normal"), "{text}");
+    let checklist = office
+        .js(
+            "return document.getElementById('checklist').dataset.checklist;",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(checklist, "upstream", "nothing to fix at the office");
+    accessible(&office, "office, ISP short");
+    screenshots(&office, "office-isp-delivers-less");
+    office
+        .js(
+            "document.getElementById('lang').click(); return true;",
+            json!([]),
+        )
+        .unwrap();
+    office
+        .wait_for("the figure in English", Duration::from_secs(5), |b| {
+            let t = b.text()?;
+            Ok(t.contains("the ISP delivers only ")
+                && t.contains(" of 40 Mbit/s download to all offices since ")
+                && t.contains("; Diskominfo is on it."))
+        })
+        .unwrap();
+    drop(office);
+
+    // Diskominfo's grid: the uplink's sentence with the figure, and the
+    // held-back office's tile says the same.
+    let phone = Browser::start(&lab.inet, "outside-isp", &dir).unwrap();
+    phone
+        .goto(&status_url_outside(&format!(
+            "/status/admin#token={LAB_ADMIN_TOKEN}"
+        )))
+        .unwrap();
+    phone
+        .wait_for("the grid with the ISP's figure", Duration::from_secs(20), |b| {
+            Ok(b.js(
+                "const s = document.getElementById('sentence'); \
+                 const a = document.querySelector('#tiles > li[data-opd=' + arguments[0] + '] .tile-figure'); \
+                 return !!s && s.innerText.includes('Penyedia layanan hanya mengirim') \
+                   && s.innerText.includes('dari 40 Mbit/s (unduh)') \
+                   && !!a && /^ISP mengirim [0-9,]+ dari 40 Mbit\\/s \\(unduh\\) sejak /.test(a.innerText);",
+                json!([DIAGNOSIS_OPDS[i]]),
+            )? == true)
+        })
+        .unwrap();
+    accessible(&phone, "admin grid, ISP short");
+    screenshots(&phone, "admin-grid-isp-delivers-less");
+    drop(phone);
+    lab.restore_uplink().unwrap();
+    lab.stop_daemon().unwrap();
 }

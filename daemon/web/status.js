@@ -659,7 +659,7 @@
         trafficLight(d.gateway_light, g ? g.state : null, false),
         h('div', { class: 'verdict-text' },
           h('p', {}, badge(d.gateway_light, g ? g.state : null, 'state-label')),
-          h('p', { class: 'sentence', id: 'sentence' }, g ? (lang === 'id' ? g.explanation_id : g.explanation_en) : L.states.none)))
+          h('p', { class: 'sentence', id: 'sentence' }, g ? (lang === 'id' ? d.gateway_sentence_id || g.explanation_id : d.gateway_sentence_en || g.explanation_en) : L.states.none)))
     );
     $('grid-card').replaceChildren(
       h('h2', { id: 'grid-title' }, `${L.brandAdmin} (${d.opds.length})`),
@@ -672,7 +672,8 @@
             h('p', {}, badge(o.light, o.state, null)),
             h('p', { class: 'small' }, `↓ ${mbit(o.download.rate.last_10s_bps)} / ${rate(o.download.ceiling_bps)}`, h('br'),
               `↑ ${mbit(o.upload.rate.last_10s_bps)} / ${rate(o.upload.ceiling_bps)}`),
-            o.since_local ? h('p', { class: 'muted small' }, L.since(o.since_local)) : null,
+            o.uplink_figure_en ? h('p', { class: 'small tile-figure' }, lang === 'id' ? o.uplink_figure_id : o.uplink_figure_en) : null,
+            o.since_local && !o.uplink_figure_en ? h('p', { class: 'muted small' }, L.since(o.since_local)) : null,
             o.reference ? h('p', { class: 'small' }, `${L.refLabel}: `, h('span', { class: 'ref' }, o.reference)) : null));
       }))
     );

@@ -50,7 +50,14 @@ pub const MORE: [&str; 19] = [
     "jatah_opd_tcp_retransmissions_total",
 ];
 
+/// Present only while the uplink delivers less than asked of it (a
+/// delivered estimate at medium confidence or better).
+pub const WHILE_SHORT: [&str; 2] = [
+    "jatah_gateway_download_delivered_bytes_per_second",
+    "jatah_gateway_upload_delivered_bytes_per_second",
+];
+
 /// Every metric jatah exports, including the diagnosis stage's.
 pub fn exported() -> impl Iterator<Item = &'static str> {
-    CORE.into_iter().chain(MORE)
+    CORE.into_iter().chain(MORE).chain(WHILE_SHORT)
 }

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-
 /// Diagnosis state of an OPD (the README's "Is it the OPD or the network?").
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
@@ -104,6 +103,22 @@ pub fn explain_since(
             ),
         );
     }
+    // An office under an uplink verdict reads the uplink's figure too: the
+    // office is never blamed, and the number says how short the ISP is.
+    if opd.is_some()
+        && state == State::UpstreamDegraded
+        && let Some((en, id)) = delivered_figures(evidence)
+    {
+        let en_since = since.map(|t| format!(" since {t}")).unwrap_or_default();
+        return (
+            format!(
+                "{who_en} is fine; the ISP delivers only {en} to all offices{en_since}; Diskominfo is on it."
+            ),
+            format!(
+                "Jaringan kantor Anda normal; penyedia layanan (ISP) hanya mengirim {id} untuk semua kantor{id_since}; Diskominfo sedang menanganinya."
+            ),
+        );
+    }
     match (opd.is_none(), state, reason) {
         (true, State::Healthy, _) => (
             "The Internet uplink delivers normally.".into(),
@@ -192,6 +207,46 @@ pub fn explain_since(
     }
 }
 
+/// An OPD's evidence with the uplink's delivered figures added (the
+/// `{dir}_delivered_bps` and `{dir}_capacity_bps` of each direction whose
+/// estimate the gateway's evidence carries), so the sentence of an office
+/// under an `upstream_*` verdict can say what the ISP delivers. Other
+/// states, and a gateway without a figure, leave it as it is.
+pub fn with_uplink_figures(state: State, opd_evidence: &Value, gateway_evidence: &Value) -> Value {
+    let mut ev = opd_evidence.clone();
+    if !matches!(state, State::UpstreamDegraded | State::UpstreamDown) {
+        return ev;
+    }
+    let Some(map) = ev.as_object_mut() else {
+        return ev;
+    };
+    for dir in ["download", "upload"] {
+        let delivered = format!("{dir}_delivered_bps");
+        let capacity = format!("{dir}_capacity_bps");
+        if let (Some(d), Some(c)) = (
+            gateway_evidence.get(&delivered),
+            gateway_evidence.get(&capacity),
+        ) {
+            map.insert(delivered, d.clone());
+            map.insert(capacity, c.clone());
+        }
+    }
+    ev
+}
+
+/// The uplink's figure alone, for a tile of the admin grid: "ISP delivers
+/// 30 of 200 Mbit/s download since 10:02 WITA" / "ISP mengirim 30 dari 200
+/// Mbit/s (unduh) sejak 10:02 WITA"; None without a figure.
+pub fn uplink_figure(evidence: &Value, since: Option<&str>) -> Option<(String, String)> {
+    let (en, id) = delivered_figures(evidence)?;
+    let en_since = since.map(|t| format!(" since {t}")).unwrap_or_default();
+    let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
+    Some((
+        format!("ISP delivers {en}{en_since}"),
+        format!("ISP mengirim {id}{id_since}"),
+    ))
+}
+
 /// "30 of 200 Mbit/s download" and "30 dari 200 Mbit/s (unduh)", for each
 /// direction whose delivered figure the evidence carries; None without one.
 fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
@@ -219,5 +274,97 @@ fn mbit(bps: u64, decimal_mark: char) -> String {
         format!("{}", m.round() as u64)
     } else {
         format!("{m:.1}").replace('.', &decimal_mark.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{State, explain, explain_since, uplink_figure, with_uplink_figures};
+
+    fn gateway_evidence() -> serde_json::Value {
+        json!({
+            "reason": "delivers_less",
+            "download_delivered_bps": 30_000_000u64,
+            "download_capacity_bps": 200_000_000u64,
+            "download_bps_10s": 29_000_000u64,
+        })
+    }
+
+    #[test]
+    fn an_office_under_the_uplink_reads_the_figure_in_both_languages() {
+        let opd = json!({ "reason": "uplink", "download_bps_10s": 9_000_000u64 });
+        let ev = with_uplink_figures(State::UpstreamDegraded, &opd, &gateway_evidence());
+        assert_eq!(ev["reason"], "uplink", "the office's own evidence stays");
+        assert!(ev.get("upload_delivered_bps").is_none());
+        let (en, id) = explain_since(Some("dinkes"), State::UpstreamDegraded, &ev, Some("10:02 WITA"));
+        assert_eq!(
+            en,
+            "OPD dinkes is fine; the ISP delivers only 30 of 200 Mbit/s download to all offices \
+             since 10:02 WITA; Diskominfo is on it."
+        );
+        assert_eq!(
+            id,
+            "Jaringan kantor Anda normal; penyedia layanan (ISP) hanya mengirim 30 dari 200 Mbit/s \
+             (unduh) untuk semua kantor sejak 10:02 WITA; Diskominfo sedang menanganinya."
+        );
+    }
+
+    #[test]
+    fn a_tile_reads_the_figure_alone() {
+        assert_eq!(
+            uplink_figure(&gateway_evidence(), Some("10:02 WITA")),
+            Some((
+                "ISP delivers 30 of 200 Mbit/s download since 10:02 WITA".into(),
+                "ISP mengirim 30 dari 200 Mbit/s (unduh) sejak 10:02 WITA".into()
+            ))
+        );
+        assert_eq!(uplink_figure(&json!({ "reason": "uplink" }), None), None);
+    }
+
+    #[test]
+    fn only_upload_short_names_upload_and_both_name_both() {
+        let gw = json!({
+            "download_capacity_bps": 40_000_000u64,
+            "upload_delivered_bps": 4_560_000u64,
+            "upload_capacity_bps": 20_000_000u64,
+        });
+        let ev = with_uplink_figures(State::UpstreamDegraded, &json!({}), &gw);
+        assert!(ev.get("download_capacity_bps").is_none(), "no download figure: {ev}");
+        let (en, id) = explain(Some("dinkes"), State::UpstreamDegraded, &ev);
+        assert_eq!(
+            en,
+            "OPD dinkes is fine; the ISP delivers only 4.6 of 20 Mbit/s upload to all offices; \
+             Diskominfo is on it."
+        );
+        assert!(id.contains("hanya mengirim 4,6 dari 20 Mbit/s (unggah) untuk semua kantor;"), "{id}");
+        let mut both = gateway_evidence();
+        both["upload_delivered_bps"] = json!(4_560_000u64);
+        both["upload_capacity_bps"] = json!(20_000_000u64);
+        let ev = with_uplink_figures(State::UpstreamDegraded, &json!({}), &both);
+        let (en, id) = explain(Some("dinkes"), State::UpstreamDegraded, &ev);
+        assert!(
+            en.contains("only 30 of 200 Mbit/s download and 4.6 of 20 Mbit/s upload to all offices"),
+            "{en}"
+        );
+        assert!(id.contains("30 dari 200 Mbit/s (unduh) dan 4,6 dari 20 Mbit/s (unggah)"), "{id}");
+    }
+
+    #[test]
+    fn without_a_figure_or_outside_the_uplink_the_sentence_is_unchanged() {
+        let plain = json!({ "reason": "uplink" });
+        let (en, _) = explain(Some("dinkes"), State::UpstreamDegraded, &plain);
+        assert_eq!(
+            en,
+            "OPD dinkes is fine; the Internet uplink is degraded for everyone and Diskominfo is on it."
+        );
+        // A local verdict never takes the uplink's figure.
+        let local = with_uplink_figures(State::LocalFault, &plain, &gateway_evidence());
+        assert_eq!(local, plain);
+        // The uplink down: the office is told so, not a figure.
+        let down = with_uplink_figures(State::UpstreamDown, &plain, &gateway_evidence());
+        let (en, _) = explain(Some("dinkes"), State::UpstreamDown, &down);
+        assert!(en.contains("the Internet uplink is down for everyone"), "{en}");
     }
 }

@@ -30,13 +30,22 @@
 //! nothing was recorded, so a CSV report has one line per step and a chart
 //! has no gaps to interpolate across.
 //!
+//! **Delivered capacity.** Beside usage, the store keeps what the uplink
+//! delivered in the minutes a delivered estimate held, with the contract
+//! in force, for "how many hours this month did the ISP deliver less than
+//! 80% of the contract?" (`delivered.rs` says what a minute holds).
+//!
 //! Layout: this file holds the types; `store.rs` opens, writes and prunes
-//! the database, `queries.rs` reads it, `buckets.rs` cuts local hours and
-//! days and `schema.rs` creates and upgrades the tables.
+//! the database, `queries.rs` reads it, `delivered.rs` answers the
+//! delivered-capacity questions (`seconds.rs` gathers a minute's seconds),
+//! `buckets.rs` cuts local hours and days and `schema.rs` creates and
+//! upgrades the tables.
 
 mod buckets;
+mod delivered;
 mod queries;
 mod schema;
+mod seconds;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -51,7 +60,9 @@ use chrono_tz::Tz;
 use rusqlite::{Connection, ErrorCode};
 use serde::{Deserialize, Serialize};
 
+pub use delivered::DeliveredPeriod;
 pub use schema::SCHEMA_VERSION;
+pub use seconds::{BELOW_RATIO, DeliveredSecond, DeliveredSeconds};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "history.sqlite";
@@ -165,6 +176,8 @@ pub struct PruneReport {
     pub minute_rows: u64,
     /// Hourly rows deleted.
     pub hour_rows: u64,
+    /// Delivered-capacity minutes deleted (kept as long as hourly rows).
+    pub delivered_rows: u64,
 }
 
 /// A diagnosis state change (or another event worth keeping).
@@ -310,4 +323,6 @@ pub struct HistoryStore {
     tz: Tz,
     /// `None` only after a failed [`HistoryStore::reopen`].
     conn: Option<Connection>,
+    /// Delivered seconds not yet written (`delivered.rs`).
+    delivered: DeliveredSeconds,
 }

@@ -80,6 +80,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_at ON events(at_ms);
     CREATE INDEX events_opd_at ON events(opd, at_ms);
     ",
+    // 3: what the uplink delivered, per minute an estimate held
+    // (history/delivered.rs says what a row holds).
+    "
+    CREATE TABLE delivered_minute (
+        direction      TEXT NOT NULL CHECK (direction IN ('download', 'upload')),
+        start          INTEGER NOT NULL,  -- UTC minute
+        contracted_bps INTEGER NOT NULL,  -- contract in force at the last held second
+        delivered_bps  INTEGER NOT NULL,  -- mean over the held seconds
+        lowest_bps     INTEGER NOT NULL,
+        seconds        INTEGER NOT NULL,  -- seconds an estimate held (medium or better)
+        below_seconds  INTEGER NOT NULL,  -- of those, below 80% of the contract that second
+        PRIMARY KEY (direction, start)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX delivered_minute_start ON delivered_minute(start);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::buckets::{self, Unit};
 use super::{
-    CounterReading, DB_FILE, Event, HOUR_RETENTION_DAYS, HistoryError, HistoryStore,
+    CounterReading, DB_FILE, DeliveredSeconds, Event, HOUR_RETENTION_DAYS, HistoryError, HistoryStore,
     MINUTE_RETENTION_DAYS, PruneReport, SCHEMA_VERSION, schema,
 };
 
@@ -26,6 +26,7 @@ impl HistoryStore {
             path,
             tz,
             conn: Some(conn),
+            delivered: Default::default(),
         })
     }
 
@@ -99,8 +100,14 @@ impl HistoryStore {
             .ok_or_else(|| HistoryError::Unavailable {
                 path: self.path.clone(),
             })?;
-        let result = record(conn, starts, readings);
-        result.map_err(|e| self.classify(e.into()))
+        let result = record(conn, starts, readings, &self.delivered);
+        match result {
+            Ok(written) => {
+                self.delivered.forget(&written);
+                Ok(())
+            }
+            Err(e) => Err(self.classify(e.into())),
+        }
     }
 
     /// Deletes per-minute rows older than [`MINUTE_RETENTION_DAYS`] and
@@ -126,10 +133,15 @@ impl HistoryStore {
                 "DELETE FROM hour_usage WHERE start < ?1",
                 params![hour_cutoff],
             )?;
+            let delivered_rows = tx.execute(
+                "DELETE FROM delivered_minute WHERE start < ?1",
+                params![hour_cutoff],
+            )?;
             tx.commit()?;
             Ok(PruneReport {
                 minute_rows: minute_rows as u64,
                 hour_rows: hour_rows as u64,
+                delivered_rows: delivered_rows as u64,
             })
         })();
         result.map_err(|e| self.classify(e.into()))
@@ -247,13 +259,15 @@ fn ensure_writable_dir(dir: &Path) -> Result<(), HistoryError> {
     std::fs::remove_file(&probe).map_err(not_writable)
 }
 
-/// Writes one minute for all readings in a single transaction.
-/// `starts` = minute, hour and day bucket starts.
+/// Writes one minute for all readings, and the delivered seconds of it
+/// and earlier minutes, in a single transaction. `starts` = minute, hour
+/// and day bucket starts. Returns the delivered minutes written.
 fn record(
     conn: &mut Connection,
     starts: [i64; 3],
     readings: &[CounterReading],
-) -> rusqlite::Result<()> {
+    delivered: &DeliveredSeconds,
+) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction()?;
     {
         let mut find =
@@ -320,7 +334,9 @@ fn record(
             }
         }
     }
-    tx.commit()
+    let written = delivered.write(&tx, starts[0])?;
+    tx.commit()?;
+    Ok(written)
 }
 
 /// Bytes since the cursor; a counter that went backwards was recreated

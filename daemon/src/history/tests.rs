@@ -496,7 +496,8 @@ fn prune_removes_old_minutes_but_rollups_still_answer() {
         report,
         PruneReport {
             minute_rows: 120,
-            hour_rows: 0
+            hour_rows: 0,
+            delivered_rows: 0,
         }
     );
     assert_eq!(count(&store, "minute_usage"), 1);

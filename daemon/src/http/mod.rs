@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod delivered;
 pub mod exposition;
 pub mod metrics;
 pub mod openapi;
@@ -38,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/metrics", get(crate::http::metrics::serve))
             .route("/openapi.json", get(crate::http::openapi::serve))
             .merge(crate::http::api::routes())
+            .merge(crate::http::delivered::routes())
             .merge(crate::http::status_page::routes()),
     )
     .with_state(state)

@@ -9,6 +9,7 @@
 //!   Reading ──► Traffic (rates for the API and status page)
 //!           ──► Watcher ──► Tick ──► Engine ──► verdict changes ──► log, history events
 //!           ──► (each minute) history store: cumulative counters + peak rates
+//!           ──► (each second) history store: the delivered estimate, if one holds
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::datapath::{CounterReader, SlotTable};
-use crate::diagnosis::Change;
+use crate::diagnosis::capacity::Confidence;
+use crate::diagnosis::{Change, Engine};
 use crate::diagnosis::signals::{Reading, Watcher};
-use crate::history::{CounterReading, HistoryStore};
+use crate::history::{CounterReading, DeliveredSecond, HistoryStore};
 use crate::runtime::state::{AppState, KernelStatus, PolicyView, drops_by_minor, lock};
 
 /// Runs the loop until `shutdown` fires.
@@ -91,10 +93,34 @@ pub fn sample_once(
         .map(|p| p.snapshot())
         .unwrap_or_default();
     let tick = watcher.tick(&reading, &view.policy, &view.slots, &probes, now);
-    let changes = lock(&state.diagnosis.engine).step(&tick);
+    let (changes, delivered) = {
+        let mut engine = lock(&state.diagnosis.engine);
+        let changes = engine.step(&tick);
+        (changes, delivered_seconds(&engine, tick.capacity_bps))
+    };
     for c in &changes {
         record_change(state, c);
     }
+    if delivered.iter().any(Option::is_some)
+        && let Some(store) = lock(&state.history.store).as_mut()
+    {
+        store.note_delivered(now, delivered);
+    }
+}
+
+/// This second's delivered estimate per direction, where one holds at
+/// medium confidence or better, with the contract in force: what the
+/// history keeps per minute.
+fn delivered_seconds(engine: &Engine, contracted_bps: [u64; 2]) -> [Option<DeliveredSecond>; 2] {
+    let held = engine.delivered();
+    [0, 1].map(|dir| {
+        held[dir]
+            .filter(|d| d.confidence >= Confidence::Medium)
+            .map(|d| DeliveredSecond {
+                bps: d.bps,
+                contracted_bps: contracted_bps[dir],
+            })
+    })
 }
 
 /// Reads every slot in use: counters and round trips in one batch each,

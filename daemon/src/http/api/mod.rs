@@ -67,7 +67,7 @@ pub fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> 
 
 /// Access to the summary (OPD list, gateway): any valid token, or none
 /// where the admin allowed anonymous reads.
-fn summary_access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
+pub(crate) fn summary_access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
     let access = access(state, headers)?;
     if access == Access::Anonymous && !state.tokens.anonymous_summary {
         return Err(Problem::token_required());

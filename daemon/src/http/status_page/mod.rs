@@ -252,6 +252,11 @@ pub struct OverviewOpd {
     pub since: Option<DateTime<Utc>>,
     pub since_local: Option<String>,
     pub reference: Option<String>,
+    /// What the ISP delivers, while the OPD is under an uplink verdict
+    /// (`upstream_*`) and the gateway has the figure, e.g. "ISP delivers
+    /// 12 of 40 Mbit/s download since 10:02 WITA"; null otherwise.
+    pub uplink_figure_en: Option<String>,
+    pub uplink_figure_id: Option<String>,
 }
 
 /// Every OPD's light and rates, and the uplink's.
@@ -259,6 +264,10 @@ pub struct OverviewOpd {
 pub struct StatusOverview {
     pub gateway: Option<Verdict>,
     pub gateway_light: Light,
+    /// The uplink's sentence with since when (gateway's local time) and,
+    /// while the ISP delivers less, the figure; null before a verdict.
+    pub gateway_sentence_en: Option<String>,
+    pub gateway_sentence_id: Option<String>,
     pub timezone: String,
     pub timezone_abbreviation: String,
     pub opds: Vec<OverviewOpd>,
@@ -287,6 +296,21 @@ pub struct ReferenceLookup {
     /// The minute (UTC) the code's state began in.
     pub minute: DateTime<Utc>,
     pub matches: Vec<ReferenceMatch>,
+}
+
+/// An OPD's sentence; under an `upstream_*` verdict it says what the ISP
+/// delivers when the gateway has that figure (the office is never blamed).
+fn upstream_aware_sentence(
+    opd: &str,
+    v: &Verdict,
+    gateway: Option<&Verdict>,
+    since_local: Option<&str>,
+) -> (String, String) {
+    let evidence = match gateway {
+        Some(g) => crate::diagnosis::with_uplink_figures(v.state, &v.evidence, &g.evidence),
+        None => v.evidence.clone(),
+    };
+    crate::diagnosis::explain_since(Some(opd), v.state, &evidence, since_local)
 }
 
 /// A time in the gateway's timezone, as an operator reads it: "10:02 WITA"
@@ -389,12 +413,7 @@ pub async fn status_of(
         .unwrap_or((None, None));
     let since_local = verdict.as_ref().map(|v| local_time(v.since, now, tz));
     let (sentence_en, sentence_id) = match &verdict {
-        Some(v) => crate::diagnosis::explain_since(
-            Some(&opd.id),
-            v.state,
-            &v.evidence,
-            since_local.as_deref(),
-        ),
+        Some(v) => upstream_aware_sentence(&opd.id, v, gateway.as_ref(), since_local.as_deref()),
         None => (
             "jatah is still gathering the first seconds of signals; the verdict follows shortly."
                 .into(),
@@ -473,13 +492,36 @@ pub async fn get_overview(
             )
         })
         .unwrap_or_default();
+    let (gateway_sentence_en, gateway_sentence_id) = gateway
+        .as_ref()
+        .map(|g| {
+            let since = local_time(g.since, now, tz);
+            let (en, id) = crate::diagnosis::explain_since(None, g.state, &g.evidence, Some(&since));
+            (Some(en), Some(id))
+        })
+        .unwrap_or_default();
     let opds = view
         .policy
         .opds
         .iter()
         .map(|o| {
             let v = verdicts.get(&o.id);
+            let upstream = v
+                .filter(|v| {
+                    matches!(
+                        v.state,
+                        DiagnosisState::UpstreamDegraded | DiagnosisState::UpstreamDown
+                    )
+                })
+                .zip(gateway.as_ref())
+                .and_then(|(v, g)| {
+                    let since = local_time(v.since, now, tz);
+                    crate::diagnosis::uplink_figure(&g.evidence, Some(&since))
+                });
+            let (uplink_figure_en, uplink_figure_id) = upstream.unzip();
             OverviewOpd {
+                uplink_figure_en,
+                uplink_figure_id,
                 summary: crate::http::api::summary(&state, o),
                 light: Light::of(v.map(|v| v.state)),
                 since: v.map(|v| v.since),
@@ -493,6 +535,8 @@ pub async fn get_overview(
     Ok(no_store(
         Json(StatusOverview {
             gateway_light: Light::of(gateway.as_ref().map(|g| g.state)),
+            gateway_sentence_en,
+            gateway_sentence_id,
             gateway,
             timezone: tz.name().to_string(),
             timezone_abbreviation: timezone_abbreviation(tz, now),

@@ -119,6 +119,39 @@ pub fn explain_since(
             ),
         );
     }
+    // Loss measured in TCP retransmissions, with its share.
+    let pct = |key: &str| {
+        evidence
+            .get(key)
+            .and_then(Value::as_f64)
+            .map(|r| format!("{:.1}%", r * 100.0))
+    };
+    if let (true, State::UpstreamDegraded, "wan_tcp_loss", Some(p)) =
+        (opd.is_none(), state, reason, pct("wan_tcp_loss_ratio"))
+    {
+        let id_p = p.replace('.', ",");
+        return (
+            format!(
+                "The Internet uplink loses {p} of packets beyond the gateway (TCP sends them again){en_since}; Diskominfo is on it, nothing to fix at the OPDs."
+            ),
+            format!(
+                "Koneksi Internet dari penyedia layanan kehilangan {id_p} paket di luar gateway{id_since}; Diskominfo sedang menangani, tidak ada yang perlu diperbaiki di kantor Anda."
+            ),
+        );
+    }
+    if let (false, State::LocalDegraded, "lan_tcp_loss", Some(p)) =
+        (opd.is_none(), state, reason, pct("lan_tcp_loss_ratio"))
+    {
+        let id_p = p.replace('.', ",");
+        return (
+            format!(
+                "{who_en}: the office's own network loses {p} of packets while other offices are fine{en_since}; check the office router, switch and cabling."
+            ),
+            format!(
+                "Jaringan Diskominfo normal; jaringan di kantor Anda kehilangan {id_p} paket{id_since}: periksa router, switch dan kabel di kantor Anda."
+            ),
+        );
+    }
     match (opd.is_none(), state, reason) {
         (true, State::Healthy, _) => (
             "The Internet uplink delivers normally.".into(),

@@ -25,18 +25,24 @@ fn wan_loss_at_every_opd_below_capacity_degrades_the_uplink_and_blames_no_opd() 
     let ok = [("a", clean(4_000_000)), ("b", clean(4_000_000)), ("c", clean(4_000_000))];
     r.feed(30, &ok, &[ISP_OK]);
     assert_eq!(r.gateway(), State::Healthy);
-    // 3 % lost beyond the gateway, every ping still answered.
-    let bad = [
-        ("a", lossy(4_000_000, WAN, 0, 30)),
-        ("b", lossy(4_000_000, WAN, 0, 30)),
-        ("c", lossy(4_000_000, WAN, 0, 30)),
-    ];
-    r.feed(25, &bad, &[ISP_OK]);
+    // 3 % lost beyond the gateway, every ping still answered; each office
+    // varies on its own (no shared plateau).
+    for k in 0..25u64 {
+        let bad = [
+            ("a", lossy(3_000_000 + (k % 3) * 1_000_000, WAN, 0, 30)),
+            ("b", lossy(3_000_000 + ((k + 1) % 5) * 800_000, WAN, 0, 30)),
+            ("c", lossy(2_000_000 + (k * k % 7) * 500_000, WAN, 0, 30)),
+        ];
+        r.feed(1, &bad, &[ISP_OK]);
+    }
     assert_eq!(r.gateway(), State::UpstreamDegraded);
     let ev = &r.engine.gateway().unwrap().evidence;
     assert_eq!(ev["reason"], "wan_tcp_loss", "{ev}");
     assert_eq!(ev["opds_with_wan_tcp_loss"], 3, "{ev}");
     assert_eq!(ev["wan_tcp_loss_ratio"], 0.03, "{ev}");
+    let v = r.engine.gateway().unwrap();
+    assert!(v.explanation_en.contains("loses 3.0% of packets"), "{}", v.explanation_en);
+    assert!(v.explanation_id.contains("kehilangan 3,0% paket"), "{}", v.explanation_id);
     for id in ["a", "b", "c"] {
         assert_eq!(r.state(id), State::UpstreamDegraded, "{id} follows, not blamed");
     }
@@ -76,6 +82,9 @@ fn lan_loss_at_one_opd_is_local_degraded_and_nothing_upstream() {
     assert_eq!(ev["reason"], "lan_tcp_loss", "{ev}");
     assert_eq!(ev["lan_tcp_loss_ratio"], 0.05, "{ev}");
     assert_eq!(ev["lan_tcp_loss_direction"], "download", "{ev}");
+    let v = r.engine.opd("a").unwrap();
+    assert!(v.explanation_en.contains("loses 5.0% of packets"), "{}", v.explanation_en);
+    assert!(v.explanation_id.contains("kehilangan 5,0% paket"), "{}", v.explanation_id);
     assert_eq!(r.state("b"), State::Healthy);
     assert_eq!(r.gateway(), State::Healthy);
     // Upload loss on the LAN (holes in what the OPD sends) too.

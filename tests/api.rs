@@ -726,6 +726,7 @@ async fn delivered_answers_the_hours_a_month_the_isp_delivered_under_80_percent(
             Some(DeliveredSecond {
                 bps,
                 contracted_bps: 100_000_000,
+                since: None,
             }),
             None,
         ]

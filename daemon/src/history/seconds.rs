@@ -23,6 +23,10 @@ pub struct DeliveredSecond {
     pub bps: u64,
     /// The contracted capacity in force that second, bits per second.
     pub contracted_bps: u64,
+    /// When the estimate began (the start of the plateau it came from):
+    /// its first second also counts the seconds since then, which passed
+    /// while the estimate formed.
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// One direction's seconds of one minute.
@@ -61,7 +65,12 @@ impl MinuteSum {
 #[derive(Debug, Default)]
 pub struct DeliveredSeconds {
     pending: BTreeMap<i64, [MinuteSum; 2]>,
+    /// The last second noted per direction (Unix seconds).
+    last: [Option<i64>; 2],
 }
+
+/// Seconds at most counted back to an estimate's start.
+const MAX_BACKFILL_S: i64 = 120;
 
 impl DeliveredSeconds {
     /// Adds the second at `at`; `None` where no estimate holds.
@@ -69,12 +78,24 @@ impl DeliveredSeconds {
         if seconds.iter().all(Option::is_none) {
             return;
         }
-        let minute = at.timestamp().div_euclid(60) * 60;
-        let sums = self.pending.entry(minute).or_default();
-        for (sum, s) in sums.iter_mut().zip(seconds) {
-            if let Some(s) = s {
-                sum.add(s);
+        let now = at.timestamp();
+        for (dir, s) in seconds.iter().enumerate() {
+            let Some(s) = *s else {
+                continue;
+            };
+            // The seconds between the estimate's start and its first
+            // second here count too, once: they were short already.
+            if let Some(since) = s.since {
+                let mut from = since.timestamp().max(now - MAX_BACKFILL_S);
+                if let Some(l) = self.last[dir] {
+                    from = from.max(l + 1);
+                }
+                for t in from..now {
+                    self.pending.entry(t.div_euclid(60) * 60).or_default()[dir].add(s);
+                }
             }
+            self.pending.entry(now.div_euclid(60) * 60).or_default()[dir].add(s);
+            self.last[dir] = Some(now);
         }
         while self.pending.len() > MAX_PENDING_MINUTES {
             self.pending.pop_first();

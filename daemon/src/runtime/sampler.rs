@@ -119,6 +119,7 @@ fn delivered_seconds(engine: &Engine, contracted_bps: [u64; 2]) -> [Option<Deliv
             .map(|d| DeliveredSecond {
                 bps: d.bps,
                 contracted_bps: contracted_bps[dir],
+                since: Some(d.since),
             })
     })
 }

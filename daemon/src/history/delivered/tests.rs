@@ -37,6 +37,7 @@ fn second(bps: u64, contracted_bps: u64) -> Option<DeliveredSecond> {
     Some(DeliveredSecond {
         bps,
         contracted_bps,
+        since: None,
     })
 }
 
@@ -229,4 +230,29 @@ fn an_empty_range_is_a_client_error() {
     let m = t("2026-11-03T02:00:00Z");
     let err = store.delivered(m, m).unwrap_err();
     assert!(err.is_client_error(), "{err}");
+}
+
+#[test]
+fn the_seconds_an_estimate_took_to_form_count_once() {
+    let dir = TempDir::new("since");
+    let mut store = HistoryStore::open(&dir.0, Asia::Makassar).unwrap();
+    let m = t("2026-11-05T02:00:00Z");
+    // The estimate holds from 02:00:25 on, but began at 02:00:10.
+    let s = [
+        Some(DeliveredSecond {
+            bps: 12_000_000,
+            contracted_bps: 40_000_000,
+            since: Some(m + TimeDelta::seconds(10)),
+        }),
+        None,
+    ];
+    note(&mut store, m + TimeDelta::seconds(25), 35, s);
+    store.record_minute(m, &[]).unwrap();
+    let [down, _] = store
+        .delivered(m - TimeDelta::hours(1), m + TimeDelta::hours(1))
+        .unwrap();
+    assert_eq!(
+        down.seconds_below_80_percent, 50,
+        "02:00:10 to 02:00:59, each once"
+    );
 }

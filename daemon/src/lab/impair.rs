@@ -213,7 +213,8 @@ impl Lab {
     }
 
     /// A bulk iperf3 transfer from OPD `i` with the far server (started by
-    /// [`Lab::start_far_server`]), `args` added, output discarded.
+    /// [`Lab::start_far_server`]), `args` added; its JSON report and errors
+    /// are piped (`wait_iperf` reads them).
     pub fn spawn_iperf_far(
         &self,
         i: usize,
@@ -227,8 +228,8 @@ impl Lab {
         Ok(self
             .iperf_command_to(FAR_ADDR, i, dir, seconds, 0)
             .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()?)
     }
 }

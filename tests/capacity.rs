@@ -3,6 +3,12 @@
 //! side of the lab. jatah must say `upstream_degraded` with the figure the
 //! uplink truly delivered, and blame no OPD.
 //!
+//! The scenarios below are the CI slice of the issue's matrix (the whole
+//! matrix is `cargo bench --bench capacity`): the upload policed, a 100 ms
+//! queue at 40 % of demand, 3 % WAN loss, and the false positives one OPD's
+//! lossy LAN, one slow remote server and one OPD at its ceiling. Those the
+//! engine cannot pass yet are ignored with what they need.
+//!
 //! The `trace_*` tests (ignored; run them by name) record what jatah
 //! reports each second next to what the limit delivered, as CSV, for
 //! calibrating the diagnosis. `JATAH_TRACE_DIR` says where (default: the
@@ -17,7 +23,9 @@ use jatah::lab::Lab;
 use jatah::lab::netns::require_root;
 use jatah::policy::Direction;
 use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
-use support::verdicts::{gateway_state, get, no_local_blame, now_rfc3339, state, within};
+use support::verdicts::{
+    gateway_state, get, no_local_blame, no_upstream_verdict, now_rfc3339, state, within,
+};
 use support::{Children, jatah, one_lab_at_a_time};
 
 /// What each OPD asks for, in the order of [`OPDS`]: bulk downloads with
@@ -259,5 +267,248 @@ fn trace_queue_100ms() {
         "trace-queue-100ms.csv",
         "tbf rate 12mbit burst 32kb latency 100ms (a 100 ms queue at 30% of the 40M contract)",
         |lab| lab.queue_uplink(POLICED_RATE, "100ms").unwrap(),
+    );
+}
+
+/// Upload demand, in the order of [`OPDS`]: bulk uploads with one, four
+/// and eight flows (each up to its 5M ceiling) and one paced at 1M, about
+/// 16 Mbit/s under the 20M contract.
+fn upload_demand(lab: &Lab, seconds: u32) -> Children {
+    let bulk = |i: usize, flows: &str| {
+        lab.spawn_iperf_args(i, Direction::Upload, seconds, 0, &["-P", flows], false)
+            .expect("starting iperf3")
+    };
+    Children(vec![
+        bulk(0, "1"),
+        bulk(1, "4"),
+        bulk(2, "8"),
+        lab.spawn_iperf_paced(3, Direction::Upload, seconds, "1M")
+            .expect("starting iperf3"),
+    ])
+}
+
+/// Builds the lab, starts `load` for `seconds`, waits for [`settled`] and
+/// for the warm-up to pass; returns the lab and its clients.
+fn warmed_up(prefix: &str, seconds: u32, load: fn(&Lab, u32) -> Children) -> (Lab, Children) {
+    let lab = start(prefix);
+    let up = Instant::now();
+    let clients = load(&lab, seconds);
+    within(Duration::from_secs(40), "a healthy gateway", || {
+        settled(&lab)
+    });
+    sleep_until(up + WARM_UP);
+    (lab, clients)
+}
+
+/// While a limit in `dir` holds: the gateway turns `upstream_degraded`
+/// within 30 s, its `{dir}_delivered_bps` is within 10 % of what the
+/// limit sent over the following 10 s, no OPD is blamed; then `lift`
+/// ends the limit and the gateway is healthy within 60 s.
+fn degraded_then_recovers(lab: &Lab, dir: Direction, what: &str, lift: impl FnOnce(&Lab)) {
+    let since = now_rfc3339();
+    let took = within(Duration::from_secs(30), "gateway upstream_degraded", || {
+        gateway_state(lab).as_deref() == Some("upstream_degraded")
+    });
+    eprintln!("{what}: upstream_degraded after {took:.1} s");
+    let sent = || lab.uplink_sent_bytes_toward(dir).expect("reading the tbf");
+    let (s0, t0) = (sent(), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let g = get(lab, "/api/v1/gateway");
+    let (s1, t1) = (sent(), Instant::now());
+    eprintln!("{}", serde_json::to_string_pretty(&g["diagnosis"]).unwrap());
+    assert_eq!(g["diagnosis"]["state"], "upstream_degraded", "held");
+    if let (Some(s0), Some(s1)) = (s0, s1) {
+        let truth = (s1 - s0) as f64 * 8.0 / (t1 - t0).as_secs_f64();
+        let field = format!("{}_delivered_bps", dir.as_str());
+        let estimate = g["diagnosis"]["evidence"][&field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {field} in {}", g["diagnosis"]));
+        eprintln!(
+            "{what}: estimate {:.2} Mbit/s, the limit sent {:.2} Mbit/s ({:+.1} %)",
+            estimate / 1e6,
+            truth / 1e6,
+            (estimate / truth - 1.0) * 100.0
+        );
+        assert!(
+            (estimate - truth).abs() <= 0.1 * truth,
+            "estimate {estimate:.0} b/s is not within 10 % of what the limit sent, {truth:.0} b/s"
+        );
+    }
+    no_local_blame(lab, &since);
+    lift(lab);
+    let back = within(Duration::from_secs(60), "gateway healthy again", || {
+        gateway_state(lab).as_deref() == Some("healthy")
+    });
+    eprintln!("{what}: healthy {back:.1} s after the end");
+    no_local_blame(lab, &since);
+}
+
+/// For `seconds` (polled every 250 ms): the gateway never leaves
+/// `healthy`, and no `upstream_*` event is recorded.
+fn gateway_stays_healthy(lab: &Lab, seconds: u64, what: &str) {
+    let since = now_rfc3339();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    for _ in 0..seconds * 4 + 4 {
+        if Instant::now() >= end {
+            break;
+        }
+        let g = gateway_state(lab);
+        assert_eq!(g.as_deref(), Some("healthy"), "{what}: gateway {g:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    no_upstream_verdict(lab, &since);
+}
+
+#[test]
+#[ignore = "needs TCP retransmission tracking: upload is counted before the ISP drops it, \
+            so the estimate reads what the OPDs send (12.1 vs 6.4 Mbit/s), and the verdict \
+            took 28 s"]
+fn upload_policed_to_40pct_of_demand_is_upstream_degraded() {
+    let _one = one_lab_at_a_time();
+    let (lab, _clients) = warmed_up("jt-cup", 150, upload_demand);
+    // 40 % of the ~16 Mbit/s the OPDs send.
+    lab.police_uplink_toward(Direction::Upload, "6400kbit")
+        .unwrap();
+    degraded_then_recovers(&lab, Direction::Upload, "upload policed to 6.4M", |lab| {
+        lab.restore_uplink_toward(Direction::Upload).unwrap()
+    });
+}
+
+#[test]
+fn a_100ms_queue_at_40pct_of_demand_is_upstream_degraded() {
+    let _one = one_lab_at_a_time();
+    let (lab, _clients) = warmed_up("jt-cq100", 150, demand);
+    // 40 % of the ~32 Mbit/s the OPDs ask for, behind a 100 ms queue.
+    lab.queue_uplink_toward(Direction::Download, "12800kbit", "100ms")
+        .unwrap();
+    degraded_then_recovers(&lab, Direction::Download, "100 ms queue at 12.8M", |lab| {
+        lab.restore_uplink().unwrap()
+    });
+}
+
+#[test]
+#[ignore = "needs TCP retransmission tracking: 3 % loss stays under the probes' 30 % threshold"]
+fn three_pct_wan_loss_is_upstream_degraded() {
+    let _one = one_lab_at_a_time();
+    let (lab, _clients) = warmed_up("jt-closs", 150, demand);
+    lab.wan_loss(3, false).unwrap();
+    degraded_then_recovers(&lab, Direction::Download, "3 % WAN loss", |lab| {
+        lab.clear_wan_loss().unwrap()
+    });
+}
+
+#[test]
+#[ignore = "needs TCP retransmission tracking: 5 % LAN loss stays under the probes' 30 % threshold"]
+fn one_opds_lossy_lan_is_local_degraded_and_nothing_upstream() {
+    let _one = one_lab_at_a_time();
+    let (lab, _clients) = warmed_up("jt-clan", 150, demand);
+    let since = now_rfc3339();
+    lab.lan_loss(1, 5).unwrap();
+    let took = within(Duration::from_secs(30), "disdik local_degraded", || {
+        state(&lab, OPDS[1]).as_deref() == Some("local_degraded")
+    });
+    eprintln!("5 % loss on disdik's LAN: local_degraded after {took:.1} s");
+    gateway_stays_healthy(&lab, 20, "one lossy LAN");
+    for o in [OPDS[0], OPDS[2], OPDS[3]] {
+        let s = state(&lab, o).unwrap_or_default();
+        assert!(!s.starts_with("local_"), "{o} is {s}");
+    }
+    no_upstream_verdict(&lab, &since);
+}
+
+#[test]
+fn one_slow_remote_server_is_no_uplink_problem() {
+    let _one = one_lab_at_a_time();
+    let (mut lab, _clients) = warmed_up("jt-cfar", 150, demand);
+    // A second bulk download at disdik, from a server 2 Mbit/s and a
+    // 200 ms queue away; the rest of the Internet as fast as before.
+    lab.start_far_server("2mbit", "200ms").unwrap();
+    let far = lab
+        .spawn_iperf_far(1, Direction::Download, 30, &["-R", "-P", "4"])
+        .unwrap();
+    let since = now_rfc3339();
+    gateway_stays_healthy(&lab, 30, "one slow remote server");
+    no_local_blame(&lab, &since);
+    // The far server was really slow, and really used.
+    let got = jatah::lab::wait_iperf(far).expect("the far transfer");
+    eprintln!(
+        "from the far server: {:.2} Mbit/s",
+        got.bits_per_second / 1e6
+    );
+    assert!(
+        (0.5e6..2.2e6).contains(&got.bits_per_second),
+        "the far path carried {:.0} b/s, not about 2 Mbit/s",
+        got.bits_per_second
+    );
+}
+
+/// dinkes asks for far more than its 10M ceiling; the others ask for a
+/// steady 1M each: the uplink carries about 13 of its 40 Mbit/s.
+fn one_at_ceiling(lab: &Lab, seconds: u32) -> Children {
+    let mut c = vec![
+        lab.spawn_iperf_args(0, Direction::Download, seconds, 0, &["-P", "8"], false)
+            .expect("starting iperf3"),
+    ];
+    for i in 1..OPDS.len() {
+        c.push(
+            lab.spawn_iperf_paced(i, Direction::Download, seconds, "1M")
+                .expect("starting iperf3"),
+        );
+    }
+    Children(c)
+}
+
+#[test]
+fn one_opd_at_its_ceiling_is_saturated_and_no_uplink_problem() {
+    let _one = one_lab_at_a_time();
+    let (lab, _clients) = warmed_up("jt-cceil", 120, one_at_ceiling);
+    assert_eq!(state(&lab, OPDS[0]).as_deref(), Some("saturated"));
+    gateway_stays_healthy(&lab, 30, "one OPD at its ceiling");
+    assert_eq!(state(&lab, OPDS[0]).as_deref(), Some("saturated"));
+}
+
+/// The sweep (`cargo bench --bench capacity`) still runs: its smoke
+/// settings (one short scenario) through the same library entry point,
+/// its table written between its markers into a scratch file. Asserts the
+/// shape of what it produces, never a timing.
+#[test]
+fn the_capacity_sweep_runs_and_writes_its_table() {
+    use jatah::bench::capacity::{self, BEGIN, END, Engine, Settings};
+    use jatah::bench::report::{Cell, write_generated_between};
+
+    let _one = one_lab_at_a_time();
+    require_root();
+    let settings = Settings::smoke(vec![Engine {
+        label: "under test".into(),
+        path: jatah().to_path_buf(),
+    }]);
+    assert_eq!(settings.scenarios().len(), 1);
+    let results = capacity::run(&settings).expect("the smoke sweep runs");
+    assert_eq!(results.rows.len(), 1);
+    let row = &results.rows[0];
+    assert_eq!(row.rounds.len(), 1);
+    let section = capacity::section(&settings, &results);
+    let table = &section.table;
+    assert_eq!(table.rows.len(), 1);
+    assert_eq!(table.rows[0].len(), table.columns.len());
+    for cell in &table.rows[0] {
+        if let Cell::Value(v, _) = cell {
+            assert!(v.is_finite() && *v >= 0.0, "{:?}", table.rows[0]);
+        }
+    }
+    let file = std::env::temp_dir().join(format!("jatah-capacity-{}.md", std::process::id()));
+    std::fs::write(&file, "# Benchmarks\n\nHand-written.\n").unwrap();
+    let written = write_generated_between(&file, BEGIN, END, &section.markdown());
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    written.unwrap();
+    assert!(
+        text.starts_with("# Benchmarks\n\nHand-written.\n"),
+        "{text}"
+    );
+    assert!(text.contains(BEGIN) && text.contains(END), "{text}");
+    assert!(
+        text.contains("| download policed to 40% | under test |"),
+        "{text}"
     );
 }

@@ -75,3 +75,11 @@ pub fn no_local_blame(lab: &Lab, since: &str) {
         );
     }
 }
+
+/// No `upstream_*` event (the gateway's or an OPD's) since `since`.
+pub fn no_upstream_verdict(lab: &Lab, since: &str) {
+    for e in events_since(lab, since) {
+        let s = e["state"].as_str().unwrap_or("");
+        assert!(!s.starts_with("upstream_"), "an upstream verdict: {e}");
+    }
+}

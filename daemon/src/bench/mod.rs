@@ -11,9 +11,12 @@
 //!   against no shaping at all.
 //! - [`control`]: policy apply time, `/metrics` scrape time, memory.
 //! - [`wrk`]: HTTP load on the lab's jatah and what wrk reports.
+//! - [`capacity`]: the capacity-drop sweep (issue 14): uplink limits,
+//!   losses and false positives against one or more jatah binaries.
 //! - [`compare`]: the comparison command that runs all of it and writes
 //!   its tables into BENCHMARKS.md.
 
+pub mod capacity;
 pub mod classifier;
 pub mod compare;
 pub mod control;
@@ -60,6 +63,11 @@ pub struct ChildGuard(Option<Child>);
 impl ChildGuard {
     pub fn new(child: Child) -> Self {
         ChildGuard(Some(child))
+    }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
     /// Hands the child over (e.g. to wait for its output).

@@ -148,15 +148,21 @@ impl Report {
 /// appends the section if the file has no markers, and creates the file
 /// if there is none.
 pub fn write_generated(path: &Path, body: &str) -> Result<()> {
+    write_generated_between(path, BEGIN, END, body)
+}
+
+/// [`write_generated`] with other marker lines (another bench's section of
+/// the same file).
+pub fn write_generated_between(path: &Path, begin: &str, end: &str, body: &str) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let section = format!("{BEGIN}\n{}\n{END}\n", body.trim_end());
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let section = format!("{begin}\n{}\n{end}\n", body.trim_end());
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            let tail = old[e + END.len()..].trim_start_matches('\n');
+            let tail = old[e + end.len()..].trim_start_matches('\n');
             format!(
                 "{}{section}{}{tail}",
                 &old[..b],

@@ -5,6 +5,8 @@
 //! ```text
 //!  [inet] wan0 198.51.100.1 ── iperf3 servers
 //!     │ veth
+//!  [isp] up0 ─ bridge br0 ─ down0   (no address: the ISP's line, where
+//!     │ veth                         the tests limit or drop the upload)
 //!  [gw]  wan0 198.51.100.2  (jatah run; masquerade on wan0 unless nat=false)
 //!        lan0 10.20.(i+1).1/24 for every OPD i
 //!     │ veth
@@ -16,15 +18,25 @@
 //! built without 802.1Q support (like this project's CI machines) cannot
 //! create VLAN interfaces; jatah's parser handles tagged frames all the same
 //! (tests/classifier.rs).
+//! The ISP namespace is a bridge, transparent to addresses: the Internet
+//! side and the gateway share 198.51.100.0/24 as before, and a qdisc on
+//! its `up0` shapes what the gateway sends without touching jatah's own
+//! qdiscs on the gateway's `wan0`. With the `testkit` feature a lab can
+//! also grow a far server behind its own slow path and lossy links
+//! (`impair.rs`).
 //! Every namespace, mount and process the lab creates is removed on Drop.
 
 mod interactive;
 pub mod netns;
 #[cfg(feature = "testkit")]
+mod impair;
+#[cfg(feature = "testkit")]
 mod testkit;
 
 pub use interactive::run_interactive;
 
+#[cfg(feature = "testkit")]
+pub use impair::FAR_ADDR;
 #[cfg(feature = "testkit")]
 pub use testkit::{
     IperfResult, PROMETHEUS_LISTEN, generated_policy, status_url_outside, tc_class_name,
@@ -184,9 +196,14 @@ pub struct Lab {
     pub policy_path: PathBuf,
     daemon: Option<Child>,
     pub inet: NetNs,
+    /// The ISP's line between the Internet side and the gateway (a bridge).
+    pub isp: NetNs,
     pub gw: NetNs,
     pub sw: NetNs,
     pub opds: Vec<NetNs>,
+    /// A server behind its own slow path, made on demand (testkit).
+    #[cfg(feature = "testkit")]
+    far: Option<NetNs>,
 }
 
 impl Lab {
@@ -196,6 +213,7 @@ impl Lab {
         let dir = PathBuf::from("/run/jatah-lab").join(format!("{}-{token}", spec.prefix));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let inet = NetNs::create(&format!("{}-inet", spec.prefix))?;
+        let isp = NetNs::create(&format!("{}-isp", spec.prefix))?;
         let gw = NetNs::create(&format!("{}-gw", spec.prefix))?;
         let sw = NetNs::create(&format!("{}-sw", spec.prefix))?;
         let mut opds = Vec::new();
@@ -210,9 +228,12 @@ impl Lab {
             dir,
             spec,
             inet,
+            isp,
             gw,
             sw,
             opds,
+            #[cfg(feature = "testkit")]
+            far: None,
         };
         lab.wire()?;
         std::fs::write(&lab.policy_path, lab.spec.policy_toml())?;
@@ -238,6 +259,7 @@ impl Lab {
 
     fn wire(&mut self) -> Result<()> {
         let (gw, sw) = (&self.gw, &self.sw);
+        self.wire_isp()?;
         self.create_wan()?;
         gw.run("sysctl", ["-qw", "net.ipv4.ip_forward=1"])?;
         sw.ip(["link", "add", "br0", "type", "bridge"])?;
@@ -295,15 +317,16 @@ impl Lab {
         Ok(())
     }
 
-    /// Creates the gateway's WAN interface `wan0` (a veth to the Internet
-    /// namespace) with its address and default route: at build time, and
-    /// again after [`Lab::delete_wan`].
-    pub fn create_wan(&self) -> Result<()> {
-        let (inet, gw) = (&self.inet, &self.gw);
-        gw.ip([
+    /// The ISP's bridge and the Internet side's `wan0` (a veth to the
+    /// bridge's `up0`), with its address and, without NAT, the route back
+    /// to the OPDs.
+    fn wire_isp(&self) -> Result<()> {
+        let (inet, isp) = (&self.inet, &self.isp);
+        isp.ip(["link", "add", "br0", "type", "bridge"])?;
+        isp.ip([
             "link",
             "add",
-            "wan0",
+            "up0",
             "type",
             "veth",
             "peer",
@@ -314,15 +337,46 @@ impl Lab {
         ])?;
         if self.spec.mtu != 1500 {
             let mtu = self.spec.mtu.to_string();
-            gw.ip(["link", "set", "wan0", "mtu", &mtu])?;
+            isp.ip(["link", "set", "br0", "mtu", &mtu])?;
+            isp.ip(["link", "set", "up0", "mtu", &mtu])?;
             inet.ip(["link", "set", "wan0", "mtu", &mtu])?;
         }
+        isp.ip(["link", "set", "up0", "master", "br0"])?;
+        isp.ip(["link", "set", "up0", "up"])?;
+        isp.ip(["link", "set", "br0", "up"])?;
         inet.ip(["addr", "add", &format!("{INET_ADDR}/24"), "dev", "wan0"])?;
         inet.ip(["link", "set", "wan0", "up"])?;
         if !self.spec.nat {
             // Without NAT the Internet must route OPD subnets back.
             inet.ip(["route", "add", "10.20.0.0/16", "via", GW_WAN_ADDR])?;
         }
+        Ok(())
+    }
+
+    /// Creates the gateway's WAN interface `wan0` (a veth to the ISP's
+    /// bridge, port `down0`) with its address and default route: at build
+    /// time, and again after [`Lab::delete_wan`].
+    pub fn create_wan(&self) -> Result<()> {
+        let (isp, gw) = (&self.isp, &self.gw);
+        gw.ip([
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "down0",
+            "netns",
+            isp.name(),
+        ])?;
+        if self.spec.mtu != 1500 {
+            let mtu = self.spec.mtu.to_string();
+            gw.ip(["link", "set", "wan0", "mtu", &mtu])?;
+            isp.ip(["link", "set", "down0", "mtu", &mtu])?;
+        }
+        isp.ip(["link", "set", "down0", "master", "br0"])?;
+        isp.ip(["link", "set", "down0", "up"])?;
         gw.ip(["addr", "add", &format!("{GW_WAN_ADDR}/24"), "dev", "wan0"])?;
         gw.ip(["link", "set", "wan0", "up"])?;
         gw.ip(["route", "add", "default", "via", INET_ADDR])?;
@@ -524,11 +578,24 @@ impl Lab {
         seconds: u32,
         lane: u16,
     ) -> std::process::Command {
+        self.iperf_command_to(INET_ADDR, i, dir, seconds, lane)
+    }
+
+    /// [`Lab::iperf_command`] against the servers at `server` (the
+    /// Internet side's, or the far server's).
+    pub fn iperf_command_to(
+        &self,
+        server: &str,
+        i: usize,
+        dir: Direction,
+        seconds: u32,
+        lane: u16,
+    ) -> std::process::Command {
         let port = iperf_port(i, dir, lane).to_string();
         let mut cmd = self.opds[i].command("iperf3");
         cmd.args([
             "-c",
-            INET_ADDR,
+            server,
             "-p",
             &port,
             "-J",

@@ -140,8 +140,8 @@ fn htb_minor(id: &str) -> Option<u16> {
 }
 
 impl Lab {
-    /// Deletes the gateway's WAN interface (its peer in the Internet
-    /// namespace goes with it).
+    /// Deletes the gateway's WAN interface (its peer on the ISP's bridge
+    /// goes with it).
     pub fn delete_wan(&self) -> Result<()> {
         self.gw.ip(["link", "del", "wan0"])?;
         Ok(())
@@ -295,7 +295,7 @@ impl Lab {
     /// counts them; None while no limit is set. Two readings give what the
     /// limit truly delivered over the time between them.
     pub fn uplink_sent_bytes(&self) -> Result<Option<u64>> {
-        Ok(uplink_qdisc(self.inet.name())?.map(|q| q.sent_bytes))
+        Ok(uplink_qdisc(self.inet.name(), "wan0")?.map(|q| q.sent_bytes))
     }
 
     /// Random loss on the uplink: the Internet side drops `percent` % of
@@ -440,17 +440,18 @@ impl Lab {
 /// Statistics of the uplink limit (the root tbf on the Internet side's
 /// `wan0`), as `tc -s -j qdisc show` gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct UplinkQdisc {
-    sent_bytes: u64,
+pub(super) struct UplinkQdisc {
+    pub(super) sent_bytes: u64,
     dropped_packets: u64,
     backlog_bytes: u64,
 }
 
-/// The root tbf's statistics on `wan0` in namespace `inet`; None when the
-/// root qdisc is not a tbf (no limit set).
-fn uplink_qdisc(inet: &str) -> Result<Option<UplinkQdisc>> {
+/// The root tbf's statistics on `dev` in namespace `ns` (the uplink
+/// limit: `wan0` of the Internet side for the download, `up0` of the ISP
+/// for the upload); None when the root qdisc is not a tbf (no limit set).
+pub(super) fn uplink_qdisc(ns: &str, dev: &str) -> Result<Option<UplinkQdisc>> {
     let out = run_checked(std::process::Command::new("ip").args([
-        "netns", "exec", inet, "tc", "-s", "-j", "qdisc", "show", "dev", "wan0",
+        "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev,
     ]))?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("tc output: {}", String::from_utf8_lossy(&out.stdout)))?;
@@ -670,7 +671,7 @@ impl TraceSource {
         };
         let g = api("/api/v1/gateway");
         let opds = api("/api/v1/opds");
-        let tbf = uplink_qdisc(&self.inet).ok().flatten();
+        let tbf = uplink_qdisc(&self.inet, "wan0").ok().flatten();
         let wire = inet_wan_tx_bytes(&self.inet);
         let drops = htb_drops(&self.gw, "lan0");
         let now = Instant::now();

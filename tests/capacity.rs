@@ -360,9 +360,6 @@ fn gateway_stays_healthy(lab: &Lab, seconds: u64, what: &str) {
 }
 
 #[test]
-#[ignore = "needs TCP retransmission tracking: upload is counted before the ISP drops it, \
-            so the estimate reads what the OPDs send (12.1 vs 6.4 Mbit/s), and the verdict \
-            took 28 s"]
 fn upload_policed_to_40pct_of_demand_is_upstream_degraded() {
     let _one = one_lab_at_a_time();
     let (lab, _clients) = warmed_up("jt-cup", 150, upload_demand);
@@ -387,7 +384,6 @@ fn a_100ms_queue_at_40pct_of_demand_is_upstream_degraded() {
 }
 
 #[test]
-#[ignore = "needs TCP retransmission tracking: 3 % loss stays under the probes' 30 % threshold"]
 fn three_pct_wan_loss_is_upstream_degraded() {
     let _one = one_lab_at_a_time();
     let (lab, _clients) = warmed_up("jt-closs", 150, demand);
@@ -398,7 +394,6 @@ fn three_pct_wan_loss_is_upstream_degraded() {
 }
 
 #[test]
-#[ignore = "needs TCP retransmission tracking: 5 % LAN loss stays under the probes' 30 % threshold"]
 fn one_opds_lossy_lan_is_local_degraded_and_nothing_upstream() {
     let _one = one_lab_at_a_time();
     let (lab, _clients) = warmed_up("jt-clan", 150, demand);

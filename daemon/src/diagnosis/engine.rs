@@ -366,7 +366,9 @@ impl Engine {
             .iter()
             .map(|(id, s)| SourceRate {
                 id: id.clone(),
-                bps: s.bps[dir],
+                bps: self.opds.get(id).map_or(s.bps[dir], |tr| {
+                    (s.bps[dir] as f64 * loss::delivered_share(tr, dir)) as u64
+                }),
                 ceiling_bps: s.ceiling_bps[dir],
                 class: self
                     .opds
@@ -577,6 +579,14 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
         ev.insert("reason".into(), json!("one_way_traffic"));
         return (State::LocalFault, Value::Object(ev));
     }
+    // TCP on its own network sends segments again: loss between the OPD
+    // and the gateway, its own class's drops already taken off. Before
+    // the ceiling: a full allocation does not explain loss on the wire.
+    if loss::lan_lossy(tr).is_some() {
+        ev.insert("reason".into(), json!("lan_tcp_loss"));
+        ev.insert("lan_tcp_loss_threshold".into(), json!(loss::LAN_LOSS));
+        return (State::LocalDegraded, Value::Object(ev));
+    }
     // At its own ceiling: its allocation is full, not the network. Its own
     // queue also explains a slow LAN round trip, so this comes first.
     for (d, name) in [(0, "download"), (1, "upload")] {
@@ -611,13 +621,6 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
             }),
         );
         ev.insert("lan_threshold_ms".into(), json!(ms(lan.threshold)));
-        return (State::LocalDegraded, Value::Object(ev));
-    }
-    // TCP on its own network sends segments again: loss between the OPD
-    // and the gateway.
-    if loss::lan_lossy(tr).is_some() {
-        ev.insert("reason".into(), json!("lan_tcp_loss"));
-        ev.insert("lan_tcp_loss_threshold".into(), json!(loss::LAN_LOSS));
         return (State::LocalDegraded, Value::Object(ev));
     }
     let active = down_pk + up_pk >= t.idle_packets;

@@ -11,8 +11,10 @@
 //!   the ISP and the gateway); upload limit: the root tbf of the ISP
 //!   bridge's `up0` (towards the Internet). Neither touches the gateway,
 //!   where jatah's own qdiscs live.
-//! - WAN loss: the Internet side drops what it sends (download) or what it
-//!   receives (upload) on its `wan0`.
+//! - WAN loss: the ISP bridge drops what arrives from the Internet on its
+//!   `up0` (download); the Internet side drops what it receives on its
+//!   `wan0` (upload). Both on the wire: a drop in a sender's own output
+//!   path is not loss to its TCP.
 //! - LAN loss: netdev ingress hooks on OPD `i`'s `eth0` (what the gateway
 //!   sends it) and on its switch port `p(i)` (what it sends), so the loss
 //!   is on the wire both ways, as a bad cable's.

@@ -141,10 +141,12 @@ impl LabSpec {
              download = \"{}\"\nupload = \"{}\"\n",
             self.download, self.upload
         );
-        // The Internet side's address stands in for the ISP's router.
+        // The Internet side's address stands in for the ISP's router. A lab
+        // has a handful of connections where an office has hundreds:
+        // every one is followed, so round trips and retransmissions show.
         let _ = write!(
             s,
-            "\n[diagnosis]\nprobe_interval = \"1s\"\n\n[[diagnosis.upstream]]\nname = \"isp\"\naddress = \"{INET_ADDR}\"\n"
+            "\n[diagnosis]\nprobe_interval = \"1s\"\nrtt_sampling = 1\n\n[[diagnosis.upstream]]\nname = \"isp\"\naddress = \"{INET_ADDR}\"\n"
         );
         for (i, o) in self.opds.iter().enumerate() {
             let _ = write!(

@@ -27,7 +27,7 @@ use crate::shaper::{ClassStats, Shaper};
 /// Where the lab's Prometheus listens inside the gateway namespace.
 pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
 
-/// The nftables table [`Lab::wan_loss`] puts in the Internet namespace.
+/// The nftables table [`Lab::wan_loss`] puts in the ISP namespace.
 const LOSS_TABLE: &str = "jatah_lab_wan_loss";
 
 /// A policy for the lab's gateway naming `n` OPDs (10.100.0.0/24 upward),
@@ -298,42 +298,45 @@ impl Lab {
         Ok(uplink_qdisc(self.inet.name(), "wan0")?.map(|q| q.sent_bytes))
     }
 
-    /// Random loss on the uplink: the Internet side drops `percent` % of
-    /// what it sends towards the gateway (nftables, `numgen random mod 100
-    /// < percent drop` on output to `wan0`: the iperf3 servers and the
-    /// probed "ISP router" live there). With `spare_icmp` only TCP is
-    /// dropped, as an ISP whose routers answer pings while the data path
-    /// loses packets. Replaces any loss set before; the table lives in the
-    /// lab's Internet namespace, so it goes with the lab.
+    /// Random loss on the uplink, download: the ISP's line drops `percent`
+    /// % of what comes from the Internet (an nftables netdev ingress rule,
+    /// `numgen random mod 100 < percent drop`, on the ISP bridge's `up0`).
+    /// The packets are already on the wire, so senders see real loss: a
+    /// drop in a sender's own output path would be reported back to its
+    /// TCP as local congestion and sent again at once, unseen. With
+    /// `spare_icmp` only TCP is dropped, as an ISP whose routers answer
+    /// pings while the data path loses packets. Replaces any loss set
+    /// before; the table lives in the lab's ISP namespace, so it goes with
+    /// the lab.
     pub fn wan_loss(&self, percent: u32, spare_icmp: bool) -> Result<()> {
         if percent > 100 {
             bail!("loss of {percent} % is not a percentage");
         }
         self.clear_wan_loss()?;
-        let only_tcp = if spare_icmp { "meta l4proto tcp " } else { "" };
+        let only_tcp = if spare_icmp { "ip protocol tcp " } else { "" };
         let rules = format!(
-            "table inet {LOSS_TABLE} {{\n chain output {{\n  type filter hook output priority 0; policy accept;\n  \
-             oifname \"wan0\" {only_tcp}numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+            "table netdev {LOSS_TABLE} {{\n chain ingress {{\n  type filter hook ingress device \"up0\" priority 0; policy accept;\n  \
+             {only_tcp}numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
         );
         let path = self.dir().join("wan-loss.nft");
         std::fs::write(&path, rules)?;
-        self.inet.run("nft", ["-f", &path.display().to_string()])?;
+        self.isp.run("nft", ["-f", &path.display().to_string()])?;
         Ok(())
     }
 
     /// Removes the loss [`Lab::wan_loss`] set (nothing to do if none).
     pub fn clear_wan_loss(&self) -> Result<()> {
         let out = self
-            .inet
+            .isp
             .command("nft")
-            .args(["list", "table", "inet", LOSS_TABLE])
+            .args(["list", "table", "netdev", LOSS_TABLE])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()?;
         if out.success() {
-            self.inet
-                .run("nft", ["delete", "table", "inet", LOSS_TABLE])?;
+            self.isp
+                .run("nft", ["delete", "table", "netdev", LOSS_TABLE])?;
         }
         Ok(())
     }

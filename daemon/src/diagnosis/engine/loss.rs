@@ -3,9 +3,9 @@
 //!
 //! The classifier runs before the OPD's own HTB class, so a segment that
 //! class dropped comes back as a duplicate: on the LAN side for download,
-//! on the WAN side for upload. A side that may hold the OPD's own drops is
-//! not judged while the class dropped in that direction (its own queue
-//! explains the loss).
+//! on the WAN side for upload. On that side the share of its packets the
+//! class dropped is taken off the ratio: an office at its ceiling drops by
+//! design, and what is left is loss on the wire.
 
 use std::collections::BTreeMap;
 
@@ -40,14 +40,21 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
     if segments < MIN_SEGMENTS {
         return None;
     }
-    if side == own_drop_side(dir) && tr.last(WINDOW).any(|s| s.drops[dir] > 0) {
-        return None;
-    }
     let lost: u64 = tr
         .last(WINDOW)
         .map(|s| s.tcp_retransmitted[side][dir])
         .sum();
-    Some(lost as f64 / segments as f64)
+    let mut r = lost as f64 / segments as f64;
+    if side == own_drop_side(dir) {
+        // Less the share its own class dropped (of all its packets in
+        // that direction, sampled or not).
+        let drops: u64 = tr.last(WINDOW).map(|s| s.drops[dir]).sum();
+        let packets: u64 = tr.last(WINDOW).map(|s| s.packets[dir]).sum();
+        if drops > 0 {
+            r = (r - drops as f64 / packets.max(drops) as f64).max(0.0);
+        }
+    }
+    Some(r)
 }
 
 /// The OPD's worst ratio on `side` over both directions.
@@ -118,6 +125,27 @@ pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
         .map(|d| lost[d] as f64 / segs[d] as f64)
         .max_by(f64::total_cmp);
     w
+}
+
+/// The share of an OPD's counted bytes in `dir` that crossed the uplink.
+/// Upload is counted where it enters the gateway: a segment dropped after
+/// that (by its own class or by the ISP) is counted and never delivered,
+/// and TCP sends it again, so it is counted twice. The WAN-side
+/// duplicates of the sampled connections, own drops included, say how
+/// much. Download is counted after the uplink carried it: all of it.
+pub(super) fn delivered_share(tr: &Track, dir: usize) -> f64 {
+    if dir == 0 {
+        return 1.0;
+    }
+    let segments: u64 = tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum();
+    if segments < MIN_SEGMENTS {
+        return 1.0;
+    }
+    let lost: u64 = tr
+        .last(WINDOW)
+        .map(|s| s.tcp_retransmitted[SIDE_WAN as usize][dir])
+        .sum();
+    (1.0 - lost as f64 / segments as f64).clamp(0.0, 1.0)
 }
 
 /// The OPD's own network loses: its LAN-side ratio at or above

@@ -94,14 +94,27 @@ fn lan_loss_at_one_opd_is_local_degraded_and_nothing_upstream() {
 }
 
 #[test]
-fn duplicates_while_its_own_class_drops_are_its_own_queue() {
+fn duplicates_of_its_own_class_drops_are_its_own_queue() {
     // Download duplicates are LAN-side, and so are the OPD's own HTB
-    // drops: while its class drops, that side is not judged.
+    // drops: 5 % of its packets dropped by its class, 5 % sent again.
     let mut r = Run::new();
-    let mut s = lossy(6_000_000, LAN, 0, 50);
-    s.drops = [3, 0];
+    let mut s = lossy(CEIL, LAN, 0, 50);
+    s.drops = [s.packets[0] / 20, 0];
     r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
-    assert_eq!(r.state("a"), State::Healthy);
+    assert_eq!(r.state("a"), State::Saturated);
+}
+
+#[test]
+fn loss_on_the_wire_of_an_office_at_its_ceiling_is_local_degraded() {
+    // 1 % dropped by its own class, 6 % sent again: 5 % lost on its LAN.
+    let mut r = Run::new();
+    let mut s = lossy(CEIL, LAN, 0, 60);
+    s.drops = [s.packets[0] / 100, 0];
+    r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::LocalDegraded);
+    let ev = &r.engine.opd("a").unwrap().evidence;
+    assert_eq!(ev["reason"], "lan_tcp_loss", "{ev}");
+    assert_eq!(r.gateway(), State::Healthy);
 }
 
 #[test]
@@ -112,4 +125,28 @@ fn too_few_segments_are_not_judged() {
     s.tcp_retransmitted[LAN][0] = 3;
     r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
     assert_eq!(r.state("a"), State::Healthy, "150 segments in 10 s");
+}
+
+#[test]
+fn upload_dropped_beyond_the_gateway_does_not_count_as_delivered() {
+    // Upload is counted where it enters the gateway; 40 % of it is sent
+    // again after a loss beyond (a policer): 10 Mbit/s counted, 6 delivered.
+    let mut r = Run::new();
+    let mut s = busy(4_000_000);
+    s.bps[1] = 10_000_000;
+    s.tcp_segments = [100, 1000];
+    s.tcp_retransmitted[WAN][1] = 400;
+    s.tcp_retransmitted[LAN][0] = 50;
+    r.feed(12, &[("a", s.clone())], &[ISP_OK]);
+    let tick = Tick {
+        opds: [("a".to_string(), s)].into(),
+        ..Default::default()
+    };
+    let t = Thresholds::default();
+    assert_eq!(r.engine.sources(&tick, 1, &t)[0].bps, 6_000_000);
+    assert_eq!(
+        r.engine.sources(&tick, 0, &t)[0].bps,
+        4_000_000,
+        "download is counted after the uplink carried it"
+    );
 }

@@ -162,6 +162,12 @@ impl Impairment {
         }
     }
 
+    /// Whether it is a rate limit (a tbf whose sent bytes are the truth
+    /// for the delivered estimate).
+    pub fn is_limit(self) -> bool {
+        matches!(self, Impairment::Police { .. } | Impairment::Queue { .. })
+    }
+
     /// What the limit has sent so far (None without a limit).
     pub fn sent_bytes(self, lab: &Lab) -> Result<Option<u64>> {
         match self {

@@ -149,9 +149,17 @@ pub(super) fn delivered_share(tr: &Track, dir: usize) -> f64 {
 }
 
 /// The OPD's own network loses: its LAN-side ratio at or above
-/// [`LAN_LOSS`] in a direction, with the figure for the evidence.
+/// [`LAN_LOSS`] in a direction, with the figure for the evidence. Not in
+/// a direction whose WAN side loses [`WAN_LOSS`] or more: with many gaps
+/// open at once the classifier follows one per connection, so the fills
+/// of the others read as duplicates, and senders under heavy loss send
+/// again what was not lost. Loss beyond the gateway is judged first.
 pub(super) fn lan_lossy(tr: &Track) -> Option<(f64, usize)> {
-    worst(tr, SIDE_LAN as usize).filter(|(r, _)| *r >= LAN_LOSS)
+    (0..2)
+        .filter(|&d| ratio(tr, SIDE_WAN as usize, d).is_none_or(|w| w < WAN_LOSS))
+        .filter_map(|d| ratio(tr, SIDE_LAN as usize, d).map(|r| (r, d)))
+        .filter(|(r, _)| *r >= LAN_LOSS)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 pub(super) fn round4(r: f64) -> f64 {

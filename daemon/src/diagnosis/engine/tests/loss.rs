@@ -150,3 +150,23 @@ fn upload_dropped_beyond_the_gateway_does_not_count_as_delivered() {
         "download is counted after the uplink carried it"
     );
 }
+
+#[test]
+fn heavy_loss_beyond_the_gateway_is_not_read_as_a_lossy_lan() {
+    // 25 % of download lost before the gateway; 4 % read as LAN-side
+    // duplicates (fills of gaps the classifier did not follow, and
+    // needless sends): the uplink, not the offices.
+    let mut r = Run::new();
+    let mut s = lossy(4_000_000, WAN, 0, 250);
+    s.tcp_retransmitted[LAN][0] = 4;
+    r.feed(40, &[("a", s.clone()), ("b", s)], &[ISP_OK]);
+    assert_eq!(r.gateway(), State::UpstreamDegraded);
+    assert_eq!(r.state("a"), State::UpstreamDegraded);
+    assert!(
+        !r.changes
+            .iter()
+            .any(|c| c.verdict.state == State::LocalDegraded),
+        "{:?}",
+        r.changes
+    );
+}

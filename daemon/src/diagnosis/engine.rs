@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::baseline::Baseline;
@@ -20,134 +19,6 @@ use super::verdict::{Change, State, Verdict};
 #[cfg(test)]
 use super::verdict::{explain, explain_since};
 
-/// Seconds a new verdict must hold before the state changes to it.
-fn enter_after(state: State, t: &Thresholds) -> u32 {
-    match state {
-        State::LocalFault | State::UpstreamDown => t.fault_enter_s,
-        State::Idle => t.idle_enter_s,
-        State::Healthy => t.recover_enter_s,
-        _ => t.degraded_enter_s,
-    }
-}
-
-/// Thresholds of the verdicts, from the policy's `[diagnosis]` table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Thresholds {
-    /// Probes of an OPD's router lost in a row before it counts as not
-    /// answering.
-    pub probe_lost_in_a_row: u32,
-    /// Seconds without a packet from an OPD that count as silent.
-    pub silence_s: u32,
-    /// Packets (both directions) in 10 s below which an OPD is idle.
-    pub idle_packets: u64,
-    /// Share of the ceiling (10 s average) from which an OPD is saturated.
-    pub saturated_ratio: f64,
-    /// LAN round trip (probe or handshake median) above which an OPD is
-    /// degraded locally.
-    pub lan_rtt: Duration,
-    /// Share of its router's probes lost (last 10) that degrades an OPD.
-    pub lan_loss_ratio: f64,
-    /// WAN round trip (handshake median across OPDs, or upstream probes)
-    /// above which the uplink is degraded.
-    pub wan_rtt: Duration,
-    /// Share of upstream probes lost (last 10) that degrades the uplink.
-    pub upstream_loss_ratio: f64,
-    /// Seconds a fault verdict must hold before it is declared.
-    pub fault_enter_s: u32,
-    /// Seconds a degraded or saturated verdict must hold.
-    pub degraded_enter_s: u32,
-    /// Seconds a healthy verdict must hold (recovery).
-    pub recover_enter_s: u32,
-    /// Seconds of quiet before a busy OPD counts as idle: one quiet minute
-    /// is not a change of state.
-    pub idle_enter_s: u32,
-}
-
-impl Thresholds {
-    /// The thresholds a policy's `[diagnosis]` section sets; the rest
-    /// keep their defaults.
-    pub fn from_policy(policy: &crate::policy::Policy) -> Self {
-        let d = &policy.diagnosis;
-        Thresholds {
-            probe_lost_in_a_row: d.probe_lost_in_a_row,
-            silence_s: d.silence.as_secs().max(1) as u32,
-            lan_rtt: d.lan_rtt,
-            wan_rtt: d.wan_rtt,
-            ..Thresholds::default()
-        }
-    }
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            probe_lost_in_a_row: 3,
-            silence_s: 3,
-            idle_packets: 20,
-            saturated_ratio: 0.9,
-            lan_rtt: Duration::from_millis(50),
-            lan_loss_ratio: 0.3,
-            wan_rtt: Duration::from_millis(150),
-            upstream_loss_ratio: 0.3,
-            fault_enter_s: 2,
-            degraded_enter_s: 5,
-            recover_enter_s: 5,
-            idle_enter_s: 90,
-        }
-    }
-}
-
-/// Result of one probe in a tick.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Probe {
-    Answered(Duration),
-    Lost,
-}
-
-/// What one second says about one OPD.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct OpdSignals {
-    /// Packets and bits/s in this second, download then upload.
-    pub packets: [u64; 2],
-    pub bps: [u64; 2],
-    /// Packets the OPD's HTB classes dropped in this second.
-    pub drops: [u64; 2],
-    pub ceiling_bps: [u64; 2],
-    /// Probes of the OPD's router completed in this second (oldest first);
-    /// `probe_configured` false when the policy names no router.
-    pub probe_configured: bool,
-    pub probes: Vec<Probe>,
-    /// Handshake round trips completed this second, per side (LAN, WAN).
-    pub handshake_rtts: [Vec<Duration>; 2],
-    /// Carrier of the OPD's own interface, where it has one.
-    pub link_up: Option<bool>,
-    /// Data segments of the sampled TCP connections judged in this second,
-    /// download then upload (the denominator of `tcp_retransmitted`).
-    pub tcp_segments: [u64; 2],
-    /// Of those, segments sent again, by the side the first copy was lost
-    /// on (`[SIDE_LAN]`, `[SIDE_WAN]`), download then upload. Includes the
-    /// OPD's own HTB drops (on the LAN side for download, the WAN side for
-    /// upload): compare with `drops`.
-    pub tcp_retransmitted: [[u64; 2]; 2],
-}
-
-/// One second of signals.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Tick {
-    pub at: DateTime<Utc>,
-    pub opds: BTreeMap<String, OpdSignals>,
-    /// Upstream probes completed this second, by target name.
-    pub upstream: BTreeMap<String, Vec<Probe>>,
-    pub capacity_bps: [u64; 2],
-    /// Bits/s of traffic that matched no OPD in this second, download then
-    /// upload: it shares the uplink, so it counts in the delivered
-    /// aggregate.
-    pub unclassified_bps: [u64; 2],
-}
-
-
-/// How many seconds of signals the engine keeps.
-const WINDOW_S: usize = 30;
 /// The gateway verdict's reason while the uplink delivers less than the
 /// OPDs ask of it.
 const DELIVERS_LESS: &str = "delivers_less";
@@ -159,10 +30,6 @@ const UNCLASSIFIED: &str = "unclassified";
 /// Least 10 s rate of an active OPD, whatever its ceiling: below it, its
 /// rate says nothing about the uplink.
 const MIN_ACTIVE_BPS: u64 = 256_000;
-/// Probe results kept per target.
-const PROBES_KEPT: usize = 10;
-/// Handshake samples kept per OPD and side.
-const RTTS_KEPT: usize = 64;
 /// A gap between ticks longer than this discards the windows: verdicts
 /// need recent, continuous evidence.
 const MAX_GAP_S: i64 = 5;
@@ -634,9 +501,13 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
     (State::Healthy, Value::Object(ev))
 }
 
+mod inputs;
 mod loss;
 mod rtt;
 mod track;
+
+pub use inputs::{OpdSignals, Probe, Thresholds, Tick};
+use inputs::{PROBES_KEPT, WINDOW_S};
 
 use track::{Track, median, ms};
 

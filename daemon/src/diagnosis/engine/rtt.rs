@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::track::{Track, median, ms};
-use super::{Probe, Thresholds};
+use super::inputs::{Probe, Thresholds};
 use crate::diagnosis::baseline::{self, Baseline};
 use crate::diagnosis::verdict::State;
 

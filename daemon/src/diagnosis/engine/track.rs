@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::diagnosis::baseline::Baseline;
 
-use super::{OpdSignals, Probe, PROBES_KEPT, RTTS_KEPT, Thresholds, WINDOW_S, enter_after};
+use super::inputs::{OpdSignals, PROBES_KEPT, Probe, RTTS_KEPT, Thresholds, WINDOW_S, enter_after};
 use crate::diagnosis::verdict::{Change, State, Verdict, explain};
 
 #[derive(Debug, Default)]

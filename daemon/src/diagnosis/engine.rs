@@ -145,6 +145,17 @@ impl Engine {
         let co = self.co_signals(&t);
         for dir in 0..2 {
             let sources = self.sources(tick, dir, &t);
+            // Upload rates are corrected by their WAN-side duplicates, the
+            // same counts that make the loss co-signal: a signal does not
+            // vouch for a figure derived from itself.
+            let co = if dir == 1 {
+                CoSignals {
+                    wan_tcp_loss: false,
+                    ..co.clone()
+                }
+            } else {
+                co.clone()
+            };
             self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
         }
 

@@ -26,7 +26,7 @@ use jatah::lab::{Lab, LabOpd, LabSpec, wait_iperf};
 use jatah::policy::Direction;
 use serde_json::Value;
 use support::fixtures::diagnosis_lab;
-use support::verdicts::{gateway_state, within};
+use support::verdicts::{gateway_state, get, within};
 use support::{Children, jatah, metrics, one_lab_at_a_time};
 
 /// Prometheus' own scrape-health series for the jatah job (JatahDown and the
@@ -817,6 +817,24 @@ fn in_the_lab_a_policed_uplink_shows_in_the_delivered_panels() {
     within(Duration::from_secs(40), "gateway upstream_degraded", || {
         gateway_state(&lab).as_deref() == Some("upstream_degraded")
     });
+    // The verdict can come first (from the retransmissions); the figure
+    // follows once the plateau is judged, and then a scrape.
+    within(
+        Duration::from_secs(40),
+        "a delivered figure in the API",
+        || {
+            get(&lab, "/api/v1/gateway")["diagnosis"]["evidence"]["download_delivered_bps"]
+                .is_number()
+        },
+    );
+    within(
+        Duration::from_secs(30),
+        "the delivered figure in Prometheus",
+        || {
+            lab.prom_query("jatah_gateway_download_delivered_bytes_per_second")
+                .is_ok_and(|r| !r.is_empty())
+        },
+    );
 
     let review = dashboards()
         .into_iter()

@@ -7,10 +7,10 @@ use chrono_tz::{Asia, Australia, Europe};
 use super::*;
 
 /// A directory removed when the test ends.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub(super) fn new(name: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
             "jatah-history-{name}-{}-{}",
@@ -28,7 +28,7 @@ impl Drop for TempDir {
     }
 }
 
-fn t(s: &str) -> DateTime<Utc> {
+pub(super) fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 

@@ -1,37 +1,10 @@
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Asia;
 use rusqlite::Connection;
 
+use super::super::tests::{TempDir, t};
 use super::super::{DB_FILE, HistoryStore, SCHEMA_VERSION, schema};
 use super::*;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "jatah-delivered-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 fn second(bps: u64, contracted_bps: u64) -> Option<DeliveredSecond> {
     Some(DeliveredSecond {

@@ -86,10 +86,7 @@ fn main() -> ExitCode {
     if !args.is_empty() {
         settings.command = format!("cargo bench --bench capacity -- {}", args.join(" "));
     }
-    let target = write.unwrap_or_else(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-        (!smoke).then(|| workspace.unwrap_or(Path::new(".")).join("BENCHMARKS.md"))
-    });
+    let target = report::target_file(write, smoke);
     let results = match capacity::run(&settings) {
         Ok(r) => r,
         Err(e) => {

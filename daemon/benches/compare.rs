@@ -60,12 +60,7 @@ fn main() -> ExitCode {
     } else {
         format!("cargo bench --bench compare -- {}", args.join(" "))
     };
-    // A full run updates the workspace's BENCHMARKS.md unless told
-    // otherwise; a smoke run's numbers are not worth keeping.
-    let target = write.unwrap_or_else(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-        (!smoke).then(|| workspace.unwrap_or(Path::new(".")).join("BENCHMARKS.md"))
-    });
+    let target = report::target_file(write, smoke);
     let jatah = Path::new(env!("CARGO_BIN_EXE_jatah"));
     let report = match compare::run(&settings, jatah) {
         Ok(r) => r,

@@ -3,7 +3,7 @@
 //! hand-written text around it stays as it is.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -141,6 +141,16 @@ impl Report {
     pub fn section(&self, title: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.title == title)
     }
+}
+
+/// Where a bench writes its generated section: `--write FILE`, none with
+/// `--no-write`, else the workspace's BENCHMARKS.md, but not for a smoke
+/// run (its numbers are not worth keeping).
+pub fn target_file(write: Option<Option<PathBuf>>, smoke: bool) -> Option<PathBuf> {
+    write.unwrap_or_else(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+        (!smoke).then(|| workspace.unwrap_or(Path::new(".")).join("BENCHMARKS.md"))
+    })
 }
 
 /// Puts `body` between [`BEGIN`] and [`END`] in the file at `path`,

@@ -34,16 +34,20 @@ fn own_drop_side(dir: usize) -> usize {
     }
 }
 
-/// The OPD's loss ratio on `side` in `dir`, when it can be judged.
-pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
+/// Judged segments in `dir` and those sent again after a loss on `side`,
+/// over the window; None with too few segments to judge.
+fn counts(tr: &Track, side: usize, dir: usize) -> Option<(u64, u64)> {
     let segments: u64 = tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum();
-    if segments < MIN_SEGMENTS {
-        return None;
-    }
     let lost: u64 = tr
         .last(WINDOW)
         .map(|s| s.tcp_retransmitted[side][dir])
         .sum();
+    (segments >= MIN_SEGMENTS).then_some((segments, lost))
+}
+
+/// The OPD's loss ratio on `side` in `dir`, when it can be judged.
+pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
+    let (segments, lost) = counts(tr, side, dir)?;
     let mut r = lost as f64 / segments as f64;
     if side == own_drop_side(dir) {
         // Less the share its own class dropped (of all its packets in
@@ -111,12 +115,9 @@ pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
         w.judged += 1;
         w.lossy += usize::from(r >= WAN_LOSS);
         for dir in 0..2 {
-            if ratio(tr, side, dir).is_some() {
-                segs[dir] += tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum::<u64>();
-                lost[dir] += tr
-                    .last(WINDOW)
-                    .map(|s| s.tcp_retransmitted[side][dir])
-                    .sum::<u64>();
+            if let Some((n, l)) = counts(tr, side, dir) {
+                segs[dir] += n;
+                lost[dir] += l;
             }
         }
     }
@@ -134,18 +135,12 @@ pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
 /// duplicates of the sampled connections, own drops included, say how
 /// much. Download is counted after the uplink carried it: all of it.
 pub(super) fn delivered_share(tr: &Track, dir: usize) -> f64 {
-    if dir == 0 {
-        return 1.0;
+    match counts(tr, SIDE_WAN as usize, dir) {
+        Some((segments, lost)) if dir == 1 => {
+            (1.0 - lost as f64 / segments as f64).clamp(0.0, 1.0)
+        }
+        _ => 1.0,
     }
-    let segments: u64 = tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum();
-    if segments < MIN_SEGMENTS {
-        return 1.0;
-    }
-    let lost: u64 = tr
-        .last(WINDOW)
-        .map(|s| s.tcp_retransmitted[SIDE_WAN as usize][dir])
-        .sum();
-    (1.0 - lost as f64 / segments as f64).clamp(0.0, 1.0)
 }
 
 /// The OPD's own network loses: its LAN-side ratio at or above

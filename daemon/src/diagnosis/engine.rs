@@ -142,7 +142,8 @@ impl Engine {
         // The OPDs are classified with the verdicts they hold now, before
         // this second's verdicts: an OPD that is locally broken is never
         // evidence about the uplink.
-        let co = self.co_signals(&t);
+        let uplink = self.uplink(&t);
+        let co = uplink.co_signals(self.upstream_probes().0);
         for dir in 0..2 {
             let sources = self.sources(tick, dir, &t);
             // Upload rates are corrected by their WAN-side duplicates, the
@@ -164,7 +165,7 @@ impl Engine {
         while self.gateway.seconds.len() > WINDOW_S {
             self.gateway.seconds.pop_front();
         }
-        let (gw_state, gw_evidence) = self.gateway_verdict(tick, &t);
+        let (gw_state, gw_evidence) = self.gateway_verdict(tick, &t, &uplink);
         let plateau_since = self.delivers_less_since(&gw_evidence);
         if self.gateway.seconds.len() >= WARM_UP_S
             && let Some(mut c) = self
@@ -224,15 +225,16 @@ impl Engine {
         relative || probe_rtt.is_some_and(|r| r > t.wan_rtt)
     }
 
-    /// Whether the path itself shows congestion: the same tests the
-    /// gateway verdict uses.
-    fn co_signals(&self, t: &Thresholds) -> CoSignals {
-        let (probe_loss, _) = self.upstream_probes();
-        CoSignals {
-            probes_inflated: self.probes_inflated(t, &mut serde_json::Map::new()),
-            wan_handshakes_inflated: rtt::wan(&self.opds, t).up(),
-            probe_loss,
-            wan_tcp_loss: loss::wan(&self.opds).up(),
+    /// This second's tests of the path beyond the gateway, made once for
+    /// the estimator's co-signals and the gateway verdict.
+    fn uplink(&self, t: &Thresholds) -> Uplink {
+        let mut targets = serde_json::Map::new();
+        let probes_inflated = self.probes_inflated(t, &mut targets);
+        Uplink {
+            probes_inflated,
+            targets,
+            wan: rtt::wan(&self.opds, t),
+            tcp: loss::wan(&self.opds),
         }
     }
 
@@ -277,7 +279,7 @@ impl Engine {
             .min()
     }
 
-    fn gateway_verdict(&self, tick: &Tick, t: &Thresholds) -> (State, Value) {
+    fn gateway_verdict(&self, tick: &Tick, t: &Thresholds, uplink: &Uplink) -> (State, Value) {
         let mut ev = serde_json::Map::new();
         // Upstream probes.
         let (probe_loss, probe_rtt) = self.upstream_probes();
@@ -297,7 +299,7 @@ impl Engine {
         }
         // WAN handshake round trips across OPDs, each against its own
         // baseline.
-        let wan = rtt::wan(&self.opds, t);
+        let wan = &uplink.wan;
         if !wan.medians.is_empty() {
             ev.insert("opds_with_wan_rtt".into(), json!(wan.medians.len()));
             ev.insert("opds_with_slow_wan_rtt".into(), json!(wan.inflated));
@@ -312,7 +314,7 @@ impl Engine {
         let wan_rtt_up = wan.up();
         // TCP segments sent again because they were lost beyond the
         // gateway, across OPDs.
-        let tcp = loss::wan(&self.opds);
+        let tcp = &uplink.tcp;
         tcp.evidence(&mut ev);
         // Aggregate throughput against the contracted capacity.
         let total_down: u64 = self.opds.values().map(|tr| tr.mean_bps(10, 0)).sum();
@@ -349,8 +351,10 @@ impl Engine {
             ev.insert(format!("{name}_delivered_evidence"), json!(d.evidence));
         }
 
-        let probes_bad = probe_loss.is_some_and(|l| l >= t.upstream_loss_ratio)
-            || self.probes_inflated(t, &mut ev);
+        let probes_bad = probe_loss.is_some_and(|l| l >= t.upstream_loss_ratio) || {
+            ev.extend(uplink.targets.clone());
+            uplink.probes_inflated
+        };
         if every_target_down {
             return (State::UpstreamDown, Value::Object(ev));
         }
@@ -366,6 +370,30 @@ impl Engine {
             return (State::UpstreamDegraded, Value::Object(ev));
         }
         (State::Healthy, Value::Object(ev))
+    }
+}
+
+/// The tests of the path beyond the gateway in one second.
+struct Uplink {
+    /// Upstream probes inflated (pooled median over the cap, or most
+    /// targets over their learned thresholds).
+    probes_inflated: bool,
+    /// Each target's round trip, baseline and threshold, for evidence.
+    targets: serde_json::Map<String, Value>,
+    wan: rtt::Wan,
+    tcp: loss::Wan,
+}
+
+impl Uplink {
+    /// Whether the path itself shows congestion: the same tests the
+    /// gateway verdict uses.
+    fn co_signals(&self, probe_loss: Option<f64>) -> CoSignals {
+        CoSignals {
+            probes_inflated: self.probes_inflated,
+            wan_handshakes_inflated: self.wan.up(),
+            probe_loss,
+            wan_tcp_loss: self.tcp.up(),
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use jatah::policy::Direction;
 use serde_json::Value;
 use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
 use support::verdicts::{
-    all_healthy, events_since, gateway_state, get, no_local_blame, now_rfc3339, state, within,
+    all_healthy, events_since, gateway_state, get, no_local_blame, now_rfc3339, state, until_state,
+    within,
 };
 use support::{jatah, one_lab_at_a_time};
 
@@ -53,9 +54,7 @@ fn cable_pull_is_a_local_fault_and_nothing_else_moves() {
     });
     let since = now_rfc3339();
     lab.set_opd_link(0, false).unwrap();
-    let took = within(Duration::from_secs(10), "dinkes local_fault", || {
-        state(&lab, "dinkes").as_deref() == Some("local_fault")
-    });
+    let took = until_state(&lab, "dinkes", "local_fault", Duration::from_secs(10));
     eprintln!("cable pulled: dinkes local_fault after {took:.1} s");
     let d = get(&lab, "/api/v1/opds/dinkes/diagnosis");
     eprintln!("{}", serde_json::to_string_pretty(&d["verdict"]).unwrap());
@@ -84,9 +83,7 @@ fn cable_pull_is_a_local_fault_and_nothing_else_moves() {
     lab.set_opd_link(0, true).unwrap();
     // The office resumes its traffic once the cable is back.
     let again = traffic(&lab, &[0], 60);
-    let back = within(Duration::from_secs(15), "dinkes healthy again", || {
-        state(&lab, "dinkes").as_deref() == Some("healthy")
-    });
+    let back = until_state(&lab, "dinkes", "healthy", Duration::from_secs(15));
     eprintln!("cable back: dinkes healthy after {back:.1} s");
     stop(again);
     stop(t);
@@ -105,9 +102,7 @@ fn a_router_switched_off_is_a_local_fault() {
     let disdik = t.remove(1);
     stop(vec![disdik]);
     lab.router_off(1).unwrap();
-    let took = within(Duration::from_secs(15), "disdik local_fault", || {
-        state(&lab, "disdik").as_deref() == Some("local_fault")
-    });
+    let took = until_state(&lab, "disdik", "local_fault", Duration::from_secs(15));
     eprintln!("router off: disdik local_fault after {took:.1} s");
     let v = get(&lab, "/api/v1/opds/disdik/diagnosis");
     assert_eq!(v["verdict"]["evidence"]["reason"], "router_not_answering");
@@ -160,9 +155,7 @@ fn an_opd_past_its_ceiling_is_saturated_and_nothing_else_changes() {
     let since = now_rfc3339();
     stop(bappeda_paced);
     let push = lab.spawn_iperf(2, Direction::Download, 60, 4).unwrap();
-    let took = within(Duration::from_secs(20), "bappeda saturated", || {
-        state(&lab, "bappeda").as_deref() == Some("saturated")
-    });
+    let took = until_state(&lab, "bappeda", "saturated", Duration::from_secs(20));
     eprintln!("bappeda saturated after {took:.1} s");
     std::thread::sleep(Duration::from_secs(5));
     let others: Vec<Value> = events_since(&lab, &since)

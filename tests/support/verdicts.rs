@@ -44,6 +44,29 @@ pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> f
     panic!("{what}: not within {limit:?}");
 }
 
+/// Waits until `opd`'s state is `want`; on timeout the panic shows the
+/// last verdict read, so a failure explains itself.
+pub fn until_state(lab: &Lab, opd: &str, want: &str, limit: Duration) -> f64 {
+    let mut last = Value::Null;
+    let path = format!("/api/v1/opds/{opd}/diagnosis");
+    let start = Instant::now();
+    let tries = limit.as_millis() / 250 + 2;
+    for _ in 0..tries {
+        last = get(lab, &path)["verdict"].clone();
+        if last["state"].as_str() == Some(want) {
+            return start.elapsed().as_secs_f64();
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "{opd} {want}: not within {limit:?}; last verdict: {}",
+        serde_json::to_string_pretty(&last).unwrap_or_default()
+    );
+}
+
 /// Every OPD in `which` and the gateway are healthy.
 pub fn all_healthy(lab: &Lab, which: &[&str]) -> bool {
     which

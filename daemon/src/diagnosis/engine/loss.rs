@@ -34,14 +34,20 @@ fn own_drop_side(dir: usize) -> usize {
     }
 }
 
+/// The seconds the ratios are taken over: the window, less any still
+/// within an outage's repair (segments an office's connections lost while
+/// its cable was out come again once it is back, as late as their
+/// backed-off timers).
+fn window(tr: &Track) -> usize {
+    WINDOW.min(tr.settled())
+}
+
 /// Judged segments in `dir` and those sent again after a loss on `side`,
 /// over the window; None with too few segments to judge.
 fn counts(tr: &Track, side: usize, dir: usize) -> Option<(u64, u64)> {
-    let segments: u64 = tr.last(WINDOW).map(|s| s.tcp_segments[dir]).sum();
-    let lost: u64 = tr
-        .last(WINDOW)
-        .map(|s| s.tcp_retransmitted[side][dir])
-        .sum();
+    let n = window(tr);
+    let segments: u64 = tr.last(n).map(|s| s.tcp_segments[dir]).sum();
+    let lost: u64 = tr.last(n).map(|s| s.tcp_retransmitted[side][dir]).sum();
     (segments >= MIN_SEGMENTS).then_some((segments, lost))
 }
 
@@ -52,8 +58,9 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
     if side == own_drop_side(dir) {
         // Less the share its own class dropped (of all its packets in
         // that direction, sampled or not).
-        let drops: u64 = tr.last(WINDOW).map(|s| s.drops[dir]).sum();
-        let packets: u64 = tr.last(WINDOW).map(|s| s.packets[dir]).sum();
+        let n = window(tr);
+        let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
+        let packets: u64 = tr.last(n).map(|s| s.packets[dir]).sum();
         if drops > 0 {
             r = (r - drops as f64 / packets.max(drops) as f64).max(0.0);
         }

@@ -22,6 +22,24 @@ pub(super) struct Track {
     /// Learned normal round trips: the router's probes, the LAN and the
     /// WAN side of handshakes.
     pub(super) baselines: Baselines,
+    /// The latest outage (link down or a local fault): how long it lasted
+    /// and how many seconds ago it ended. TCP repairs an outage by sending
+    /// again what it lost, in bursts as late as its backed-off timers.
+    pub(super) outage: Option<Outage>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Outage {
+    pub(super) lasted: u32,
+    pub(super) ago: u32,
+}
+
+impl Outage {
+    /// Seconds after an outage in which segments sent again are its
+    /// repair, not loss: as long as the outage, 5 to 60 s.
+    pub(super) fn settling(&self) -> u32 {
+        self.lasted.clamp(5, 60)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +50,23 @@ pub(super) struct Baselines {
 
 impl Track {
     pub(super) fn push(&mut self, at: DateTime<Utc>, s: &OpdSignals) {
+        let out = s.link_up == Some(false)
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|v| v.state == State::LocalFault);
+        self.outage = match (self.outage, out) {
+            (Some(o), true) if o.ago == 0 => Some(Outage {
+                lasted: o.lasted.saturating_add(1),
+                ago: 0,
+            }),
+            (_, true) => Some(Outage { lasted: 1, ago: 0 }),
+            (Some(o), false) => Some(Outage {
+                ago: o.ago.saturating_add(1),
+                ..o
+            }),
+            (None, false) => None,
+        };
         self.seconds.push_back(s.clone());
         while self.seconds.len() > WINDOW_S {
             self.seconds.pop_front();
@@ -55,6 +90,15 @@ impl Track {
             {
                 self.rtts[side].pop_front();
             }
+        }
+    }
+
+    /// Seconds of the window since the latest outage settled: the ones
+    /// whose TCP loss is the path's own.
+    pub(super) fn settled(&self) -> usize {
+        match self.outage {
+            None => self.seconds.len(),
+            Some(o) => o.ago.saturating_sub(o.settling()) as usize,
         }
     }
 
@@ -117,6 +161,9 @@ impl Track {
         if same {
             self.candidate = None;
             if let Some(v) = &mut self.current {
+                // The sentences quote figures (a loss share, a delivered
+                // rate): they follow the evidence, not the first second.
+                (v.explanation_en, v.explanation_id) = explain(opd, state, &evidence);
                 v.evidence = evidence;
             }
             return None;

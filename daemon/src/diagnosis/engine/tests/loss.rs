@@ -170,3 +170,49 @@ fn heavy_loss_beyond_the_gateway_is_not_read_as_a_lossy_lan() {
         r.changes
     );
 }
+
+#[test]
+fn segments_resent_after_a_cable_outage_are_its_repair_not_a_lossy_lan() {
+    // Cable out for 10 s; once back, the office's connections send again
+    // what they lost (6 % of the first seconds, as their timers fire).
+    let mut r = Run::new();
+    let b = ("b", clean(4_000_000));
+    r.feed(30, &[("a", clean(4_000_000)), b.clone()], &[ISP_OK]);
+    let mut down = clean(0);
+    down.link_up = Some(false);
+    down.tcp_segments = [0, 0];
+    r.feed(10, &[("a", down), b.clone()], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::LocalFault);
+    let mut back = lossy(4_000_000, LAN, 0, 60);
+    back.link_up = Some(true);
+    r.feed(8, &[("a", back), b.clone()], &[ISP_OK]);
+    r.feed(30, &[("a", clean(4_000_000)), b.clone()], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::Healthy);
+    assert!(
+        !r.changes
+            .iter()
+            .any(|c| c.verdict.state == State::LocalDegraded),
+        "{:?}",
+        r.changes
+    );
+    // Loss that goes on past the repair is the LAN's own again.
+    let mut lossy_lan = lossy(4_000_000, LAN, 0, 60);
+    lossy_lan.link_up = Some(true);
+    r.feed(30, &[("a", lossy_lan), b], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::LocalDegraded);
+    let v = r.engine.opd("a").unwrap();
+    assert!(v.explanation_en.contains("loses 6.0%"), "{}", v.explanation_en);
+}
+
+#[test]
+fn a_sentence_with_a_figure_follows_the_figure() {
+    let mut r = Run::new();
+    let b = ("b", clean(4_000_000));
+    r.feed(30, &[("a", lossy(4_000_000, LAN, 0, 50)), b.clone()], &[ISP_OK]);
+    assert_eq!(r.state("a"), State::LocalDegraded);
+    r.feed(15, &[("a", lossy(4_000_000, LAN, 0, 80)), b], &[ISP_OK]);
+    let v = r.engine.opd("a").unwrap();
+    assert_eq!(v.evidence["lan_tcp_loss_ratio"], 0.08);
+    assert!(v.explanation_en.contains("loses 8.0%"), "{}", v.explanation_en);
+    assert!(v.explanation_id.contains("kehilangan 8,0%"), "{}", v.explanation_id);
+}

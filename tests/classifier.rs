@@ -784,3 +784,118 @@ fn pins_of_another_layout_are_replaced_not_misread() {
             .exists()
     );
 }
+
+/// An IPv4 UDP frame of `payload` bytes between the given ports.
+fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let mut p = ipv4_tcp(src, dst, 0);
+    p.truncate(20);
+    p[9] = 17;
+    let total = 20 + 8 + payload;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend(std::iter::repeat_n(0x11, payload));
+    frame(eth(ETH_IP), p)
+}
+
+#[test]
+fn with_lanes_small_and_urgent_packets_take_the_interactive_lane() {
+    use jatah_common::{IPPROTO_ICMP, bulk_lane_minor, interactive_lane_minor};
+    let mut fx = fixture();
+    let slot = fx.slot("dinkes");
+    let fast = htb_priority(interactive_lane_minor(slot));
+    let bulk = htb_priority(bulk_lane_minor(slot));
+    let down = |fx: &Fixture, f: &[u8]| fx.down(f).priority;
+    let data = tcp4(INTERNET, DINKES_HOST, 443, 40000, ACK, 1000);
+    let ack = tcp4(INTERNET, DINKES_HOST, 443, 40000, ACK, 0);
+    assert_eq!(
+        down(&fx, &ack),
+        htb_priority(opd_class_minor(slot)),
+        "lanes off"
+    );
+
+    fx.dp.set_lanes(true).unwrap();
+    assert_eq!(down(&fx, &data), bulk);
+    assert_eq!(down(&fx, &ack), fast, "a pure ACK");
+    assert_eq!(
+        down(&fx, &tcp4(INTERNET, DINKES_HOST, 443, 40000, SYNACK, 0)),
+        fast
+    );
+    assert_eq!(
+        down(&fx, &tcp4(INTERNET, DINKES_HOST, 443, 40000, ACK, 1)),
+        bulk
+    );
+    assert_eq!(
+        down(&fx, &tcp4(INTERNET, DINKES_HOST, 53, 40000, ACK, 900)),
+        fast,
+        "DNS"
+    );
+    let mut ef = data.clone();
+    ef[15] = 46 << 2;
+    assert_eq!(down(&fx, &ef), fast, "DSCP EF");
+    let mut cs1 = data.clone();
+    cs1[15] = 8 << 2;
+    assert_eq!(down(&fx, &cs1), bulk, "DSCP CS1");
+    let mut icmp = ack.clone();
+    icmp[14 + 9] = IPPROTO_ICMP;
+    assert_eq!(down(&fx, &icmp), fast, "ICMP");
+    assert_eq!(
+        down(&fx, &udp4(INTERNET, DINKES_HOST, 5004, 5004, 160)),
+        fast,
+        "a voice frame"
+    );
+    assert_eq!(
+        down(&fx, &udp4(INTERNET, DINKES_HOST, 443, 50000, 1200)),
+        bulk,
+        "QUIC data"
+    );
+    assert_eq!(
+        down(&fx, &udp4(INTERNET, DINKES_HOST, 53, 50000, 1200)),
+        fast,
+        "DNS over UDP"
+    );
+    // A GSO packet of data is data, even if one segment were small.
+    let gso = fx.run(
+        program_names::DOWNLOAD,
+        &data,
+        SkbContext {
+            gso_segs: 2,
+            gso_size: 500,
+            ..Default::default()
+        },
+    );
+    assert_eq!(gso.priority, bulk);
+    // IPv6: a pure ACK and data.
+    let v6 = |payload| frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, payload));
+    assert_eq!(down(&fx, &v6(0)), fast);
+    assert_eq!(down(&fx, &v6(1000)), bulk);
+    // Truncated after the IP header: counted and sent on, as bulk.
+    let cut = &data[..14 + 20 + 4];
+    assert_eq!(down(&fx, cut), bulk);
+
+    // Upload, after NAT, by the mark: ACKs of a download go first.
+    let mark = (slot + 1) << MASK.trailing_zeros();
+    let up = |f: &[u8]| {
+        fx.run(
+            program_names::UPLOAD,
+            f,
+            SkbContext {
+                mark,
+                ..Default::default()
+            },
+        )
+        .priority
+    };
+    let gw = [198, 51, 100, 2];
+    assert_eq!(up(&tcp4(gw, INTERNET, 40000, 443, ACK, 0)), fast);
+    assert_eq!(up(&tcp4(gw, INTERNET, 40000, 443, ACK, 1400)), bulk);
+
+    fx.dp.set_lanes(false).unwrap();
+    assert_eq!(down(&fx, &ack), htb_priority(opd_class_minor(slot)));
+    // Unclassified traffic never takes a lane.
+    let other = tcp4(INTERNET, [10, 99, 0, 1], 443, 40000, ACK, 0);
+    fx.dp.set_lanes(true).unwrap();
+    assert_eq!(down(&fx, &other), htb_priority(DEFAULT_CLASS_MINOR));
+}

@@ -1,11 +1,11 @@
 //! Data path benchmarks (root): classifier cost per packet against an empty
 //! classifier as the number of prefixes grows, the cost of handshake RTT
-//! tracking, and forwarding throughput through the lab gateway with
+//! tracking and of choosing a lane, and forwarding throughput through the lab gateway with
 //! jatah's programs attached and detached over the same HTB tree. Prints
 //! numbers; never fails on timing. The measuring code lives in
 //! `jatah::bench`, shared with `cargo bench --bench compare`.
 //!
-//!   cargo bench --bench datapath [-- --rounds N --quick --rtt-only]
+//!   cargo bench --bench datapath [-- --rounds N --quick --rtt-only --lanes-only]
 
 use std::path::Path;
 
@@ -136,6 +136,63 @@ fn rtt_cost(rounds: usize) {
     println!();
 }
 
+/// The cost of choosing a lane: lanes off (the OPD's class) against on
+/// (interactive or bulk), on the packets a busy office sends most.
+fn lanes_cost(rounds: usize) {
+    let bpffs = BpffsMount::new("jt-bench").unwrap();
+    let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    dp.sync_opds(&prefixes(30)).unwrap();
+    dp.set_mark_mask(0x7fff_0000).unwrap();
+    let cases: [(&str, &str, bool, u8, usize); 4] = [
+        (
+            "data to an OPD (LAN egress)",
+            program_names::DOWNLOAD,
+            false,
+            0x10,
+            1400,
+        ),
+        (
+            "pure ACK to an OPD (LAN egress)",
+            program_names::DOWNLOAD,
+            false,
+            0x10,
+            0,
+        ),
+        (
+            "data from an OPD (WAN egress)",
+            program_names::UPLOAD,
+            true,
+            0x10,
+            1400,
+        ),
+        (
+            "pure ACK from an OPD (WAN egress)",
+            program_names::UPLOAD,
+            true,
+            0x10,
+            0,
+        ),
+    ];
+    println!(
+        "## Lanes: cost per packet, off vs on (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {rounds} rounds)\n"
+    );
+    println!("| packet | lanes off ns | lanes on ns | on/off |");
+    println!("|---|---:|---:|---:|");
+    for (name, prog, from_opd, tcp_flags, payload) in cases {
+        let frame = tcp_frame(from_opd, tcp_flags, payload, 40001);
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            dp.set_lanes(false).unwrap();
+            off.push(classifier::ns_per_packet(&dp, prog, &frame, REPEAT).unwrap());
+            dp.set_lanes(true).unwrap();
+            on.push(classifier::ns_per_packet(&dp, prog, &frame, REPEAT).unwrap());
+        }
+        let (a, b) = (median(&off), median(&on));
+        println!("| {name} | {a:.0} | {b:.0} | {:.2} |", b / a);
+    }
+    println!();
+}
+
 fn forwarding(rounds: usize, seconds: u32) {
     let run = RunSettings {
         seconds,
@@ -177,7 +234,12 @@ fn main() {
         rtt_cost(rounds);
         return;
     }
+    if args.iter().any(|a| a == "--lanes-only") {
+        lanes_cost(rounds);
+        return;
+    }
     classifier(rounds, sizes);
     rtt_cost(rounds);
+    lanes_cost(rounds);
     forwarding(rounds, if quick { 2 } else { 5 });
 }

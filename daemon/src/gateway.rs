@@ -18,12 +18,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use jatah_common::{DEFAULT_CLASS_MINOR, GROUP_MINOR_BASE, GROUP_MINORS, opd_class_minor};
+use jatah_common::{
+    DEFAULT_CLASS_MINOR, GROUP_MINOR_BASE, GROUP_MINORS, bulk_lane_minor, interactive_lane_minor,
+    opd_class_minor,
+};
 use tracing::info;
 
 use crate::datapath::{Attachment, Datapath, OpdPrefixes, prefixes_of};
-use crate::policy::{Direction, LeafQdisc as PolicyLeaf, MAX_GROUPS, Policy};
-use crate::shaper::{ClassSpec, ClassStats, HtbTree, LeafQdisc, ROOT_CLASS, Shaper};
+use crate::policy::{Direction, LeafQdisc as PolicyLeaf, MAX_GROUPS, Policy, Shaping};
+use crate::shaper::{ClassSpec, ClassStats, HtbTree, Leaf, LeafQdisc, ROOT_CLASS, Shaper};
 
 // There is a group class for every group a policy may have (that they
 // clear the OPD classes and fit the leaf minors is asserted in common).
@@ -236,8 +239,11 @@ pub fn tree_for_slots(
             parent: ROOT_CLASS,
             rate_bps: a.guaranteed.bits_per_second(),
             ceil_bps: a.ceiling.bits_per_second(),
+            prio: 0,
+            leaf: None,
         });
     }
+    let shaping = policy.gateway.shaping;
     for opd in &policy.opds {
         let Some(&slot) = slots.get(&opd.id) else {
             continue;
@@ -247,14 +253,50 @@ pub fn tree_for_slots(
             .group
             .as_ref()
             .and_then(|id| group_minors.get(id).copied());
+        let (rate, ceil) = (a.guaranteed.bits_per_second(), a.ceiling.bits_per_second());
         if group.is_none() {
-            guaranteed_sum = guaranteed_sum.saturating_add(a.guaranteed.bits_per_second());
+            guaranteed_sum = guaranteed_sum.saturating_add(rate);
+        }
+        let minor = opd_class_minor(slot) as u16;
+        let bulk_leaf = bulk_queue(&shaping, leaf, ceil);
+        if !shaping.interactive {
+            classes.push(ClassSpec {
+                minor,
+                parent: group.unwrap_or(ROOT_CLASS),
+                rate_bps: rate,
+                ceil_bps: ceil,
+                prio: 0,
+                leaf: bulk_leaf,
+            });
+            continue;
         }
         classes.push(ClassSpec {
-            minor: opd_class_minor(slot) as u16,
+            minor,
             parent: group.unwrap_or(ROOT_CLASS),
-            rate_bps: a.guaranteed.bits_per_second(),
-            ceil_bps: a.ceiling.bits_per_second(),
+            rate_bps: rate,
+            ceil_bps: ceil,
+            prio: 0,
+            leaf: None,
+        });
+        let (interactive, bulk) = lane_rates(&shaping, rate);
+        classes.push(ClassSpec {
+            minor: interactive_lane_minor(slot) as u16,
+            parent: minor,
+            rate_bps: interactive,
+            ceil_bps: ceil,
+            prio: 0,
+            leaf: Some(Leaf {
+                kind: LeafQdisc::Pfifo,
+                limit: INTERACTIVE_QUEUE_PACKETS,
+            }),
+        });
+        classes.push(ClassSpec {
+            minor: bulk_lane_minor(slot) as u16,
+            parent: minor,
+            rate_bps: bulk,
+            ceil_bps: ceil,
+            prio: 1,
+            leaf: bulk_leaf,
         });
     }
     let leftover = capacity
@@ -268,11 +310,54 @@ pub fn tree_for_slots(
             parent: ROOT_CLASS,
             rate_bps: leftover.min(capacity),
             ceil_bps: capacity,
+            prio: 0,
+            leaf: None,
         },
         classes,
         leaf,
         leaf_limit: policy.gateway.leaf_limit,
     }
+}
+
+/// Packets the interactive lane's FIFO holds: its traffic is small and
+/// served first, so it rarely holds more than a few.
+pub const INTERACTIVE_QUEUE_PACKETS: u32 = 64;
+/// The least rate an interactive lane is guaranteed, bits per second
+/// (a call and its ACKs), unless that is over half the OPD's guarantee.
+pub const MIN_INTERACTIVE_BPS: u64 = 64_000;
+
+/// An OPD's guarantee split between its interactive lane and its bulk:
+/// `interactive_percent` of it, at least [`MIN_INTERACTIVE_BPS`] and at
+/// most half; the bulk gets the rest. HTB does not bound a class's own
+/// rate by its parent's, so the two must add up to the OPD's guarantee
+/// and no more (each lane's ceiling is the OPD's, which does bound them).
+pub fn lane_rates(shaping: &Shaping, guaranteed_bps: u64) -> (u64, u64) {
+    let share = guaranteed_bps / 100 * u64::from(shaping.interactive_percent);
+    let interactive = share
+        .max(MIN_INTERACTIVE_BPS)
+        .min(guaranteed_bps / 2)
+        .max(8);
+    (
+        interactive,
+        guaranteed_bps.saturating_sub(interactive).max(8),
+    )
+}
+
+/// The leaf of an OPD's bulk traffic: where the leaf kind has no AQM of
+/// its own (pfifo), a byte FIFO that holds at most `queue_target` at the
+/// ceiling, but never less than `queue_floor`; fq_codel and cake keep
+/// their own queues short, and `queue_target = "off"` asks for the
+/// packet limit (`None`: the tree's leaf).
+pub fn bulk_queue(shaping: &Shaping, leaf: LeafQdisc, ceil_bps: u64) -> Option<Leaf> {
+    (leaf == LeafQdisc::Pfifo && shaping.queue_target_ms > 0).then(|| {
+        let bytes = ceil_bps / 8 * u64::from(shaping.queue_target_ms) / 1000;
+        Leaf {
+            kind: LeafQdisc::Bfifo,
+            limit: bytes
+                .max(u64::from(shaping.queue_floor_bytes))
+                .min(u64::from(u32::MAX)) as u32,
+        }
+    })
 }
 
 pub(crate) fn leaf_preference(p: PolicyLeaf) -> Vec<LeafQdisc> {
@@ -284,15 +369,29 @@ pub(crate) fn leaf_preference(p: PolicyLeaf) -> Vec<LeafQdisc> {
     }
 }
 
-/// Brings the data path and both HTB trees in line with `policy`.
-/// Maps are synced first: a packet pointed at a class HTB does not have yet
-/// falls into the default class for that moment (never dropped), and a
-/// removed OPD's prefixes are gone before its class is deleted.
+/// Brings the data path and both HTB trees in line with `policy`, at the
+/// contracted capacity ([`apply_scaled`] with no adaptation).
 pub fn apply(
     policy: &Policy,
     ifaces: &Interfaces,
     datapath: &mut Datapath,
     shaper: &mut Shaper,
+) -> Result<(), GatewayError> {
+    apply_scaled(policy, ifaces, datapath, shaper, [None, None])
+}
+
+/// Brings the data path and both HTB trees in line with `policy`, each
+/// direction at its `effective` capacity where one is given
+/// ([`scale_tree`]). Maps are synced first: a packet pointed at a class
+/// HTB does not have yet falls into the default class for that moment
+/// (never dropped), and a removed OPD's prefixes are gone before its
+/// class is deleted.
+pub fn apply_scaled(
+    policy: &Policy,
+    ifaces: &Interfaces,
+    datapath: &mut Datapath,
+    shaper: &mut Shaper,
+    effective: [Option<u64>; 2],
 ) -> Result<(), GatewayError> {
     datapath.set_mark_mask(policy.gateway.mark_mask)?;
     datapath.set_rtt_tracking(policy.diagnosis.rtt_tracking)?;
@@ -300,24 +399,72 @@ pub fn apply(
     datapath.set_tcp_loss_tracking(policy.diagnosis.rtt_tracking)?;
     datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
     datapath.sync_opds(&opd_prefixes(policy))?;
+    shape(policy, ifaces, datapath, shaper, effective)?;
+    // Packets go to the lanes once both trees have them (and to the OPD
+    // classes once the lanes are gone): the moments between are a
+    // netlink round trip per OPD, in the default class.
+    datapath.set_lanes(policy.gateway.shaping.interactive)?;
+    Ok(())
+}
+
+/// Puts both HTB trees in force for the OPD slots the data path holds,
+/// each direction at its `effective` capacity where one is given.
+pub fn shape(
+    policy: &Policy,
+    ifaces: &Interfaces,
+    datapath: &Datapath,
+    shaper: &mut Shaper,
+    effective: [Option<u64>; 2],
+) -> Result<(), GatewayError> {
     let pref = leaf_preference(policy.gateway.leaf_qdisc);
     for (dir, iface) in [
         (Direction::Download, &ifaces.lan_device),
         (Direction::Upload, &ifaces.wan),
     ] {
         let leaf = shaper.resolve_leaf(iface.ifindex, &pref);
-        let tree = htb_tree(policy, datapath, dir, leaf);
+        let mut tree = htb_tree(policy, datapath, dir, leaf);
+        if let Some(cap) = effective[dir.index()] {
+            scale_tree(&mut tree, cap, &policy.gateway.shaping);
+        }
         let report = shaper.apply_changed(iface.ifindex, &tree)?;
         info!(
             direction = dir.as_str(),
             interface = %iface.name,
             classes = tree.classes.len(),
+            capacity_bps = tree.capacity_bps,
             leaf = ?leaf,
             report = ?report,
             "HTB tree in force"
         );
     }
     Ok(())
+}
+
+/// Shapes `tree` to `capacity_bps` below its own: the root class to that
+/// rate, every class's rate scaled by the same factor (so the rates under
+/// each class still add up to at most its own, as HTB needs: it does not
+/// bound a child's rate by its parent's) and every ceiling to at most the
+/// capacity; byte queues follow their new ceilings. A capacity at or
+/// above the tree's changes nothing.
+pub fn scale_tree(tree: &mut HtbTree, capacity_bps: u64, shaping: &Shaping) {
+    if capacity_bps >= tree.capacity_bps || capacity_bps == 0 {
+        return;
+    }
+    let top: u64 = std::iter::once(&tree.default_class)
+        .chain(tree.classes.iter().filter(|c| c.parent == ROOT_CLASS))
+        .map(|c| c.rate_bps)
+        .sum();
+    let f = capacity_bps as f64 / top.max(tree.capacity_bps) as f64;
+    tree.capacity_bps = capacity_bps;
+    for c in std::iter::once(&mut tree.default_class).chain(tree.classes.iter_mut()) {
+        c.rate_bps = ((c.rate_bps as f64 * f) as u64).max(8);
+        c.ceil_bps = c.ceil_bps.min(capacity_bps).max(c.rate_bps);
+        if let Some(l) = c.leaf
+            && l.kind == LeafQdisc::Bfifo
+        {
+            c.leaf = bulk_queue(shaping, LeafQdisc::Pfifo, c.ceil_bps).or(Some(l));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,6 +546,119 @@ mod tests {
     }
 
     #[test]
+    fn lanes_split_the_guarantee_and_share_the_ceiling() {
+        let p = policy(&(opd("a", 1, None) + &opd("b", 2, None)));
+        let slots: BTreeMap<String, u32> =
+            [("a".to_string(), 0), ("b".to_string(), 1)].into();
+        let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
+        let find = |m: u32| *t.classes.iter().find(|c| u32::from(c.minor) == m).unwrap();
+        for slot in [0, 1] {
+            let (o, i, b) = (
+                find(opd_class_minor(slot)),
+                find(interactive_lane_minor(slot)),
+                find(bulk_lane_minor(slot)),
+            );
+            assert_eq!((o.leaf, i.parent, b.parent), (None, o.minor, o.minor));
+            assert_eq!(i.rate_bps + b.rate_bps, o.rate_bps, "HTB does not cap a child's rate");
+            assert_eq!((i.ceil_bps, b.ceil_bps), (o.ceil_bps, o.ceil_bps));
+            assert_eq!(i.rate_bps, o.rate_bps / 20, "5% of 10M");
+            assert_eq!((i.prio, b.prio), (0, 1), "interactive first");
+            assert_eq!(i.leaf.unwrap().kind, LeafQdisc::Pfifo);
+            // 10 ms at 40M is 50,000 bytes, under the 64 KiB floor.
+            assert_eq!(
+                b.leaf,
+                Some(Leaf {
+                    kind: LeafQdisc::Bfifo,
+                    limit: 65_536
+                })
+            );
+        }
+        assert_eq!(t.classes.len(), 6);
+        // fq_codel and cake keep their own queues: the tree's leaf.
+        let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::FqCodel);
+        let bulk = t.classes.iter().find(|c| u32::from(c.minor) == bulk_lane_minor(0));
+        assert_eq!(bulk.unwrap().leaf, None);
+    }
+
+    #[test]
+    fn a_scaled_tree_keeps_every_guarantee_in_proportion_within_its_parent() {
+        let p = policy(
+            &(group("kecamatan")
+                + &opd("kec-waru", 1, Some("kecamatan"))
+                + &opd("dinkes", 2, None)
+                + &opd("bappeda", 3, None)),
+        );
+        let slots: BTreeMap<String, u32> = [("kec-waru", 0), ("dinkes", 1), ("bappeda", 2)]
+            .into_iter()
+            .map(|(id, slot)| (id.to_string(), slot))
+            .collect();
+        let full = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
+        let mut t = full.clone();
+        scale_tree(&mut t, 40_000_000, &p.gateway.shaping);
+        assert_eq!(t.capacity_bps, 40_000_000);
+        let all = |t: &HtbTree| -> Vec<ClassSpec> {
+            std::iter::once(t.default_class).chain(t.classes.iter().copied()).collect()
+        };
+        // Under every parent (the root class included) the children's
+        // rates fit the parent's rate, and no ceiling is above capacity.
+        let rate_of = |m: u16| {
+            if m == ROOT_CLASS {
+                t.capacity_bps
+            } else {
+                all(&t).iter().find(|c| c.minor == m).unwrap().rate_bps
+            }
+        };
+        for parent in all(&t).iter().map(|c| c.parent).collect::<BTreeSet<_>>() {
+            let sum: u64 = all(&t).iter().filter(|c| c.parent == parent).map(|c| c.rate_bps).sum();
+            assert!(sum <= rate_of(parent), "under {parent}: {sum} > {}", rate_of(parent));
+        }
+        for (a, b) in all(&full).iter().zip(all(&t).iter()) {
+            assert_eq!(a.minor, b.minor);
+            assert!(b.ceil_bps <= 40_000_000 && b.ceil_bps >= b.rate_bps);
+            // Each guarantee keeps its share: 40/100 of what it was.
+            let want = a.rate_bps as f64 * 0.4;
+            assert!((b.rate_bps as f64 - want).abs() <= 1.0 + want * 1e-9, "{a:?} {b:?}");
+        }
+        // At or above the contract nothing changes.
+        let mut same = full.clone();
+        scale_tree(&mut same, 100_000_000, &p.gateway.shaping);
+        assert_eq!(same, full);
+    }
+
+    #[test]
+    fn lane_rates_and_queue_sizes_follow_their_bounds() {
+        let s = Shaping::default();
+        assert_eq!(lane_rates(&s, 100_000_000), (5_000_000, 95_000_000));
+        assert_eq!(lane_rates(&s, 1_000_000), (64_000, 936_000), "a floor of 64 kbit/s");
+        assert_eq!(lane_rates(&s, 100_000), (50_000, 50_000), "at most half");
+        let q = |ceil| bulk_queue(&s, LeafQdisc::Pfifo, ceil).unwrap().limit;
+        assert_eq!(q(10_000_000), 65_536, "the floor");
+        assert_eq!(q(1_000_000_000), 1_250_000, "10 ms at 1 Gbit/s");
+        let s = Shaping {
+            queue_target_ms: 50,
+            queue_floor_bytes: 3000,
+            ..Shaping::default()
+        };
+        assert_eq!(bulk_queue(&s, LeafQdisc::Pfifo, 10_000_000).unwrap().limit, 62_500);
+        assert_eq!(bulk_queue(&s, LeafQdisc::Cake, 10_000_000), None);
+        let off = Shaping {
+            queue_target_ms: 0,
+            ..s
+        };
+        assert_eq!(bulk_queue(&off, LeafQdisc::Pfifo, 10_000_000), None);
+    }
+
+    #[test]
+    fn without_lanes_the_opd_class_is_the_leaf() {
+        let mut p = policy(&opd("a", 1, None));
+        p.gateway.shaping.interactive = false;
+        let slots: BTreeMap<String, u32> = [("a".to_string(), 0)].into();
+        let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
+        assert_eq!(t.classes.len(), 1);
+        assert_eq!(t.classes[0].leaf.unwrap().kind, LeafQdisc::Bfifo);
+    }
+
+    #[test]
     fn the_tree_nests_members_under_their_group() {
         let p = policy(
             &(group("kecamatan")
@@ -413,32 +673,41 @@ mod tests {
             .collect();
         let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
         let g = 0x7aba;
+        let outer: Vec<ClassSpec> = t.classes.iter().filter(|c| c.minor < 0x8000).copied().collect();
         assert_eq!(
-            t.classes,
+            outer,
             [
                 ClassSpec {
                     minor: g,
                     parent: ROOT_CLASS,
                     rate_bps: 30_000_000,
-                    ceil_bps: 50_000_000
+                    ceil_bps: 50_000_000,
+                    prio: 0,
+                    leaf: None,
                 },
                 ClassSpec {
                     minor: 16,
                     parent: g,
                     rate_bps: 10_000_000,
-                    ceil_bps: 40_000_000
+                    ceil_bps: 40_000_000,
+                    prio: 0,
+                    leaf: None,
                 },
                 ClassSpec {
                     minor: 17,
                     parent: ROOT_CLASS,
                     rate_bps: 10_000_000,
-                    ceil_bps: 40_000_000
+                    ceil_bps: 40_000_000,
+                    prio: 0,
+                    leaf: None,
                 },
                 ClassSpec {
                     minor: 18,
                     parent: g,
                     rate_bps: 10_000_000,
-                    ceil_bps: 40_000_000
+                    ceil_bps: 40_000_000,
+                    prio: 0,
+                    leaf: None,
                 },
             ]
         );

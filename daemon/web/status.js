@@ -74,6 +74,7 @@
       notFoundTitle: 'OPD tidak ditemukan',
       errorTitle: 'Terjadi kesalahan',
       gatewayTitle: 'Koneksi Internet (uplink)',
+      scaled: (c) => `Penyedia layanan mengirim kurang dari kontrak: jatah membagi ${rate(c.effective_bps)} dari ${rate(c.contract_bps)} (${c.direction === 'download' ? 'unduh' : 'unggah'}) ke semua kantor, jaminan setiap kantor disesuaikan menjadi ${c.percent}%.`,
       openPage: (n) => `Buka halaman ${n}`,
       lookupTitle: 'Cari kode referensi',
       lookupLabel: 'Kode referensi dari operator OPD',
@@ -182,6 +183,7 @@
       notFoundTitle: 'OPD not found',
       errorTitle: 'Something went wrong',
       gatewayTitle: 'Internet connection (uplink)',
+      scaled: (c) => `The ISP delivers less than the contract: jatah shares ${rate(c.effective_bps)} of ${rate(c.contract_bps)} ${c.direction} among the offices, every guarantee scaled to ${c.percent}%.`,
       openPage: (n) => `Open the page of ${n}`,
       lookupTitle: 'Look up a reference code',
       lookupLabel: 'Reference code from the OPD operator',
@@ -451,7 +453,7 @@
     const offline = failingSince !== null && failures >= 2;
     const light = offline ? 'grey' : d.light;
     const checklist = offline ? 'offline' : d.checklist;
-    const key = [lang, offline, state, d.since_local, d.reference, d.light].join('|');
+    const key = [lang, offline, state, d.since_local, d.reference, d.light, JSON.stringify(d.capacity_scaled || [])].join('|');
     if (key !== shownVerdictKey) {
       shownVerdictKey = key;
       const since = offline ? clock(failingSince.toISOString(), d.timezone, d.timezone_abbreviation, false) : null;
@@ -463,6 +465,7 @@
           h('div', { class: 'verdict-text' },
             h('p', { class: 'state-label' }, badge(light, offline ? 'unreachable' : state, 'state-label')),
             h('p', { class: 'sentence', id: 'sentence' }, sentence),
+            ...(d.capacity_scaled || []).map((c) => h('p', { class: 'small scaled' }, L.scaled(c))),
             !offline && d.since_local && !sentence.includes(d.since_local) ? h('p', { class: 'muted small' }, L.since(d.since_local)) : null,
             d.reference
               ? h('p', { id: 'reference' }, `${L.refLabel}: `, h('span', { class: 'ref', id: 'ref-code' }, d.reference), h('br'), h('span', { class: 'muted small' }, L.refHelp))
@@ -659,7 +662,8 @@
         trafficLight(d.gateway_light, g ? g.state : null, false),
         h('div', { class: 'verdict-text' },
           h('p', {}, badge(d.gateway_light, g ? g.state : null, 'state-label')),
-          h('p', { class: 'sentence', id: 'sentence' }, g ? (lang === 'id' ? d.gateway_sentence_id || g.explanation_id : d.gateway_sentence_en || g.explanation_en) : L.states.none)))
+          h('p', { class: 'sentence', id: 'sentence' }, g ? (lang === 'id' ? d.gateway_sentence_id || g.explanation_id : d.gateway_sentence_en || g.explanation_en) : L.states.none),
+          ...(d.capacity_scaled || []).map((c) => h('p', { class: 'small scaled' }, L.scaled(c)))))
     );
     $('grid-card').replaceChildren(
       h('h2', { id: 'grid-title' }, `${L.brandAdmin} (${d.opds.length})`),

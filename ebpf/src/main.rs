@@ -24,25 +24,22 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use jatah_common::{
-    AddrKey, CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR,
-    DOWNLOAD, FLAG_RTT, FLAG_TCP_LOSS, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN,
+    CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR, DOWNLOAD,
+    FLAG_LANES, FLAG_RTT, FLAG_TCP_LOSS, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN,
     HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_IP_ID, NO_SLOT,
     RttHistogram, SIDE_LAN, SIDE_WAN, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, Segment, SeqState,
-    SlotOwner, Stat, TCP_FLOW_BITS, TCP_FLOW_ENTRIES, TcpFlow, TcpLoss, UPLOAD, cache_index,
-    handshake_hash, handshake_sampled, htb_priority, judge_segment, loss_side, opd_class_minor,
-    rtt_bucket, rtt_index, seq_start,
+    SlotOwner, Stat, TCP_FLOW_BITS, TCP_FLOW_ENTRIES, TcpFlow, TcpLoss, Traits, UPLOAD,
+    bulk_lane_minor, cache_index, handshake_hash, handshake_sampled, htb_priority,
+    interactive_lane_minor, is_interactive, judge_segment, loss_side, opd_class_minor, rtt_bucket,
+    rtt_index, seq_start,
 };
+
+mod parse;
+
+use parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, Linear, ParseError, header_len, parse};
 
 /// Let the next program (or the qdisc) decide; never drop.
 const TC_ACT_UNSPEC: i32 = -1;
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 #[map]
 static JATAH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
@@ -77,173 +74,6 @@ static JATAH_FLOWS: Array<TcpFlow> = Array::with_max_entries(TCP_FLOW_ENTRIES, 0
 /// survive a restart.
 #[map]
 static JATAH_OWNERS: Array<SlotOwner> = Array::pinned(MAX_OPDS, 0);
-
-enum ParseError {
-    /// Not IPv4/IPv6 (ARP, LLDP, ...).
-    NonIp,
-    /// Truncated or inconsistent headers.
-    Malformed,
-}
-
-/// What the classifiers need from a packet's headers.
-struct Headers {
-    /// The address that decides the OPD (destination or source), IPv4 mapped.
-    addr: AddrKey,
-    /// The address at the other end (the Internet host).
-    other: AddrKey,
-    is_v4: bool,
-    l4_proto: u8,
-    /// Offset of the IP header from the start of the frame.
-    l3_off: usize,
-    /// Offset of the transport header from the start of the frame.
-    l4_off: usize,
-}
-
-/// Reading header fields: straight from the linear packet data (cheap,
-/// bounds-checked for the verifier), or through `bpf_skb_load_bytes` when
-/// the headers are not all in the linear part.
-trait Frame {
-    fn read<T: Copy>(&self, off: usize) -> Option<T>;
-}
-
-struct Linear<'a>(&'a TcContext);
-struct Loaded<'a>(&'a TcContext);
-
-impl Frame for Linear<'_> {
-    #[inline(always)]
-    fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        let start = self.0.data();
-        if start + off + core::mem::size_of::<T>() > self.0.data_end() {
-            return None;
-        }
-        // SAFETY: bounds checked against data_end just above.
-        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
-    }
-}
-
-impl Frame for Loaded<'_> {
-    #[inline(always)]
-    fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        self.0.load::<T>(off).ok()
-    }
-}
-
-#[inline(always)]
-fn be16<F: Frame>(f: &F, off: usize) -> Result<u16, ParseError> {
-    f.read::<u16>(off)
-        .map(u16::from_be)
-        .ok_or(ParseError::Malformed)
-}
-
-#[inline(always)]
-fn byte<F: Frame>(f: &F, off: usize) -> Result<u8, ParseError> {
-    f.read::<u8>(off).ok_or(ParseError::Malformed)
-}
-
-#[inline(always)]
-fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
-    let mut ethertype = be16(f, 12)?;
-    let mut off = ETH_HLEN;
-    // Up to two in-band tags (802.1ad outer + 802.1Q inner). A tag the NIC
-    // already stripped into skb metadata is simply not in the payload.
-    if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
-        ethertype = be16(f, off + 2)?;
-        off += 4;
-        if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
-            ethertype = be16(f, off + 2)?;
-            off += 4;
-        }
-    }
-    let mut addr = AddrKey::default();
-    match ethertype {
-        ETH_P_IP => {
-            let ver_ihl = byte(f, off)?;
-            let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-            if ver_ihl >> 4 != 4 || ihl < 20 {
-                return Err(ParseError::Malformed);
-            }
-            // Fixed-offset fields first, then the end of the options: in
-            // this order the compiler cannot fold one bounds check into
-            // another in a way the verifier could not follow.
-            let l4_proto = byte(f, off + 9)?;
-            let a: [u8; 4] = f
-                .read(off + if by_source { 12 } else { 16 })
-                .ok_or(ParseError::Malformed)?;
-            let b: [u8; 4] = f
-                .read(off + if by_source { 16 } else { 12 })
-                .ok_or(ParseError::Malformed)?;
-            // The whole IPv4 header (with options) must be present.
-            byte(f, off + ihl - 1)?;
-            let mut other = AddrKey::default();
-            for k in [&mut addr, &mut other] {
-                k.addr[10] = 0xff;
-                k.addr[11] = 0xff;
-            }
-            addr.addr[12..16].copy_from_slice(&a);
-            other.addr[12..16].copy_from_slice(&b);
-            Ok(Headers {
-                addr,
-                other,
-                is_v4: true,
-                l4_proto,
-                l3_off: off,
-                l4_off: off + ihl,
-            })
-        }
-        ETH_P_IPV6 => {
-            if byte(f, off)? >> 4 != 6 {
-                return Err(ParseError::Malformed);
-            }
-            addr.addr = f
-                .read(off + if by_source { 8 } else { 24 })
-                .ok_or(ParseError::Malformed)?;
-            let other = AddrKey {
-                addr: f
-                    .read(off + if by_source { 24 } else { 8 })
-                    .ok_or(ParseError::Malformed)?,
-            };
-            // Extension headers are not walked: they only make the GSO
-            // header estimate smaller, and hide a handshake from the RTT
-            // tracker, never make the attribution wrong.
-            Ok(Headers {
-                addr,
-                other,
-                is_v4: false,
-                l4_proto: byte(f, off + 6)?,
-                l3_off: off,
-                l4_off: off + 40,
-            })
-        }
-        _ => Err(ParseError::NonIp),
-    }
-}
-
-#[inline(always)]
-fn parse(ctx: &TcContext, by_source: bool) -> Result<Headers, ParseError> {
-    match parse_with(&Linear(ctx), by_source) {
-        Ok(h) => Ok(h),
-        // Headers beyond the linear part: read them the slow way.
-        Err(ParseError::Malformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
-            parse_with(&Loaded(ctx), by_source)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Bytes from the start of the frame to the end of the transport header:
-/// repeated once per GSO segment on the wire.
-#[inline(always)]
-fn header_len(ctx: &TcContext, h: &Headers) -> u64 {
-    let end = match h.l4_proto {
-        IPPROTO_TCP => match ctx.load::<u8>(h.l4_off + 12) {
-            Ok(doff) => h.l4_off + ((doff >> 4) as usize) * 4,
-            Err(_) => h.l4_off,
-        },
-        IPPROTO_UDP => h.l4_off + 8,
-        _ => h.l4_off,
-    };
-    end as u64
-}
 
 /// OPD slot of an address, or `NO_SLOT`. A per-CPU cache of recent
 /// addresses sits in front of the tries; entries decided under an older
@@ -655,6 +485,69 @@ fn config() -> Config {
     }
 }
 
+/// The class of a packet of OPD `slot`: the OPD's own class, or with lanes
+/// on its interactive or its bulk lane ([`is_interactive`]).
+#[inline(always)]
+fn class_of(ctx: &TcContext, h: &Headers, slot: u32, cfg: &Config) -> u32 {
+    if cfg.flags & FLAG_LANES == 0 {
+        return opd_class_minor(slot);
+    }
+    if interactive(ctx, h) {
+        interactive_lane_minor(slot)
+    } else {
+        bulk_lane_minor(slot)
+    }
+}
+
+/// Reads what [`is_interactive`] judges from the headers. Headers outside
+/// the linear data (rare: the parser had to load them) count as bulk.
+#[inline(always)]
+fn interactive(ctx: &TcContext, h: &Headers) -> bool {
+    let f = Linear(ctx);
+    // IPv4: TOS, total length; IPv6: traffic class across bytes 0-1,
+    // payload length at 4.
+    let Some(ip) = f.read::<[u8; 6]>(h.l3_off) else {
+        return false;
+    };
+    let (dscp, ip_len) = if h.is_v4 {
+        (ip[1] >> 2, u32::from(u16::from_be_bytes([ip[2], ip[3]])))
+    } else {
+        (
+            ((ip[0] & 0x0f) << 2) | (ip[1] >> 6),
+            40 + u32::from(u16::from_be_bytes([ip[4], ip[5]])),
+        )
+    };
+    // SAFETY: reading a field of the context.
+    let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
+    let mut t = Traits {
+        proto: h.l4_proto,
+        dscp,
+        ip_len,
+        tcp_payload: 0,
+        ports: [0, 0],
+        gso_segs,
+    };
+    if h.l4_proto == IPPROTO_TCP {
+        let Some(tcp) = f.read::<[u8; 14]>(h.l4_off) else {
+            return false;
+        };
+        t.ports = [
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            u16::from_be_bytes([tcp[2], tcp[3]]),
+        ];
+        t.tcp_payload = tcp_payload(ctx, h, tcp[12]).0;
+    } else if h.l4_proto == IPPROTO_UDP {
+        let Some(udp) = f.read::<[u8; 4]>(h.l4_off) else {
+            return false;
+        };
+        t.ports = [
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+        ];
+    }
+    is_interactive(&t)
+}
+
 /// Counts a packet that belongs to no OPD and sends it to the default class.
 #[inline(always)]
 fn unclassified(ctx: &TcContext, dir: usize, bytes: u64) -> i32 {
@@ -691,8 +584,8 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
         return unclassified(&ctx, DOWNLOAD, bytes);
     }
     count(slot, DOWNLOAD, bytes);
-    set_class(&ctx, opd_class_minor(slot));
     let cfg = config();
+    set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
     if tcp_tracking(&cfg) {
         track_tcp(&ctx, &h, slot, Way::ToOpd, cfg.flags);
     }
@@ -751,7 +644,7 @@ pub fn jatah_ul(ctx: TcContext) -> i32 {
         return unclassified(&ctx, UPLOAD, bytes);
     }
     count(slot, UPLOAD, bytes);
-    set_class(&ctx, opd_class_minor(slot));
+    set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
     TC_ACT_UNSPEC
 }
 

@@ -28,7 +28,7 @@ pub const CORE: [&str; 18] = [
 
 /// The rest: reload timing, history, data path health, and the diagnosis
 /// stage's states, round trips and probes.
-pub const MORE: [&str; 19] = [
+pub const MORE: [&str; 21] = [
     "jatah_policy_last_reload_duration_seconds",
     "jatah_history_available",
     "jatah_datapath_unparsed_packets_total",
@@ -48,6 +48,8 @@ pub const MORE: [&str; 19] = [
     "jatah_opd_syn_unanswered_total",
     "jatah_opd_tcp_segments_sampled_total",
     "jatah_opd_tcp_retransmissions_total",
+    "jatah_gateway_download_effective_capacity_bytes_per_second",
+    "jatah_gateway_upload_effective_capacity_bytes_per_second",
 ];
 
 /// Present only while the uplink delivers less than asked of it (a

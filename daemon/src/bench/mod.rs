@@ -16,10 +16,12 @@
 //! - [`compare`]: the comparison command that runs all of it and writes
 //!   its tables into BENCHMARKS.md.
 
+pub mod adapt;
 pub mod capacity;
 pub mod classifier;
 pub mod compare;
 pub mod control;
+pub mod lanes;
 pub mod report;
 pub mod traffic;
 pub mod wrk;

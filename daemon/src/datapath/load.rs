@@ -13,7 +13,7 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfLoader};
 use jatah_common::{
-    Config, Counters, FLAG_RTT, FLAG_TCP_LOSS, LAYOUT_VERSION, MAX_OPDS, RTT_SAMPLE_SHIFT_MAX,
+    Config, Counters, FLAG_LANES, FLAG_RTT, FLAG_TCP_LOSS, LAYOUT_VERSION, MAX_OPDS, RTT_SAMPLE_SHIFT_MAX,
     RTT_SAMPLE_SHIFT_POS, SlotOwner, TcpLoss, map_names,
     program_names,
 };
@@ -148,6 +148,18 @@ impl Datapath {
             cfg.flags | FLAG_TCP_LOSS
         } else {
             cfg.flags & !FLAG_TCP_LOSS
+        };
+        self.write_config(cfg)
+    }
+
+    /// Sends each OPD's packets to its bulk or interactive lane (`on`), or
+    /// to the OPD's own class.
+    pub fn set_lanes(&mut self, on: bool) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        cfg.flags = if on {
+            cfg.flags | FLAG_LANES
+        } else {
+            cfg.flags & !FLAG_LANES
         };
         self.write_config(cfg)
     }

@@ -49,6 +49,8 @@ pub struct Engine {
     capacity: [Estimator; 2],
     /// Each upstream target's learned round trip.
     upstream_baselines: BTreeMap<String, Baseline>,
+    /// The path's congestion signs of the last second.
+    co: CoSignals,
 }
 
 impl Engine {
@@ -61,7 +63,21 @@ impl Engine {
             last_at: None,
             capacity: [Estimator::new(), Estimator::new()],
             upstream_baselines: BTreeMap::new(),
+            co: CoSignals::default(),
         }
+    }
+
+    /// Whether the path beyond the gateway showed congestion last second:
+    /// inflated upstream probes or WAN handshakes, lost probes, TCP loss
+    /// beyond the gateway. None of these comes from the gateway's own
+    /// queues, so the adaptive capacity reads them to know a probe went
+    /// above what the ISP delivers.
+    pub fn uplink_congested(&self) -> bool {
+        let c = &self.co;
+        c.probes_inflated
+            || c.wan_handshakes_inflated
+            || c.probe_loss.is_some_and(|l| l >= self.thresholds.upstream_loss_ratio)
+            || c.wan_tcp_loss
     }
 
     /// New thresholds (a policy reload); verdicts and windows are kept.
@@ -144,6 +160,7 @@ impl Engine {
         // evidence about the uplink.
         let uplink = self.uplink(&t);
         let co = uplink.co_signals(self.upstream_probes().0);
+        self.co = co.clone();
         for dir in 0..2 {
             let sources = self.sources(tick, dir, &t);
             // Upload rates are corrected by their WAN-side duplicates, the
@@ -345,6 +362,12 @@ impl Engine {
                     format!("{name}_capacity_bps"),
                     json!(tick.capacity_bps[dir]),
                 );
+                if tick.effective_bps[dir] > 0 {
+                    ev.insert(
+                        format!("{name}_effective_capacity_bps"),
+                        json!(tick.effective_bps[dir]),
+                    );
+                }
             } else {
                 ev.insert(format!("{name}_delivered_tentative_bps"), json!(d.bps));
             }

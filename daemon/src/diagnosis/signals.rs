@@ -33,6 +33,9 @@ pub struct Reading {
     pub tcp_loss: BTreeMap<u32, TcpLoss>,
     /// HTB drops by class minor, per direction.
     pub drops: [BTreeMap<u16, u64>; DIRECTIONS],
+    /// Bytes the root class (`1:1`) carried so far, per direction; None
+    /// where the dump failed.
+    pub root_bytes: [Option<u64>; DIRECTIONS],
     /// Traffic that matched no OPD.
     /// None when reading it failed this second.
     pub unclassified: Option<Counters>,

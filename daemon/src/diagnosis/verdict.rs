@@ -293,8 +293,25 @@ fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
         let contract = number(format!("{dir}_capacity_bps")).unwrap_or(0);
         let (d_en, c_en) = (mbit(delivered, '.'), mbit(contract, '.'));
         let (d_id, c_id) = (mbit(delivered, ','), mbit(contract, ','));
-        en.push(format!("{d_en} of {c_en} Mbit/s {dir_en}"));
-        id.push(format!("{d_id} dari {c_id} Mbit/s ({dir_id})"));
+        // Where jatah shapes to less than the contract, the offices share
+        // that in proportion to their guarantees.
+        let (held_en, held_id) = match number(format!("{dir}_effective_capacity_bps")) {
+            Some(e) => (
+                format!(
+                    " (jatah shares {} Mbit/s among the offices, guarantees scaled to {}%)",
+                    mbit(e, '.'),
+                    (e * 100).checked_div(contract).unwrap_or(100)
+                ),
+                format!(
+                    " (jatah membagi {} Mbit/s ke semua kantor, jaminan disesuaikan menjadi {}%)",
+                    mbit(e, ','),
+                    (e * 100).checked_div(contract).unwrap_or(100)
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
+        en.push(format!("{d_en} of {c_en} Mbit/s {dir_en}{held_en}"));
+        id.push(format!("{d_id} dari {c_id} Mbit/s ({dir_id}){held_id}"));
     }
     (!en.is_empty()).then(|| (en.join(" and "), id.join(" dan ")))
 }

@@ -457,6 +457,26 @@ fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> 
         ));
     }
     drop(engine);
+    // The capacity in force: the contract, or less while jatah shapes to
+    // an uplink that delivers less.
+    let adaptive = lock(&state.adaptive);
+    for dir in Direction::all() {
+        let contract = view.policy.capacity(dir).bits_per_second();
+        let effective = adaptive.controllers[dir.index()].effective(contract);
+        out.push(family(
+            &format!(
+                "jatah_gateway_{}_effective_capacity_bytes_per_second",
+                dir.as_str()
+            ),
+            &format!(
+                "The {} capacity jatah shapes to: the contract, or what the uplink delivers less a margin while it delivers less ([gateway] adapt).",
+                dir.as_str()
+            ),
+            Kind::Gauge,
+            vec![gauge(vec![], (effective / 8) as f64)],
+        ));
+    }
+    drop(adaptive);
 
     let bounds = crate::diagnosis::signals::rtt_bucket_bounds();
     let mut hists = Vec::new();

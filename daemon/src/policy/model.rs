@@ -18,6 +18,41 @@ use super::rate::Rate;
 pub const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Makassar;
 /// Default [`Gateway::leaf_limit`], in packets.
 pub const DEFAULT_LEAF_LIMIT: u32 = 1000;
+/// How each OPD's allocation is served inside its class: lanes and queue
+/// sizes (`[gateway]` keys `interactive`, `interactive_percent`,
+/// `queue_target`, `queue_floor`), and whether the capacity follows what
+/// the uplink delivers (`adapt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shaping {
+    /// An interactive lane beside the bulk of every OPD (default on).
+    pub interactive: bool,
+    /// Percent of each OPD's guarantee reserved for its interactive lane
+    /// (default 5; at least 64 kbit/s, at most half the guarantee).
+    pub interactive_percent: u32,
+    /// Longest the bulk queue may hold at the class's ceiling, in
+    /// milliseconds, where no AQM qdisc (fq_codel, cake) is in use
+    /// (default 10; 0, written "off": `leaf_limit` packets instead).
+    pub queue_target_ms: u32,
+    /// Smallest bulk queue, in bytes (default 65536: one GRO/GSO packet of
+    /// 64 KiB must always fit, or it is dropped whole).
+    pub queue_floor_bytes: u32,
+    /// Shape to what the uplink delivers when it delivers less than the
+    /// contract, guarantees scaled in proportion (default on).
+    pub adapt: bool,
+}
+
+impl Default for Shaping {
+    fn default() -> Self {
+        Shaping {
+            interactive: true,
+            interactive_percent: 5,
+            queue_target_ms: 10,
+            queue_floor_bytes: 65_536,
+            adapt: true,
+        }
+    }
+}
+
 /// Default [`Gateway::mark_mask`]: 15 bits, clear of the low 16 bits that
 /// other tools on a gateway (e.g. firewall zones) commonly use, and of the
 /// sign bit.
@@ -162,6 +197,9 @@ pub struct Gateway {
     /// contiguous run of at least [`MIN_MARK_BITS`] bits.
     #[serde(serialize_with = "serialize_mask")]
     pub mark_mask: u32,
+    /// Lanes and queue sizes inside each OPD's class.
+    #[serde(flatten)]
+    pub shaping: Shaping,
 }
 
 impl Gateway {

@@ -96,6 +96,8 @@ fn base_policy_parses_with_defaults() {
     assert_eq!(gateway.leaf_limit, 1000);
     assert_eq!(gateway.mark_mask, 0x7fff_0000);
     assert_eq!(gateway.mark_shift(), 16);
+    assert_eq!(gateway.shaping, Shaping::default());
+    assert!(gateway.shaping.interactive);
 
     assert_eq!(policy.opds.len(), 2);
     let first = &policy.opds[0];
@@ -839,6 +841,32 @@ fn leaf_limit_and_qdisc() {
         14,
         "unknown leaf_qdisc \"fq-codel\"; write one of \"auto\", \"pfifo\", \"fq_codel\" or \"cake\"",
     );
+}
+
+#[test]
+fn lanes_and_queue_sizes() {
+    let at = |line: &str| with(&[(5, &format!("upload = \"50M\"\n{line}"))]);
+    let ok = |line: &str| {
+        parse(&at(line), "test.toml")
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+            .gateway
+            .shaping
+    };
+    assert!(!ok("interactive = false").interactive);
+    assert!(!ok("adapt = false").adapt);
+    assert_one(&at("adapt = 1"), 6, 9, "adapt is true or false, not an integer");
+    assert_eq!(ok("interactive_percent = 10").interactive_percent, 10);
+    assert_eq!(ok("queue_target = \"25ms\"").queue_target_ms, 25);
+    assert_eq!(ok("queue_target = \"off\"").queue_target_ms, 0);
+    assert_eq!(ok("queue_floor = 3000").queue_floor_bytes, 3000);
+    assert_one(&at("interactive = \"yes\""), 6, 15, "interactive is true or false, not a string");
+    assert_one(&at("interactive_percent = 0"), 6, 23, "must be a whole number from 1 to 50");
+    assert_one(&at("interactive_percent = 80"), 6, 23, "must be a whole number from 1 to 50");
+    assert_one(&at("queue_target = \"2s\""), 6, 16, "from \"1ms\" to \"1s\", or \"off\"");
+    assert_one(&at("queue_target = \"soon\""), 6, 16, "queue_target: \"soon\" is not a duration");
+    assert_one(&at("queue_target = 10"), 6, 16, "queue_target");
+    assert_one(&at("queue_floor = 100"), 6, 15, "from 1514 to 16777216");
+    assert_one(&at("interactiv = true"), 6, 1, "interactive");
 }
 
 // ---- probe ------------------------------------------------------------------------

@@ -172,7 +172,10 @@ fn reattach(
     let policy = state.view().policy.clone();
     let pref = gateway::leaf_preference(policy.gateway.leaf_qdisc);
     let leaf = ctl.shaper.resolve_leaf(ifindex, &pref);
-    let tree = gateway::htb_tree(&policy, &ctl.datapath, role.direction(), leaf);
+    let mut tree = gateway::htb_tree(&policy, &ctl.datapath, role.direction(), leaf);
+    if let Some(cap) = ctl.effective_bps[role.direction().index()] {
+        gateway::scale_tree(&mut tree, cap, &policy.gateway.shaping);
+    }
     ctl.shaper
         .apply_changed(ifindex, &tree)
         .map_err(|e| ("htb", e.to_string()))?;

@@ -1,6 +1,7 @@
 //! The running daemon: start-up and shutdown, the state its tasks share,
 //! the one-second sampler, policy reloads and interface keeping.
 
+pub mod adapt;
 pub mod instance;
 pub mod links;
 pub mod rates;

@@ -150,9 +150,15 @@ fn apply(state: &AppState, ctl: &mut Controller, new: Policy, started: Instant) 
     // Slots whose final counters were scraped may now be reused.
     let scraped: BTreeSet<u32> = state.policy.take_reusable();
     ctl.datapath.release(&scraped);
-    if let Err(e) = gateway::apply(&new, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper) {
+    // An adapted capacity stays in force across the reload (the sampler
+    // takes it back to the contract if the new policy turns adapt off).
+    let effective = ctl.effective_bps;
+    if let Err(e) =
+        gateway::apply_scaled(&new, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper, effective)
+    {
         warn!(error = %e, "applying the new policy failed; restoring the previous one");
-        let restored = gateway::apply(&old, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper);
+        let restored =
+            gateway::apply_scaled(&old, &ctl.ifaces, &mut ctl.datapath, &mut ctl.shaper, effective);
         let msg = match restored {
             Ok(()) => format!("{e}; the previous policy was restored"),
             Err(r) => format!("{e}; restoring the previous policy also failed: {r}"),

@@ -121,6 +121,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             shaper,
             ifaces: ifaces.clone(),
             policy_path: opts.policy.clone(),
+            effective_bps: [None, None],
         });
     let probe_config = crate::diagnosis::probe::ProbeConfig {
         interval: policy.diagnosis.probe_interval,

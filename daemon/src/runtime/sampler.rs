@@ -25,7 +25,10 @@ use crate::datapath::{CounterReader, SlotTable};
 use crate::diagnosis::capacity::Confidence;
 use crate::diagnosis::{Change, Engine};
 use crate::diagnosis::signals::{Reading, Watcher};
+use crate::gateway;
+use crate::policy::{Direction, Policy};
 use crate::history::{CounterReading, DeliveredSecond, HistoryStore};
+use crate::runtime::adapt;
 use crate::runtime::state::{AppState, KernelStatus, PolicyView, drops_by_minor, lock};
 
 /// Runs the loop until `shutdown` fires.
@@ -92,19 +95,180 @@ pub fn sample_once(
         .as_ref()
         .map(|p| p.snapshot())
         .unwrap_or_default();
-    let tick = watcher.tick(&reading, &view.policy, &view.slots, &probes, now);
-    let (changes, delivered) = {
+    let mut tick = watcher.tick(&reading, &view.policy, &view.slots, &probes, now);
+    tick.effective_bps = {
+        let a = lock(&state.adaptive);
+        std::array::from_fn(|d| {
+            let c = &a.controllers[d];
+            if c.adapted() {
+                c.effective(tick.capacity_bps[d])
+            } else {
+                0
+            }
+        })
+    };
+    let (changes, delivered, congested) = {
         let mut engine = lock(&state.diagnosis.engine);
         let changes = engine.step(&tick);
-        (changes, delivered_seconds(&engine, tick.capacity_bps))
+        (
+            changes,
+            delivered_seconds(&engine, tick.capacity_bps),
+            engine.uplink_congested(),
+        )
     };
     for c in &changes {
         record_change(state, c);
     }
+    adapt_capacity(
+        state,
+        &view.policy,
+        &reading,
+        now,
+        delivered.map(|d| d.map(|d| d.bps)),
+        congested,
+    );
     if delivered.iter().any(Option::is_some)
         && let Some(store) = lock(&state.history.store).as_mut()
     {
         store.note_delivered(now, delivered);
+    }
+}
+
+/// Steps each direction's adaptive capacity and puts a change in force:
+/// the trees rebuilt at the new capacities, a log line and a gateway event
+/// per change. With `adapt = false` a capacity still adapted goes back to
+/// the contract.
+fn adapt_capacity(
+    state: &AppState,
+    policy: &Policy,
+    reading: &Reading,
+    now: DateTime<Utc>,
+    delivered: [Option<u64>; 2],
+    congested: bool,
+) {
+    let mut a = lock(&state.adaptive);
+    let mut changes = Vec::new();
+    for dir in Direction::all() {
+        let d = dir.index();
+        let contract = policy.capacity(dir).bits_per_second();
+        // What the root class carried since the last reading.
+        let carried = match (reading.at, reading.root_bytes[d], a.root_bytes[d]) {
+            (Some(at), Some(now_b), Some((then, then_b))) if at > then => {
+                (now_b.saturating_sub(then_b) as f64 * 8.0
+                    / at.duration_since(then).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        if let (Some(at), Some(b)) = (reading.at, reading.root_bytes[d]) {
+            a.root_bytes[d] = Some((at, b));
+        }
+        let controller = &mut a.controllers[d];
+        let change = if policy.gateway.shaping.adapt {
+            controller.step(&adapt::Input {
+                contract_bps: contract,
+                carried_bps: carried,
+                delivered_bps: delivered[d],
+                congested,
+            })
+        } else if controller.adapted() {
+            let from = controller.effective(contract);
+            *controller = adapt::Controller::default();
+            Some(adapt::Change {
+                from_bps: from,
+                to_bps: contract,
+                reason: adapt::Reason::Contract,
+            })
+        } else {
+            None
+        };
+        if let Some(c) = change {
+            a.last_change[d] = Some((now, c));
+            changes.push((dir, contract, c));
+        }
+    }
+    if changes.is_empty() {
+        return;
+    }
+    let effective: [Option<u64>; 2] = std::array::from_fn(|d| {
+        let c = &a.controllers[d];
+        c.adapted()
+            .then(|| c.effective(policy.capacity(Direction::all()[d]).bits_per_second()))
+    });
+    drop(a);
+    if let Some(ctl) = lock(&state.control).as_mut() {
+        ctl.effective_bps = effective;
+        if let Err(e) = gateway::shape(policy, &ctl.ifaces, &ctl.datapath, &mut ctl.shaper, effective)
+        {
+            warn!(error = %e, "putting the adapted capacity in force");
+            state.kernel.count_error("adapt", &ctl.ifaces.wan.name);
+        }
+    }
+    for (dir, contract, c) in changes {
+        record_capacity_change(state, now, dir, contract, &c);
+    }
+}
+
+/// Logs a change of the effective capacity and keeps it as a gateway event.
+fn record_capacity_change(
+    state: &AppState,
+    now: DateTime<Utc>,
+    dir: Direction,
+    contract: u64,
+    c: &adapt::Change,
+) {
+    let mbit = |b: u64| format!("{:.1}", b as f64 / 1e6);
+    let percent = (c.to_bps * 100).checked_div(contract).unwrap_or(100);
+    let adapted = c.to_bps < contract;
+    let message = if adapted {
+        format!(
+            "{} capacity set to {} Mbit/s of the contracted {} ({}): guarantees scaled to {percent}%",
+            dir.as_str(),
+            mbit(c.to_bps),
+            mbit(contract),
+            c.reason.as_str()
+        )
+    } else {
+        format!(
+            "{} capacity back at the contracted {} Mbit/s ({})",
+            dir.as_str(),
+            mbit(contract),
+            c.reason.as_str()
+        )
+    };
+    info!(
+        direction = dir.as_str(),
+        from_bps = c.from_bps,
+        to_bps = c.to_bps,
+        contract_bps = contract,
+        reason = c.reason.as_str(),
+        "{message}"
+    );
+    let state_name = |bps: u64| {
+        if bps < contract {
+            "capacity_adapted"
+        } else {
+            "capacity_contract"
+        }
+    };
+    if let Some(store) = lock(&state.history.store).as_mut() {
+        let event = crate::history::Event {
+            at: now,
+            opd: None,
+            state: state_name(c.to_bps).to_string(),
+            previous: Some(state_name(c.from_bps).to_string()),
+            evidence: serde_json::json!({
+                "direction": dir.as_str(),
+                "from_bps": c.from_bps,
+                "to_bps": c.to_bps,
+                "contract_bps": contract,
+                "scale_percent": percent,
+                "reason": c.reason.as_str(),
+            }),
+            message,
+        };
+        if let Err(e) = store.record_event(&event) {
+            warn!(error = %e, "could not keep a capacity event in the history");
+        }
     }
 }
 
@@ -152,7 +316,14 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
             reading.tcp_loss.insert(slot, t);
         }
     }
-    reading.drops = drops_by_minor(&kernel.htb_stats());
+    let stats = kernel.htb_stats();
+    reading.drops = drops_by_minor(&stats);
+    reading.root_bytes = std::array::from_fn(|d| {
+        stats[d]
+            .iter()
+            .find(|c| u32::from(c.minor) == jatah_common::ROOT_CLASS_MINOR)
+            .map(|c| c.bytes)
+    });
     reading
 }
 

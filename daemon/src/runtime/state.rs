@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
-use jatah_common::{Counters, DIRECTIONS, DOWNLOAD, UPLOAD};
+use jatah_common::{Counters, DIRECTIONS, DOWNLOAD, UPLOAD, lane_owner};
 use tracing::warn;
 
 use crate::datapath::{CounterReader, Datapath};
@@ -255,7 +255,14 @@ impl KernelStatus {
 
 /// HTB drops per class minor, per direction.
 pub fn drops_by_minor(stats: &[Vec<ClassStats>; DIRECTIONS]) -> [BTreeMap<u16, u64>; DIRECTIONS] {
-    [DOWNLOAD, UPLOAD].map(|d| stats[d].iter().map(|c| (c.minor, c.drops)).collect())
+    [DOWNLOAD, UPLOAD].map(|d| {
+        let mut by_minor = BTreeMap::new();
+        for c in &stats[d] {
+            // A lane's drops are its OPD's.
+            *by_minor.entry(lane_owner(u32::from(c.minor)) as u16).or_insert(0) += c.drops;
+        }
+        by_minor
+    })
 }
 
 /// What owns the kernel state: the loaded programs and maps, the netlink
@@ -268,6 +275,18 @@ pub struct Controller {
     pub shaper: Shaper,
     pub ifaces: Interfaces,
     pub policy_path: PathBuf,
+    /// The capacity each direction is shaped to where it adapted to an
+    /// uplink that delivers less (`runtime::adapt`); `None`: the contract.
+    pub effective_bps: [Option<u64>; DIRECTIONS],
+}
+
+/// The adaptive capacity of each direction (`runtime::adapt`), the root
+/// classes' last byte counts its rates come from, and the last change.
+#[derive(Debug, Default)]
+pub struct Adaptive {
+    pub controllers: [crate::runtime::adapt::Controller; DIRECTIONS],
+    pub root_bytes: [Option<(std::time::Instant, u64)>; DIRECTIONS],
+    pub last_change: [Option<(DateTime<Utc>, crate::runtime::adapt::Change)>; DIRECTIONS],
 }
 
 /// What the sampler measured: each OPD's current rates, and the counters
@@ -373,6 +392,8 @@ pub struct AppState {
     pub kernel: KernelStatus,
     /// The kernel state, for reloads and re-attachment (None in tests).
     pub control: Mutex<Option<Controller>>,
+    /// The capacity each direction adapts to.
+    pub adaptive: Mutex<Adaptive>,
     pub reloads: Mutex<ReloadStatus>,
 }
 
@@ -457,6 +478,7 @@ impl StateBuilder {
             },
             kernel,
             control: Mutex::new(self.control),
+            adaptive: Mutex::new(Adaptive::default()),
             reloads: Mutex::new(self.reload),
         }
     }

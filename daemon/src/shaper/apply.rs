@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::netlink::{self, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NlError, Request};
 use super::tc::{self, HtbClass, Stats, TC_H_ROOT, TcMsg, TcObject};
-use super::tree::{ApplyReport, ClassStats, HtbTree, LeafQdisc, Wanted, plan};
+use super::tree::{ApplyReport, ClassStats, HtbTree, Leaf, LeafQdisc, Wanted, plan};
 use super::{DUMP_ATTEMPTS, Op, ROOT_HANDLE, ShaperError, class_id, leaf_handle, op_error};
 
 /// Installs, updates and reads jatah's HTB trees through rtnetlink.
@@ -18,7 +18,7 @@ pub struct Shaper {
     sock: netlink::Socket,
     /// Probe results per [`LeafQdisc`] (indexed by `LeafQdisc::index`);
     /// visible to the shaper's tests, which check the cache.
-    pub(super) leaf_support: [Option<bool>; 3],
+    pub(super) leaf_support: [Option<bool>; 4],
     /// The tree last put in force per interface by [`Shaper::apply_changed`].
     applied: std::collections::HashMap<u32, HtbTree>,
 }
@@ -60,7 +60,7 @@ impl Shaper {
         let sock = netlink::Socket::open().map_err(ShaperError::Socket)?;
         Ok(Shaper {
             sock,
-            leaf_support: [None; 3],
+            leaf_support: [None; 4],
             applied: std::collections::HashMap::new(),
         })
     }
@@ -174,7 +174,7 @@ impl Shaper {
             // dump: the deletions above have already made a class whose
             // children all left into a leaf, whose quantum now counts.
             match by_minor.get(&w.minor).filter(|c| stays(c)) {
-                Some(c) if c.params.is_some_and(|p| p.same_as(&w.params, w.leaf)) => {
+                Some(c) if c.params.is_some_and(|p| p.same_as(&w.params, w.leaf.is_some())) => {
                     report.unchanged += 1;
                 }
                 Some(_) => {
@@ -188,8 +188,8 @@ impl Shaper {
             }
             // An inner class has no leaf: HTB destroyed it when the first
             // child arrived.
-            if w.leaf {
-                self.ensure_leaf(ifindex, w.minor, tree, &qdiscs, &mut report)?;
+            if let Some(leaf) = w.leaf {
+                self.ensure_leaf(ifindex, w.minor, leaf, &qdiscs, &mut report)?;
             }
         }
         tracing::debug!(ifindex, %report, "HTB tree applied");
@@ -258,7 +258,7 @@ impl Shaper {
     /// and "no such file" that it does not; either way nothing is attached
     /// and the interface is left as it was.
     pub fn supports_leaf(&mut self, ifindex: u32, kind: LeafQdisc) -> Result<bool, ShaperError> {
-        if kind == LeafQdisc::Pfifo {
+        if matches!(kind, LeafQdisc::Pfifo | LeafQdisc::Bfifo) {
             return Ok(true);
         }
         if let Some(known) = self.leaf_support[kind.index()] {
@@ -394,31 +394,31 @@ impl Shaper {
         self.change(ifindex, Op::DeleteClass(minor), req)
     }
 
-    /// Gives class `1:minor` the leaf `minor:` of the tree's kind and limit,
+    /// Gives class `1:minor` the leaf `minor:` of the kind and limit wanted,
     /// touching it only if it differs. `qdiscs` is the dump taken after
     /// deletions and before any class was created.
     fn ensure_leaf(
         &mut self,
         ifindex: u32,
         minor: u16,
-        tree: &HtbTree,
+        leaf: Leaf,
         qdiscs: &Qdiscs,
         report: &mut ApplyReport,
     ) -> Result<(), ShaperError> {
         let handle = leaf_handle(minor);
         let parent = class_id(minor);
-        let kind = tree.leaf;
+        let kind = leaf.kind;
         // The kernel's default leaf (pfifo 0:) is invisible in dumps, so a
         // class without a visible leaf has the default one.
         if let Some(q) = qdiscs.under(parent).filter(|q| q.msg.handle == handle) {
             if q.kind == kind.kind() {
-                if leaf_matches(kind, q.options.as_deref(), tree.leaf_limit) {
+                if leaf_matches(kind, q.options.as_deref(), leaf.limit) {
                     return Ok(());
                 }
                 let mut req = Request::new(tc::RTM_NEWQDISC, 0);
                 req.push(&TcMsg::new(ifindex, handle, parent).encode());
                 req.attr_str(tc::TCA_KIND, kind.kind());
-                encode_leaf(&mut req, kind, tree.leaf_limit);
+                encode_leaf(&mut req, kind, leaf.limit);
                 self.change(ifindex, Op::ChangeLeaf(minor, kind), req)?;
                 report.leaves_changed += 1;
                 return Ok(());
@@ -443,7 +443,7 @@ impl Shaper {
         let mut req = Request::new(tc::RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE | NLM_F_EXCL);
         req.push(&TcMsg::new(ifindex, handle, parent).encode());
         req.attr_str(tc::TCA_KIND, kind.kind());
-        encode_leaf(&mut req, kind, tree.leaf_limit);
+        encode_leaf(&mut req, kind, leaf.limit);
         self.change(ifindex, Op::AttachLeaf(minor, kind), req)?;
         report.leaves_attached += 1;
         Ok(())
@@ -574,7 +574,8 @@ fn depth(class: &Class, by_minor: &HashMap<u16, &Class>) -> usize {
 
 fn encode_leaf(req: &mut Request, kind: LeafQdisc, limit: u32) {
     match kind {
-        LeafQdisc::Pfifo => tc::encode_pfifo(req, limit),
+        // pfifo and bfifo share `struct tc_fifo_qopt` (packets, bytes).
+        LeafQdisc::Pfifo | LeafQdisc::Bfifo => tc::encode_pfifo(req, limit),
         LeafQdisc::FqCodel => tc::encode_fq_codel(req, limit),
         // cake's defaults suit a leaf; it has no packet limit.
         LeafQdisc::Cake => {}
@@ -583,7 +584,9 @@ fn encode_leaf(req: &mut Request, kind: LeafQdisc, limit: u32) {
 
 fn leaf_matches(kind: LeafQdisc, options: Option<&[u8]>, limit: u32) -> bool {
     match kind {
-        LeafQdisc::Pfifo => options.and_then(tc::decode_pfifo_limit) == Some(limit),
+        LeafQdisc::Pfifo | LeafQdisc::Bfifo => {
+            options.and_then(tc::decode_pfifo_limit) == Some(limit)
+        }
         LeafQdisc::FqCodel => options.and_then(tc::decode_fq_codel_limit) == Some(limit),
         LeafQdisc::Cake => true,
     }

@@ -7,9 +7,11 @@
 //! htb 1: root (default class 1:2)
 //! └── class 1:1               rate = ceil = gateway capacity
 //!     ├── class 1:2           unclassified traffic       ── leaf qdisc 2:
-//!     ├── class 1:(s+16)      OPD slot s, one per OPD    ── leaf qdisc (s+16):
+//!     ├── class 1:(s+16)      OPD slot s, one per OPD
+//!     │   ├── class 1:(0xc000+s)  its interactive lane   ── leaf qdisc (0xc000+s):
+//!     │   └── class 1:(0x8000+s)  its bulk lane          ── leaf qdisc (0x8000+s):
 //!     └── class 1:(0x6000+g)  a group of OPDs (inner class, no leaf)
-//!         └── class 1:(s+16)  a member OPD               ── leaf qdisc (s+16):
+//!         └── class 1:(s+16)  a member OPD, with its lanes as above
 //! ```
 //!
 //! The eBPF classifier writes `skb->priority = 1:minor`, which HTB takes as
@@ -18,14 +20,20 @@
 //! classes it is given ([`ClassSpec::parent`] says where each goes) and
 //! gives a leaf qdisc to every class without children.
 //!
+//! **Lanes.** With lanes on (see `gateway`), an OPD's class has two
+//! children, its interactive lane `1:(0xc000+s)` (prio 0) and its bulk
+//! lane `1:(0x8000+s)` (prio 1), each with its own leaf; the shaper sees
+//! them as any other classes, with the priority and leaf each is given
+//! ([`ClassSpec::prio`], [`ClassSpec::leaf`]).
+//!
 //! **Leaf handles.** The leaf qdisc of class `1:N` has handle `N:` (its
 //! major number is the class's minor number), so `tc qdisc show` lists
 //! `qdisc pfifo 11: parent 1:11`. This cannot collide: `1:` is the HTB root
 //! itself, but minor 1 is the root class, which always has children and so
-//! never a leaf; `ffff:` is the ingress/clsact handle and `8000:`-`ffff:` are
-//! the handles the kernel allocates on its own, and leaf-bearing minors are
-//! limited to `2..=0x7fff` ([`MAX_LEAF_MINOR`]), far above the highest OPD
-//! class (`MAX_OPDS + 16` = 0x4010).
+//! never a leaf; `ffff:` is the ingress/clsact handle, and minors end at
+//! [`MAX_CLASS_MINOR`] (0xffdf, below tc's special minors). `8000:` and up
+//! are also where the kernel picks a handle for a qdisc added without one,
+//! but it skips handles in use, and every qdisc under `htb 1:` is jatah's.
 //!
 //! **Updates never tear down.** [`Shaper::apply`] reconciles: classes that
 //! stay are changed in place (their counters and queues survive), missing
@@ -55,14 +63,14 @@ mod tree;
 
 use std::fmt;
 
-use jatah_common::{HTB_MAJOR, MAX_LEAF_MINOR, ROOT_CLASS_MINOR, htb_class_id, htb_leaf_handle};
+use jatah_common::{HTB_MAJOR, ROOT_CLASS_MINOR, htb_class_id, htb_leaf_handle};
 
 pub use apply::Shaper;
 pub use error::ShaperError;
 use netlink::NlError;
 #[cfg(any(test, feature = "testkit"))]
 pub use tree::ApplyReport;
-pub use tree::{ClassSpec, ClassStats, HtbTree, LeafQdisc};
+pub use tree::{ClassSpec, ClassStats, HtbTree, Leaf, LeafQdisc};
 
 /// Handle of jatah's root qdisc, `1:`.
 pub const ROOT_HANDLE: u32 = HTB_MAJOR << 16;
@@ -72,10 +80,10 @@ pub const ROOT_HANDLE: u32 = HTB_MAJOR << 16;
 /// [`ClassSpec::parent`].
 pub const ROOT_CLASS: u16 = ROOT_CLASS_MINOR as u16;
 
-// Every minor jatah numbers, inner classes included, fits a tc minor: an
-// inner class becomes a leaf when its last child goes, so all are kept
-// within MAX_LEAF_MINOR (see [`leaf_handle`]).
-const _: () = assert!(MAX_LEAF_MINOR <= u16::MAX as u32);
+/// The highest class minor the shaper installs: from 0xffe0 up minors are
+/// tc's special values, and `ffff:` is the clsact qdisc's handle.
+pub const MAX_CLASS_MINOR: u16 = 0xffdf;
+const _: () = assert!(jatah_common::interactive_lane_minor(jatah_common::MAX_OPDS - 1) <= MAX_CLASS_MINOR as u32);
 
 /// Class id `1:minor` ([`htb_class_id`] for a 16-bit minor).
 pub const fn class_id(minor: u16) -> u32 {

@@ -266,6 +266,8 @@ fn child(minor: u16, parent: u16, rate_bps: u64, ceil_bps: u64) -> ClassSpec {
         parent,
         rate_bps,
         ceil_bps,
+        prio: 0,
+        leaf: None,
     }
 }
 
@@ -813,7 +815,7 @@ fn resolve_leaf_falls_back_to_pfifo_without_touching_the_interface() {
     );
     assert_eq!(lab.shaper.resolve_leaf(lab.ifindex, &[]), LeafQdisc::Pfifo);
     // Answers are cached (TOOLCHAIN.md: this kernel has neither).
-    assert_eq!(lab.shaper.leaf_support, [None, Some(false), Some(false)]);
+    assert_eq!(lab.shaper.leaf_support, [None, Some(false), Some(false), None]);
     assert!(
         !lab.shaper
             .supports_leaf(lab.ifindex, LeafQdisc::Cake)
@@ -855,7 +857,7 @@ fn tree_validation_and_names() {
     assert_eq!(want[0].parent, TC_H_ROOT);
     assert!(want[1..].iter().all(|w| w.parent == class_id(1)));
 
-    let over = tree(&[spec(MAX_LEAF_MINOR as u16 + 1, 1000, 1000)], 1);
+    let over = tree(&[spec(MAX_CLASS_MINOR + 1, 1000, 1000)], 1);
     assert!(plan(1, &over).is_err());
     let zero = tree(&[spec(17, 0, 1000)], 1);
     assert!(
@@ -893,6 +895,76 @@ fn a_thousand_opds_span_multipart_dumps() {
 /// A group class's minor, as gateway.rs chooses them (0x6000 and up).
 const GROUP: u16 = 0x6000;
 const OTHER_GROUP: u16 = 0x6001;
+
+#[test]
+fn lanes_get_their_priority_and_their_own_leaves() {
+    let mut lab = Lab::new();
+    let (opd, interactive, bulk) = (17u16, 0xc001u16, 0x8001u16);
+    let lanes = |bulk_leaf: Leaf| {
+        tree(
+            &[
+                spec(opd, 10_000_000, 20_000_000),
+                ClassSpec {
+                    prio: 0,
+                    leaf: Some(Leaf {
+                        kind: LeafQdisc::Pfifo,
+                        limit: 64,
+                    }),
+                    ..child(interactive, opd, 500_000, 20_000_000)
+                },
+                ClassSpec {
+                    prio: 1,
+                    leaf: Some(bulk_leaf),
+                    ..child(bulk, opd, 9_500_000, 20_000_000)
+                },
+            ],
+            1000,
+        )
+    };
+    let bfifo = |limit| Leaf {
+        kind: LeafQdisc::Bfifo,
+        limit,
+    };
+    let t = lanes(bfifo(65_536));
+    lab.shaper.apply(lab.ifindex, &t).unwrap();
+    let out = lab.tc(&["class", "show", "dev", DEV]);
+    assert!(out.contains("class htb 1:c001 parent 1:11 leaf c001: prio 0"), "{out}");
+    assert!(out.contains("class htb 1:8001 parent 1:11 leaf 8001: prio 1"), "{out}");
+    let qdiscs = lab.qdiscs();
+    let leaf = |h: &str| qdiscs.iter().find(|q| q.handle == h).unwrap();
+    assert_eq!(
+        (leaf("8001:").kind.as_str(), leaf("8001:").params.as_str()),
+        ("bfifo", "limit 64Kb")
+    );
+    assert_eq!(
+        (leaf("c001:").kind.as_str(), leaf("c001:").params.as_str()),
+        ("pfifo", "limit 64p")
+    );
+    assert!(!qdiscs.iter().any(|q| q.handle == "11:"), "the OPD class is inner");
+    assert!(lab.shaper.apply(lab.ifindex, &t).unwrap().is_noop());
+
+    // A byte limit changes in place; a flood beyond it is dropped in the
+    // bulk lane, and both lanes' traffic is the OPD's.
+    let small = lanes(bfifo(3_000));
+    let r = lab.shaper.apply(lab.ifindex, &small).unwrap();
+    assert_eq!((r.leaves_changed, r.changed, r.created), (1, 0, 0), "{r}");
+    lab.send_udp(bulk, 200, 1000, None);
+    lab.send_udp(interactive, 20, 100, None);
+    lab.wait_idle();
+    let stats = lab.shaper.class_stats(lab.ifindex).unwrap();
+    let of = |m: u16| *stats.iter().find(|s| s.minor == m).unwrap();
+    assert!(of(bulk).drops > 0, "{:?}", of(bulk));
+    assert_eq!(of(interactive).drops, 0);
+    assert_eq!(of(interactive).packets, 20);
+    assert_eq!(of(opd).packets, of(bulk).packets + of(interactive).packets);
+
+    // Lanes off: the OPD class is a leaf again.
+    let plain = tree(&[spec(opd, 10_000_000, 20_000_000)], 1000);
+    let r = lab.shaper.apply(lab.ifindex, &plain).unwrap();
+    assert_eq!((r.deleted, r.leaves_attached), (2, 1), "{r}");
+    let qdiscs = lab.qdiscs();
+    assert!(qdiscs.iter().any(|q| q.handle == "11:" && q.kind == "pfifo"), "{qdiscs:?}");
+}
 
 #[test]
 fn nested_classes_are_created_parents_first_and_inner_classes_get_no_leaf() {
@@ -1128,7 +1200,7 @@ fn nesting_is_validated_before_anything_is_touched() {
         10,
     );
     let want = plan(1, &t).unwrap();
-    let order: Vec<(u16, bool)> = want.iter().map(|w| (w.minor, w.leaf)).collect();
+    let order: Vec<(u16, bool)> = want.iter().map(|w| (w.minor, w.leaf.is_some())).collect();
     assert_eq!(
         order,
         [

@@ -5,10 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use jatah_common::MAX_LEAF_MINOR;
-
 use super::tc::{HtbClass, TC_H_ROOT};
-use super::{ClassName, ROOT_CLASS, ShaperError, class_id};
+use super::{ClassName, MAX_CLASS_MINOR, ROOT_CLASS, ShaperError, class_id};
 use crate::policy::Rate;
 
 /// How many classes deep HTB nests below its root class
@@ -24,6 +22,9 @@ pub enum LeafQdisc {
     FqCodel,
     /// CAKE (`sch_cake`), with its defaults.
     Cake,
+    /// Plain FIFO with a byte limit; built into every kernel. What a
+    /// queue sized in time is made of where no AQM qdisc exists.
+    Bfifo,
 }
 
 impl LeafQdisc {
@@ -37,13 +38,17 @@ impl LeafQdisc {
             LeafQdisc::Pfifo => "pfifo",
             LeafQdisc::FqCodel => "fq_codel",
             LeafQdisc::Cake => "cake",
+            LeafQdisc::Bfifo => "bfifo",
         }
     }
 
     /// The kind with the kernel name `kind`, if jatah knows it.
     #[cfg(any(test, feature = "testkit"))]
     pub fn from_kind(kind: &str) -> Option<LeafQdisc> {
-        LeafQdisc::ALL.into_iter().find(|l| l.kind() == kind)
+        LeafQdisc::ALL
+            .into_iter()
+            .chain([LeafQdisc::Bfifo])
+            .find(|l| l.kind() == kind)
     }
 
     /// Position in per-kind tables such as the shaper's probe cache.
@@ -52,6 +57,7 @@ impl LeafQdisc {
             LeafQdisc::Pfifo => 0,
             LeafQdisc::FqCodel => 1,
             LeafQdisc::Cake => 2,
+            LeafQdisc::Bfifo => 3,
         }
     }
 }
@@ -60,6 +66,14 @@ impl fmt::Display for LeafQdisc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind())
     }
+}
+
+/// A leaf qdisc: its kind and limit (packets for pfifo and fq_codel,
+/// bytes for bfifo; cake ignores it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    pub kind: LeafQdisc,
+    pub limit: u32,
 }
 
 /// One HTB class below the root class `1:1`.
@@ -76,6 +90,12 @@ pub struct ClassSpec {
     pub rate_bps: u64,
     /// Ceiling (rate when borrowing from the root class), bits per second.
     pub ceil_bps: u64,
+    /// HTB priority among siblings (0 first): who borrows spare rate
+    /// first, and is served first when both may send.
+    pub prio: u32,
+    /// Its leaf qdisc when it has no children; `None`: the tree's
+    /// [`HtbTree::leaf`] and [`HtbTree::leaf_limit`].
+    pub leaf: Option<Leaf>,
 }
 
 /// jatah's whole HTB tree for one interface.
@@ -172,8 +192,8 @@ pub(super) struct Wanted {
     pub(super) minor: u16,
     pub(super) parent: u32,
     pub(super) params: HtbClass,
-    /// No class of the tree sits under it: it gets a leaf qdisc.
-    pub(super) leaf: bool,
+    /// No class of the tree sits under it: it gets this leaf qdisc.
+    pub(super) leaf: Option<Leaf>,
 }
 
 /// Checks `tree` and turns it into the classes to install, parents before
@@ -209,10 +229,16 @@ pub(super) fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperEr
     let mut by_minor: HashMap<u16, &ClassSpec> = HashMap::new();
     for spec in &specs {
         let name = ClassName(spec.minor);
-        if spec.minor <= ROOT_CLASS || u32::from(spec.minor) > MAX_LEAF_MINOR {
+        if spec.minor <= ROOT_CLASS || spec.minor > MAX_CLASS_MINOR {
             return Err(invalid(format!(
-                "{name}: minor must be within 2..={MAX_LEAF_MINOR} (1 is the root class)"
+                "{name}: minor must be within 2..={MAX_CLASS_MINOR} (1 is the root class)"
             )));
+        }
+        if let Some(l) = spec.leaf
+            && l.limit == 0
+            && l.kind != LeafQdisc::Cake
+        {
+            return Err(invalid(format!("{name}: its leaf's limit must be at least 1")));
         }
         if by_minor.insert(spec.minor, spec).is_some() {
             return Err(invalid(format!("{name} is given twice")));
@@ -264,15 +290,22 @@ pub(super) fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperEr
         minor: ROOT_CLASS,
         parent: TC_H_ROOT,
         params: HtbClass::new(capacity, capacity),
-        leaf: false,
+        leaf: None,
     }];
+    let tree_leaf = Leaf {
+        kind: tree.leaf,
+        limit: tree.leaf_limit,
+    };
     for (_, spec) in ordered {
         let name = ClassName(spec.minor);
         want.push(Wanted {
             minor: spec.minor,
             parent: class_id(spec.parent),
-            params: HtbClass::new(bytes(spec.rate_bps, &name)?, bytes(spec.ceil_bps, &name)?),
-            leaf: !parents.contains(&spec.minor),
+            params: HtbClass {
+                prio: spec.prio,
+                ..HtbClass::new(bytes(spec.rate_bps, &name)?, bytes(spec.ceil_bps, &name)?)
+            },
+            leaf: (!parents.contains(&spec.minor)).then(|| spec.leaf.unwrap_or(tree_leaf)),
         });
     }
     Ok(want)

@@ -128,6 +128,9 @@ pub struct Tick {
     /// Upstream probes completed this second, by target name.
     pub upstream: BTreeMap<String, Vec<Probe>>,
     pub capacity_bps: [u64; 2],
+    /// The capacity jatah shapes to where it adapted to an uplink that
+    /// delivers less (0: the contract).
+    pub effective_bps: [u64; 2],
     /// Bits/s of traffic that matched no OPD in this second, download then
     /// upload: it shares the uplink, so it counts in the delivered
     /// aggregate.

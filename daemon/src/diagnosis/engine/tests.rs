@@ -532,6 +532,7 @@ fn uplink_tick(second: i64, opds: Vec<(&'static str, OpdSignals)>) -> Tick {
         // The lab's policing: 3-5 ms to the ISP router, nothing lost.
         upstream: [("isp".to_string(), vec![Probe::Answered(Duration::from_millis(4))])].into(),
         capacity_bps: [200_000_000, 50_000_000],
+        effective_bps: [0, 0],
         unclassified_bps: [0, 0],
     }
 }

@@ -213,6 +213,38 @@ pub enum IdentifiedBy {
     Token,
 }
 
+/// A direction jatah shapes below its contract because the uplink
+/// delivers less: every office's guarantee is scaled by `percent`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScaledCapacity {
+    /// "download" or "upload".
+    pub direction: String,
+    pub effective_bps: u64,
+    pub contract_bps: u64,
+    /// `effective_bps` as a share of `contract_bps`, in whole percent.
+    pub percent: u64,
+}
+
+/// The directions shaped below their contract now.
+pub fn capacity_scaled(state: &AppState) -> Vec<ScaledCapacity> {
+    let policy = &state.view().policy;
+    let a = crate::runtime::state::lock(&state.adaptive);
+    crate::policy::Direction::all()
+        .into_iter()
+        .filter(|d| a.controllers[d.index()].adapted())
+        .map(|d| {
+            let contract = policy.capacity(d).bits_per_second();
+            let effective = a.controllers[d.index()].effective(contract);
+            ScaledCapacity {
+                direction: d.as_str().to_string(),
+                effective_bps: effective,
+                contract_bps: contract,
+                percent: (effective * 100).checked_div(contract).unwrap_or(100),
+            }
+        })
+        .collect()
+}
+
 /// Everything the status page shows for one OPD.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusPage {
@@ -238,6 +270,9 @@ pub struct StatusPage {
     pub timezone_abbreviation: String,
     /// The last 24 hours by the hour; null when the history is unavailable.
     pub usage_24h: Option<Usage>,
+    /// Directions shaped below the contract (the uplink delivers less),
+    /// with how much every guarantee is scaled.
+    pub capacity_scaled: Vec<ScaledCapacity>,
     /// The OPD's and the gateway's latest state changes, newest first.
     pub recent_events: Vec<EventBody>,
     pub generated_at: DateTime<Utc>,
@@ -270,6 +305,8 @@ pub struct StatusOverview {
     pub gateway_sentence_id: Option<String>,
     pub timezone: String,
     pub timezone_abbreviation: String,
+    /// Directions shaped below the contract (the uplink delivers less).
+    pub capacity_scaled: Vec<ScaledCapacity>,
     pub opds: Vec<OverviewOpd>,
     pub generated_at: DateTime<Utc>,
 }
@@ -458,6 +495,7 @@ pub async fn status_of(
         timezone: tz.name().to_string(),
         timezone_abbreviation: timezone_abbreviation(tz, now),
         usage_24h,
+        capacity_scaled: capacity_scaled(state),
         recent_events,
         generated_at: now,
     }
@@ -540,6 +578,7 @@ pub async fn get_overview(
             gateway,
             timezone: tz.name().to_string(),
             timezone_abbreviation: timezone_abbreviation(tz, now),
+            capacity_scaled: capacity_scaled(&state),
             opds,
             generated_at: now,
         })

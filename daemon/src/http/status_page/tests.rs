@@ -311,6 +311,7 @@ fn fault_dinkes(state: &AppState) -> DateTime<Utc> {
             opds: [("dinkes".to_string(), cut), ("bappeda".to_string(), busy)].into(),
             upstream: Default::default(),
             capacity_bps: [100_000_000, 50_000_000],
+            effective_bps: [0, 0],
             unclassified_bps: [0, 0],
         });
     }

@@ -2,6 +2,7 @@
 //! shaping settings that apply to every class.
 
 use super::checker::{Checker, Span, Value, with_article};
+use super::shaping::SHAPING_KEYS;
 use crate::policy::{
     DEFAULT_LEAF_LIMIT, DEFAULT_MARK_MASK, DEFAULT_TIMEZONE, Gateway, LeafQdisc, MIN_MARK_BITS,
     Rate,
@@ -35,7 +36,8 @@ impl Checker<'_> {
     /// The `[gateway]` table, with what the cross-checks need.
     pub(super) fn gateway(&mut self, table: &DeTable<'_>, header: &Span) -> GatewayDraft {
         const PLACE: &str = "[gateway]";
-        self.unknown_keys(table, GATEWAY_KEYS, "in [gateway]");
+        let keys: Vec<&str> = GATEWAY_KEYS.iter().chain(SHAPING_KEYS).copied().collect();
+        self.unknown_keys(table, &keys, "in [gateway]");
 
         let wan = self
             .require(table, "wan", header, PLACE, "\"eth0\"")
@@ -86,8 +88,10 @@ impl Checker<'_> {
             Some(value) => self.mark_mask(value),
         };
 
-        let gateway = match (wan, lan, &download, &upload) {
-            (Some((wan, _)), Some(lan), Some((download, _)), Some((upload, _))) => {
+        let shaping = self.shaping(table);
+
+        let gateway = match (wan, lan, &download, &upload, shaping) {
+            (Some((wan, _)), Some(lan), Some((download, _)), Some((upload, _)), Some(shaping)) => {
                 match (timezone, leaf_qdisc, leaf_limit, mark_mask) {
                     (Some(timezone), Some(leaf_qdisc), Some(leaf_limit), Some(mark_mask)) => {
                         Some(Gateway {
@@ -99,6 +103,7 @@ impl Checker<'_> {
                             leaf_qdisc,
                             leaf_limit,
                             mark_mask,
+                            shaping,
                         })
                     }
                     _ => None,

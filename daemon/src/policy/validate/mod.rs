@@ -22,6 +22,7 @@ mod gateway;
 mod groups;
 mod opds;
 mod schedules;
+mod shaping;
 
 use toml::de::{DeTable, DeValue};
 

@@ -1,0 +1,373 @@
+//! Adaptive uplink capacity: when the ISP delivers less than the contract,
+//! jatah shapes to what it delivers (less a margin), so the queue forms at
+//! the gateway, where guarantees are kept in proportion, and not at the
+//! ISP, where the office with the most connections wins. It probes upward
+//! and returns to the contract when the ISP recovers.
+//!
+//! Pure: one [`Controller`] per direction, stepped once a second with what
+//! the sampler and the diagnosis engine already know ([`Input`]); it says
+//! when the effective capacity changes ([`Change`]) and the caller puts
+//! the new tree in force (`gateway::scale_tree`).
+//!
+//! - **Down**, at once (after a cooldown of [`COOLDOWN_S`]): a delivered
+//!   estimate at medium confidence or better, below 95% of the capacity
+//!   in force: the capacity becomes the estimate less [`MARGIN`], never
+//!   below [`FLOOR`] of the contract.
+//! - **Probe**, while adapted: once the office traffic fills the capacity
+//!   (at least [`FULL`] of it) with no sign of congestion beyond the
+//!   gateway, for [`PROBE_FIRST_S`] (doubling after each failed probe, up
+//!   to [`PROBE_MAX_S`]), a step of [`PROBE_STEP`] up. The probe holds if
+//!   after [`PROBE_CHECK_S`] the traffic carries [`PROBE_HELD`] of the new
+//!   capacity, and the next one follows at once; a congestion sign, or
+//!   traffic that stays below (the ISP still limits), takes it back.
+//! - **Back to the contract** when a probe reaches it, or after
+//!   [`IDLE_S`] of traffic under half the capacity in force (nothing to
+//!   learn from; the guarantees need not stay scaled).
+
+use serde::Serialize;
+
+/// Share taken off the delivered estimate: room for the ISP's own
+/// variation, so its queue drains and stays empty (a 100 ms queue at
+/// 40 Mbit/s drains in 2 s at 5% under its rate). While the gateway holds
+/// the traffic there, the estimate reads that capacity: 5% under what the
+/// ISP delivered.
+pub const MARGIN: f64 = 0.05;
+/// The lowest effective capacity, as a share of the contract.
+pub const FLOOR: f64 = 0.30;
+/// Seconds after a change before another decrease.
+pub const COOLDOWN_S: u32 = 10;
+/// Share of the capacity in force that counts as filled.
+pub const FULL: f64 = 0.85;
+/// Multiplier of a probe.
+pub const PROBE_STEP: f64 = 1.25;
+/// Seconds of filled, uncongested traffic before the first probe.
+pub const PROBE_FIRST_S: u32 = 10;
+/// Longest wait between probes (after failed ones): bounds how long the
+/// gateway stays below a recovered ISP (this, plus a few probe steps).
+pub const PROBE_MAX_S: u32 = 30;
+/// Seconds a probe has to show the ISP carries more.
+pub const PROBE_CHECK_S: u32 = 3;
+/// Share of a probe's capacity the traffic must carry for the probe to
+/// hold: HTB keeps a saturated root within a few percent of its rate, and
+/// an ISP that still limits keeps it below (40 of 45 is 0.89).
+pub const PROBE_HELD: f64 = 0.93;
+/// Seconds of light traffic after which the contract is restored.
+pub const IDLE_S: u32 = 60;
+/// Smaller relative changes are not made (churn).
+const MIN_CHANGE: f64 = 0.05;
+
+/// What the controller reads each second, for one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Input {
+    /// The contract in force (the policy's capacity), bit/s.
+    pub contract_bps: u64,
+    /// What the gateway's root class carried this second, bit/s.
+    pub carried_bps: u64,
+    /// What the uplink delivers, when the diagnosis engine holds an
+    /// estimate at medium confidence or better, bit/s.
+    pub delivered_bps: Option<u64>,
+    /// A sign of congestion beyond the gateway this second (the engine's
+    /// verdict on the uplink: upstream degraded or down).
+    pub congested: bool,
+}
+
+/// Why the effective capacity changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The ISP delivers less than the capacity in force.
+    IspDeliversLess,
+    /// A probe met congestion or was not filled: back to before it.
+    ProbeFailed,
+    /// Traffic fills the capacity with no congestion: a step up.
+    Probe,
+    /// Back at the contract (a probe reached it, or traffic was light).
+    Contract,
+    /// The contract itself changed (a reload).
+    ContractChanged,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::IspDeliversLess => "isp_delivers_less",
+            Reason::ProbeFailed => "probe_failed",
+            Reason::Probe => "probe",
+            Reason::Contract => "contract",
+            Reason::ContractChanged => "contract_changed",
+        }
+    }
+}
+
+/// A change of the effective capacity, to put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub from_bps: u64,
+    pub to_bps: u64,
+    pub reason: Reason,
+}
+
+/// One direction's adaptive capacity.
+#[derive(Debug, Clone, Default)]
+pub struct Controller {
+    /// The effective capacity while below the contract; `None` at it.
+    cap: Option<u64>,
+    /// The contract last seen.
+    contract: u64,
+    /// Seconds since the last change.
+    since_change: u32,
+    /// Consecutive seconds the traffic filled the capacity, uncongested.
+    filled_s: u32,
+    /// Consecutive seconds of traffic under half the capacity.
+    light_s: u32,
+    /// Seconds of filled traffic needed before the next probe.
+    probe_wait: u32,
+    /// The capacity before the probe in progress.
+    probing: Option<u64>,
+}
+
+impl Controller {
+    /// The capacity in force for `contract_bps` (the contract unless
+    /// adapted).
+    pub fn effective(&self, contract_bps: u64) -> u64 {
+        self.cap.map_or(contract_bps, |c| c.min(contract_bps))
+    }
+
+    /// Whether the capacity is below the contract.
+    pub fn adapted(&self) -> bool {
+        self.cap.is_some()
+    }
+
+    /// One second; a change to put in force, if any.
+    pub fn step(&mut self, i: &Input) -> Option<Change> {
+        self.since_change = self.since_change.saturating_add(1);
+        let contract = i.contract_bps;
+        if contract != self.contract {
+            let from = self.effective(self.contract.max(1));
+            self.contract = contract;
+            if let Some(c) = self.cap
+                && c >= contract
+            {
+                return self.set(from, None, Reason::ContractChanged);
+            }
+        }
+        let cap = self.effective(contract);
+        let carried = i.carried_bps as f64;
+        let floor = (FLOOR * contract as f64) as u64;
+
+        // The ISP delivers less than we allow.
+        if let Some(d) = i.delivered_bps
+            && (d as f64) < 0.95 * cap as f64
+            && self.since_change >= COOLDOWN_S
+        {
+            let target = ((d as f64 * (1.0 - MARGIN)) as u64).max(floor);
+            if (target as f64) < (1.0 - MIN_CHANGE) * cap as f64 {
+                self.probing = None;
+                self.probe_wait = self.probe_wait.max(PROBE_FIRST_S);
+                return self.set(cap, Some(target), Reason::IspDeliversLess);
+            }
+        }
+        // At the contract only a decrease (above) moves anything.
+        self.cap?;
+        // A probe in progress: held if the new capacity fills, else undone.
+        if let Some(before) = self.probing {
+            let short = carried < PROBE_HELD * cap as f64;
+            if i.congested || (self.since_change >= PROBE_CHECK_S && short) {
+                self.probing = None;
+                self.probe_wait = (self.probe_wait * 2).clamp(PROBE_FIRST_S, PROBE_MAX_S);
+                return self.set(cap, Some(before), Reason::ProbeFailed);
+            }
+            if self.since_change < PROBE_CHECK_S {
+                return None;
+            }
+            // Held: the next step at once.
+            self.probing = None;
+            self.probe_wait = PROBE_FIRST_S;
+            return self.probe(cap, contract);
+        }
+        // While adapted the estimate reads about the capacity in force
+        // (the gateway holds the traffic there): only one clearly below
+        // it is news.
+        if i.congested || i.delivered_bps.is_some_and(|d| (d as f64) < 0.95 * cap as f64) {
+            self.filled_s = 0;
+            self.light_s = 0;
+            return None;
+        }
+        // Filled, uncongested: probe; light for long: the contract.
+        self.filled_s = if carried >= FULL * cap as f64 {
+            self.filled_s + 1
+        } else {
+            0
+        };
+        self.light_s = if carried < 0.5 * cap as f64 {
+            self.light_s + 1
+        } else {
+            0
+        };
+        if self.light_s >= IDLE_S {
+            return self.set(cap, None, Reason::Contract);
+        }
+        if self.filled_s >= self.probe_wait.max(1) {
+            return self.probe(cap, contract);
+        }
+        None
+    }
+
+    /// A step up from `cap`, or the contract if the step reaches it.
+    fn probe(&mut self, cap: u64, contract: u64) -> Option<Change> {
+        let up = (cap as f64 * PROBE_STEP) as u64;
+        if up >= contract {
+            return self.set(cap, None, Reason::Contract);
+        }
+        self.probing = Some(cap);
+        self.set(cap, Some(up), Reason::Probe)
+    }
+
+    fn set(&mut self, from: u64, to: Option<u64>, reason: Reason) -> Option<Change> {
+        self.cap = to.filter(|&c| c < self.contract);
+        if self.cap.is_none() {
+            self.probing = None;
+            self.probe_wait = 0;
+        }
+        self.since_change = 0;
+        self.filled_s = 0;
+        self.light_s = 0;
+        let to_bps = self.effective(self.contract);
+        (to_bps != from).then_some(Change {
+            from_bps: from,
+            to_bps,
+            reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: u64 = 100_000_000;
+
+    fn input(carried: u64, delivered: Option<u64>, congested: bool) -> Input {
+        Input {
+            contract_bps: C,
+            carried_bps: carried,
+            delivered_bps: delivered,
+            congested,
+        }
+    }
+
+    /// Steps `n` seconds with `f(second)`; the changes made.
+    fn run(c: &mut Controller, n: u32, mut f: impl FnMut(u32, u64) -> Input) -> Vec<Change> {
+        (0..n)
+            .filter_map(|s| {
+                let cap = c.effective(C);
+                c.step(&f(s, cap))
+            })
+            .collect()
+    }
+
+    /// An ISP that delivers `isp` bit/s to offices that want `demand`: the
+    /// traffic carried is the least of the two and the capacity in force;
+    /// with the capacity above the ISP the ISP's queue fills (congested)
+    /// and, below 85% of the capacity in force, an estimate forms.
+    fn world(isp: u64, demand: u64) -> impl Fn(u32, u64) -> Input {
+        move |_, cap| {
+            let carried = isp.min(demand).min(cap);
+            let congested = cap > isp && demand > isp;
+            // An estimate forms when the ISP limits; while the gateway
+            // limits, it reads the gateway's own capacity.
+            let delivered = if congested && (carried as f64) < 0.85 * cap as f64 {
+                Some(isp)
+            } else if demand > cap && cap < C {
+                Some(cap)
+            } else {
+                None
+            };
+            input(carried, delivered, congested)
+        }
+    }
+
+    #[test]
+    fn at_the_contract_nothing_moves() {
+        let mut c = Controller::default();
+        assert!(run(&mut c, 300, world(C, 2 * C)).is_empty());
+        assert!(run(&mut c, 300, world(C, C / 10)).is_empty());
+        assert_eq!(c.effective(C), C);
+    }
+
+    #[test]
+    fn a_drop_is_followed_at_once_and_held_while_probes_fail() {
+        let mut c = Controller::default();
+        run(&mut c, 30, world(C, 2 * C));
+        let changes = run(&mut c, 600, world(40_000_000, 2 * C));
+        assert_eq!(changes[0].reason, Reason::IspDeliversLess);
+        assert_eq!(changes[0].to_bps, 38_000_000, "40M less 5%");
+        // Probes go above the ISP and come back, at most every 30 s; never
+        // below the first step.
+        let probes = changes.iter().filter(|c| c.reason == Reason::Probe).count();
+        assert!((10..=25).contains(&probes), "{probes}: {changes:?}");
+        assert!(changes.iter().all(|c| c.to_bps >= 38_000_000 && c.to_bps < C));
+        assert_eq!(c.effective(C), 38_000_000);
+        // Seconds spent above what the ISP delivers: few.
+        let mut above = 0;
+        run(&mut c, 600, |s, cap| {
+            above += u32::from(cap > 40_000_000);
+            world(40_000_000, 2 * C)(s, cap)
+        });
+        assert!(above <= 60, "{above} s of 600 above the ISP");
+    }
+
+    #[test]
+    fn the_contract_returns_within_a_minute_of_the_isp_recovering() {
+        let mut c = Controller::default();
+        run(&mut c, 30, world(C, 2 * C));
+        run(&mut c, 120, world(40_000_000, 2 * C));
+        assert!(c.adapted());
+        let mut took = None;
+        for s in 0..120 {
+            let cap = c.effective(C);
+            c.step(&world(C, 2 * C)(s, cap));
+            if !c.adapted() {
+                took = Some(s);
+                break;
+            }
+        }
+        let took = took.expect("back at the contract");
+        assert!(took <= 60, "{took} s");
+    }
+
+    #[test]
+    fn the_floor_bounds_the_drop() {
+        let mut c = Controller::default();
+        run(&mut c, 20, world(C, 2 * C));
+        run(&mut c, 20, world(5_000_000, 2 * C));
+        assert_eq!(c.effective(C), 30_000_000);
+    }
+
+    #[test]
+    fn light_traffic_restores_the_contract() {
+        let mut c = Controller::default();
+        run(&mut c, 20, world(40_000_000, 2 * C));
+        assert!(c.adapted());
+        let changes = run(&mut c, IDLE_S + 5, world(40_000_000, 5_000_000));
+        assert_eq!(changes.last().map(|c| c.reason), Some(Reason::Contract));
+        assert!(!c.adapted());
+    }
+
+    #[test]
+    fn small_differences_make_no_change_and_a_new_contract_clears_the_cap() {
+        let mut c = Controller::default();
+        // 97% of the contract delivered: not worth a change.
+        assert!(run(&mut c, 60, |_, _| input(97_000_000, Some(97_000_000), true)).is_empty());
+        run(&mut c, 20, world(40_000_000, 2 * C));
+        assert!(c.adapted());
+        // The contract is lowered below the cap by a reload.
+        let ch = c.step(&Input {
+            contract_bps: 30_000_000,
+            ..input(30_000_000, None, false)
+        });
+        assert_eq!(ch.map(|c| c.reason), Some(Reason::ContractChanged));
+        assert!(!c.adapted());
+        assert_eq!(c.effective(30_000_000), 30_000_000);
+    }
+}

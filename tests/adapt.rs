@@ -1,0 +1,70 @@
+//! An uplink that delivers less than its contract (40 of 100 Mbit/s behind
+//! a 100 ms queue) with three offices of guarantees 50/30/20 Mbit/s and 2,
+//! 8 and 16 download flows, without adapting and adapting, in one run.
+//! Bounds are looser than the targets `cargo bench --bench shaping`
+//! reports against; each fails without the adaptation.
+
+mod support;
+
+use std::time::Duration;
+
+use jatah::bench::adapt::{self, OFFICES};
+use jatah::lab::netns::require_root;
+use support::{jatah, one_lab_at_a_time};
+
+#[test]
+fn a_short_uplink_is_shared_by_guarantee_and_the_contract_comes_back() {
+    require_root();
+    let _one = one_lab_at_a_time();
+    let before = {
+        let lab = adapt::start("jt-adapt0", jatah(), false).expect("starting the lab");
+        adapt::run(
+            &lab,
+            Duration::from_secs(20),
+            Duration::from_secs(8),
+            Duration::ZERO,
+        )
+        .unwrap()
+    };
+    let lab = adapt::start("jt-adapt1", jatah(), true).expect("starting the lab");
+    let after = adapt::run(
+        &lab,
+        Duration::from_secs(40),
+        Duration::from_secs(10),
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    for (what, f) in [("not adapting", &before), ("adapting", &after)] {
+        eprintln!(
+            "{what}: shares of the guarantee-proportional part {:?}, added ping {:.1} / {:.1} ms, \
+             adapted after {:?} s, contract back after {:?} s",
+            f.shares()
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>(),
+            f.added_ms.0,
+            f.added_ms.1,
+            f.adapted_after_s,
+            f.back_after_s
+        );
+    }
+    assert_eq!(before.adapted_after_s, None, "adapt = false never adapts");
+    let took = after.adapted_after_s.expect("the capacity adapted");
+    assert!(took <= 40.0, "adapted after {took:.1} s");
+    // Target 0.9 of each office's guarantee-proportional part; here 0.75.
+    for ((id, _, _), share) in OFFICES.iter().zip(after.shares()) {
+        assert!(share >= 0.75, "{id} got {share:.2} of its part");
+    }
+    // The office with the most guarantee and fewest flows is the one the
+    // ISP's queue starves.
+    assert!(
+        after.shares()[0] >= 1.5 * before.shares()[0],
+        "dinkes: {:.2} adapting against {:.2} not",
+        after.shares()[0],
+        before.shares()[0]
+    );
+    // Target 30 ms; here 60.
+    assert!(after.added_ms.0 <= 60.0, "added ping {:.1} ms", after.added_ms.0);
+    let back = after.back_after_s.expect("the contract came back");
+    assert!(back <= 90.0, "contract back after {back:.1} s");
+}

@@ -1,0 +1,66 @@
+//! One busy office, as it feels it, with real flows in the lab: round
+//! trips while it downloads at its ceiling, and its download while it also
+//! uploads, before lanes (no lanes, a 1,000-packet FIFO) and with them,
+//! measured in one run. Bounds are looser than the targets the benchmark
+//! reports against (`cargo bench --bench shaping`, BENCHMARKS.md): these
+//! machines are shared. Each bound fails without the lanes.
+
+mod support;
+
+use jatah::bench::lanes::{self, BEFORE, CEILING_BPS, GUARANTEE_BPS, LANES};
+use jatah::lab::netns::require_root;
+use jatah::policy::Direction;
+use support::{jatah, one_lab_at_a_time};
+
+#[test]
+fn a_busy_office_keeps_short_round_trips_and_both_directions() {
+    require_root();
+    let _one = one_lab_at_a_time();
+    let lab = lanes::start("jt-lanes", jatah()).expect("starting the lab");
+    let mut seen = Vec::new();
+    for shaping in [BEFORE, LANES] {
+        lanes::apply(&lab, shaping).unwrap();
+        let f = lanes::measure(&lab, false).unwrap();
+        let (med, p95) = f.added_ms();
+        let (down, down_low) = f.both_ways(Direction::Download);
+        let (up, up_low) = f.both_ways(Direction::Upload);
+        eprintln!(
+            "{}: ping added median {med:.1} ms, p95 {p95:.1} ms, lost {}; both ways: download \
+             mean {:.2} lowest {:.2} Mbit/s, upload mean {:.2} lowest {:.2} Mbit/s",
+            shaping.name,
+            f.busy_lost,
+            down / 1e6,
+            down_low / 1e6,
+            up / 1e6,
+            up_low / 1e6
+        );
+        seen.push((med, p95, down, down_low, up, up_low));
+    }
+    let (before, after) = (seen[0], seen[1]);
+    // Targets 10 / 25 ms; here 20 / 50.
+    assert!(after.0 <= 20.0, "added round trip median {:.1} ms", after.0);
+    assert!(after.1 <= 50.0, "added round trip p95 {:.1} ms", after.1);
+    assert!(
+        after.0 * 4.0 <= before.0,
+        "lanes cut the added round trip: {:.1} ms before, {:.1} ms with lanes",
+        before.0,
+        after.0
+    );
+    // Targets 0.9 of the ceiling on average, never a second below the
+    // guarantee; here 0.8 and 0.8 of the guarantee.
+    for (what, mean, low) in [
+        ("download", after.2, after.3),
+        ("upload", after.4, after.5),
+    ] {
+        assert!(
+            mean >= 0.8 * CEILING_BPS,
+            "{what} while both ways are busy: mean {:.2} Mbit/s",
+            mean / 1e6
+        );
+        assert!(
+            low >= 0.8 * GUARANTEE_BPS,
+            "{what} while both ways are busy: lowest second {:.2} Mbit/s",
+            low / 1e6
+        );
+    }
+}

@@ -49,6 +49,17 @@ fn a_short_uplink_is_shared_by_guarantee_and_the_contract_comes_back() {
         );
     }
     assert_eq!(before.adapted_after_s, None, "adapt = false never adapts");
+    assert_eq!(before.overview_scaled, serde_json::json!([]));
+    // While adapted, the page says by how much every guarantee is scaled.
+    let scaled = &after.overview_scaled[0];
+    assert_eq!(scaled["direction"], "download", "{}", after.overview_scaled);
+    let percent = scaled["percent"].as_u64().unwrap();
+    assert!((30..60).contains(&percent), "scaled to {percent}%");
+    assert!(
+        after.gateway_sentence.contains("guarantees scaled to"),
+        "{}",
+        after.gateway_sentence
+    );
     let took = after.adapted_after_s.expect("the capacity adapted");
     assert!(took <= 40.0, "adapted after {took:.1} s");
     // Target 0.9 of each office's guarantee-proportional part; here 0.75.

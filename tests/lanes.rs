@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use jatah::bench::lanes::{self, BEFORE, CEILING_BPS, GUARANTEE_BPS, LANES};
 use jatah::lab::netns::require_root;
 use jatah::policy::Direction;
@@ -36,6 +38,40 @@ fn a_busy_office_keeps_short_round_trips_and_both_directions() {
         );
         seen.push((med, p95, down, down_low, up, up_low));
     }
+    // The lane is no way around the ceiling: small datagrams (all of them
+    // interactive) at twice the ceiling leave the office at its ceiling.
+    let (minor, lane) = {
+        let m = lab.class_minor("dinsos").unwrap();
+        let slot = u32::from(m) - jatah_common::OPD_CLASS_MINOR_BASE;
+        (m, jatah_common::interactive_lane_minor(slot) as u16)
+    };
+    let flood = lab
+        .spawn_iperf_args(0, Direction::Download, 10, 0, &["-u", "-b", "20M", "-l", "200"], false)
+        .unwrap();
+    let _flood = support::Children(vec![flood]);
+    std::thread::sleep(Duration::from_secs(3));
+    let bytes = |m: u16| {
+        lab.class_stats("lan0")
+            .unwrap()
+            .iter()
+            .find(|c| c.minor == m)
+            .map_or(0, |c| c.bytes)
+    };
+    let (t0, opd0, lane0) = (Instant::now(), bytes(minor), bytes(lane));
+    std::thread::sleep(Duration::from_secs(5));
+    let (opd1, lane1) = (bytes(minor), bytes(lane));
+    let secs = t0.elapsed().as_secs_f64();
+    let (opd_bps, lane_bps) = (
+        (opd1 - opd0) as f64 * 8.0 / secs,
+        (lane1 - lane0) as f64 * 8.0 / secs,
+    );
+    eprintln!(
+        "small datagrams at 20 Mbit/s: office {:.2} Mbit/s, its interactive lane {:.2}",
+        opd_bps / 1e6,
+        lane_bps / 1e6
+    );
+    assert!(opd_bps <= 1.05 * CEILING_BPS, "office {opd_bps:.0} b/s");
+    assert!(lane_bps >= 0.8 * CEILING_BPS, "the datagrams rode the lane: {lane_bps:.0} b/s");
     let (before, after) = (seen[0], seen[1]);
     // Targets 10 / 25 ms; here 20 / 50.
     assert!(after.0 <= 20.0, "added round trip median {:.1} ms", after.0);

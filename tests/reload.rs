@@ -172,11 +172,17 @@ fn every_kind_of_change_lands_in_the_kernel() {
         .unwrap();
     assert!(!slots.contains_key("bpkad") && slots.contains_key("kec-sepaku"));
     assert_eq!(admin_get(&lab, "/api/v1/opds/bappeda")["name"], "Bapperida");
+    let classes = lab.tc_classes("lan0").unwrap();
     assert_eq!(
-        lab.tc_classes("lan0").unwrap().len(),
+        classes.iter().filter(|c| c.0 < 0x8000).count(),
         // root, default, rsud, bappeda, kec-sepaku
         5,
         "bpkad's class is gone"
+    );
+    assert_eq!(
+        classes.iter().filter(|c| c.0 >= 0x8000).count(),
+        6,
+        "two lanes for each OPD left, none of bpkad's"
     );
     // The removed OPD's last counters are scraped once.
     let (_, metrics) = lab.http_get("/metrics").unwrap();

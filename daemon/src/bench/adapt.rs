@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use super::lanes::ping;
 use super::{ChildGuard, median};
-use crate::lab::{Lab, LabOpd, LabSpec};
+use crate::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec};
 use crate::policy::Direction;
 
 /// The offices: guarantees and download flows.
@@ -74,6 +74,10 @@ pub struct Figures {
     /// Seconds from lifting the limit until the effective capacity was
     /// back at the contract (None: not within the wait).
     pub back_after_s: Option<f64>,
+    /// What the admin status overview said about scaled guarantees while
+    /// adapted (`capacity_scaled`), and the gateway's sentence then.
+    pub overview_scaled: serde_json::Value,
+    pub gateway_sentence: String,
 }
 
 impl Figures {
@@ -142,6 +146,15 @@ pub fn run(lab: &Lab, limited: Duration, window: Duration, recover: Duration) ->
     .0;
     let (t1, b1) = (Instant::now(), read()?);
     let dt = (t1 - t0).as_secs_f64();
+    let (status, body) = lab.http_get_as("/api/v1/status/overview", Some(LAB_ADMIN_TOKEN))?;
+    if status == 200 {
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        f.overview_scaled = v["capacity_scaled"].clone();
+        f.gateway_sentence = v["gateway_sentence_en"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
     f.limited_bps = b0
         .iter()
         .zip(&b1)

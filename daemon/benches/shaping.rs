@@ -142,6 +142,8 @@ fn section(
         "ping added median ms",
         "ping added p95 ms",
         "pings lost",
+        "20 KB fetch median ms",
+        "20 KB fetch max ms",
         "both ways: download mean Mbit/s",
         "download lowest second",
         "upload mean",
@@ -167,6 +169,8 @@ fn section(
             Cell::Value(of(&|f| f.added_ms().0), 1),
             Cell::Value(of(&|f| f.added_ms().1), 1),
             Cell::Value(of(&|f| f.busy_lost as f64), 0),
+            Cell::Value(of(&|f| median(&f.fetch_ms)), 0),
+            Cell::Value(of(&|f| f.fetch_ms.iter().copied().fold(0.0, f64::max)), 0),
             Cell::Value(of(&|f| f.both_ways(Direction::Download).0) / 1e6, 2),
             Cell::Value(of(&|f| f.both_ways(Direction::Download).1) / 1e6, 2),
             Cell::Value(of(&|f| f.both_ways(Direction::Upload).0) / 1e6, 2),
@@ -207,7 +211,8 @@ fn section(
     format!(
         "### One busy office\n\nOne office (guaranteed 5, ceiling {:.0} Mbit/s each way) alone behind a 100 Mbit/s \
          uplink in the lab. Ping every 100 ms from the office to the Internet side, 80 of them \
-         while 8 download flows hold the ceiling, less the idle median; both ways: 4 download \
+         while 8 download flows hold the ceiling, less the idle median; meanwhile a 20 KB \
+         object fetched on a new connection from the Internet side every 0.5 s (16); both ways: 4 download \
          and 4 upload flows at once, the office's HTB class bytes each second for 10 s (frames, \
          as HTB counts them against the ceiling); utilisation: the class's download over 6 s \
          with 1, 4 and 16 flows, over the ceiling. Medians of {rounds} round(s), the two \

@@ -535,7 +535,14 @@ fn interactive(ctx: &TcContext, h: &Headers) -> bool {
             u16::from_be_bytes([tcp[0], tcp[1]]),
             u16::from_be_bytes([tcp[2], tcp[3]]),
         ];
-        t.tcp_payload = tcp_payload(ctx, h, tcp[12]).0;
+        // Payload from the lengths already read: the IP packet's end less
+        // the end of the TCP header. A zero length (BIG TCP) is data.
+        let tcp_end = (h.l4_off - h.l3_off) as u32 + u32::from(tcp[12] >> 4) * 4;
+        t.tcp_payload = if ip_len == 0 || (!h.is_v4 && ip_len == 40) {
+            u32::MAX
+        } else {
+            ip_len.saturating_sub(tcp_end)
+        };
     } else if h.l4_proto == IPPROTO_UDP {
         let Some(udp) = f.read::<[u8; 4]>(h.l4_off) else {
             return false;

@@ -117,7 +117,7 @@ pub fn run(lab: &Lab, limited: Duration, window: Duration, recover: Duration) ->
     let idle = ping(lab, 0, 10)?.0;
     let idle = median(&idle);
     let mut f = Figures::default();
-    lab.queue_uplink("40M", "100ms")?;
+    lab.queue_uplink("40mbit", "100ms")?;
     let limited_at = Instant::now();
     let measure_from = limited_at + limited.saturating_sub(window);
     while Instant::now() < measure_from {

@@ -69,6 +69,9 @@ pub struct Figures {
     pub busy_ms: Vec<f64>,
     /// Pings lost while busy.
     pub busy_lost: usize,
+    /// A 20 KB fetch on a new connection from the Internet side while the
+    /// 8 flows run, ms (one every 0.5 s; a failed one as 5,000 ms).
+    pub fetch_ms: Vec<f64>,
     /// The office's class, per second, while it downloads and uploads at
     /// once (4 flows each way), bits per second: download, upload.
     pub both: [Vec<f64>; 2],
@@ -128,13 +131,34 @@ pub fn measure(lab: &Lab, full: bool) -> Result<Figures> {
         idle_ms: ping(lab, 0, 10)?.0,
         ..Figures::default()
     };
-    // 8 download flows at the ceiling; pings once they are going.
+    // 8 download flows at the ceiling; pings, and small fetches, once
+    // they are going.
+    let server = WebServer::start(lab)?;
     let flows = ChildGuard::new(lab.spawn_iperf(0, Direction::Download, 14, 8)?);
     std::thread::sleep(Duration::from_secs(3));
+    let fetches = {
+        let ns = format!("/run/netns/{}", lab.opds[0].name());
+        std::thread::spawn(move || -> Result<Vec<f64>> {
+            crate::lab::enter_netns(&ns)?;
+            Ok((0..16)
+                .map(|_| {
+                    let t = Instant::now();
+                    let ms =
+                        fetch(FETCH_BYTES).map_or(5_000.0, |()| t.elapsed().as_secs_f64() * 1e3);
+                    std::thread::sleep(Duration::from_millis(500).saturating_sub(t.elapsed()));
+                    ms
+                })
+                .collect())
+        })
+    };
     let (busy, lost) = ping(lab, 0, 80)?;
     f.busy_ms = busy;
     f.busy_lost = lost;
+    f.fetch_ms = fetches
+        .join()
+        .map_err(|_| anyhow::anyhow!("the fetching thread panicked"))??;
     drop(flows);
+    drop(server);
     std::thread::sleep(Duration::from_secs(1));
 
     // Both ways at once: the class's bytes each second.
@@ -157,6 +181,92 @@ pub fn measure(lab: &Lab, full: bool) -> Result<Figures> {
         }
     }
     Ok(f)
+}
+
+/// The size of the small web object fetched while the office is busy.
+const FETCH_BYTES: usize = 20_000;
+/// Where the Internet side serves it.
+const WEB_PORT: u16 = 8020;
+
+/// A tiny web server on the Internet side: every connection gets
+/// `FETCH_BYTES` after its request line. Stops when dropped.
+struct WebServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebServer {
+    fn start(lab: &Lab) -> Result<WebServer> {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let ns = format!("/run/netns/{}", lab.inet.name());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let listener = crate::lab::enter_netns(&ns)
+                .and_then(|()| Ok(std::net::TcpListener::bind((INET_ADDR, WEB_PORT))?));
+            let listener = match listener {
+                Ok(l) => {
+                    let _ = l.set_nonblocking(true);
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let body = vec![b'j'; FETCH_BYTES];
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 512];
+                        let _ = c.read(&mut buf);
+                        let _ = c.write_all(&body);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .context("the web server did not start")??;
+        Ok(WebServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One fetch of `bytes` from the web server (this thread is in an
+/// office's namespace): connect, ask, read them all; at most 5 s.
+fn fetch(bytes: usize) -> Result<()> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from((INET_ADDR.parse::<std::net::Ipv4Addr>()?, WEB_PORT));
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(b"GET /object HTTP/1.0\r\n\r\n")?;
+    let mut got = 0;
+    let mut buf = [0u8; 16384];
+    while got < bytes {
+        let n = c.read(&mut buf)?;
+        if n == 0 {
+            bail!("closed after {got} bytes");
+        }
+        got += n;
+    }
+    Ok(())
 }
 
 /// `count` pings from office `i` to the Internet side, 100 ms apart:

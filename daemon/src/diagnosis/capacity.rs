@@ -271,6 +271,22 @@ impl Estimator {
         self.held.as_ref()
     }
 
+    /// While the gateway shapes this direction to `effective_bps` because
+    /// the uplink delivered `basis_bps`, a plateau at about the gateway's
+    /// own capacity (within 5%) says what the gateway lets through, not
+    /// what the ISP delivers: the figure stays the one measured before.
+    /// A plateau clearly below (the ISP delivers still less) is news and
+    /// stands.
+    pub fn hold_basis(&mut self, basis_bps: u64, effective_bps: u64) {
+        let e = effective_bps as f64;
+        if let Some(d) = self.held.as_mut()
+            && basis_bps > d.bps
+            && (0.95 * e..=1.05 * e).contains(&(d.bps as f64))
+        {
+            d.bps = basis_bps;
+        }
+    }
+
     /// Feeds one second: every source's rate with its class, and the
     /// contracted (effective) capacity of this direction.
     pub fn step(

@@ -175,6 +175,9 @@ impl Engine {
                 co.clone()
             };
             self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
+            if tick.effective_bps[dir] > 0 {
+                self.capacity[dir].hold_basis(tick.basis_bps[dir], tick.effective_bps[dir]);
+            }
         }
 
         let mut changes = Vec::new();

@@ -653,7 +653,7 @@ impl Lab {
     }
 }
 
-fn enter_netns(path: &str) -> Result<()> {
+pub(crate) fn enter_netns(path: &str) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
     crate::sys::enter_network_namespace(&f).context("setns")?;
     Ok(())

@@ -315,6 +315,27 @@ pub fn diff(old: &Policy, new: &Policy) -> Plan {
         plan.gateway
             .push(format!("timezone {} -> {}", og.timezone, ng.timezone));
     }
+    let (os, ns) = (og.shaping, ng.shaping);
+    let changes = [
+        ("interactive", os.interactive.to_string(), ns.interactive.to_string()),
+        (
+            "interactive_percent",
+            os.interactive_percent.to_string(),
+            ns.interactive_percent.to_string(),
+        ),
+        ("queue_target", ms_or_off(os.queue_target_ms), ms_or_off(ns.queue_target_ms)),
+        (
+            "queue_floor",
+            os.queue_floor_bytes.to_string(),
+            ns.queue_floor_bytes.to_string(),
+        ),
+        ("adapt", os.adapt.to_string(), ns.adapt.to_string()),
+    ];
+    for (key, was, now) in changes {
+        if was != now {
+            plan.gateway.push(format!("{key} {was} -> {now}"));
+        }
+    }
     if old.diagnosis != new.diagnosis {
         plan.gateway.push("diagnosis settings changed".into());
     }
@@ -441,6 +462,24 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         let plan = diff(&p(BASE), &p(BASE));
         assert!(plan.is_empty());
         assert!(plan.render().contains("No changes"));
+    }
+
+    #[test]
+    fn shaping_settings_are_changes_a_reload_applies() {
+        let new = BASE.replace(
+            "upload = \"50M\"\n",
+            "upload = \"50M\"\ninteractive = false\nqueue_target = \"off\"\nadapt = false\n",
+        );
+        let plan = diff(&p(BASE), &p(&new));
+        assert!(!plan.is_empty());
+        assert_eq!(
+            plan.gateway,
+            [
+                "interactive true -> false",
+                "queue_target \"10ms\" -> \"off\"",
+                "adapt true -> false"
+            ]
+        );
     }
 
     #[test]
@@ -629,5 +668,14 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         let plan: Plan = serde_json::from_str(old).unwrap();
         assert_eq!(plan.removed, ["x"]);
         assert!(plan.groups_added.is_empty() && plan.recreated.is_empty());
+    }
+}
+
+/// A queue target as the policy writes it.
+fn ms_or_off(ms: u32) -> String {
+    if ms == 0 {
+        "\"off\"".into()
+    } else {
+        format!("\"{ms}ms\"")
     }
 }

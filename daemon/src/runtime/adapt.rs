@@ -11,8 +11,10 @@
 //!
 //! - **Down**, at once (after a cooldown of [`COOLDOWN_S`]): a delivered
 //!   estimate at medium confidence or better, below 95% of the capacity
-//!   in force: the capacity becomes the estimate less [`MARGIN`], never
-//!   below [`FLOOR`] of the contract.
+//!   in force: the capacity becomes the estimate less a margin
+//!   ([`MARGIN_DOWNLOAD`], [`MARGIN_UPLOAD`]), never below [`FLOOR`] of
+//!   the contract. That estimate is kept as the basis: what the ISP
+//!   delivered, while the gateway holds the traffic below it.
 //! - **Probe**, while adapted: once the office traffic fills the capacity
 //!   (at least [`FULL`] of it) with no sign of congestion beyond the
 //!   gateway, for [`PROBE_FIRST_S`] (doubling after each failed probe, up
@@ -26,12 +28,15 @@
 
 use serde::Serialize;
 
-/// Share taken off the delivered estimate: room for the ISP's own
-/// variation, so its queue drains and stays empty (a 100 ms queue at
-/// 40 Mbit/s drains in 2 s at 5% under its rate). While the gateway holds
-/// the traffic there, the estimate reads that capacity: 5% under what the
-/// ISP delivered.
-pub const MARGIN: f64 = 0.05;
+/// Share taken off the delivered estimate for upload: shaped before the
+/// ISP, the gateway is the bottleneck with any margin; 5% leaves room for
+/// the ISP's own variation.
+pub const MARGIN_UPLOAD: f64 = 0.05;
+/// The same for download, shaped after the ISP: the gateway can only drop
+/// what arrives above its rate, and TCP's windows shrink enough to empty
+/// the ISP's queue only when that is a fair share (15% here; 5% left a
+/// 100 ms ISP queue full in the lab, and the offices sharing by flows).
+pub const MARGIN_DOWNLOAD: f64 = 0.15;
 /// The lowest effective capacity, as a share of the contract.
 pub const FLOOR: f64 = 0.30;
 /// Seconds after a change before another decrease.
@@ -69,6 +74,9 @@ pub struct Input {
     /// A sign of congestion beyond the gateway this second (the engine's
     /// verdict on the uplink: upstream degraded or down).
     pub congested: bool,
+    /// Share taken off the delivered estimate ([`MARGIN_DOWNLOAD`],
+    /// [`MARGIN_UPLOAD`]).
+    pub margin: f64,
 }
 
 /// Why the effective capacity changed.
@@ -124,6 +132,8 @@ pub struct Controller {
     probe_wait: u32,
     /// The capacity before the probe in progress.
     probing: Option<u64>,
+    /// What the uplink delivered when the capacity was last lowered.
+    basis: Option<u64>,
 }
 
 impl Controller {
@@ -136,6 +146,12 @@ impl Controller {
     /// Whether the capacity is below the contract.
     pub fn adapted(&self) -> bool {
         self.cap.is_some()
+    }
+
+    /// While adapted, what the uplink delivered when the capacity was last
+    /// lowered (or what a held probe showed it carries since).
+    pub fn basis(&self) -> Option<u64> {
+        self.basis.filter(|_| self.adapted())
     }
 
     /// One second; a change to put in force, if any.
@@ -160,9 +176,10 @@ impl Controller {
             && (d as f64) < 0.95 * cap as f64
             && self.since_change >= COOLDOWN_S
         {
-            let target = ((d as f64 * (1.0 - MARGIN)) as u64).max(floor);
+            let target = ((d as f64 * (1.0 - i.margin)) as u64).max(floor);
             if (target as f64) < (1.0 - MIN_CHANGE) * cap as f64 {
                 self.probing = None;
+                self.basis = Some(d);
                 self.probe_wait = self.probe_wait.max(PROBE_FIRST_S);
                 return self.set(cap, Some(target), Reason::IspDeliversLess);
             }
@@ -180,9 +197,10 @@ impl Controller {
             if self.since_change < PROBE_CHECK_S {
                 return None;
             }
-            // Held: the next step at once.
+            // Held: the uplink carries at least this; the next step at once.
             self.probing = None;
             self.probe_wait = PROBE_FIRST_S;
+            self.basis = self.basis.max(Some(cap));
             return self.probe(cap, contract);
         }
         // While adapted the estimate reads about the capacity in force
@@ -253,6 +271,7 @@ mod tests {
             carried_bps: carried,
             delivered_bps: delivered,
             congested,
+            margin: MARGIN_UPLOAD,
         }
     }
 

@@ -96,17 +96,15 @@ pub fn sample_once(
         .map(|p| p.snapshot())
         .unwrap_or_default();
     let mut tick = watcher.tick(&reading, &view.policy, &view.slots, &probes, now);
-    tick.effective_bps = {
+    {
         let a = lock(&state.adaptive);
-        std::array::from_fn(|d| {
-            let c = &a.controllers[d];
+        for (d, c) in a.controllers.iter().enumerate() {
             if c.adapted() {
-                c.effective(tick.capacity_bps[d])
-            } else {
-                0
+                tick.effective_bps[d] = c.effective(tick.capacity_bps[d]);
+                tick.basis_bps[d] = c.basis().unwrap_or(0);
             }
-        })
-    };
+        }
+    }
     let (changes, delivered, congested) = {
         let mut engine = lock(&state.diagnosis.engine);
         let changes = engine.step(&tick);
@@ -169,6 +167,10 @@ fn adapt_capacity(
                 carried_bps: carried,
                 delivered_bps: delivered[d],
                 congested,
+                margin: match dir {
+                    Direction::Download => adapt::MARGIN_DOWNLOAD,
+                    Direction::Upload => adapt::MARGIN_UPLOAD,
+                },
             })
         } else if controller.adapted() {
             let from = controller.effective(contract);

@@ -131,6 +131,9 @@ pub struct Tick {
     /// The capacity jatah shapes to where it adapted to an uplink that
     /// delivers less (0: the contract).
     pub effective_bps: [u64; 2],
+    /// What the uplink delivered when jatah adapted to it: the figure
+    /// that stands while the gateway holds traffic at `effective_bps`.
+    pub basis_bps: [u64; 2],
     /// Bits/s of traffic that matched no OPD in this second, download then
     /// upload: it shares the uplink, so it counts in the delivered
     /// aggregate.

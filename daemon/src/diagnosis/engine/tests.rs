@@ -533,6 +533,7 @@ fn uplink_tick(second: i64, opds: Vec<(&'static str, OpdSignals)>) -> Tick {
         upstream: [("isp".to_string(), vec![Probe::Answered(Duration::from_millis(4))])].into(),
         capacity_bps: [200_000_000, 50_000_000],
         effective_bps: [0, 0],
+            basis_bps: [0, 0],
         unclassified_bps: [0, 0],
     }
 }

@@ -312,6 +312,7 @@ fn fault_dinkes(state: &AppState) -> DateTime<Utc> {
             upstream: Default::default(),
             capacity_bps: [100_000_000, 50_000_000],
             effective_bps: [0, 0],
+            basis_bps: [0, 0],
             unclassified_bps: [0, 0],
         });
     }

@@ -427,6 +427,15 @@ pub fn diff(old: &Policy, new: &Policy) -> Plan {
     plan
 }
 
+/// A queue target as the policy writes it.
+fn ms_or_off(ms: u32) -> String {
+    if ms == 0 {
+        "\"off\"".into()
+    } else {
+        format!("\"{ms}ms\"")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,14 +677,5 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         let plan: Plan = serde_json::from_str(old).unwrap();
         assert_eq!(plan.removed, ["x"]);
         assert!(plan.groups_added.is_empty() && plan.recreated.is_empty());
-    }
-}
-
-/// A queue target as the policy writes it.
-fn ms_or_off(ms: u32) -> String {
-    if ms == 0 {
-        "\"off\"".into()
-    } else {
-        format!("\"{ms}ms\"")
     }
 }

@@ -64,6 +64,14 @@ fn demand(lab: &Lab, seconds: u32) -> Children {
 fn start(prefix: &str) -> Lab {
     require_root();
     let mut lab = Lab::build(diagnosis_lab(prefix)).expect("building the lab");
+    // These tests judge the estimate against what the limit delivered;
+    // adapting would shape the traffic below the limit and make that
+    // figure the gateway's own (tests/adapt.rs tests adapting).
+    let policy = lab
+        .spec
+        .policy_toml()
+        .replacen("[gateway]\n", "[gateway]\nadapt = false\n", 1);
+    lab.write_policy(&policy).expect("writing the policy");
     lab.start_daemon(jatah()).expect("starting jatah");
     lab
 }

@@ -357,10 +357,21 @@ fn tcp_result(out: &Output) -> Result<f64> {
 
 /// The HTB class of an OPD (from jatah's pinned slot owners).
 pub fn class_minors(lab: &Lab) -> Result<std::collections::BTreeMap<String, u16>> {
+    minors_by(lab, opd_class_minor)
+}
+
+/// The leaf a u32 filter must name for an OPD's traffic: its bulk lane
+/// (its own class is an inner class with lanes on, and HTB sends packets
+/// pointed at an inner class to the default class).
+pub fn bulk_lane_minors(lab: &Lab) -> Result<std::collections::BTreeMap<String, u16>> {
+    minors_by(lab, jatah_common::bulk_lane_minor)
+}
+
+fn minors_by(lab: &Lab, minor: fn(u32) -> u32) -> Result<std::collections::BTreeMap<String, u16>> {
     Ok(PinnedCounters::open(lab.bpffs()?)?
         .slots()?
         .into_iter()
-        .map(|(id, slot)| (id, opd_class_minor(slot) as u16))
+        .map(|(id, slot)| (id, minor(slot) as u16))
         .collect())
 }
 
@@ -466,11 +477,12 @@ pub fn forwarding(
         (pps[0], bps[0]) = (p, tcp_run(&lab)?);
         drops += d;
 
+        let lanes = bulk_lane_minors(&lab)?;
         detach_jatah(&mut lab)?;
         let mut rules: Vec<(String, u16)> = opds
             .iter()
             .map(|(id, subnet)| {
-                minors
+                lanes
                     .get(id)
                     .map(|&m| (subnet.clone(), m))
                     .ok_or_else(|| anyhow!("OPD {id} has no class"))

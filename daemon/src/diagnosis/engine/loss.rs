@@ -22,6 +22,9 @@ pub(super) const MIN_SEGMENTS: u64 = 200;
 pub(super) const WAN_LOSS: f64 = 0.02;
 /// LAN-side share from which an OPD's own network counts as lossy.
 pub(super) const LAN_LOSS: f64 = 0.03;
+/// Most a dropped packet is counted as, in mean packets, when the office's
+/// packets are GRO aggregates (see [`ratio`]).
+const MAX_GRO_BIAS: f64 = 4.0;
 /// Seconds of signals the ratios are taken over.
 const WINDOW: usize = 10;
 
@@ -57,12 +60,18 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
     let mut r = lost as f64 / segments as f64;
     if side == own_drop_side(dir) {
         // Less the share its own class dropped (of all its packets in
-        // that direction, sampled or not).
+        // that direction, sampled or not). HTB counts dropped packets as
+        // the kernel holds them: a GRO packet of up to 44 segments is one,
+        // and a byte FIFO drops the large ones first. The share is scaled
+        // by the office's mean packet in MTUs (1 without GRO, at most 4).
         let n = window(tr);
         let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
         let packets: u64 = tr.last(n).map(|s| s.packets[dir]).sum();
         if drops > 0 {
-            r = (r - drops as f64 / packets.max(drops) as f64).max(0.0);
+            let bytes: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
+            let mean = bytes as f64 / packets.max(1) as f64;
+            let gro = (mean / 1514.0).clamp(1.0, MAX_GRO_BIAS);
+            r = (r - gro * drops as f64 / packets.max(drops) as f64).max(0.0);
         }
     }
     Some(r)

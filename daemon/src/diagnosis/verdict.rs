@@ -92,7 +92,7 @@ pub fn explain_since(
     // against the contract.
     if opd.is_none()
         && state == State::UpstreamDegraded
-        && let Some((en, id)) = delivered_figures(evidence)
+        && let Some((en, id)) = delivered_figures(evidence, true)
     {
         return (
             format!(
@@ -107,7 +107,7 @@ pub fn explain_since(
     // office is never blamed, and the number says how short the ISP is.
     if opd.is_some()
         && state == State::UpstreamDegraded
-        && let Some((en, id)) = delivered_figures(evidence)
+        && let Some((en, id)) = delivered_figures(evidence, false)
     {
         let en_since = since.map(|t| format!(" since {t}")).unwrap_or_default();
         return (
@@ -271,7 +271,7 @@ pub fn with_uplink_figures(state: State, opd_evidence: &Value, gateway_evidence:
 /// 30 of 200 Mbit/s download since 10:02 WITA" / "ISP mengirim 30 dari 200
 /// Mbit/s (unduh) sejak 10:02 WITA"; None without a figure.
 pub fn uplink_figure(evidence: &Value, since: Option<&str>) -> Option<(String, String)> {
-    let (en, id) = delivered_figures(evidence)?;
+    let (en, id) = delivered_figures(evidence, false)?;
     let en_since = since.map(|t| format!(" since {t}")).unwrap_or_default();
     let id_since = since.map(|t| format!(" sejak {t}")).unwrap_or_default();
     Some((
@@ -282,7 +282,10 @@ pub fn uplink_figure(evidence: &Value, since: Option<&str>) -> Option<(String, S
 
 /// "30 of 200 Mbit/s download" and "30 dari 200 Mbit/s (unduh)", for each
 /// direction whose delivered figure the evidence carries; None without one.
-fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
+/// "12 of 40 Mbit/s download"; `scaling` adds, for the uplink's own
+/// sentence, what jatah shares among the offices while it adapts (an
+/// office's page says that on a line of its own).
+fn delivered_figures(evidence: &Value, scaling: bool) -> Option<(String, String)> {
     let mut en = Vec::new();
     let mut id = Vec::new();
     for (dir, dir_en, dir_id) in [("download", "download", "unduh"), ("upload", "upload", "unggah")] {
@@ -295,7 +298,8 @@ fn delivered_figures(evidence: &Value) -> Option<(String, String)> {
         let (d_id, c_id) = (mbit(delivered, ','), mbit(contract, ','));
         // Where jatah shapes to less than the contract, the offices share
         // that in proportion to their guarantees.
-        let (held_en, held_id) = match number(format!("{dir}_effective_capacity_bps")) {
+        let scaled = number(format!("{dir}_effective_capacity_bps")).filter(|_| scaling);
+        let (held_en, held_id) = match scaled {
             Some(e) => (
                 format!(
                     " (jatah shares {} Mbit/s among the offices, guarantees scaled to {}%)",

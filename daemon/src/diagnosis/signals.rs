@@ -36,6 +36,8 @@ pub struct Reading {
     /// Bytes the root class (`1:1`) carried so far, per direction; None
     /// where the dump failed.
     pub root_bytes: [Option<u64>; DIRECTIONS],
+    /// Bytes each class sent so far, by minor, per direction.
+    pub class_bytes: [BTreeMap<u16, u64>; DIRECTIONS],
     /// Traffic that matched no OPD.
     /// None when reading it failed this second.
     pub unclassified: Option<Counters>,
@@ -101,6 +103,9 @@ struct Previous {
     /// Cumulative HTB drops per direction; None while the class has not
     /// been seen in a dump.
     drops: [Option<u64>; DIRECTIONS],
+    /// Cumulative bytes the OPD's class sent, per direction, with the
+    /// classifier's byte count at the same reading.
+    sent: [Option<(u64, u64)>; DIRECTIONS],
     /// The rates of the last second with a good reading, held for a
     /// second whose read failed.
     packets: [u64; 2],
@@ -176,6 +181,13 @@ impl Watcher {
             // not zero: the next good dump must not count old drops as new.
             let drop_now: [Option<u64>; DIRECTIONS] =
                 std::array::from_fn(|d| reading.drops[d].get(&minor).copied());
+            let sent_now = |c: &Counters| -> [Option<(u64, u64)>; DIRECTIONS] {
+                std::array::from_fn(|d| {
+                    reading.class_bytes[d]
+                        .get(&minor)
+                        .map(|&sent| (sent, c.bytes[d]))
+                })
+            };
             match (reading.counters.get(&slot), self.prev.get_mut(&opd.id)) {
                 (Some(&counters), Some(prev)) => {
                     let rtt = reading.round_trips.get(&slot).copied().unwrap_or_default();
@@ -202,10 +214,20 @@ impl Watcher {
                     if let (Some(now_t), Some(prev_t)) = (&tcp, &prev.tcp) {
                         (s.tcp_segments, s.tcp_retransmitted) = tcp_deltas(prev_t, now_t);
                     }
+                    let sent = sent_now(&counters);
+                    s.unsent_bytes = std::array::from_fn(|d| match (sent[d], prev.sent[d]) {
+                        (Some((sent1, seen1)), Some((sent0, seen0))) => Some(
+                            seen1
+                                .saturating_sub(seen0)
+                                .saturating_sub(sent1.saturating_sub(sent0)),
+                        ),
+                        _ => None,
+                    });
                     *prev = Previous {
                         at: now,
                         counters,
                         rtt,
+                        sent,
                         drops: std::array::from_fn(|d| drop_now[d].or(prev.drops[d])),
                         packets: s.packets,
                         bps: s.bps,
@@ -221,6 +243,7 @@ impl Watcher {
                             at: now,
                             counters,
                             rtt,
+                            sent: sent_now(&counters),
                             drops: drop_now,
                             packets: [0; 2],
                             bps: [0; 2],

@@ -320,6 +320,8 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
     }
     let stats = kernel.htb_stats();
     reading.drops = drops_by_minor(&stats);
+    reading.class_bytes =
+        std::array::from_fn(|d| stats[d].iter().map(|c| (c.minor, c.bytes)).collect());
     reading.root_bytes = std::array::from_fn(|d| {
         stats[d]
             .iter()

@@ -22,9 +22,6 @@ pub(super) const MIN_SEGMENTS: u64 = 200;
 pub(super) const WAN_LOSS: f64 = 0.02;
 /// LAN-side share from which an OPD's own network counts as lossy.
 pub(super) const LAN_LOSS: f64 = 0.03;
-/// Most a dropped packet is counted as, in mean packets, when the office's
-/// packets are GRO aggregates (see [`ratio`]).
-const MAX_GRO_BIAS: f64 = 4.0;
 /// Seconds of signals the ratios are taken over.
 const WINDOW: usize = 10;
 
@@ -59,20 +56,26 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
     let (segments, lost) = counts(tr, side, dir)?;
     let mut r = lost as f64 / segments as f64;
     if side == own_drop_side(dir) {
-        // Less the share its own class dropped (of all its packets in
-        // that direction, sampled or not). HTB counts dropped packets as
-        // the kernel holds them: a GRO packet of up to 44 segments is one,
-        // and a byte FIFO drops the large ones first. The share is scaled
-        // by the office's mean packet in MTUs (1 without GRO, at most 4).
+        // Less the share its own class did not send (dropped): bytes the
+        // classifier counted less bytes the class sent. HTB counts a
+        // dropped GRO packet of up to 44 segments as one drop, and the
+        // bulk lane's byte FIFO drops the large ones first, so bytes, not
+        // packets, say how many segments TCP lost there. Without byte
+        // counts, the share of packets dropped.
         let n = window(tr);
-        let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
-        let packets: u64 = tr.last(n).map(|s| s.packets[dir]).sum();
-        if drops > 0 {
-            let bytes: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
-            let mean = bytes as f64 / packets.max(1) as f64;
-            let gro = (mean / 1514.0).clamp(1.0, MAX_GRO_BIAS);
-            r = (r - gro * drops as f64 / packets.max(drops) as f64).max(0.0);
-        }
+        let unsent: Option<u64> = tr.last(n).map(|s| s.unsent_bytes[dir]).sum();
+        let share = match unsent {
+            Some(unsent) => {
+                let offered: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
+                unsent as f64 / offered.max(unsent).max(1) as f64
+            }
+            None => {
+                let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
+                let packets: u64 = tr.last(n).map(|s| s.packets[dir]).sum();
+                drops as f64 / packets.max(drops).max(1) as f64
+            }
+        };
+        r = (r - share).max(0.0);
     }
     Some(r)
 }

@@ -118,19 +118,19 @@ fn loss_on_the_wire_of_an_office_at_its_ceiling_is_local_degraded() {
 }
 
 #[test]
-fn drops_of_gro_packets_count_for_the_segments_they_held() {
-    // Packets of 6 KB on average (GRO): 1 % of them dropped by its own
-    // class are about 4 % of the segments. 4.5 % sent again is its queue.
+fn bytes_its_class_did_not_send_are_its_own_queue() {
+    // 1 % of its packets dropped, but they were GRO packets: 4 % of its
+    // bytes. 4.5 % sent again is its queue, not its LAN.
     let mut r = Run::new();
     let mut s = lossy(CEIL, LAN, 0, 45);
-    s.packets[0] = CEIL / 8 / 6_000;
     s.drops = [s.packets[0] / 100, 0];
+    s.unsent_bytes = [Some(CEIL / 8 * 4 / 100), Some(0)];
     r.feed(40, &[("a", s.clone()), ("b", clean(4_000_000))], &[ISP_OK]);
     assert_eq!(r.state("a"), State::Saturated);
-    // The same with MTU-sized packets is 3.5 % lost on its LAN.
+    // The same drops in MTU-sized packets: 1 % of its bytes, 3.5 % lost
+    // on its LAN.
     let mut r = Run::new();
-    s.packets[0] = CEIL / 8 / 1_500;
-    s.drops = [s.packets[0] / 100, 0];
+    s.unsent_bytes = [Some(CEIL / 8 / 100), Some(0)];
     r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
     assert_eq!(r.state("a"), State::LocalDegraded);
 }

@@ -24,7 +24,8 @@ use jatah::lab::netns::require_root;
 use jatah::policy::Direction;
 use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
 use support::verdicts::{
-    gateway_state, get, no_local_blame, no_upstream_verdict, now_rfc3339, state, within,
+    gateway_state, get, no_local_blame, no_upstream_verdict, now_rfc3339, state, until_gateway,
+    within,
 };
 use support::{Children, jatah, one_lab_at_a_time};
 
@@ -329,9 +330,7 @@ fn degraded_then_recovers(
     lift: impl FnOnce(&Lab),
 ) {
     let since = now_rfc3339();
-    let took = within(Duration::from_secs(30), "gateway upstream_degraded", || {
-        gateway_state(lab).as_deref() == Some("upstream_degraded")
-    });
+    let took = until_gateway(lab, "upstream_degraded", Duration::from_secs(30));
     eprintln!("{what}: upstream_degraded after {took:.1} s");
     let sent = || lab.uplink_sent_bytes_toward(dir).expect("reading the tbf");
     let (s0, t0) = (sent(), Instant::now());

@@ -67,6 +67,28 @@ pub fn until_state(lab: &Lab, opd: &str, want: &str, limit: Duration) -> f64 {
     );
 }
 
+/// Waits until the gateway's state is `want`; on timeout the panic shows
+/// the last diagnosis read.
+pub fn until_gateway(lab: &Lab, want: &str, limit: Duration) -> f64 {
+    let mut last = Value::Null;
+    let start = Instant::now();
+    let tries = limit.as_millis() / 250 + 2;
+    for _ in 0..tries {
+        last = get(lab, "/api/v1/gateway")["diagnosis"].clone();
+        if last["state"].as_str() == Some(want) {
+            return start.elapsed().as_secs_f64();
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "gateway {want}: not within {limit:?}; last diagnosis: {}",
+        serde_json::to_string_pretty(&last).unwrap_or_default()
+    );
+}
+
 /// Every OPD in `which` and the gateway are healthy.
 pub fn all_healthy(lab: &Lab, which: &[&str]) -> bool {
     which

@@ -234,3 +234,18 @@ fn a_sentence_with_a_figure_follows_the_figure() {
     assert!(v.explanation_en.contains("loses 8.0%"), "{}", v.explanation_en);
     assert!(v.explanation_id.contains("kehilangan 8,0%"), "{}", v.explanation_id);
 }
+
+#[test]
+fn wan_loss_is_judged_against_what_the_offices_received_not_what_was_offered() {
+    // Capacity 100M. Three offices offered 36M each (108M) but their own
+    // classes sent 24M each (72M): the uplink is not full, and 3 % is
+    // lost beyond the gateway.
+    let mut r = Run::new();
+    let mut s = lossy(36_000_000, WAN, 0, 30);
+    s.unsent_bytes = [Some(12_000_000 / 8), Some(0)];
+    let opds = [("a", s.clone()), ("b", s.clone()), ("c", s)];
+    r.feed(30, &opds, &[ISP_OK]);
+    assert_eq!(r.gateway(), State::UpstreamDegraded);
+    let ev = &r.engine.gateway().unwrap().evidence;
+    assert_eq!(ev["download_bps_10s"], 72_000_000, "{ev}");
+}

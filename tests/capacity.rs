@@ -122,6 +122,13 @@ fn policed_uplink_is_upstream_degraded_with_the_delivered_figure() {
         gateway_state(&lab).as_deref() == Some("upstream_degraded")
     });
     eprintln!("policed to {POLICED_RATE}: upstream_degraded after {took:.1} s");
+    // The verdict can come first (from the retransmissions); the figure
+    // follows once the plateau is judged. How soon is the benchmark's to
+    // report; this test judges the figure.
+    let figure = within(Duration::from_secs(30), "a delivered figure", || {
+        get(&lab, "/api/v1/gateway")["diagnosis"]["evidence"]["download_delivered_bps"].is_number()
+    });
+    eprintln!("the delivered figure {figure:.1} s after the verdict");
 
     // What the limit truly delivered over the 10 s the estimate then covers.
     let (s0, t0) = (sent(&lab), Instant::now());

@@ -547,7 +547,8 @@ mod tests {
 
     #[test]
     fn lanes_split_the_guarantee_and_share_the_ceiling() {
-        let p = policy(&(opd("a", 1, None) + &opd("b", 2, None)));
+        let mut p = policy(&(opd("a", 1, None) + &opd("b", 2, None)));
+        p.gateway.shaping.queue_target_ms = 10;
         let slots: BTreeMap<String, u32> =
             [("a".to_string(), 0), ("b".to_string(), 1)].into();
         let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
@@ -627,7 +628,11 @@ mod tests {
 
     #[test]
     fn lane_rates_and_queue_sizes_follow_their_bounds() {
-        let s = Shaping::default();
+        assert_eq!(bulk_queue(&Shaping::default(), LeafQdisc::Pfifo, 10_000_000), None, "off by default");
+        let s = Shaping {
+            queue_target_ms: 10,
+            ..Shaping::default()
+        };
         assert_eq!(lane_rates(&s, 100_000_000), (5_000_000, 95_000_000));
         assert_eq!(lane_rates(&s, 1_000_000), (64_000, 936_000), "a floor of 64 kbit/s");
         assert_eq!(lane_rates(&s, 100_000), (50_000, 50_000), "at most half");
@@ -652,6 +657,7 @@ mod tests {
     fn without_lanes_the_opd_class_is_the_leaf() {
         let mut p = policy(&opd("a", 1, None));
         p.gateway.shaping.interactive = false;
+        p.gateway.shaping.queue_target_ms = 10;
         let slots: BTreeMap<String, u32> = [("a".to_string(), 0)].into();
         let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::Pfifo);
         assert_eq!(t.classes.len(), 1);

@@ -477,7 +477,7 @@ upload = { guaranteed = "5M", ceiling = "10M" }
     fn shaping_settings_are_changes_a_reload_applies() {
         let new = BASE.replace(
             "upload = \"50M\"\n",
-            "upload = \"50M\"\ninteractive = false\nqueue_target = \"off\"\nadapt = false\n",
+            "upload = \"50M\"\ninteractive = false\nqueue_target = \"25ms\"\nadapt = false\n",
         );
         let plan = diff(&p(BASE), &p(&new));
         assert!(!plan.is_empty());
@@ -485,7 +485,7 @@ upload = { guaranteed = "5M", ceiling = "10M" }
             plan.gateway,
             [
                 "interactive true -> false",
-                "queue_target \"10ms\" -> \"off\"",
+                "queue_target \"off\" -> \"25ms\"",
                 "adapt true -> false"
             ]
         );

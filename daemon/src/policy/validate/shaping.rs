@@ -85,7 +85,7 @@ impl Checker<'_> {
                     self.error(
                         &value.span(),
                         "queue_target must be from \"1ms\" to \"1s\", or \"off\": the longest \
-                         a busy OPD's downloads wait in its queue (the default is \"10ms\")",
+                         a busy OPD's downloads wait in its queue (the default is \"off\")",
                     );
                     ok = false;
                 }

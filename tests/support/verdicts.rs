@@ -27,66 +27,54 @@ pub fn gateway_state(lab: &Lab) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Polls every 250 ms until `check` holds; returns the seconds it took.
-/// Panics after `limit` (or after as many checks as fit in it).
-pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> f64 {
+/// Polls every 250 ms until `check` holds: the seconds it took, or None
+/// after `limit` (or after as many checks as fit in it).
+fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> Option<f64> {
     let start = Instant::now();
     let tries = limit.as_millis() / 250 + 2;
     for _ in 0..tries {
         if check() {
-            return start.elapsed().as_secs_f64();
+            return Some(start.elapsed().as_secs_f64());
         }
         if start.elapsed() >= limit {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    panic!("{what}: not within {limit:?}");
+    None
 }
 
-/// Waits until `opd`'s state is `want`; on timeout the panic shows the
-/// last verdict read, so a failure explains itself.
+/// Polls every 250 ms until `check` holds; returns the seconds it took.
+/// Panics after `limit` (or after as many checks as fit in it).
+pub fn within(limit: Duration, what: &str, check: impl FnMut() -> bool) -> f64 {
+    poll(limit, check).unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
+}
+
+/// Waits until the state at `field` of `path`'s answer is `want`; on
+/// timeout the panic shows the last one read, so a failure explains itself.
+fn until(lab: &Lab, path: &str, field: &str, who: &str, want: &str, limit: Duration) -> f64 {
+    let mut last = Value::Null;
+    poll(limit, || {
+        last = get(lab, path)[field].clone();
+        last["state"].as_str() == Some(want)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{who} {want}: not within {limit:?}; last {field}: {}",
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        )
+    })
+}
+
+/// Waits until `opd`'s state is `want` (see [`until`]).
 pub fn until_state(lab: &Lab, opd: &str, want: &str, limit: Duration) -> f64 {
-    let mut last = Value::Null;
     let path = format!("/api/v1/opds/{opd}/diagnosis");
-    let start = Instant::now();
-    let tries = limit.as_millis() / 250 + 2;
-    for _ in 0..tries {
-        last = get(lab, &path)["verdict"].clone();
-        if last["state"].as_str() == Some(want) {
-            return start.elapsed().as_secs_f64();
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!(
-        "{opd} {want}: not within {limit:?}; last verdict: {}",
-        serde_json::to_string_pretty(&last).unwrap_or_default()
-    );
+    until(lab, &path, "verdict", opd, want, limit)
 }
 
-/// Waits until the gateway's state is `want`; on timeout the panic shows
-/// the last diagnosis read.
+/// Waits until the gateway's state is `want` (see [`until`]).
 pub fn until_gateway(lab: &Lab, want: &str, limit: Duration) -> f64 {
-    let mut last = Value::Null;
-    let start = Instant::now();
-    let tries = limit.as_millis() / 250 + 2;
-    for _ in 0..tries {
-        last = get(lab, "/api/v1/gateway")["diagnosis"].clone();
-        if last["state"].as_str() == Some(want) {
-            return start.elapsed().as_secs_f64();
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!(
-        "gateway {want}: not within {limit:?}; last diagnosis: {}",
-        serde_json::to_string_pretty(&last).unwrap_or_default()
-    );
+    until(lab, "/api/v1/gateway", "diagnosis", "gateway", want, limit)
 }
 
 /// Every OPD in `which` and the gateway are healthy.

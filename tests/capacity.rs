@@ -25,7 +25,7 @@ use jatah::policy::Direction;
 use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
 use support::verdicts::{
     gateway_state, get, no_local_blame, no_upstream_verdict, now_rfc3339, state, until_gateway,
-    within,
+    until_state, within,
 };
 use support::{Children, jatah, one_lab_at_a_time};
 
@@ -449,9 +449,7 @@ fn one_opds_lossy_lan_is_local_degraded_and_nothing_upstream() {
     let (lab, _clients) = warmed_up("jt-clan", 150, demand);
     let since = now_rfc3339();
     lab.lan_loss(1, 5).unwrap();
-    let took = within(Duration::from_secs(30), "disdik local_degraded", || {
-        state(&lab, OPDS[1]).as_deref() == Some("local_degraded")
-    });
+    let took = until_state(&lab, OPDS[1], "local_degraded", Duration::from_secs(30));
     eprintln!("5 % loss on disdik's LAN: local_degraded after {took:.1} s");
     gateway_stays_healthy(&lab, 20, "one lossy LAN");
     for o in [OPDS[0], OPDS[2], OPDS[3]] {

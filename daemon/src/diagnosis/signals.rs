@@ -216,11 +216,11 @@ impl Watcher {
                     }
                     let sent = sent_now(&counters);
                     s.unsent_bytes = std::array::from_fn(|d| match (sent[d], prev.sent[d]) {
-                        (Some((sent1, seen1)), Some((sent0, seen0))) => Some(
-                            seen1
-                                .saturating_sub(seen0)
-                                .saturating_sub(sent1.saturating_sub(sent0)),
-                        ),
+                        (Some((sent1, seen1)), Some((sent0, seen0))) => {
+                            let seen = seen1.saturating_sub(seen0) as i64;
+                            let sent = sent1.saturating_sub(sent0) as i64;
+                            Some(seen.saturating_sub(sent))
+                        }
                         _ => None,
                     });
                     *prev = Previous {

@@ -101,11 +101,14 @@ pub struct OpdSignals {
     pub bps: [u64; 2],
     /// Packets the OPD's HTB classes dropped in this second.
     pub drops: [u64; 2],
-    /// Bytes its classifier counted and its HTB class did not send in this
-    /// second (dropped, or still queued), download then upload; None where
-    /// the class was not in the dump. A dropped GRO packet is one drop but
-    /// up to 44 segments: bytes say how much TCP lost.
-    pub unsent_bytes: [Option<u64>; 2],
+    /// Bytes its classifier counted less the bytes its HTB class sent in
+    /// this second (dropped, or still queued), download then upload; None
+    /// where the class was not in the dump. Negative in a second its queue
+    /// sent more than it took in, so that sums over a window are the drops
+    /// (and the change in queue) and not the sum of each second's noise.
+    /// A dropped GRO packet is one drop but up to 44 segments: bytes say
+    /// how much TCP lost.
+    pub unsent_bytes: [Option<i64>; 2],
     pub ceiling_bps: [u64; 2],
     /// Probes of the OPD's router completed in this second (oldest first);
     /// `probe_configured` false when the policy names no router.

@@ -63,9 +63,12 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
         // packets, say how many segments TCP lost there. Without byte
         // counts, the share of packets dropped.
         let n = window(tr);
-        let unsent: Option<u64> = tr.last(n).map(|s| s.unsent_bytes[dir]).sum();
+        let unsent: Option<i64> = tr.last(n).map(|s| s.unsent_bytes[dir]).sum();
         let share = match unsent {
             Some(unsent) => {
+                // Over the window: a queue that filled in one second and
+                // drained in the next sent it all.
+                let unsent = unsent.max(0) as u64;
                 let offered: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
                 unsent as f64 / offered.max(unsent).max(1) as f64
             }

@@ -118,13 +118,14 @@ impl Track {
     /// [`Track::mean_bps`] less what its HTB class did not send: what the
     /// office received through the gateway.
     pub(super) fn mean_sent_bps(&self, n: usize, dir: usize) -> u64 {
-        let k = self.seconds.len().min(n).max(1) as u64;
-        self.last(n)
+        let k = self.seconds.len().min(n).max(1) as i64;
+        let sum: i64 = self
+            .last(n)
             .map(|s| {
-                s.bps[dir].saturating_sub(s.unsent_bytes[dir].unwrap_or(0).saturating_mul(8))
+                (s.bps[dir] as i64).saturating_sub(s.unsent_bytes[dir].unwrap_or(0).saturating_mul(8))
             })
-            .sum::<u64>()
-            / k
+            .sum();
+        (sum / k).max(0) as u64
     }
 
     pub(super) fn drops(&self, n: usize) -> u64 {

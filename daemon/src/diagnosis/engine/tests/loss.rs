@@ -124,15 +124,37 @@ fn bytes_its_class_did_not_send_are_its_own_queue() {
     let mut r = Run::new();
     let mut s = lossy(CEIL, LAN, 0, 45);
     s.drops = [s.packets[0] / 100, 0];
-    s.unsent_bytes = [Some(CEIL / 8 * 4 / 100), Some(0)];
+    s.unsent_bytes = [Some((CEIL / 8 * 4 / 100) as i64), Some(0)];
     r.feed(40, &[("a", s.clone()), ("b", clean(4_000_000))], &[ISP_OK]);
     assert_eq!(r.state("a"), State::Saturated);
     // The same drops in MTU-sized packets: 1 % of its bytes, 3.5 % lost
     // on its LAN.
     let mut r = Run::new();
-    s.unsent_bytes = [Some(CEIL / 8 / 100), Some(0)];
+    s.unsent_bytes = [Some((CEIL / 8 / 100) as i64), Some(0)];
     r.feed(40, &[("a", s), ("b", clean(4_000_000))], &[ISP_OK]);
     assert_eq!(r.state("a"), State::LocalDegraded);
+}
+
+#[test]
+fn a_queue_that_fills_and_drains_hides_no_loss_on_the_wire() {
+    // 5 % sent again, nothing dropped by its class: its queue took in a
+    // tenth of a second's bytes more than it sent in one second and sent
+    // them the next. Summed over the window that is nothing unsent; read
+    // second by second (each clamped at zero) it would be 5 % and hide
+    // the loss.
+    let mut r = Run::new();
+    let s = lossy(CEIL, LAN, 0, 50);
+    let swing = (CEIL / 8 / 10) as i64;
+    let (mut fill, mut drain) = (s.clone(), s);
+    fill.unsent_bytes = [Some(swing), Some(0)];
+    drain.unsent_bytes = [Some(-swing), Some(0)];
+    for _ in 0..20 {
+        r.feed(1, &[("a", fill.clone()), ("b", clean(4_000_000))], &[ISP_OK]);
+        r.feed(1, &[("a", drain.clone()), ("b", clean(4_000_000))], &[ISP_OK]);
+    }
+    assert_eq!(r.state("a"), State::LocalDegraded);
+    let ev = &r.engine.opd("a").unwrap().evidence;
+    assert_eq!(ev["reason"], "lan_tcp_loss", "{ev}");
 }
 
 #[test]

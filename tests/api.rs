@@ -498,7 +498,12 @@ async fn the_real_server_answers_on_a_port_and_shuts_down_gracefully() {
     let addr = listener.local_addr().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let stop = token.clone();
-    let server = tokio::spawn(jatah::http::serve(listener, router(fx.state.clone()), stop));
+    let server = tokio::spawn(jatah::http::serve(
+        "api",
+        listener,
+        router(fx.state.clone()),
+        stop,
+    ));
     let (status, body) = tokio::task::spawn_blocking(move || {
         jatah::cli::client::get(addr, "/api/v1/opds", Some(ADMIN))
     })
@@ -550,6 +555,7 @@ async fn slow_clients_time_out_and_never_hold_up_others() {
     let addr = listener.local_addr().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(jatah::http::serve(
+        "api",
         listener,
         router(fx.state.clone()),
         token.clone(),

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod conn;
 pub mod delivered;
 pub mod exposition;
 pub mod metrics;
@@ -93,9 +94,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` fires, then lets requests in
 /// flight finish (at most [`DRAIN_TIMEOUT`]). Like `axum::serve`, plus a
-/// deadline for request headers, and every request carries the client's
-/// address (`ConnectInfo<SocketAddr>`).
+/// deadline for request headers, the connection caps and idle deadline of
+/// [`conn`], and every request carries the client's address
+/// (`ConnectInfo<SocketAddr>`). `name` names the listener in logs.
 pub async fn serve(
+    name: &'static str,
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: tokio_util::sync::CancellationToken,
@@ -109,6 +112,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let caps = conn::Caps::new(conn::MAX_CONNECTIONS, conn::MAX_PER_SOURCE);
+    let refusals = std::sync::Arc::new(conn::RefusalLog::new(Duration::from_secs(10)));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -116,26 +121,74 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, go on.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tracing::warn!(listener = name, error = %e, "accepting an HTTP connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
+        let slot = match caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                // Closed at once: the descriptor comes straight back.
+                drop(stream);
+                if let Some(n) = refusals.note(std::time::Instant::now()) {
+                    let (limit, what) = match why {
+                        conn::Refused::Full => (conn::MAX_CONNECTIONS, "the listener's limit"),
+                        conn::Refused::Source => (conn::MAX_PER_SOURCE, "the limit per source"),
+                    };
+                    tracing::warn!(
+                        listener = name,
+                        client = %peer.ip(),
+                        refused = n,
+                        open = caps.open(),
+                        "closing new HTTP connections: {limit} open ({what}); \
+                         {n} refused since the last such line"
+                    );
+                }
+                continue;
+            }
+        };
+        let activity = conn::Activity::new();
         let app = app.clone();
+        let tracked = activity.clone();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                app.clone().oneshot(req.map(axum::body::Body::new))
+                let answering = tracked.request();
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(req.map(axum::body::Body::new)).await;
+                    drop(answering);
+                    response
+                }
             });
+        let io = TokioIo::new(conn::Watched::new(stream, activity.clone()));
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
+            let _slot = slot;
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    ended = conn.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
+                        }
+                        break;
+                    }
+                    _ = tick.tick() => {
+                        if activity.idle_for() >= conn::IDLE_TIMEOUT {
+                            // Dropping the connection closes it.
+                            tracing::debug!(client = %peer, "closing an idle HTTP connection");
+                            break;
+                        }
+                    }
+                }
             }
         });
     }

@@ -542,6 +542,21 @@ impl Lab {
         .map_err(|_| anyhow!("thread in the gateway namespace panicked"))?
     }
 
+    /// Runs `f` on a thread inside OPD `i`'s namespace (its router).
+    pub fn in_opd<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let ns_path = format!("/run/netns/{}", self.opds[i].name());
+        std::thread::spawn(move || -> Result<T> {
+            enter_netns(&ns_path)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("thread in an OPD namespace panicked"))?
+    }
+
     /// An HTTP GET to jatah inside the gateway: (status, body).
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
         self.http_get_as(path, None)

@@ -48,6 +48,15 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             Tokens::default()
         }
     };
+    // Room for the HTTP listeners' connection caps beside the maps,
+    // netlink sockets and the policy file.
+    match crate::sys::raise_open_files_limit() {
+        Ok((before, now)) if now > before => {
+            info!("open files limit raised from {before} to {now}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open files limit"),
+    }
     let _lock = crate::runtime::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
     // What waiting cannot fix is reported at once.
     crate::datapath::ensure_bpffs(&opts.bpffs)?;
@@ -173,13 +182,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     // identifies an OPD's visitors on the status page.
     let status = status_listener.map(|l| {
         tokio::spawn(http::serve(
+            "status",
             l,
             http::status_router(state.clone()),
             shutdown.clone(),
         ))
     });
     let app = http::router(state);
-    http::serve(listener, app, shutdown.clone()).await;
+    http::serve("api", listener, app, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(status) = status {
         status.await.context("status page server")?;

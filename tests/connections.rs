@@ -1,0 +1,206 @@
+//! Connections that send nothing: a host on an OPD's LAN (or on the
+//! gateway) that opens thousands of them must not take the listeners from
+//! everyone else. Each listener caps connections per source and closes
+//! silent ones; `/healthz` and the status page answer meanwhile.
+
+mod support;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use jatah::lab::netns::require_root;
+use jatah::lab::{GW_LISTEN, GW_STATUS_PORT, Lab, opd_gateway_addr};
+use support::fixtures::dinsos_and_bpbd_lab;
+use support::{jatah, one_lab_at_a_time};
+
+/// Connections the attacker opens to each listener.
+const IDLE: usize = 2_000;
+/// The idle ones must be gone this long after the last was opened.
+const CLOSED_WITHIN: Duration = Duration::from_secs(15);
+
+/// Raises this process's open files limit to its hard limit: the test
+/// holds thousands of sockets.
+fn room_for_sockets() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    assert!(
+        lim.rlim_cur as usize > 2 * IDLE + 256,
+        "the hard open files limit ({}) leaves no room for the test",
+        lim.rlim_cur
+    );
+}
+
+/// Opens `n` connections to `to` from `from` (port chosen by the kernel)
+/// and sends nothing on them; those refused or failed are not kept.
+fn open_idle(from: &str, to: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let mut held = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..n {
+        if Instant::now() > deadline {
+            break;
+        }
+        let sock = socket2_free_connect(from, to);
+        if let Ok(s) = sock {
+            s.set_nonblocking(true)?;
+            held.push(s);
+        }
+    }
+    Ok(held)
+}
+
+/// A TCP connection from a chosen source address, with std and libc only.
+fn socket2_free_connect(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let from: std::net::Ipv4Addr = from.parse().unwrap();
+    let SocketAddr::V4(to) = to else {
+        unreachable!("the lab listens on IPv4")
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket we own from here on (TcpStream closes it);
+    // bind and connect read only the addresses we pass.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let src = sin(from, 0);
+        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let dst = sin(*to.ip(), to.port());
+        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Whether the server has closed `s` (EOF or reset); false while open.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Polls until every socket in `held` is closed: how long it took, or
+/// None after `limit`; also how many were still open at the end.
+fn until_all_closed(held: &mut [TcpStream], limit: Duration) -> (Option<Duration>, usize) {
+    let start = Instant::now();
+    let mut gone = vec![false; held.len()];
+    for _ in 0..(limit.as_millis() / 250 + 2) {
+        for (s, g) in held.iter_mut().zip(gone.iter_mut()) {
+            if !*g && closed(s) {
+                *g = true;
+            }
+        }
+        let open = gone.iter().filter(|g| !**g).count();
+        if open == 0 {
+            return (Some(start.elapsed()), 0);
+        }
+        if start.elapsed() >= limit {
+            return (None, open);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (None, gone.iter().filter(|g| !**g).count())
+}
+
+/// A GET answered within a second: its status and how long it took.
+fn timed_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Duration)> {
+    let t = Instant::now();
+    let (status, _) = jatah::cli::client::get(addr, path, None)?;
+    Ok((status, t.elapsed()))
+}
+
+#[test]
+fn thousands_of_idle_connections_to_each_listener_neither_block_others_nor_stay() {
+    let _one = one_lab_at_a_time();
+    require_root();
+    room_for_sockets();
+    let mut lab = Lab::build(dinsos_and_bpbd_lab("jt-conn", false)).unwrap();
+    lab.start_daemon(jatah()).unwrap();
+    let api: SocketAddr = GW_LISTEN.parse().unwrap();
+    let status_at = |i: usize| -> SocketAddr {
+        format!("{}:{GW_STATUS_PORT}", opd_gateway_addr(i))
+            .parse()
+            .unwrap()
+    };
+    let (status, status_0) = (status_at(1), status_at(0));
+
+    // The API listener: 2,000 from another loopback address on the
+    // gateway. The status listener: 2,000 from the OPD dinsos's router.
+    let mut at_api = lab
+        .in_gateway(move || open_idle("127.0.0.2", api, IDLE))
+        .unwrap();
+    let mut at_status = lab
+        .in_opd(0, move || {
+            open_idle(&jatah::lab::opd_addr(0), status_0, IDLE)
+        })
+        .unwrap();
+    let opened = Instant::now();
+    eprintln!(
+        "connections opened: {} to the API, {} to the status page",
+        at_api.len(),
+        at_status.len()
+    );
+    assert!(
+        at_api.len() >= IDLE * 9 / 10 && at_status.len() >= IDLE * 9 / 10,
+        "the kernel accepted the attacker's connections"
+    );
+
+    // Meanwhile, others are answered at once: the gateway's own health
+    // check, and a browser at bpbd.
+    let (health, took_h) = lab.in_gateway(move || timed_get(api, "/healthz")).unwrap();
+    let (page, took_p) = lab.in_opd(1, move || timed_get(status, "/status")).unwrap();
+    eprintln!("while held: /healthz {health} in {took_h:?}, /status {page} in {took_p:?}");
+    assert_eq!(health, 200);
+    assert_eq!(page, 200);
+    assert!(took_h < Duration::from_secs(1), "/healthz took {took_h:?}");
+    assert!(took_p < Duration::from_secs(1), "/status took {took_p:?}");
+
+    // Every idle connection is closed: most at once (over the source's
+    // share), the rest when their silence runs out.
+    let left = CLOSED_WITHIN.saturating_sub(opened.elapsed());
+    let (api_all, api_open) = until_all_closed(&mut at_api, left);
+    let left = CLOSED_WITHIN.saturating_sub(opened.elapsed());
+    let (status_all, status_open) = until_all_closed(&mut at_status, left);
+    eprintln!(
+        "all closed: API after {api_all:?} ({api_open} open), status after {status_all:?} \
+         ({status_open} open); since opened {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(api_open, 0, "idle API connections still open");
+    assert_eq!(status_open, 0, "idle status connections still open");
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("closing new HTTP connections") && log.contains("the limit per source"),
+        "refusals are logged: {log}"
+    );
+    // And after it all, a fresh visitor from the attacker's own address is
+    // served again.
+    let (again, _) = lab
+        .in_opd(0, move || timed_get(status_0, "/status"))
+        .unwrap();
+    assert_eq!(again, 200);
+}

@@ -204,3 +204,59 @@ fn thousands_of_idle_connections_to_each_listener_neither_block_others_nor_stay(
         .unwrap();
     assert_eq!(again, 200);
 }
+
+/// A GET with the given `Host` header: the status code.
+fn status_with_host(addr: SocketAddr, path: &str, host: &str) -> anyhow::Result<u16> {
+    use std::io::Write;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status line in {answer:?}"))?;
+    Ok(code)
+}
+
+#[test]
+fn a_rebound_dns_name_gets_421_on_each_listener() {
+    let _one = one_lab_at_a_time();
+    require_root();
+    let mut lab = Lab::build(dinsos_and_bpbd_lab("jt-host", false)).unwrap();
+    lab.start_daemon(jatah()).unwrap();
+    let api: SocketAddr = GW_LISTEN.parse().unwrap();
+    let status: SocketAddr = format!("{}:{GW_STATUS_PORT}", opd_gateway_addr(0))
+        .parse()
+        .unwrap();
+    // A site's page in a browser on the gateway, its name rebound to
+    // 127.0.0.1, asks for /metrics; the gateway by address or as
+    // localhost is answered.
+    let codes = lab
+        .in_gateway(move || {
+            Ok([
+                status_with_host(api, "/metrics", "evil.example")?,
+                status_with_host(api, "/metrics", "evil.example:9476")?,
+                status_with_host(api, "/metrics", "127.0.0.1:9476")?,
+                status_with_host(api, "/metrics", "localhost:9476")?,
+            ])
+        })
+        .unwrap();
+    assert_eq!(codes, [421, 421, 200, 200], "/metrics on the API listener");
+    // The same at an office: its own page through a rebound name.
+    let codes = lab
+        .in_opd(0, move || {
+            Ok([
+                status_with_host(status, "/api/v1/status", "evil.example")?,
+                status_with_host(status, "/status", "evil.example")?,
+                status_with_host(status, "/status", "10.20.1.1:9477")?,
+            ])
+        })
+        .unwrap();
+    assert_eq!(codes, [421, 421, 200], "the status listener");
+}

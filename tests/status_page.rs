@@ -350,6 +350,11 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
         })
         .unwrap();
     assert!(phone.text().unwrap().contains("Dibuka dengan tautan token"));
+    let href = phone.js("return location.href;", json!([])).unwrap();
+    assert!(
+        !href.as_str().unwrap_or_default().contains("token"),
+        "the token is gone from the address bar: {href}"
+    );
     shows_only(&phone, 0);
     phone
         .js("window.loadedOnce = 'still here'; return true;", json!([]))

@@ -62,6 +62,17 @@ enum Command {
         /// Default: /etc/jatah/tokens.toml if it exists.
         #[arg(long, env = "JATAH_TOKENS")]
         tokens: Option<PathBuf>,
+        /// A DNS name the gateway is reached by (repeat, or comma-separate
+        /// in JATAH_SERVER_NAMES), e.g. status.example.go.id. Requests are
+        /// answered only when their Host is one of these, localhost, the
+        /// machine's host name or an IP address; others get 421, so a web
+        /// site cannot read jatah through a rebound DNS name.
+        #[arg(
+            long = "server-name",
+            env = "JATAH_SERVER_NAMES",
+            value_delimiter = ','
+        )]
+        server_names: Vec<String>,
     },
     /// Print a table of OPDs: allocation, current rate, percent of ceiling,
     /// today's volume. Reads a running jatah's API.
@@ -156,6 +167,7 @@ fn main() -> ExitCode {
             run_dir,
             data_dir,
             tokens,
+            server_names,
         } => {
             init_logging();
             if let Err(e) = jatah::require_privileges() {
@@ -174,6 +186,7 @@ fn main() -> ExitCode {
                     let default = PathBuf::from("/etc/jatah/tokens.toml");
                     default.exists().then_some(default)
                 }),
+                server_names,
             };
             let token = CancellationToken::new();
             rt.spawn(jatah::shutdown_on_signal(token.clone()));

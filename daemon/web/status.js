@@ -232,7 +232,23 @@
 
   const frag = new URLSearchParams(location.hash.replace(/^#/, ''));
   const query = new URLSearchParams(location.search);
-  const token = frag.get('token');
+  // The token leaves the address bar once read (out of screenshots, shared
+  // screens and the history); this tab keeps it for reloads.
+  let token = frag.get('token');
+  try {
+    if (token) {
+      sessionStorage.setItem('jatah-token', token);
+    } else {
+      token = sessionStorage.getItem('jatah-token');
+    }
+  } catch (e) {
+    /* storage may be off; the token lives in this page only then */
+  }
+  if (frag.has('token')) {
+    frag.delete('token');
+    const rest = frag.toString();
+    history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+  }
   const wantedOpd = query.get('opd');
   const admin = location.pathname.replace(/\/+$/, '') === '/status/admin';
   let lang = 'id';

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod conn;
 pub mod delivered;
 pub mod exposition;
+pub mod host;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -54,6 +55,15 @@ pub fn status_router(state: Arc<AppState>) -> Router {
         crate::http::problem::Problem::not_found("no such page; the status page is /status")
     }))
     .with_state(state)
+}
+
+/// `router` answering only requests whose `Host` is one of `names` or an
+/// IP address (see [`host`]): what the daemon's listeners serve.
+pub fn for_names(router: Router, names: &host::ServerNames) -> Router {
+    let names = std::sync::Arc::new(names.clone());
+    router.layer(axum::middleware::from_fn(move |req, next| {
+        host::check(names.clone(), req, next)
+    }))
 }
 
 /// Longest path and query string answered (the longest real one, a usage

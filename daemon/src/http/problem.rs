@@ -31,6 +31,21 @@ impl Problem {
         }
     }
 
+    /// 421: the request's `Host` is not one of the gateway's (a rebound
+    /// DNS name, see [`crate::http::host`]).
+    pub fn misdirected(host: &str) -> Self {
+        let shown: String = host.chars().take(80).filter(|c| !c.is_control()).collect();
+        Self::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            "Misdirected request",
+            format!(
+                "this gateway does not answer to the name {shown:?}: open it by its IP \
+                 address, or ask its admin to add the name with --server-name"
+            ),
+        )
+    }
+
     /// 400: a parameter is missing or malformed; names the parameter.
     pub fn bad_parameter(parameter: &str, detail: impl Into<String>) -> Self {
         let mut p = Self::new(

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// API tokens file; None = no tokens (only open endpoints answer).
     pub tokens: Option<PathBuf>,
+    /// DNS names requests may carry as Host besides IP addresses,
+    /// `localhost` and the host name (see [`crate::http::host`]).
+    pub server_names: Vec<String>,
 }
 
 /// Runs the daemon until `shutdown` fires. A policy or interface problem is
@@ -180,15 +183,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     ));
     // http::serve passes every request the client's address: it
     // identifies an OPD's visitors on the status page.
+    let names = http::host::ServerNames::new(&opts.server_names);
+    info!(names = ?names.names(), "answering requests for IP addresses and these names");
     let status = status_listener.map(|l| {
         tokio::spawn(http::serve(
             "status",
             l,
-            http::status_router(state.clone()),
+            http::for_names(http::status_router(state.clone()), &names),
             shutdown.clone(),
         ))
     });
-    let app = http::router(state);
+    let app = http::for_names(http::router(state), &names);
     http::serve("api", listener, app, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(status) = status {

@@ -374,6 +374,38 @@ impl Datapath {
         Ok(())
     }
 
+    /// jatah's classifiers that belong on `iface` and are not attached
+    /// there now (a link detached or its pin removed behind jatah's back).
+    /// Only with TCX (kernel >= 6.6), where attachments can be queried;
+    /// empty on older kernels.
+    pub fn detached_on(&mut self, at: &Attachment, iface: &str) -> Result<Vec<&'static str>, DatapathError> {
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        let mut gone = Vec::new();
+        if !tcx {
+            return Ok(gone);
+        }
+        for (prog, on, kind) in [
+            (program_names::DOWNLOAD, &at.lan, TcAttachType::Egress),
+            (program_names::UPLOAD_MARK, &at.lan, TcAttachType::Ingress),
+            (program_names::UPLOAD, &at.wan, TcAttachType::Egress),
+        ] {
+            if on.as_str() != iface {
+                continue;
+            }
+            let ours = self
+                .classifier_mut(prog)?
+                .info()
+                .map_err(prog_err(format!("program {prog}")))?
+                .id();
+            let (_, attached) = SchedClassifier::query_tcx(iface, kind)
+                .map_err(prog_err(format!("querying the classifiers on {iface}")))?;
+            if !attached.iter().any(|p| p.id() == ours) {
+                gone.push(prog);
+            }
+        }
+        Ok(gone)
+    }
+
     fn link_pin(&self, prog: &str, iface: &str) -> PathBuf {
         pin_dir(&self.bpffs)
             .join("links")

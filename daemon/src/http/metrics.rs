@@ -277,6 +277,23 @@ fn daemon_families(state: &AppState) -> Vec<MetricFamily> {
                     .collect(),
             ));
         }
+        let repairs = state.kernel.repairs();
+        if !repairs.is_empty() {
+            out.push(family(
+                "jatah_kernel_repairs_total",
+                "Parts of jatah's data path found gone from an interface (root qdisc, classes, classifier links) and put back, by interface and what (each is also logged).",
+                Kind::Counter,
+                repairs
+                    .iter()
+                    .map(|((what, iface), n)| {
+                        counter(
+                            vec![label("interface", iface), label("what", what)],
+                            *n as f64,
+                        )
+                    })
+                    .collect(),
+            ));
+        }
         let attached = state.kernel.attached();
         if !attached.is_empty() {
             out.push(family(

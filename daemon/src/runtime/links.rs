@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::gateway::{self, Interface};
 use crate::policy::Direction;
 use crate::runtime::state::{AppState, Controller, lock};
+use crate::shaper::Missing;
 
 /// How often interfaces are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -111,7 +112,7 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
             }
             Some(idx) if idx == iface.ifindex && w.failures == 0 => {
                 w.missing_since = None;
-                true
+                keep_in_place(state, ctl, role, idx)
             }
             Some(idx) => {
                 if w.next_try.is_some_and(|t| now < t) {
@@ -156,6 +157,74 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
     state.kernel.set_attached(attached);
 }
 
+/// On an interface that stayed: puts back what was removed behind jatah's
+/// back (its root qdisc replaced, classes deleted, a classifier link
+/// detached), counting and logging each repair. Whether all of it is in
+/// place afterwards.
+fn keep_in_place(state: &AppState, ctl: &mut Controller, role: Role, ifindex: u32) -> bool {
+    let name = role.of(ctl).name.clone();
+    let mut whole = true;
+    match ctl.datapath.detached_on(&ctl.ifaces.attachment(), &name) {
+        Ok(gone) if gone.is_empty() => {}
+        Ok(gone) => match ctl.datapath.attach_on(&ctl.ifaces.attachment(), Some(&name)) {
+            Ok(()) => {
+                for prog in &gone {
+                    warn!(
+                        interface = %name,
+                        program = prog,
+                        "jatah's classifier was detached by someone else: traffic there went \
+                         unclassified and unshaped; attached again"
+                    );
+                    state.kernel.count_repair("classifier", &name);
+                }
+            }
+            Err(e) => {
+                error!(interface = %name, error = %e, "re-attaching a detached classifier failed");
+                state.kernel.count_error("attach", &name);
+                whole = false;
+            }
+        },
+        Err(e) => {
+            warn!(interface = %name, error = %e, "cannot check jatah's classifiers");
+            state.kernel.count_error("query", &name);
+        }
+    }
+    let gone = match ctl.shaper.missing(ifindex) {
+        Ok(gone) => gone,
+        Err(e) => {
+            warn!(interface = %name, error = %e, "cannot check jatah's HTB tree");
+            state.kernel.count_error("dump", &name);
+            None
+        }
+    };
+    if let Some(gone) = gone {
+        let (what, told) = match gone {
+            Missing::Root => (
+                "root_qdisc",
+                "jatah's root qdisc was replaced by someone else: nothing was shaped there"
+                    .to_string(),
+            ),
+            Missing::Classes(n) => (
+                "class",
+                format!("{n} of jatah's HTB classes were deleted by someone else"),
+            ),
+        };
+        ctl.shaper.forget(ifindex);
+        match put_tree(state, ctl, role, ifindex) {
+            Ok(()) => {
+                warn!(interface = %name, key = role.key(), "{told}; HTB tree put back");
+                state.kernel.count_repair(what, &name);
+            }
+            Err((operation, e)) => {
+                error!(interface = %name, operation, error = %e, "{told}; putting it back failed");
+                state.kernel.count_error(operation, &name);
+                whole = false;
+            }
+        }
+    }
+    whole
+}
+
 /// Puts the classifiers and the HTB tree of `role` on the interface's new
 /// ifindex. Returns the failed operation and why.
 fn reattach(
@@ -169,6 +238,17 @@ fn reattach(
     ctl.datapath
         .attach_on(&ctl.ifaces.attachment(), Some(&name))
         .map_err(|e| ("attach", e.to_string()))?;
+    put_tree(state, ctl, role, ifindex)
+}
+
+/// Brings the HTB tree of `role` on `ifindex` to what the policy (and
+/// the capacity in force) wants.
+fn put_tree(
+    state: &AppState,
+    ctl: &mut Controller,
+    role: Role,
+    ifindex: u32,
+) -> Result<(), (&'static str, String)> {
     let policy = state.view().policy.clone();
     let pref = gateway::leaf_preference(policy.gateway.leaf_qdisc);
     let leaf = ctl.shaper.resolve_leaf(ifindex, &pref);

@@ -185,6 +185,7 @@ impl Monotonic {
 pub struct KernelStatus {
     shaping: RwLock<Option<Interfaces>>,
     errors: Mutex<BTreeMap<(String, String), u64>>,
+    repairs: Mutex<BTreeMap<(String, String), u64>>,
     attached: Mutex<BTreeMap<String, bool>>,
     /// Drops per OPD class, as exported.
     pub drops: Mutex<Monotonic>,
@@ -209,6 +210,19 @@ impl KernelStatus {
         *lock(&self.errors)
             .entry((operation.to_string(), interface.to_string()))
             .or_default() += 1;
+    }
+
+    /// Counts a part of jatah's data path found gone from an interface and
+    /// put back (`jatah_kernel_repairs_total`). The caller logs it.
+    pub fn count_repair(&self, what: &str, interface: &str) {
+        *lock(&self.repairs)
+            .entry((what.to_string(), interface.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Repairs so far, by (what, interface).
+    pub fn repairs(&self) -> BTreeMap<(String, String), u64> {
+        lock(&self.repairs).clone()
     }
 
     /// Failed operations so far, by (operation, interface).

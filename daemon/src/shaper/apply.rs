@@ -8,7 +8,9 @@ use std::fmt;
 use super::netlink::{self, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NlError, Request};
 use super::tc::{self, HtbClass, Stats, TC_H_ROOT, TcMsg, TcObject};
 use super::tree::{ApplyReport, ClassStats, HtbTree, Leaf, LeafQdisc, Wanted, plan};
-use super::{DUMP_ATTEMPTS, Op, ROOT_HANDLE, ShaperError, class_id, leaf_handle, op_error};
+use super::{
+    DUMP_ATTEMPTS, Op, ROOT_CLASS, ROOT_HANDLE, ShaperError, class_id, leaf_handle, op_error,
+};
 
 /// Installs, updates and reads jatah's HTB trees through rtnetlink.
 ///
@@ -43,6 +45,15 @@ impl RootQdisc {
     fn is_jatah(&self) -> bool {
         self.kind == "htb" && self.handle == ROOT_HANDLE
     }
+}
+
+/// What is gone of an applied tree (see [`Shaper::missing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The root qdisc is not jatah's `htb 1:` any more: all of it.
+    Root,
+    /// This many of its classes.
+    Classes(usize),
 }
 
 /// A class of htb 1: as the kernel reports it.
@@ -81,6 +92,32 @@ impl Shaper {
         let report = self.apply(ifindex, tree)?;
         self.applied.insert(ifindex, tree.clone());
         Ok(report)
+    }
+
+    /// What is gone of the tree this shaper last put in force on `ifindex`
+    /// (someone replaced the root qdisc or deleted classes): None when all
+    /// of it is there, or when nothing was applied there. One dump of the
+    /// classes; nothing is changed.
+    pub fn missing(&mut self, ifindex: u32) -> Result<Option<Missing>, ShaperError> {
+        let Some(tree) = self.applied.get(&ifindex) else {
+            return Ok(None);
+        };
+        let wanted: Vec<u16> = std::iter::once(tree.default_class.minor)
+            .chain(tree.classes.iter().map(|c| c.minor))
+            .collect();
+        if !self.root_qdisc(ifindex)?.is_jatah() {
+            return Ok(Some(Missing::Root));
+        }
+        let have: HashSet<u16> = self.dump_classes(ifindex)?.iter().map(|c| c.minor).collect();
+        let gone = wanted.iter().filter(|m| !have.contains(m)).count()
+            + usize::from(!have.contains(&ROOT_CLASS));
+        Ok((gone > 0).then_some(Missing::Classes(gone)))
+    }
+
+    /// Forgets the tree applied on `ifindex`, so the next
+    /// [`Shaper::apply_changed`] compares with the kernel again.
+    pub fn forget(&mut self, ifindex: u32) {
+        self.applied.remove(&ifindex);
     }
 
     /// Installs jatah's tree on `ifindex`, or brings an installed one to

@@ -65,7 +65,7 @@ use std::fmt;
 
 use jatah_common::{HTB_MAJOR, ROOT_CLASS_MINOR, htb_class_id, htb_leaf_handle};
 
-pub use apply::Shaper;
+pub use apply::{Missing, Shaper};
 pub use error::ShaperError;
 use netlink::NlError;
 #[cfg(any(test, feature = "testkit"))]

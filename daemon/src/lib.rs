@@ -35,6 +35,9 @@ mod sys;
 pub mod bench;
 
 pub use cli::status::{plan as print_plan, print as print_status};
+pub use cli::tokens::{
+    append as append_token, check as check_tokens, list as list_tokens, revoke as revoke_token,
+};
 pub use http::auth::new_entry as new_token_entry;
 pub use lab::run_interactive as run_lab;
 pub use policy::{Policy, PolicyError, load as load_policy};

@@ -57,9 +57,12 @@ enum Command {
         /// Directory of the usage history database (SQLite).
         #[arg(long, env = "JATAH_DATA_DIR", default_value = "/var/lib/jatah")]
         data_dir: PathBuf,
-        /// API tokens file (TOML; see `jatah token new`). Without one the
-        /// API answers only /healthz, /metrics and /openapi.json.
-        /// Default: /etc/jatah/tokens.toml if it exists.
+        /// API tokens file (TOML; `jatah token new --append FILE` adds to
+        /// it). Only its owner may read it (mode 0600): a file group or
+        /// others may read or write is refused. It is read again when it
+        /// changes and on SIGHUP, so `jatah token revoke` takes effect
+        /// within 2 s. Without one the API answers only /healthz, /metrics
+        /// and /openapi.json. Default: /etc/jatah/tokens.toml if it exists.
         #[arg(long, env = "JATAH_TOKENS")]
         tokens: Option<PathBuf>,
         /// A DNS name the gateway is reached by (repeat, or comma-separate
@@ -97,7 +100,11 @@ enum Command {
         #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Manage API tokens.
+    /// Manage API tokens: add one (`new --append`), list, revoke.
+    ///
+    /// The tokens file holds only the tokens' SHA-256 hashes and must be
+    /// readable by its owner alone (mode 0600). A running jatah reads it
+    /// again when it changes, so changes take effect within 2 s.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Remove everything jatah put on the gateway: its programs, pinned maps
@@ -123,16 +130,113 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create a random token for a role and print the entry to add to the
-    /// tokens file (only its hash is stored) and the token to hand over.
+    /// Create a random token for a role.
+    ///
+    /// With --append FILE the entry (name, role and the token's SHA-256,
+    /// never the token) is added to FILE, created mode 0600 if missing, and
+    /// the token is printed on stdout, only there: hand it to its holder,
+    /// it is stored nowhere. A running jatah accepts it within 2 s:
+    ///
+    ///   jatah token new --role opd:dinkes --name "operator dinkes" --append /etc/jatah/tokens.toml
+    ///
+    /// Without --append the entry is printed on stdout and the token on
+    /// stderr, so a redirection of stdout never captures the token.
     New {
-        /// "admin" or "opd:<id>".
+        /// "admin" (everything) or "opd:<id>" (only that OPD's data).
         #[arg(long)]
         role: String,
-        /// Who holds it (shown in logs instead of the token).
+        /// Who holds it: shown in logs instead of the token, and the name
+        /// `jatah token revoke` takes. Unique within the file.
         #[arg(long)]
         name: String,
+        /// The tokens file to add the entry to (e.g. /etc/jatah/tokens.toml).
+        /// Refused if group or others may read or write it, if it does not
+        /// parse, or if NAME is in it already.
+        #[arg(long, value_name = "FILE")]
+        append: Option<PathBuf>,
     },
+    /// List the tokens in the tokens file: names and roles.
+    ///
+    /// Each entry's name, role and the first 8 hex digits of its token's
+    /// SHA-256 (the tokens themselves are stored nowhere). Warns of a token
+    /// left in plain text in a comment by `jatah token new >> FILE`.
+    List {
+        /// The tokens file.
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "JATAH_TOKENS",
+            default_value = "/etc/jatah/tokens.toml"
+        )]
+        tokens: PathBuf,
+    },
+    /// Revoke a token: remove the entry named NAME from the tokens file.
+    ///
+    /// The rest of the file (comments, other entries) stays as it was; the
+    /// file is replaced in one rename. A running jatah reads it again
+    /// within 2 s and answers the revoked token with 401: no restart. An
+    /// unknown NAME changes nothing and exits 1, listing the names there are.
+    Revoke {
+        /// The holder's name, as `jatah token list` shows it.
+        name: String,
+        /// The tokens file.
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "JATAH_TOKENS",
+            default_value = "/etc/jatah/tokens.toml"
+        )]
+        tokens: PathBuf,
+    },
+}
+
+/// `jatah token ...`.
+fn token_command(command: TokenCommand) -> ExitCode {
+    let result = match command {
+        TokenCommand::New {
+            role,
+            name,
+            append: Some(file),
+        } => jatah::append_token(&file, &name, &role).map(|token| {
+            println!("{token}");
+            eprintln!(
+                "added {name:?} ({role}) to {}; hand the printed token to {name}: it is stored nowhere",
+                file.display()
+            );
+        }),
+        TokenCommand::New {
+            role,
+            name,
+            append: None,
+        } => jatah::new_token_entry(&name, &role).map(|(token, entry)| {
+            print!("{entry}");
+            eprintln!(
+                "# Add the entry printed on stdout to the tokens file (`--append FILE` does it).\n\
+                 # Hand this token to {name} (it is stored nowhere):\n{token}"
+            );
+        }),
+        TokenCommand::List { tokens } => jatah::list_tokens(&tokens).map(|(table, notes)| {
+            print!("{table}");
+            for n in notes {
+                eprintln!("warning: {n}");
+            }
+        }),
+        TokenCommand::Revoke { name, tokens } => {
+            jatah::revoke_token(&tokens, &name).map(|role| {
+                println!(
+                    "revoked {name:?} ({role}) in {}; a jatah running with this file refuses it within 2 s",
+                    tokens.display()
+                );
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_logging() {
@@ -170,6 +274,21 @@ fn main() -> ExitCode {
             server_names,
         } => {
             init_logging();
+            let tokens = tokens.or_else(|| {
+                let default = PathBuf::from("/etc/jatah/tokens.toml");
+                default.exists().then_some(default)
+            });
+            // A tokens file others may read, or one that does not parse,
+            // stops jatah before anything else is looked at.
+            if let Some(path) = &tokens {
+                match jatah::check_tokens(path) {
+                    Ok(notes) => notes.iter().for_each(|n| eprintln!("warning: {n}")),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             if let Err(e) = jatah::require_privileges() {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
@@ -182,10 +301,7 @@ fn main() -> ExitCode {
                 bpffs,
                 run_dir,
                 data_dir,
-                tokens: tokens.or_else(|| {
-                    let default = PathBuf::from("/etc/jatah/tokens.toml");
-                    default.exists().then_some(default)
-                }),
+                tokens,
                 server_names,
             };
             let token = CancellationToken::new();
@@ -227,19 +343,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Token(TokenCommand::New { role, name }) => {
-            match jatah::new_token_entry(&name, &role) {
-                Ok((token, entry)) => {
-                    println!("# Add to the tokens file (e.g. /etc/jatah/tokens.toml):\n{entry}");
-                    println!("# Hand this token to {name} (it is not stored anywhere):\n# {token}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Token(command) => token_command(command),
         Command::Lab { seconds } => {
             init_logging();
             match jatah::run_lab(seconds) {

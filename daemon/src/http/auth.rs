@@ -1,8 +1,10 @@
 //! API access: bearer tokens with roles, from a file the admin controls.
 //! Tokens are stored only as SHA-256 hashes and compared in constant time.
+//! The file must be readable by its owner alone (mode 0600): a file group
+//! or others may read or write is refused, by the daemon and the CLI.
 //!
 //! ```toml
-//! # /etc/jatah/tokens.toml (create entries with `jatah token new`)
+//! # /etc/jatah/tokens.toml (add entries with `jatah token new --append`)
 //! anonymous_summary = false   # let anyone read /api/v1/opds and /api/v1/gateway
 //!
 //! [[token]]
@@ -16,7 +18,7 @@
 //! sha256 = "..."
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -44,11 +46,23 @@ impl Access {
     }
 }
 
-#[derive(Debug, Clone)]
-struct TokenEntry {
-    name: String,
-    role: Access,
-    hash: [u8; 32],
+impl std::fmt::Display for Access {
+    /// As the tokens file spells the role (`admin`, `opd:<id>`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Admin => f.write_str("admin"),
+            Access::Opd(id) => write!(f, "opd:{id}"),
+            Access::Anonymous => f.write_str("anonymous"),
+        }
+    }
+}
+
+/// One token as the file names it: who holds it, its role and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub name: String,
+    pub role: Access,
+    pub hash: [u8; 32],
 }
 
 /// The configured tokens.
@@ -57,6 +71,8 @@ pub struct Tokens {
     entries: Vec<TokenEntry>,
     /// Whether requests without a token may read the summary.
     pub anonymous_summary: bool,
+    /// The file they were loaded from (None: built in memory).
+    source: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,18 +113,49 @@ pub fn new_token() -> std::io::Result<String> {
     Ok(hex::encode(buf))
 }
 
-/// A new token for `role` and the tokens-file entry that accepts it.
+/// A new token for `role` and the tokens-file entry that accepts it. The
+/// entry holds the token's hash only, never the token.
 pub fn new_entry(name: &str, role: &str) -> Result<(String, String), String> {
     parse_role(role)?;
-    if name.trim().is_empty() || name.contains('"') {
-        return Err("--name must be non-empty and without quotes".into());
+    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err("--name must be 1 to 64 characters, without line breaks".into());
     }
     let token = new_token().map_err(|e| format!("reading /dev/urandom: {e}"))?;
     let entry = format!(
-        "[[token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+        "[[token]]\nname = {}\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+        toml::Value::String(name.into()),
         hex::encode(hash_token(&token))
     );
     Ok((token, entry))
+}
+
+/// Refuses a tokens file that group or others may read or write: a reader
+/// learns who holds which role and can try guessed tokens against the
+/// hashes offline; a writer can let anyone in.
+pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        return Err(format!(
+            "{}: mode {mode:04o} lets group or others read or write the tokens file; \
+             it must be readable by its owner alone: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a tokens file, refusing it unless only its owner may read it
+/// ([`check_private`]). The mode is read from the opened file, so it is
+/// the mode of the text that is read.
+pub fn read_private(path: &Path) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("{}: cannot read: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    check_private(path, &file.metadata().map_err(cannot)?)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot)?;
+    Ok(text)
 }
 
 fn parse_role(role: &str) -> Result<Access, String> {
@@ -132,11 +179,28 @@ fn parse_role(role: &str) -> Result<Access, String> {
 }
 
 impl Tokens {
-    /// Loads a tokens file; every problem names the file and the entry.
+    /// Loads a tokens file; every problem names the file and the entry. A
+    /// file group or others may read or write is refused.
     pub fn load(path: &Path) -> Result<Tokens, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let text = read_private(path)?;
+        let mut tokens = Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        tokens.source = Some(path.to_path_buf());
+        Ok(tokens)
+    }
+
+    /// The file these tokens were loaded from.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// The entries, in file order.
+    pub fn entries(&self) -> &[TokenEntry] {
+        &self.entries
+    }
+
+    /// The entry named `name`.
+    pub fn get(&self, name: &str) -> Option<&TokenEntry> {
+        self.entries.iter().find(|e| e.name == name)
     }
 
     pub fn parse(text: &str) -> Result<Tokens, String> {
@@ -154,6 +218,15 @@ impl Tokens {
             })?;
             let mut hash = [0u8; 32];
             hash.copy_from_slice(&raw);
+            if let Some(j) = entries.iter().position(|e: &TokenEntry| e.name == t.name) {
+                return Err(format!(
+                    "token #{} ({}): the name is already used by token #{}; names must be \
+                     unique (logs and `jatah token revoke` name tokens by them)",
+                    i + 1,
+                    t.name,
+                    j + 1
+                ));
+            }
             entries.push(TokenEntry {
                 name: t.name,
                 role,
@@ -163,6 +236,7 @@ impl Tokens {
         Ok(Tokens {
             entries,
             anonymous_summary: file.anonymous_summary,
+            source: None,
         })
     }
 
@@ -268,6 +342,47 @@ mod tests {
             "the file holds the hash, never the token"
         );
         assert!(new_entry("x", "superuser").is_err());
+    }
+
+    #[test]
+    fn names_are_unique_and_quoted_as_toml() {
+        let (_, a) = new_entry("noc", "admin").unwrap();
+        let (_, b) = new_entry("noc", "opd:dinkes").unwrap();
+        let e = Tokens::parse(&format!("{a}{b}")).unwrap_err();
+        assert!(e.contains("token #2 (noc)") && e.contains("already used by token #1"), "{e}");
+        let (token, entry) = new_entry("operator \"dinkes\" \\ 2", "opd:dinkes").unwrap();
+        let t = Tokens::parse(&entry).unwrap();
+        assert_eq!(t.entries()[0].name, "operator \"dinkes\" \\ 2");
+        assert!(t.authenticate(Some(&format!("Bearer {token}"))).is_ok());
+        assert!(new_entry("two\nlines", "admin").is_err());
+        assert!(new_entry(" ", "admin").is_err());
+    }
+
+    #[test]
+    fn a_tokens_file_group_or_others_may_read_or_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("jatah-auth-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.toml");
+        let (_, entry) = new_entry("noc", "admin").unwrap();
+        std::fs::write(&path, entry).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Tokens::load(&path).unwrap_err();
+            let file = path.display().to_string();
+            assert!(
+                e.starts_with(&format!("{file}: mode {mode:04o}"))
+                    && e.contains(&format!("`chmod 600 {file}`")),
+                "{e}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let t = Tokens::load(&path).unwrap();
+            assert_eq!(t.entries().len(), 1);
+            assert_eq!(t.source(), Some(path.as_path()));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

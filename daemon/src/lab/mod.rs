@@ -44,6 +44,8 @@ pub use testkit::{
 };
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -255,7 +257,13 @@ impl Lab {
                 &lab_opd_token(&o.id),
             );
         }
-        std::fs::write(lab.dir.join("tokens.toml"), tokens)?;
+        // Readable by its owner alone, as jatah requires of a tokens file.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(lab.dir.join("tokens.toml"))?
+            .write_all(tokens.as_bytes())?;
         Ok(lab)
     }
 

@@ -1,5 +1,5 @@
 //! The running daemon: start-up and shutdown, the state its tasks share,
-//! the one-second sampler, policy reloads and interface keeping.
+//! the one-second sampler, policy and tokens reloads and interface keeping.
 
 pub mod adapt;
 pub mod instance;
@@ -9,5 +9,6 @@ pub mod reload;
 mod run;
 pub mod sampler;
 pub mod state;
+pub mod tokens;
 
 pub use run::*;

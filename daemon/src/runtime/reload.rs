@@ -4,7 +4,8 @@
 //! state if anything fails, then publish. An invalid file changes nothing.
 //!
 //! Triggers: SIGHUP, a change of the policy file (polled, so an editor's
-//! save-by-rename is seen), and `POST /api/v1/policy/reload`.
+//! save-by-rename is seen), and `POST /api/v1/policy/reload`. The tokens
+//! file is watched alongside, by a task of its own ([`crate::runtime::tokens`]).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -196,8 +197,14 @@ fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
 
 /// Reloads on SIGHUP and when the policy file changes (checked every
 /// second; a change must hold still for one check, so a half-written file
-/// is not read).
+/// is not read). Starts the tokens file's watcher beside it.
 pub async fn watch(state: Arc<AppState>, path: PathBuf, shutdown: CancellationToken) {
+    // The tokens file, on the same triggers, in its own task: a slow policy
+    // reload must not hold up a revocation.
+    tokio::spawn(crate::runtime::tokens::watch(
+        state.clone(),
+        shutdown.clone(),
+    ));
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),

@@ -12,6 +12,7 @@
 //! | [`Diagnosis`] | the sampler (verdicts), reloads (thresholds) | API, metrics, status page |
 //! | [`History`] | the sampler (minutes, events) | API, status page |
 //! | [`KernelStatus`] | the link keeper, failing kernel operations | metrics, sampler |
+//! | [`TokenCell`] | start-up, the tokens watcher (`runtime::tokens`) | every request |
 //! | `control` | reloads and the link keeper, one at a time | — |
 //! | `reloads` | reloads | API, metrics |
 
@@ -29,7 +30,7 @@ use crate::diagnosis::Engine;
 use crate::diagnosis::probe::Prober;
 use crate::gateway::Interfaces;
 use crate::history::HistoryStore;
-use crate::http::auth::Tokens;
+use crate::http::auth::{Access, AuthError, Tokens};
 use crate::policy::Policy;
 use crate::runtime::rates::{RateTable, WindowRates};
 use crate::shaper::{ClassStats, Shaper};
@@ -116,6 +117,53 @@ impl PolicyCell {
     /// Retired slots that may be reused now (each is handed out once).
     pub fn take_reusable(&self) -> BTreeSet<u32> {
         std::mem::take(&mut *lock(&self.exported_retired))
+    }
+}
+
+/// The API tokens in force, swapped whole when the tokens file changes: a
+/// request checks its token against one version, never a mix.
+#[derive(Debug, Default)]
+pub struct TokenCell {
+    tokens: RwLock<Arc<Tokens>>,
+}
+
+impl TokenCell {
+    pub fn new(tokens: Tokens) -> Self {
+        TokenCell {
+            tokens: RwLock::new(Arc::new(tokens)),
+        }
+    }
+
+    /// The tokens in force.
+    pub fn current(&self) -> Arc<Tokens> {
+        read_copy(&self.tokens)
+    }
+
+    /// Makes `tokens` the ones in force; returns those they replace.
+    pub fn replace(&self, tokens: Tokens) -> Arc<Tokens> {
+        std::mem::replace(&mut *write(&self.tokens), Arc::new(tokens))
+    }
+
+    /// [`Tokens::authenticate`] against the tokens in force.
+    pub fn authenticate(
+        &self,
+        header: Option<&str>,
+    ) -> Result<(Access, Option<String>), AuthError> {
+        self.current().authenticate(header)
+    }
+
+    /// Whether requests without a token may read the summary.
+    pub fn anonymous_summary(&self) -> bool {
+        self.current().anonymous_summary
+    }
+
+    /// Adds a token to those in force (tests).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn add(&self, name: &str, role: Access, token: &str) {
+        let mut guard = write(&self.tokens);
+        let mut next = (**guard).clone();
+        next.add(name, role, token);
+        *guard = Arc::new(next);
     }
 }
 
@@ -395,7 +443,7 @@ impl Traffic {
 pub struct AppState {
     /// Set once the data path is attached and the HTB trees are in force.
     pub ready: AtomicBool,
-    pub tokens: Tokens,
+    pub tokens: TokenCell,
     pub policy: PolicyCell,
     /// The pinned counter maps; read by the sampler once a second and by
     /// each scrape (None in tests without a kernel).
@@ -481,7 +529,7 @@ impl StateBuilder {
         }
         AppState {
             ready: AtomicBool::new(false),
-            tokens: self.tokens,
+            tokens: TokenCell::new(self.tokens),
             policy: PolicyCell::new(self.view),
             counters: self.counters,
             traffic: Traffic::default(),

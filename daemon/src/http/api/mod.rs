@@ -69,7 +69,7 @@ pub fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> 
 /// where the admin allowed anonymous reads.
 pub(crate) fn summary_access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
     let access = access(state, headers)?;
-    if access == Access::Anonymous && !state.tokens.anonymous_summary {
+    if access == Access::Anonymous && !state.tokens.anonymous_summary() {
         return Err(Problem::token_required());
     }
     Ok(access)

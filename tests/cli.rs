@@ -187,6 +187,11 @@ fn the_systemd_unit_is_valid() {
         "CAP_PERFMON",
         "ProtectSystem=strict",
         "StateDirectory=jatah",
+        "Type=notify",
+        "Restart=always",
+        "UMask=0077",
+        "LimitNOFILE=",
+        "SystemCallFilter=@system-service bpf",
     ] {
         assert!(unit.contains(cap), "the unit lacks {cap}");
     }
@@ -213,5 +218,21 @@ fn the_systemd_unit_is_valid() {
         out.status.success() && report.trim().is_empty(),
         "systemd-analyze verify: {report}"
     );
+    // Its exposure as systemd scores it (0 best, 10 worst; the README
+    // quotes it): "OK" is below 4.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for jatah.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    eprintln!("systemd-analyze security: exposure {score}");
+    assert!(score < 4.0, "the unit's exposure is {score}:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -177,6 +177,8 @@ fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
     let _one = one_lab_at_a_time();
     let mut lab = build("jt-late");
     lab.delete_lan().unwrap();
+    // A service manager's notify socket: nothing comes before attaching.
+    let notify = NotifySocket::bind(&lab.dir().join("notify.sock"));
     lab.spawn_daemon(jatah()).unwrap();
     wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         lab.daemon_log()
@@ -187,10 +189,30 @@ fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
     assert!(log.contains("lan0"), "the log names the interface: {log}");
     assert!(lab.daemon_running(), "jatah waits rather than exits");
     assert!(!attached(&lab, LAN.0, LAN.1));
+    // A reload while it waits reads the policy again; it does not end it.
+    let pid = lab.daemon_pid().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        lab.daemon_log().contains("SIGHUP: policy read again")
+    });
+    assert!(
+        lab.daemon_running(),
+        "SIGHUP while waiting: {}",
+        lab.daemon_log()
+    );
+    assert!(lab.daemon_log().contains("SIGHUP: policy read again"));
+    assert_eq!(notify.pending(), None, "not READY while waiting");
 
     lab.create_lan().unwrap();
     let took = seconds_until_attached(&lab, LAN);
     eprintln!("lan0 created after start: attached after {took:?} s");
+    // systemd hears READY only now (Type=notify).
+    let ready = notify.recv_timeout(Duration::from_secs(10));
+    assert!(
+        ready.as_deref().is_some_and(|m| m.starts_with("READY=1")),
+        "READY after attaching: {ready:?}"
+    );
     assert!(
         took.is_some_and(|s| s <= 5.0),
         "{took:?}\n{}",
@@ -201,6 +223,33 @@ fn an_interface_created_after_jatah_starts_is_attached_within_5_s() {
     });
     assert_eq!(lab.http_get("/healthz").unwrap().0, 200);
     assert_enforced(&lab, Direction::Download);
+}
+
+/// A datagram socket standing in for systemd's `$NOTIFY_SOCKET` (the lab
+/// passes its path to jatah when it exists).
+struct NotifySocket(std::os::unix::net::UnixDatagram);
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        NotifySocket(std::os::unix::net::UnixDatagram::bind(path).unwrap())
+    }
+
+    /// The next message, or None after `limit`.
+    fn recv_timeout(&self, limit: Duration) -> Option<String> {
+        self.0.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 512];
+        let n = self.0.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// A message already waiting, without blocking.
+    fn pending(&self) -> Option<String> {
+        self.0.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        let got = self.0.recv(&mut buf).ok();
+        self.0.set_nonblocking(false).unwrap();
+        got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
 }
 
 /// A small tmpfs mounted over the lab's history directory, unmounted on

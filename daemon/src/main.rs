@@ -273,6 +273,9 @@ fn main() -> ExitCode {
             tokens,
             server_names,
         } => {
+            // A reload (SIGHUP) may come at any moment; `run` handles it
+            // once its runtime is up.
+            jatah::ignore_hangup();
             init_logging();
             let tokens = tokens.or_else(|| {
                 let default = PathBuf::from("/etc/jatah/tokens.toml");

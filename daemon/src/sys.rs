@@ -31,6 +31,14 @@ fn count_or_errno(rc: isize) -> io::Result<usize> {
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
+/// Ignores SIGHUP until a handler takes it over: its default action ends
+/// the process, and a reload can come at any moment after start.
+pub fn ignore_hangup() {
+    // SAFETY: installs the predefined SIG_IGN disposition; no handler
+    // code runs.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
 /// Raises the soft limit on open files to the hard one (systemd and most
 /// shells start services at 1024): (soft limit before, soft limit now).
 pub(crate) fn raise_open_files_limit() -> io::Result<(u64, u64)> {

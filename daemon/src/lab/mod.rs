@@ -506,6 +506,12 @@ impl Lab {
             .arg("--tokens")
             .arg(self.dir.join("tokens.toml"))
             .env("RUST_LOG", "info")
+            .envs(
+                // A test standing in for systemd binds this socket first.
+                Some(self.dir.join("notify.sock"))
+                    .filter(|p| p.exists())
+                    .map(|p| ("NOTIFY_SOCKET", p)),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

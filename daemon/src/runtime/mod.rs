@@ -4,6 +4,7 @@
 pub mod adapt;
 pub mod instance;
 pub mod links;
+pub mod notify;
 pub mod rates;
 pub mod reload;
 mod run;

@@ -40,8 +40,13 @@ pub struct RunOptions {
 /// Runs the daemon until `shutdown` fires. A policy or interface problem is
 /// reported before anything on the gateway is touched.
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
+    // SIGHUP's default action ends the process: take it over before
+    // anything else (main ignores it until now), so `systemctl reload`
+    // while jatah waits for an interface reads the policy again instead.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let file = opts.policy.display().to_string();
-    let policy = crate::policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut policy = crate::policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(policy = %file, summary = %policy.summary(), "policy valid");
 
     let tokens = match &opts.tokens {
@@ -63,10 +68,27 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let _lock = crate::runtime::instance::acquire(&opts.run_dir).map_err(anyhow::Error::msg)?;
     // What waiting cannot fix is reported at once.
     crate::datapath::ensure_bpffs(&opts.bpffs)?;
-    let Some(ifaces) = wait_for_interfaces(&policy, &file, &shutdown).await? else {
-        info!("stopped while waiting for interfaces; nothing was changed");
-        return Ok(());
+    let ifaces = loop {
+        tokio::select! {
+            found = wait_for_interfaces(&policy, &file, &shutdown) => match found? {
+                Some(ifaces) => break ifaces,
+                None => {
+                    info!("stopped while waiting for interfaces; nothing was changed");
+                    return Ok(());
+                }
+            },
+            _ = hup.recv() => match crate::policy::load(&opts.policy) {
+                Ok(p) => {
+                    info!(policy = %file, summary = %p.summary(), "SIGHUP: policy read again");
+                    policy = p;
+                }
+                Err(e) => warn!(
+                    "SIGHUP: the policy file has errors; still waiting with the one read before:\n{e}"
+                ),
+            },
+        }
     };
+    drop(hup);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -170,6 +192,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         tokio::spawn(async move { prober.run(stop).await });
     }
     state.ready.store(true, Ordering::Release);
+    crate::runtime::notify::notify(&format!(
+        "READY=1\nSTATUS=shaping {} OPDs on {} (download) and {} (upload)",
+        policy.opds.len(),
+        ifaces.lan_device.name,
+        ifaces.wan.name
+    ));
     info!(
         wan = %ifaces.wan.name,
         lan = %ifaces.lan_device.name,
@@ -195,6 +223,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     });
     let app = http::for_names(http::router(state), &names);
     http::serve("api", listener, app, shutdown.clone()).await;
+    crate::runtime::notify::notify("STOPPING=1");
     shutdown.cancel();
     if let Some(status) = status {
         status.await.context("status page server")?;

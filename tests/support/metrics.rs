@@ -28,7 +28,7 @@ pub const CORE: [&str; 18] = [
 
 /// The rest: reload timing, history, data path health, and the diagnosis
 /// stage's states, round trips and probes.
-pub const MORE: [&str; 21] = [
+pub const MORE: [&str; 24] = [
     "jatah_policy_last_reload_duration_seconds",
     "jatah_history_available",
     "jatah_datapath_unparsed_packets_total",
@@ -50,6 +50,9 @@ pub const MORE: [&str; 21] = [
     "jatah_opd_tcp_retransmissions_total",
     "jatah_gateway_download_effective_capacity_bytes_per_second",
     "jatah_gateway_upload_effective_capacity_bytes_per_second",
+    "jatah_interface_attached",
+    "jatah_kernel_repairs_total",
+    "jatah_kernel_errors_total",
 ];
 
 /// Present only while the uplink delivers less than asked of it (a

@@ -277,11 +277,21 @@ fn daemon_families(state: &AppState) -> Vec<MetricFamily> {
                     .collect(),
             ));
         }
-        let repairs = state.kernel.repairs();
+        let attached = state.kernel.attached();
+        // Every shaped interface and kind of repair from the first scrape,
+        // at zero until one happens, so the first repair is an increase.
+        let mut repairs = state.kernel.repairs();
+        for iface in attached.keys() {
+            for what in crate::runtime::links::REPAIRS {
+                repairs
+                    .entry((what.to_string(), iface.clone()))
+                    .or_insert(0);
+            }
+        }
         if !repairs.is_empty() {
             out.push(family(
                 "jatah_kernel_repairs_total",
-                "Parts of jatah's data path found gone from an interface (root qdisc, classes, classifier links) and put back, by interface and what (each is also logged).",
+                "Parts of jatah's data path found gone from an interface and put back, by interface and what: root_qdisc (replaced), class (deleted), classifier (detached). Each is also logged.",
                 Kind::Counter,
                 repairs
                     .iter()
@@ -294,7 +304,6 @@ fn daemon_families(state: &AppState) -> Vec<MetricFamily> {
                     .collect(),
             ));
         }
-        let attached = state.kernel.attached();
         if !attached.is_empty() {
             out.push(family(
                 "jatah_interface_attached",

@@ -19,6 +19,9 @@ use crate::policy::Direction;
 use crate::runtime::state::{AppState, Controller, lock};
 use crate::shaper::Missing;
 
+/// What the keeper repairs, as `jatah_kernel_repairs_total` names it.
+pub const REPAIRS: [&str; 3] = ["root_qdisc", "class", "classifier"];
+
 /// How often interfaces are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to re-attach.

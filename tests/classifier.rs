@@ -899,3 +899,39 @@ fn with_lanes_small_and_urgent_packets_take_the_interactive_lane() {
     fx.dp.set_lanes(true).unwrap();
     assert_eq!(down(&fx, &other), htb_priority(DEFAULT_CLASS_MINOR));
 }
+
+#[test]
+fn a_later_ipv4_fragment_is_never_read_as_a_tcp_header() {
+    use jatah_common::{SIDE_WAN, bulk_lane_minor, interactive_lane_minor};
+    let mut fx = fixture();
+    fx.dp.set_lanes(true).unwrap();
+    fx.dp.set_rtt_tracking(true).unwrap();
+    let slot = fx.slot("dinkes");
+    // The middle of someone's payload that happens to look like a TCP
+    // header from port 53 (DNS), and like a SYN.
+    let later = |mut f: Vec<u8>| {
+        f[14 + 6..14 + 8].copy_from_slice(&0x00b9u16.to_be_bytes()); // offset 185 * 8
+        f
+    };
+    let dns_like = tcp4(INTERNET, DINKES_HOST, 53, 40000, ACK, 900);
+    assert_eq!(
+        fx.down(&dns_like).priority,
+        htb_priority(interactive_lane_minor(slot)),
+        "as a first fragment it is DNS"
+    );
+    assert_eq!(
+        fx.down(&later(dns_like)).priority,
+        htb_priority(bulk_lane_minor(slot)),
+        "a later fragment is bulk: its ports are payload"
+    );
+    // Still counted as dinkes's.
+    assert!(fx.dp.counters(slot).unwrap().packets[jatah_common::DOWNLOAD] >= 2);
+    // Nor timed as a handshake.
+    let syn = tcp4(DINKES_HOST, INTERNET, 40000, 443, SYN, 0);
+    fx.run(
+        program_names::UPLOAD_MARK,
+        &later(syn),
+        SkbContext::default(),
+    );
+    assert_eq!(fx.dp.rtt(slot, SIDE_WAN).unwrap().started, 0);
+}

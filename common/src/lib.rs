@@ -588,6 +588,8 @@ pub mod program_names {
     pub const UPLOAD_MARK: &str = "jatah_ul_mark";
     /// WAN egress: classifies upload by mark (or source address).
     pub const UPLOAD: &str = "jatah_ul";
+    /// [`UPLOAD`] for a WAN without a link layer (PPP, WireGuard, tun).
+    pub const UPLOAD_L3: &str = "jatah_ul_l3";
 }
 
 /// Entries of the address cache, per CPU (a power of two: the index is the

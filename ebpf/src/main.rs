@@ -36,7 +36,9 @@ use jatah_common::{
 
 mod parse;
 
-use parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, Linear, ParseError, header_len, parse};
+use parse::{
+    Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, Linear, ParseError, header_len, parse, parse_l3,
+};
 
 /// Let the next program (or the qdisc) decide; never drop.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -629,10 +631,24 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
 /// source address (a gateway that does not masquerade).
 #[classifier]
 pub fn jatah_ul(ctx: TcContext) -> i32 {
-    let h = match parse(&ctx, true) {
-        Ok(h) => h,
-        Err(e) => return parse_failed(&ctx, UPLOAD, e),
-    };
+    match parse(&ctx, true) {
+        Ok(h) => upload(&ctx, h),
+        Err(e) => parse_failed(&ctx, UPLOAD, e),
+    }
+}
+
+/// [`jatah_ul`] for a WAN without a link layer (PPP/PPPoE, WireGuard,
+/// tun, raw-IP modems): its packets start with the IP header.
+#[classifier]
+pub fn jatah_ul_l3(ctx: TcContext) -> i32 {
+    match parse_l3(&ctx, true) {
+        Ok(h) => upload(&ctx, h),
+        Err(e) => parse_failed(&ctx, UPLOAD, e),
+    }
+}
+
+#[inline(always)]
+fn upload(ctx: &TcContext, h: Headers) -> i32 {
     let bytes = wire_bytes(&ctx, &h);
     let cfg = config();
     // SAFETY: reading a field of the context.

@@ -12,6 +12,11 @@ pub(crate) const ETH_P_8021Q: u16 = 0x8100;
 pub(crate) const ETH_P_8021AD: u16 = 0x88a8;
 pub(crate) const IPPROTO_TCP: u8 = 6;
 pub(crate) const IPPROTO_UDP: u8 = 17;
+/// [`Headers::l4_proto`] of an IPv4 fragment after the first: it carries
+/// no transport header, so nothing may read ports or TCP fields from it
+/// (its first bytes are the middle of someone's payload). 255 is reserved
+/// by IANA and never a real protocol.
+pub(crate) const LATER_FRAGMENT: u8 = 255;
 
 pub(crate) enum ParseError {
     /// Not IPv4/IPv6 (ARP, LLDP, ...).
@@ -75,13 +80,27 @@ fn byte<F: Frame>(f: &F, off: usize) -> Result<u8, ParseError> {
     f.read::<u8>(off).ok_or(ParseError::Malformed)
 }
 
+/// `L2`: the frame starts with an Ethernet header (else with the IP
+/// header: PPP, WireGuard, tun and other interfaces without a link layer).
 #[inline(always)]
-fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
-    let mut ethertype = be16(f, 12)?;
-    let mut off = ETH_HLEN;
+fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
+    let (mut ethertype, mut off) = if L2 {
+        (be16(f, 12)?, ETH_HLEN)
+    } else {
+        // No link layer: the IP version says which header this is. Every
+        // IP packet holds 20 bytes; reading them at once also proves them
+        // to the verifier (a one-byte read at offset 0 compiles to a bounds
+        // check it cannot use).
+        let first: [u8; 20] = f.read(0).ok_or(ParseError::Malformed)?;
+        match first[0] >> 4 {
+            4 => (ETH_P_IP, 0),
+            6 => (ETH_P_IPV6, 0),
+            _ => return Err(ParseError::NonIp),
+        }
+    };
     // Up to two in-band tags (802.1ad outer + 802.1Q inner). A tag the NIC
     // already stripped into skb metadata is simply not in the payload.
-    if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
+    if L2 && (ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q) {
         ethertype = be16(f, off + 2)?;
         off += 4;
         if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
@@ -101,6 +120,13 @@ fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
             // this order the compiler cannot fold one bounds check into
             // another in a way the verifier could not follow.
             let l4_proto = byte(f, off + 9)?;
+            // A later fragment's payload starts where its first one left
+            // off: no transport header here.
+            let l4_proto = if be16(f, off + 6)? & 0x1fff != 0 {
+                LATER_FRAGMENT
+            } else {
+                l4_proto
+            };
             let a: [u8; 4] = f
                 .read(off + if by_source { 12 } else { 16 })
                 .ok_or(ParseError::Malformed)?;
@@ -153,13 +179,26 @@ fn parse_with<F: Frame>(f: &F, by_source: bool) -> Result<Headers, ParseError> {
     }
 }
 
+/// The headers of an Ethernet frame.
 #[inline(always)]
 pub(crate) fn parse(ctx: &TcContext, by_source: bool) -> Result<Headers, ParseError> {
-    match parse_with(&Linear(ctx), by_source) {
+    parse_at::<true>(ctx, by_source)
+}
+
+/// The headers of a packet on an interface without a link layer (it
+/// starts with its IP header).
+#[inline(always)]
+pub(crate) fn parse_l3(ctx: &TcContext, by_source: bool) -> Result<Headers, ParseError> {
+    parse_at::<false>(ctx, by_source)
+}
+
+#[inline(always)]
+fn parse_at<const L2: bool>(ctx: &TcContext, by_source: bool) -> Result<Headers, ParseError> {
+    match parse_with::<_, L2>(&Linear(ctx), by_source) {
         Ok(h) => Ok(h),
         // Headers beyond the linear part: read them the slow way.
         Err(ParseError::Malformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
-            parse_with(&Loaded(ctx), by_source)
+            parse_with::<_, L2>(&Loaded(ctx), by_source)
         }
         Err(e) => Err(e),
     }

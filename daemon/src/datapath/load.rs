@@ -72,6 +72,7 @@ impl Datapath {
             program_names::DOWNLOAD,
             program_names::UPLOAD_MARK,
             program_names::UPLOAD,
+            program_names::UPLOAD_L3,
             "jatah_empty",
         ] {
             self.classifier_mut(name)?
@@ -348,12 +349,8 @@ impl Datapath {
     /// and new links made.
     pub fn attach_on(&mut self, at: &Attachment, only: Option<&str>) -> Result<(), DatapathError> {
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        for (prog, iface, kind) in [
-            (program_names::DOWNLOAD, &at.lan, TcAttachType::Egress),
-            (program_names::UPLOAD_MARK, &at.lan, TcAttachType::Ingress),
-            (program_names::UPLOAD, &at.wan, TcAttachType::Egress),
-        ] {
-            if only.is_some_and(|o| o != iface.as_str()) {
+        for (prog, iface, kind) in at.programs() {
+            if only.is_some_and(|o| o != iface) {
                 continue;
             }
             if tcx {
@@ -384,12 +381,8 @@ impl Datapath {
         if !tcx {
             return Ok(gone);
         }
-        for (prog, on, kind) in [
-            (program_names::DOWNLOAD, &at.lan, TcAttachType::Egress),
-            (program_names::UPLOAD_MARK, &at.lan, TcAttachType::Ingress),
-            (program_names::UPLOAD, &at.wan, TcAttachType::Egress),
-        ] {
-            if on.as_str() != iface {
+        for (prog, on, kind) in at.programs() {
+            if on != iface {
                 continue;
             }
             let ours = self

@@ -124,6 +124,27 @@ pub struct Attachment {
     pub lan: String,
     /// WAN interface (upload HTB; `jatah_ul` on egress).
     pub wan: String,
+    /// The WAN has no link layer: `jatah_ul_l3` instead of `jatah_ul`.
+    pub wan_l3: bool,
+}
+
+impl Attachment {
+    /// Each classifier jatah puts on these interfaces: (program, interface,
+    /// hook).
+    pub fn programs(&self) -> [(&'static str, &str, aya::programs::TcAttachType); 3] {
+        use aya::programs::TcAttachType;
+        use jatah_common::program_names;
+        let upload = if self.wan_l3 {
+            program_names::UPLOAD_L3
+        } else {
+            program_names::UPLOAD
+        };
+        [
+            (program_names::DOWNLOAD, &self.lan, TcAttachType::Egress),
+            (program_names::UPLOAD_MARK, &self.lan, TcAttachType::Ingress),
+            (upload, &self.wan, TcAttachType::Egress),
+        ]
+    }
 }
 
 /// Removes everything jatah pinned under `bpffs` (links first, which

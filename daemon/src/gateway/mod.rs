@@ -16,7 +16,6 @@
 //! whose id takes its place, and `jatah plan` says so before it happens.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use jatah_common::{
     DEFAULT_CLASS_MINOR, GROUP_MINOR_BASE, GROUP_MINORS, bulk_lane_minor, interactive_lane_minor,
@@ -24,7 +23,7 @@ use jatah_common::{
 };
 use tracing::info;
 
-use crate::datapath::{Attachment, Datapath, OpdPrefixes, prefixes_of};
+use crate::datapath::{Datapath, OpdPrefixes, prefixes_of};
 use crate::policy::{Direction, LeafQdisc as PolicyLeaf, MAX_GROUPS, Policy, Shaping};
 use crate::shaper::{ClassSpec, ClassStats, HtbTree, Leaf, LeafQdisc, ROOT_CLASS, Shaper};
 
@@ -32,119 +31,9 @@ use crate::shaper::{ClassSpec, ClassStats, HtbTree, Leaf, LeafQdisc, ROOT_CLASS,
 // clear the OPD classes and fit the leaf minors is asserted in common).
 const _: () = assert!(MAX_GROUPS <= GROUP_MINORS as usize);
 
-/// An interface jatah works on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
-    pub name: String,
-    pub ifindex: u32,
-}
+mod interfaces;
 
-/// The interfaces a policy names, resolved on this host.
-#[derive(Debug, Clone)]
-pub struct Interfaces {
-    pub wan: Interface,
-    /// Where download is shaped and the LAN programs attach: the LAN
-    /// interface itself, or the trunk under its VLAN subinterfaces.
-    pub lan_device: Interface,
-}
-
-impl Interfaces {
-    pub fn attachment(&self) -> Attachment {
-        Attachment {
-            lan: self.lan_device.name.clone(),
-            wan: self.wan.name.clone(),
-        }
-    }
-}
-
-/// Errors that stop jatah from putting a policy into force.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    #[error("{file}: interface {name:?} ({key}) does not exist on this host")]
-    NoSuchInterface {
-        file: String,
-        name: String,
-        key: &'static str,
-    },
-    #[error(
-        "{file}: gateway.lan names interfaces on different devices ({0}); jatah shapes all OPDs \
-         of a direction in one HTB tree, so the LAN interfaces must be VLAN subinterfaces of \
-         one trunk (or one interface, e.g. a bridge)",
-        devices.join(", ")
-    )]
-    SeveralLanDevices { file: String, devices: Vec<String> },
-    #[error(transparent)]
-    Datapath(#[from] crate::datapath::DatapathError),
-    #[error(transparent)]
-    Shaper(#[from] crate::shaper::ShaperError),
-}
-
-pub(crate) fn ifindex(name: &str) -> Option<u32> {
-    crate::sys::interface_index(name)
-}
-
-/// The device under a VLAN subinterface (its `lower_*` link in sysfs), or
-/// the interface itself.
-fn shaping_device(name: &str) -> String {
-    let dir = PathBuf::from("/sys/class/net").join(name);
-    let is_vlan = Path::new(&format!("/proc/net/vlan/{name}")).exists()
-        || std::fs::read_to_string(dir.join("uevent"))
-            .map(|u| u.lines().any(|l| l == "DEVTYPE=vlan"))
-            .unwrap_or(false);
-    if is_vlan && let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if let Some(lower) = n.strip_prefix("lower_") {
-                return shaping_device(lower);
-            }
-        }
-    }
-    name.to_string()
-}
-
-/// Resolves the policy's interfaces on this host (the check `jatah check`
-/// cannot do).
-pub fn resolve_interfaces(policy: &Policy, file: &str) -> Result<Interfaces, GatewayError> {
-    let wan_name = &policy.gateway.wan;
-    let wan = Interface {
-        name: wan_name.clone(),
-        ifindex: ifindex(wan_name).ok_or_else(|| GatewayError::NoSuchInterface {
-            file: file.to_string(),
-            name: wan_name.clone(),
-            key: "gateway.wan",
-        })?,
-    };
-    let mut devices: Vec<String> = Vec::new();
-    for lan in &policy.gateway.lan {
-        if ifindex(lan).is_none() {
-            return Err(GatewayError::NoSuchInterface {
-                file: file.to_string(),
-                name: lan.clone(),
-                key: "gateway.lan",
-            });
-        }
-        let dev = shaping_device(lan);
-        if !devices.contains(&dev) {
-            devices.push(dev);
-        }
-    }
-    if devices.len() != 1 {
-        return Err(GatewayError::SeveralLanDevices {
-            file: file.to_string(),
-            devices,
-        });
-    }
-    let name = devices.remove(0);
-    let lan_device = Interface {
-        ifindex: ifindex(&name).ok_or_else(|| GatewayError::NoSuchInterface {
-            file: file.to_string(),
-            name: name.clone(),
-            key: "gateway.lan (trunk)",
-        })?,
-        name,
-    };
-    Ok(Interfaces { wan, lan_device })
-}
+pub use interfaces::*;
 
 /// The OPDs as the data path sees them.
 pub fn opd_prefixes(policy: &Policy) -> Vec<OpdPrefixes> {

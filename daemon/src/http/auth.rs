@@ -133,11 +133,17 @@ pub fn new_entry(name: &str, role: &str) -> Result<(String, String), String> {
 /// learns who holds which role and can try guessed tokens against the
 /// hashes offline; a writer can let anyone in.
 pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    check_owner_only(path, meta, "the tokens file")
+}
+
+/// Refuses a secret file (`what`: "the tokens file", "the private key")
+/// that group or others may read or write.
+pub fn check_owner_only(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let mode = meta.mode() & 0o7777;
     if mode & 0o066 != 0 {
         return Err(format!(
-            "{}: mode {mode:04o} lets group or others read or write the tokens file; \
+            "{}: mode {mode:04o} lets group or others read or write {what}; \
              it must be readable by its owner alone: run `chmod 600 {}`",
             path.display(),
             path.display()

@@ -39,6 +39,7 @@ pub use cli::tokens::{
     append as append_token, check as check_tokens, list as list_tokens, revoke as revoke_token,
 };
 pub use http::auth::new_entry as new_token_entry;
+pub use http::tls::TlsFiles;
 pub use lab::run_interactive as run_lab;
 pub use policy::{Policy, PolicyError, load as load_policy};
 pub use runtime::{RunOptions, down, require_privileges, run, shutdown_on_signal};

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod status_page;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -107,11 +108,29 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// deadline for request headers, the connection caps and idle deadline of
 /// [`conn`], and every request carries the client's address
 /// (`ConnectInfo<SocketAddr>`). `name` names the listener in logs.
+#[cfg_attr(not(feature = "testkit"), allow(dead_code))]
 pub async fn serve(
     name: &'static str,
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: tokio_util::sync::CancellationToken,
+) {
+    serve_tls(name, listener, app, shutdown, None).await
+}
+
+/// A connection's byte stream, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// [`serve`], over TLS when `tls` is given (see [`tls`]): each
+/// connection's handshake runs in its place under the caps, counts as its
+/// activity and gets [`tls::HANDSHAKE_TIMEOUT`]; a failed one closes it.
+pub async fn serve_tls(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt as _;
@@ -122,6 +141,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let handshakes = Arc::new(tls::Failures::new(name));
     let caps = conn::Caps::new(conn::MAX_CONNECTIONS, conn::MAX_PER_SOURCE);
     let refusals = std::sync::Arc::new(conn::RefusalLog::new(Duration::from_secs(10)));
     loop {
@@ -174,13 +196,29 @@ pub async fn serve(
                     response
                 }
             });
-        let io = TokioIo::new(conn::Watched::new(stream, activity.clone()));
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watched = conn::Watched::new(stream, activity.clone());
+        // Taken now, so a shutdown waits for a connection still in its
+        // handshake (which ends early when shutdown fires).
+        let watcher = graceful.watcher();
+        let (builder, acceptor, handshakes) =
+            (builder.clone(), acceptor.clone(), handshakes.clone());
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let io: Box<dyn Stream> = match acceptor {
+                None => Box::new(watched),
+                Some(acceptor) => match tls::accept(&acceptor, watched, &stop).await {
+                    Ok(tls) => Box::new(tls),
+                    Err(why) => {
+                        handshakes.note(peer, &why);
+                        return;
+                    }
+                },
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let conn = watcher.watch(conn);
             tokio::pin!(conn);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {

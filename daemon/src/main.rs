@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `Run`'s options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate a policy file; no root needed, nothing is changed.
@@ -76,6 +78,54 @@ enum Command {
             value_delimiter = ','
         )]
         server_names: Vec<String>,
+        /// Serve the status page (--status-listen) over HTTPS with this
+        /// certificate, so token links work from outside with no proxy in
+        /// front (https://NAME:9477/status#token=...). A PEM file: the
+        /// server's certificate first, then its intermediates (certbot's
+        /// fullchain.pem). Get one from your CA, or from Let's Encrypt for
+        /// the gateway's public DNS name NAME, e.g. `certbot certonly
+        /// --standalone -d NAME` (needs port 80 reachable from outside), and
+        /// give NAME with --server-name too, or requests for it get 421.
+        /// The port then speaks HTTPS only, to the offices too. Needs
+        /// --status-tls-key. Read again when the file changes and on
+        /// SIGHUP: a renewed certificate needs no restart.
+        #[arg(
+            long,
+            env = "JATAH_STATUS_TLS_CERT",
+            value_name = "FILE",
+            requires_all = ["status_tls_key", "status_listen"]
+        )]
+        status_tls_cert: Option<PathBuf>,
+        /// The private key of --status-tls-cert (PEM: PKCS#8, RSA or EC;
+        /// unencrypted), e.g. certbot's privkey.pem. Only its owner may
+        /// read it (mode 0600): a key group or others may read is refused.
+        #[arg(
+            long,
+            env = "JATAH_STATUS_TLS_KEY",
+            value_name = "FILE",
+            requires = "status_tls_cert"
+        )]
+        status_tls_key: Option<PathBuf>,
+        /// Serve --listen (the API, /metrics, /healthz) over HTTPS with
+        /// this certificate (PEM, as --status-tls-cert), for an API reached
+        /// across a network. Needs --tls-key. Prometheus then scrapes with
+        /// `scheme: https`; `jatah status` and `jatah plan` speak plain
+        /// HTTP only.
+        #[arg(
+            long,
+            env = "JATAH_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (as --status-tls-key; mode 0600).
+        #[arg(
+            long,
+            env = "JATAH_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
     },
     /// Print a table of OPDs: allocation, current rate, percent of ceiling,
     /// today's volume. Reads a running jatah's API.
@@ -272,6 +322,10 @@ fn main() -> ExitCode {
             data_dir,
             tokens,
             server_names,
+            status_tls_cert,
+            status_tls_key,
+            tls_cert,
+            tls_key,
         } => {
             // A reload (SIGHUP) may come at any moment; `run` handles it
             // once its runtime is up.
@@ -292,6 +346,25 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            // clap refuses a certificate without its key and the other
+            // way round; a listener is never quietly left on plain HTTP.
+            let tls = jatah::TlsFiles::from_options(tls_cert, tls_key, "--tls-cert", "--tls-key")
+                .and_then(|api| {
+                    let status = jatah::TlsFiles::from_options(
+                        status_tls_cert,
+                        status_tls_key,
+                        "--status-tls-cert",
+                        "--status-tls-key",
+                    )?;
+                    Ok((api, status))
+                });
+            let (tls, status_tls) = match tls {
+                Ok(pairs) => pairs,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             if let Err(e) = jatah::require_privileges() {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
@@ -306,6 +379,8 @@ fn main() -> ExitCode {
                 data_dir,
                 tokens,
                 server_names,
+                tls,
+                status_tls,
             };
             let token = CancellationToken::new();
             rt.spawn(jatah::shutdown_on_signal(token.clone()));

@@ -5,10 +5,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 /// Resolves `host:port` (an `http://` prefix and trailing `/` are accepted).
 pub fn resolve(api: &str) -> Result<SocketAddr> {
+    if api.starts_with("https://") {
+        bail!("{api}: this command speaks plain HTTP only; give host:port of a listener without TLS");
+    }
     let hostport = api.trim_start_matches("http://").trim_end_matches('/');
     hostport
         .to_socket_addrs()
@@ -87,6 +90,13 @@ pub fn exchange(
         s.write_all(b)?;
     }
     let raw = read_response(&mut s)?;
+    // A TLS record (an alert) instead of an HTTP status line.
+    if raw.len() >= 2 && (raw[0] == 0x15 || raw[0] == 0x16) && raw[1] == 0x03 {
+        bail!(
+            "{host} answered with TLS: that listener is served over HTTPS (--tls-cert), and \
+             this command speaks plain HTTP only"
+        );
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .split_whitespace()

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::datapath::{CounterReader, Datapath};
 use crate::http::auth::Tokens;
+use crate::http::tls::{Certificate, TlsFiles};
 
 use crate::gateway;
 use crate::http;
@@ -35,6 +36,10 @@ pub struct RunOptions {
     /// DNS names requests may carry as Host besides IP addresses,
     /// `localhost` and the host name (see [`crate::http::host`]).
     pub server_names: Vec<String>,
+    /// Certificate and key of `listen`; None = plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Certificate and key of `status_listen`; None = plain HTTP.
+    pub status_tls: Option<TlsFiles>,
 }
 
 /// Runs the daemon until `shutdown` fires. A policy or interface problem is
@@ -56,6 +61,20 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             Tokens::default()
         }
     };
+    let names = http::host::ServerNames::new(&opts.server_names);
+    if opts.status_tls.is_some() && opts.status_listen.is_none() {
+        bail!(
+            "--status-tls-cert and --status-tls-key need --status-listen: they are the \
+             certificate of the status page's own listener"
+        );
+    }
+    let api_tls = load_certificate(opts.tls.as_ref(), "API", "--tls-cert/--tls-key", &names)?;
+    let status_tls = load_certificate(
+        opts.status_tls.as_ref(),
+        "status page",
+        "--status-tls-cert/--status-tls-key",
+        &names,
+    )?;
     // Room for the HTTP listeners' connection caps beside the maps,
     // netlink sockets and the policy file.
     match crate::sys::raise_open_files_limit() {
@@ -92,13 +111,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
-    info!(listen = %listener.local_addr()?, "HTTP server bound");
+    let scheme = |tls: &Option<Arc<Certificate>>| if tls.is_some() { "https" } else { "http" };
+    info!(listen = %listener.local_addr()?, scheme = scheme(&api_tls), "HTTP server bound");
     let status_listener = match opts.status_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening on {addr} (--status-listen)"))?;
-            info!(listen = %l.local_addr()?, "status page bound");
+            info!(listen = %l.local_addr()?, scheme = scheme(&status_tls), "status page bound");
             Some(l)
         }
         None => None,
@@ -211,18 +231,28 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     ));
     // http::serve passes every request the client's address: it
     // identifies an OPD's visitors on the status page.
-    let names = http::host::ServerNames::new(&opts.server_names);
     info!(names = ?names.names(), "answering requests for IP addresses and these names");
+    let certificates = [("API", &api_tls), ("status page", &status_tls)]
+        .into_iter()
+        .filter_map(|(what, c)| Some((what, c.clone()?)))
+        .collect();
+    tokio::spawn(http::tls::watch(
+        certificates,
+        names.clone(),
+        shutdown.clone(),
+    ));
     let status = status_listener.map(|l| {
-        tokio::spawn(http::serve(
+        tokio::spawn(http::serve_tls(
             "status",
             l,
             http::for_names(http::status_router(state.clone()), &names),
             shutdown.clone(),
+            status_tls.map(|c| c.server_config()),
         ))
     });
     let app = http::for_names(http::router(state), &names);
-    http::serve("api", listener, app, shutdown.clone()).await;
+    let api_tls = api_tls.map(|c| c.server_config());
+    http::serve_tls("api", listener, app, shutdown.clone(), api_tls).await;
     crate::runtime::notify::notify("STOPPING=1");
     shutdown.cancel();
     if let Some(status) = status {
@@ -232,6 +262,21 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let _ = sampler.await;
     info!("stopped; the data path stays in force (`jatah down` removes it)");
     Ok(())
+}
+
+/// A listener's certificate, loaded and checked: a file missing,
+/// unreadable or invalid, a key others may read or that is not the
+/// certificate's stops jatah here, before the gateway is touched. `what`
+/// names the listener in logs, `flags` its options in errors.
+fn load_certificate(
+    files: Option<&TlsFiles>,
+    what: &str,
+    flags: &str,
+    names: &http::host::ServerNames,
+) -> Result<Option<Arc<Certificate>>> {
+    files
+        .map(|f| http::tls::start(what, flags, f, names).map_err(anyhow::Error::msg))
+        .transpose()
 }
 
 /// Resolves the policy's interfaces, waiting for any that do not exist

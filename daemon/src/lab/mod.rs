@@ -205,6 +205,9 @@ pub struct Lab {
     pub gw: NetNs,
     pub sw: NetNs,
     pub opds: Vec<NetNs>,
+    /// More options for `jatah run` (e.g. the status page's certificate),
+    /// after the lab's own.
+    pub run_args: Vec<String>,
     /// A server behind its own slow path, made on demand (testkit).
     #[cfg(feature = "testkit")]
     far: Option<NetNs>,
@@ -236,6 +239,7 @@ impl Lab {
             gw,
             sw,
             opds,
+            run_args: Vec::new(),
             #[cfg(feature = "testkit")]
             far: None,
         };
@@ -505,6 +509,7 @@ impl Lab {
             .arg(self.dir.join("data"))
             .arg("--tokens")
             .arg(self.dir.join("tokens.toml"))
+            .args(&self.run_args)
             .env("RUST_LOG", "info")
             .envs(
                 // A test standing in for systemd binds this socket first.

@@ -76,6 +76,19 @@ enum Command {
             value_delimiter = ','
         )]
         server_names: Vec<String>,
+        /// Recognise a status-page visitor without a token by its source
+        /// address (and, for OPDs bound to an `interface`, where it came
+        /// in). Set to false when a proxy or NAT stands between the
+        /// offices and the gateway: every visitor would then look like
+        /// the proxy, so only token links identify.
+        #[arg(
+            long,
+            env = "JATAH_STATUS_BY_ADDRESS",
+            default_value_t = true,
+            action = clap::ArgAction::Set,
+            value_name = "true|false"
+        )]
+        status_by_address: bool,
     },
     /// Print a table of OPDs: allocation, current rate, percent of ceiling,
     /// today's volume. Reads a running jatah's API.
@@ -272,6 +285,7 @@ fn main() -> ExitCode {
             data_dir,
             tokens,
             server_names,
+            status_by_address,
         } => {
             // A reload (SIGHUP) may come at any moment; `run` handles it
             // once its runtime is up.
@@ -306,6 +320,7 @@ fn main() -> ExitCode {
                 data_dir,
                 tokens,
                 server_names,
+                status_by_address,
             };
             let token = CancellationToken::new();
             rt.spawn(jatah::shutdown_on_signal(token.clone()));

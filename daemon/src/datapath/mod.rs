@@ -164,3 +164,13 @@ pub fn prefixes_of(subnets: &[IpNet]) -> Vec<Prefix> {
 }
 
 const _: () = assert!(COUNTER_SLOTS == MAX_OPDS + 1);
+
+/// An address as the classifiers key it: IPv6, or IPv4 mapped as
+/// `::ffff:a.b.c.d`.
+pub(crate) fn addr_key(ip: std::net::IpAddr) -> jatah_common::AddrKey {
+    let v6 = match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    jatah_common::AddrKey { addr: v6.octets() }
+}

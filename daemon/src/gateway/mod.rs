@@ -287,7 +287,22 @@ pub fn apply_scaled(
     // The same sampled connections, followed for retransmissions.
     datapath.set_tcp_loss_tracking(policy.diagnosis.rtt_tracking)?;
     datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
+    datapath.set_own_addresses(crate::sys::interface_addresses().into_iter().map(|(_, a)| a));
     datapath.sync_opds(&opd_prefixes(policy))?;
+    // Where each bound OPD's upload may come in from: the ports' programs
+    // first, so no packet of theirs is judged at the bridge meanwhile.
+    let mut places = BTreeMap::new();
+    let mut ports = Vec::new();
+    for opd in &policy.opds {
+        let (Some(name), Some(&slot)) = (&opd.interface, datapath.slots().get(&opd.id)) else {
+            continue;
+        };
+        let (place, port) = place_of(&opd.id, name, &ifaces.lan_device)?;
+        places.insert(slot, place);
+        ports.extend(port);
+    }
+    datapath.attach_ports(&ports)?;
+    datapath.set_places(&places)?;
     shape(policy, ifaces, datapath, shaper, effective)?;
     // Packets go to the lanes once both trees have them (and to the OPD
     // classes once the lanes are gone): the moments between are a

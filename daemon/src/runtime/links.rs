@@ -95,6 +95,19 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
     let Some(ctl) = guard.as_mut() else {
         return;
     };
+    // The gateway's own addresses are kept out of the OPDs; when they
+    // change (DHCP, an admin), the tries follow within a second.
+    let own = crate::sys::interface_addresses().into_iter().map(|(_, a)| a);
+    if ctl.datapath.set_own_addresses(own) {
+        let policy = state.view().policy.clone();
+        match ctl.datapath.sync_opds(&gateway::opd_prefixes(&policy)) {
+            Ok(()) => info!("the gateway's addresses changed: its own stay out of every OPD"),
+            Err(e) => {
+                warn!(error = %e, "keeping the gateway's new addresses out of the OPDs failed");
+                state.kernel.count_error("prefixes", "");
+            }
+        }
+    }
     let mut attached = BTreeMap::new();
     let mut moved = false;
     for role in [Role::Lan, Role::Wan] {

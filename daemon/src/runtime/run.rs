@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// API tokens file; None = no tokens (only open endpoints answer).
     pub tokens: Option<PathBuf>,
+    /// Whether the status page recognises a visitor without a token by
+    /// its source address (and where it came in).
+    pub status_by_address: bool,
     /// DNS names requests may carry as Host besides IP addresses,
     /// `localhost` and the host name (see [`crate::http::host`]).
     pub server_names: Vec<String>,
@@ -110,6 +113,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let policy = crate::policy::schedule::effective(&base, &base.schedules, chrono::Utc::now());
     let policy_for_apply = policy.clone();
     let started = std::time::Instant::now();
+    let status_port = opts.status_listen.unwrap_or(opts.listen).port();
     let ifaces_for_apply = ifaces.clone();
     // Netlink and BPF syscalls block; keep them off the async workers. The
     // thread stays in this process's network namespace.
@@ -120,6 +124,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             info!(opds = adopted, "adopted OPD slots pinned by an earlier run");
         }
         let mut shaper = Shaper::new()?;
+        // Connections to the status page are noted with where they came
+        // in, so an office's page opens only from its own place.
+        datapath.set_status_port(status_port)?;
         gateway::apply(
             &policy_for_apply,
             &ifaces_for_apply,
@@ -173,6 +180,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
     }
     let state = Arc::new(builder.build());
+    state.by_address.store(opts.status_by_address, Ordering::Release);
+    if !opts.status_by_address {
+        info!("the status page recognises visitors by token links only (--status-by-address=false)");
+    }
     tokio::spawn(crate::runtime::reload::watch(
         state.clone(),
         opts.policy.clone(),

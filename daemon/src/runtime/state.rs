@@ -457,6 +457,9 @@ pub struct AppState {
     /// The capacity each direction adapts to.
     pub adaptive: Mutex<Adaptive>,
     pub reloads: Mutex<ReloadStatus>,
+    /// Whether a visitor without a token is recognised by its source
+    /// address (and where it came in); off behind a proxy.
+    pub by_address: AtomicBool,
 }
 
 impl AppState {
@@ -542,6 +545,7 @@ impl StateBuilder {
             control: Mutex::new(self.control),
             adaptive: Mutex::new(Adaptive::default()),
             reloads: Mutex::new(self.reload),
+            by_address: AtomicBool::new(true),
         }
     }
 }

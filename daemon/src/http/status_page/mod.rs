@@ -390,10 +390,9 @@ pub fn visitor_opd(
         }
         Access::Opd(own) => (policy.opd(&own), IdentifiedBy::Token),
         Access::Anonymous => {
-            let addr = peer.map(|p| p.ip());
-            let opd = addr
-                .and_then(|a| policy.opd_for_address(a))
-                .ok_or_else(|| Problem::unknown_visitor(addr))?;
+            let opd = peer
+                .and_then(|p| opd_by_address(state, policy, p))
+                .ok_or_else(|| Problem::unknown_visitor(peer.map(|p| p.ip())))?;
             (Some(opd), IdentifiedBy::Address)
         }
     };
@@ -401,6 +400,48 @@ pub fn visitor_opd(
         (Some(o), Some(w)) if o.id != w => Err(Problem::no_such_opd(w)),
         (Some(o), _) => Ok((o.clone(), by)),
         (None, w) => Err(Problem::no_such_opd(w.unwrap_or("(this token's)"))),
+    }
+}
+
+/// The OPD a visitor without a token is, by its source address. None when
+/// recognising by address is off (`--status-by-address=false`), for the
+/// gateway's own addresses, and for an OPD bound to an `interface` unless
+/// the connection came in there (as the LAN side noted its SYN): a host
+/// that takes another office's address does not get that office's page.
+fn opd_by_address<'p>(
+    state: &AppState,
+    policy: &'p crate::policy::Policy,
+    peer: SocketAddr,
+) -> Option<&'p Opd> {
+    use std::sync::atomic::Ordering;
+    if !state.by_address.load(Ordering::Acquire) {
+        return None;
+    }
+    let ip = peer.ip().to_canonical();
+    if crate::sys::interface_addresses()
+        .iter()
+        .any(|(_, a)| a.to_canonical() == ip)
+    {
+        return None;
+    }
+    let opd = policy.opd_for_address(ip)?;
+    let Some(name) = &opd.interface else {
+        return Some(opd);
+    };
+    let lan = state.kernel.shaping()?.lan_device;
+    let (bound, _) = crate::gateway::place_of(&opd.id, name, &lan).ok()?;
+    let came = state.counters.as_ref()?.visit_place(peer)?;
+    if bound.allows(came.ifindex, came.vlan) {
+        Some(opd)
+    } else {
+        tracing::debug!(
+            visitor = %peer.ip(),
+            opd = %opd.id,
+            came_in_on = came.ifindex,
+            vlan = came.vlan,
+            "a visitor with an OPD's address came in elsewhere than the OPD: not shown its page"
+        );
+        None
     }
 }
 

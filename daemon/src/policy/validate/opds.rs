@@ -12,7 +12,7 @@ use crate::policy::Opd;
 
 /// Keys allowed in `[[opd]]`; also used to hint at a missing header.
 pub(super) const OPD_KEYS: &[&str] = &[
-    "id", "name", "subnets", "download", "upload", "probe", "group",
+    "id", "name", "subnets", "download", "upload", "probe", "group", "interface",
 ];
 
 /// What survived validation of one `[[opd]]` table.
@@ -79,6 +79,17 @@ impl Checker<'_> {
                 .map(|group| Some((group.to_string(), value.span()))),
         };
 
+        let interface = match table.get("interface") {
+            None => Some(None),
+            Some(value) => self
+                .string(value, "interface", "\"lan-dinkes\"")
+                .and_then(|name| {
+                    self.interface_name(name, &value.span())
+                        .then(|| name.to_string())
+                })
+                .map(Some),
+        };
+
         let [download, upload] = &allocations;
         let opd = match (
             &id,
@@ -88,6 +99,7 @@ impl Checker<'_> {
             upload.allocation(),
             probe,
             &group,
+            interface,
         ) {
             (
                 Some((id, _)),
@@ -97,6 +109,7 @@ impl Checker<'_> {
                 Some(upload),
                 Some(probe),
                 Some(group),
+                Some(interface),
             ) => Some(Opd {
                 id: id.clone(),
                 name,
@@ -105,6 +118,7 @@ impl Checker<'_> {
                 upload,
                 probe,
                 group: group.as_ref().map(|(group, _)| group.clone()),
+                interface,
             }),
             _ => None,
         };

@@ -1,10 +1,11 @@
 //! Checks across sections, run once every table has been read: unique
-//! ids, group references, overlapping subnets and whether allocations fit
-//! the capacity that holds them.
+//! ids, group references, overlapping subnets, the data path's limits and
+//! whether allocations fit the capacity that holds them.
 
 use std::collections::HashMap;
 
 use ipnet::IpNet;
+use jatah_common::{MAX_OPDS, MAX_PREFIXES};
 
 use super::checker::{Checker, Span, closest};
 use super::gateway::GatewayDraft;
@@ -108,6 +109,42 @@ impl Checker<'_> {
                 )
             };
             self.error(span, message);
+        }
+    }
+
+    /// What the data path has room for: [`MAX_OPDS`] OPD slots and
+    /// [`MAX_PREFIXES`] prefixes in each family's table. `jatah check`, a
+    /// reload and `POST /api/v1/policy/plan` read a policy through this same
+    /// check as `jatah run`, so a policy one accepts the others accept.
+    pub(super) fn data_path_limits(&mut self, opds: &[OpdDraft]) {
+        if let Some(extra) = opds.get(MAX_OPDS as usize) {
+            let over = opds.len() - MAX_OPDS as usize;
+            self.error(
+                &extra.header,
+                format!(
+                    "{} OPDs, more than the {MAX_OPDS} jatah's data path has slots for; \
+                     remove {over} (this is the first beyond the limit) or merge OPDs that \
+                     share an allocation",
+                    opds.len()
+                ),
+            );
+        }
+        for (family, v6) in [("IPv4", false), ("IPv6", true)] {
+            let mut subnets = opds
+                .iter()
+                .flat_map(|opd| &opd.subnets)
+                .filter(|(net, _)| matches!(net, IpNet::V6(_)) == v6);
+            let count = subnets.clone().count();
+            if let Some((_, span)) = subnets.nth(MAX_PREFIXES as usize) {
+                self.error(
+                    span,
+                    format!(
+                        "{count} {family} subnets in all OPDs, more than the {MAX_PREFIXES} \
+                         jatah's {family} prefix table holds; this is the first beyond the \
+                         limit: merge adjacent subnets into wider prefixes"
+                    ),
+                );
+            }
         }
     }
 

@@ -206,6 +206,7 @@ impl Checker<'_> {
         }
         self.group_references(&opds, &groups);
         self.overlapping_subnets(&opds);
+        self.data_path_limits(&opds);
         if let Some(gateway) = &gateway {
             self.capacities(gateway, &opds, &groups);
         }

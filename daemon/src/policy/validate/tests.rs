@@ -1,11 +1,11 @@
 //! The checks that must scale: overlapping subnets among thousands of
-//! OPDs.
+//! OPDs, and the data path's limits, enforced wherever a policy is read.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
-use jatah_common::MAX_OPDS;
+use jatah_common::{MAX_OPDS, MAX_PREFIXES};
 
 use super::checker::{Walk, line_column};
 use super::cross_checks::first_overlaps;
@@ -102,6 +102,60 @@ fn an_overlap_deep_in_a_long_list_is_found_and_names_both_opds() {
     let line = |n: usize| text.lines().nth(n - 1).unwrap();
     assert_eq!(line(header_line(late)), "[[opd]]");
     assert!(line(subnets_line(late)).contains("10.0.0.16/28"));
+}
+
+#[test]
+fn more_opds_than_the_data_path_has_slots_for_are_refused_with_the_limit_and_the_count() {
+    let n = MAX_OPDS as usize + 2;
+    let error = rejected(&many_opds(n, |_| None));
+    assert_eq!(error.diagnostics.len(), 1, "{error}");
+    let d = &error.diagnostics[0];
+    assert_eq!(d.line, header_line(MAX_OPDS as usize), "at the first OPD too many");
+    assert!(
+        d.message
+            .starts_with(&format!("{n} OPDs, more than the {MAX_OPDS} jatah's data path")),
+        "{}",
+        d.message
+    );
+    assert!(d.message.contains("remove 2"), "{}", d.message);
+}
+
+#[test]
+fn more_subnets_than_the_prefix_table_holds_are_refused_with_the_limit_and_the_count() {
+    // 9 OPDs, the first 8 with 16,384 /32s each (131,072 in all, exactly
+    // the table) and the last with one more.
+    let per = 16_384;
+    let text = many_opds(9, |i| {
+        let first = u32::from(Ipv4Addr::new(10, 64, 0, 0)) + (i * per) as u32;
+        let count = if i < 8 { per } else { 1 };
+        Some(
+            (0..count as u32)
+                .map(|k| format!("\"{}/32\"", Ipv4Addr::from(first + k)))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    });
+    let error = rejected(&text);
+    assert_eq!(error.diagnostics.len(), 1, "{error}");
+    let m = &error.diagnostics[0].message;
+    assert!(
+        m.starts_with(&format!(
+            "{} IPv4 subnets in all OPDs, more than the {MAX_PREFIXES} jatah's IPv4 prefix table",
+            MAX_PREFIXES + 1
+        )),
+        "{m}"
+    );
+    // One fewer fits.
+    let fits = many_opds(8, |i| {
+        let first = u32::from(Ipv4Addr::new(10, 64, 0, 0)) + (i * per) as u32;
+        Some(
+            (0..per as u32)
+                .map(|k| format!("\"{}/32\"", Ipv4Addr::from(first + k)))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    });
+    parse(&fits, "fits.toml").unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// xorshift64: the same prefixes on every run.

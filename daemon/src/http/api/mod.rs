@@ -25,6 +25,8 @@ use crate::runtime::rates::WindowRates;
 use crate::runtime::state::AppState;
 
 mod body;
+#[cfg(test)]
+mod tests;
 
 pub use body::*;
 
@@ -558,8 +560,9 @@ pub(crate) async fn get_events(
 }
 
 /// Events in `[from, to)`, oldest first: every OPD's and the gateway's, or
-/// (`filter`) one OPD's and the gateway's. Another OPD's events never pass
-/// the filter.
+/// (`filter`) one OPD's and the gateway's. The filter is the history
+/// query's own, so another OPD's events are never read: however many
+/// there are, they cannot push the answer over its limit.
 pub(crate) async fn events_of(
     state: Arc<AppState>,
     from: DateTime<Utc>,
@@ -569,14 +572,10 @@ pub(crate) async fn events_of(
     tokio::task::spawn_blocking(move || {
         let events = with_history(&state, |store| {
             store
-                .events(from, to, None)
+                .events(from, to, filter.as_deref())
                 .map_err(|e| history_problem(e, "from"))
         })?;
-        Ok(events
-            .into_iter()
-            .filter(|e| e.opd.is_none() || filter.is_none() || e.opd == filter)
-            .map(EventBody::from)
-            .collect())
+        Ok(events.into_iter().map(EventBody::from).collect())
     })
     .await
     .map_err(|e| Problem::internal(format!("events query: {e}")))?

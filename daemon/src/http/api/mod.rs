@@ -24,6 +24,7 @@ use crate::runtime::rates::WindowRates;
 use crate::runtime::state::AppState;
 
 mod body;
+mod plan;
 #[cfg(test)]
 mod tests;
 
@@ -582,6 +583,7 @@ pub(crate) async fn post_reload(
         (status = 400, description = "The policy is invalid; detail lists FILE:LINE:COLUMN problems", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Other plans are being computed (one at a time) and none finished within 5 s; `Retry-After` says when to ask again", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
 pub(crate) async fn post_plan(
@@ -590,9 +592,7 @@ pub(crate) async fn post_plan(
     body: String,
 ) -> Result<Json<crate::policy::plan::Plan>, Problem> {
     require_admin(&state, &headers)?;
-    let new =
-        crate::policy::parse(&body, "request").map_err(|e| Problem::bad_request(e.to_string()))?;
-    Ok(Json(crate::policy::plan::diff(&state.view().policy, &new)))
+    plan::plan(state, body).await.map(Json)
 }
 
 /// One direction of a group: its allocation, its members' current rate.

@@ -1,7 +1,8 @@
-//! The API over the router (no listener, no kernel): events picked by OPD
-//! in the history's query.
+//! The API over the router (no listener, no kernel): plans bounded and off
+//! the async workers, and events picked by OPD in the history's query.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -59,17 +60,20 @@ fn app_state() -> AppState {
 
 struct Reply {
     status: StatusCode,
+    headers: axum::http::HeaderMap,
     body: String,
 }
 
 async fn send(state: &Arc<AppState>, req: Request<Body>) -> Reply {
     let res = router(state.clone()).oneshot(req).await.unwrap();
     let status = res.status();
+    let headers = res.headers().clone();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
         .await
         .unwrap();
     Reply {
         status,
+        headers,
         body: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }
@@ -80,6 +84,90 @@ async fn get(state: &Arc<AppState>, path: &str, token: &str) -> Reply {
         .body(Body::empty())
         .unwrap();
     send(state, req).await
+}
+
+async fn post_plan(state: Arc<AppState>, body: String) -> Reply {
+    let req = Request::post("/api/v1/policy/plan")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .header(header::CONTENT_TYPE, "application/toml")
+        .body(Body::from(body))
+        .unwrap();
+    send(&state, req).await
+}
+
+/// A valid policy of `n` OPDs: a few MiB for the largest plan the body
+/// limit lets through.
+fn large_policy(n: usize) -> String {
+    let mut text = String::from(
+        "[gateway]\nwan = \"eth0\"\nlan = [\"eth1\"]\ndownload = \"100G\"\nupload = \"100G\"\n",
+    );
+    for i in 0..n {
+        let net = std::net::Ipv4Addr::from(0x0a00_0000 + 4 * i as u32);
+        text.push_str(&format!(
+            "\n[[opd]]\nid = \"o{i}\"\nname = \"Kantor {i}\"\nsubnets = [\"{net}/30\"]\n\
+             download = {{ guaranteed = \"1M\", ceiling = \"2M\" }}\n\
+             upload = {{ guaranteed = \"1M\", ceiling = \"2M\" }}\n"
+        ));
+    }
+    text
+}
+
+// On the test's single-threaded runtime a plan parsed on the async worker
+// would finish before any other request got a turn.
+#[tokio::test]
+async fn a_plan_is_computed_off_the_async_workers_which_answer_meanwhile() {
+    let st = Arc::new(app_state());
+    st.ready.store(true, std::sync::atomic::Ordering::Release);
+    let plan = tokio::spawn(post_plan(st.clone(), large_policy(12_000)));
+    // The plan's task runs first, up to where it waits for its thread.
+    tokio::task::yield_now().await;
+    let health = send(&st, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    assert!(
+        !plan.is_finished(),
+        "the plan finished before /healthz was answered: it ran on the async worker"
+    );
+    let r = plan.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", &r.body[..r.body.len().min(500)]);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["added"].as_array().map(Vec::len), Some(12_000), "{}", &r.body[..300]);
+}
+
+#[tokio::test]
+async fn plans_take_turns_and_one_that_waits_too_long_is_503_with_retry_after() {
+    let mut state = app_state();
+    state.plans.wait = Duration::from_millis(100);
+    let st = Arc::new(state);
+    // A plan under way holds the only turn.
+    let under_way = st.plans.permits.clone().try_acquire_owned().unwrap();
+    let r = post_plan(st.clone(), POLICY.to_string()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    assert!(r.body.contains("/problems/busy"), "{}", r.body);
+    assert!(r.body.contains("at most 1 at a time"), "{}", r.body);
+    // One that waits less than the limit gets its turn.
+    let waiting = tokio::spawn(post_plan(st.clone(), POLICY.to_string()));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(under_way);
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The turn is given back, also after an invalid policy.
+    let r = post_plan(st.clone(), "[gateway]\n".into()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(st.plans.permits.available_permits(), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_plan_lists_its_first_hundred_problems_and_counts_the_rest() {
+    let st = Arc::new(app_state());
+    // 300 OPDs, each with a rate in bytes.
+    let text = large_policy(300).replace("ceiling = \"2M\" }\nupload", "ceiling = \"2MB\" }\nupload");
+    let r = post_plan(st, text).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let detail = v["detail"].as_str().unwrap();
+    assert_eq!(detail.lines().filter(|l| l.starts_with("request:")).count(), 100);
+    assert!(detail.ends_with("... and 200 more problems (`jatah check FILE` lists them all)"));
 }
 
 #[tokio::test]

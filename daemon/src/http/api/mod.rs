@@ -25,10 +25,12 @@ use crate::runtime::state::AppState;
 
 mod body;
 mod plan;
+mod redact;
 #[cfg(test)]
 mod tests;
 
 pub use body::*;
+pub use redact::Names;
 
 /// The API routes (merged into the server's router).
 pub fn routes() -> Router<Arc<AppState>> {
@@ -382,6 +384,9 @@ pub(crate) async fn get_usage_csv(
 }
 
 /// The gateway: capacity, aggregate rates, unclassified traffic, policy.
+/// An `opd:` token reads it naming no other OPD: the OPDs a delivered
+/// estimate held are cut to its own, and a failed reload's error (which
+/// quotes the policy file) says where the admin reads it instead.
 #[utoipa::path(get, path = "/api/v1/gateway", tag = "gateway",
     responses(
         (status = 200, description = "The gateway", body = GatewayStatus),
@@ -392,13 +397,18 @@ pub(crate) async fn get_gateway(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<GatewayStatus>, Problem> {
-    summary_access(&state, &headers)?;
+    let access = summary_access(&state, &headers)?;
+    let names = Names::of(&access);
     let view = state.view();
     let policy = &view.policy;
     let unclassified = state.traffic.unclassified();
     let delivered: [Option<crate::diagnosis::capacity::Delivered>; 2] = {
         let engine = crate::runtime::state::lock(&state.diagnosis.engine);
-        engine.delivered().map(|d| d.cloned())
+        engine.delivered().map(|d| {
+            let mut d = d.cloned();
+            names.delivered(&mut d);
+            d
+        })
     };
     let direction = |dir: Direction| {
         let d = dir.index();
@@ -414,14 +424,16 @@ pub(crate) async fn get_gateway(
         }
     };
     let reload = state.reloads.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut diagnosis = state
+        .diagnosis
+        .engine
+        .lock()
+        .ok()
+        .and_then(|e| e.gateway().cloned());
+    names.verdict(&mut diagnosis);
     Ok(Json(GatewayStatus {
         version: env!("CARGO_PKG_VERSION").into(),
-        diagnosis: state
-            .diagnosis
-            .engine
-            .lock()
-            .ok()
-            .and_then(|e| e.gateway().cloned()),
+        diagnosis,
         wan: policy.gateway.wan.clone(),
         lan: policy.gateway.lan.clone(),
         timezone: policy.gateway.timezone.to_string(),
@@ -432,7 +444,7 @@ pub(crate) async fn get_gateway(
             opds: policy.opds.len(),
             last_reload_successful: reload.successful,
             last_reload_at: reload.at,
-            last_reload_error: reload.error,
+            last_reload_error: names.reload_error(reload.error),
         },
         schedules_open: crate::policy::schedule::open_schedules(
             &policy.schedules,
@@ -458,16 +470,18 @@ pub(crate) async fn get_diagnosis(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Diagnosis>, Problem> {
-    let (_, opd) = require_opd(&state, &headers, &id)?;
+    let (access, opd) = require_opd(&state, &headers, &id)?;
     let engine = state
         .diagnosis
         .engine
         .lock()
         .map_err(|_| Problem::internal("diagnosis lock poisoned"))?;
+    let mut gateway = engine.gateway().cloned();
+    Names::of(&access).verdict(&mut gateway);
     Ok(Json(Diagnosis {
         opd: opd.id,
         verdict: engine.opd(&id).cloned(),
-        gateway: engine.gateway().cloned(),
+        gateway,
     }))
 }
 
@@ -507,7 +521,9 @@ pub(crate) async fn get_events(
         (Access::Admin, None) => None,
     };
     let (from, to, _) = usage_query(&q)?;
-    let events = events_of(state, from, to, filter).await?;
+    let mut events = events_of(state, from, to, filter).await?;
+    let names = Names::of(&access);
+    events.iter_mut().for_each(|e| names.event(e));
     Ok(Json(Events { from, to, events }))
 }
 

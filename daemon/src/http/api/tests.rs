@@ -1,5 +1,6 @@
 //! The API over the router (no listener, no kernel): plans bounded and off
-//! the async workers, and events picked by OPD in the history's query.
+//! the async workers, events picked by OPD in the history's query, and the
+//! gateway as an OPD sees it, naming no other OPD.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use axum::http::{Request, StatusCode, header};
 use chrono::Utc;
 use tower::ServiceExt;
 
+use crate::diagnosis::{OpdSignals, Probe, Tick};
 use crate::http::auth::{Access, Tokens};
 use crate::http::router;
-use crate::runtime::state::{AppState, PolicyView};
+use crate::runtime::state::{AppState, PolicyView, ReloadStatus};
 
 const POLICY: &str = r#"
 [gateway]
@@ -44,6 +46,9 @@ upload = { guaranteed = "5M", ceiling = "20M" }
 
 const ADMIN: &str = "admin-secret";
 const DINKES: &str = "dinkes-secret";
+
+/// What must never reach dinkes' token: the other OPDs' ids and names.
+const OTHERS: [&str; 4] = ["bappeda", "Badan Perencanaan", "disdik", "Dinas Pendidikan"];
 
 fn app_state() -> AppState {
     let policy = crate::policy::parse(POLICY, "api-test.toml").unwrap();
@@ -211,3 +216,125 @@ async fn an_opd_token_gets_its_events_however_many_other_opds_have() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// xorshift64: the same traffic on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn around(&mut self, mean: f64, jitter: f64) -> f64 {
+        mean * (1.0 + jitter * (2.0 * self.unit() - 1.0))
+    }
+}
+
+/// A minute of three offices' independent demand, then the ISP policing
+/// the download to 30 Mbit/s, which they share: the gateway's verdict is
+/// `upstream_degraded` with a delivered estimate, whose evidence lists
+/// the OPDs it held.
+fn police_the_uplink(state: &AppState) {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let demand = [("dinkes", 15e6, 0.6), ("bappeda", 25e6, 0.35), ("disdik", 30e6, 0.2)];
+    let t0 = Utc::now() - chrono::Duration::seconds(200);
+    let mut engine = state.diagnosis.engine.lock().unwrap();
+    for second in 0..120 {
+        let limit = (second >= 60).then_some(30e6);
+        let rates: Vec<f64> = match limit {
+            None => demand.iter().map(|(_, m, _)| rng.around(*m, 0.2)).collect(),
+            Some(total) => {
+                let sum = if rng.unit() < 0.15 {
+                    total * (0.95 - 0.10 * rng.unit())
+                } else {
+                    rng.around(total, 0.015)
+                };
+                let shares: Vec<f64> = demand.iter().map(|(_, m, j)| rng.around(*m, *j)).collect();
+                let all: f64 = shares.iter().sum();
+                shares.iter().map(|s| sum * s / all).collect()
+            }
+        };
+        let opds = demand
+            .iter()
+            .zip(rates)
+            .map(|((id, _, _), bps)| {
+                let bps = bps as u64;
+                let signals = OpdSignals {
+                    packets: [bps / 12_000 + 10, bps / 240_000 + 5],
+                    bps: [bps, bps / 20],
+                    ceiling_bps: [100_000_000, 20_000_000],
+                    probe_configured: true,
+                    probes: vec![Probe::Answered(Duration::from_millis(1))],
+                    handshake_rtts: [vec![Duration::from_millis(1)], vec![Duration::from_millis(30)]],
+                    ..Default::default()
+                };
+                (id.to_string(), signals)
+            })
+            .collect();
+        engine.step(&Tick {
+            at: t0 + chrono::Duration::seconds(second),
+            opds,
+            upstream: [("isp".to_string(), vec![Probe::Answered(Duration::from_millis(4))])]
+                .into(),
+            capacity_bps: [200_000_000, 50_000_000],
+            ..Default::default()
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_opd_token_reads_the_gateway_without_any_other_opds_id_or_name() {
+    let st = Arc::new(app_state());
+    police_the_uplink(&st);
+    *st.reloads.lock().unwrap() = ReloadStatus {
+        successful: false,
+        at: Some(Utc::now()),
+        error: Some(
+            "policy.toml:12:12: 10.20.2.0/25 overlaps 10.20.2.0/24 of OPD \"bappeda\" \
+             (Badan Perencanaan, Dinas Pendidikan)"
+                .into(),
+        ),
+        duration_seconds: 0.0,
+    };
+    // The admin's view names them: the test would prove nothing otherwise.
+    let admin = get(&st, "/api/v1/gateway", ADMIN).await;
+    assert_eq!(admin.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&admin.body).unwrap();
+    assert_eq!(v["diagnosis"]["state"], "upstream_degraded", "{}", admin.body);
+    let held = &v["download"]["delivered"]["evidence"]["held"];
+    assert!(held.as_array().is_some_and(|h| h.len() == 3), "{}", admin.body);
+    for other in OTHERS {
+        assert!(admin.body.contains(other), "{other} not in the admin's view: {}", admin.body);
+    }
+
+    for path in [
+        "/api/v1/gateway",
+        "/api/v1/opds/dinkes/diagnosis",
+        "/api/v1/status",
+        "/api/v1/opds",
+        "/api/v1/groups",
+    ] {
+        let r = get(&st, path, DINKES).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        for other in OTHERS {
+            assert!(!r.body.contains(other), "{path} names {other:?}: {}", r.body);
+        }
+    }
+    let r = get(&st, "/api/v1/gateway", DINKES).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    // Still the uplink's figure, its own OPD among those held, and that
+    // the reload failed.
+    assert_eq!(v["diagnosis"]["state"], "upstream_degraded");
+    assert_eq!(v["download"]["delivered"]["evidence"]["held"], serde_json::json!(["dinkes"]));
+    assert!(v["download"]["delivered"]["bps"].as_u64().is_some());
+    assert_eq!(v["policy"]["last_reload_successful"], false);
+    assert!(
+        v["policy"]["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("admin token")),
+        "{}",
+        r.body
+    );
+}

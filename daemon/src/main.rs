@@ -122,6 +122,10 @@ enum Command {
     Token(TokenCommand),
     /// Remove everything jatah put on the gateway: its programs, pinned maps
     /// and the HTB trees on the policy's interfaces. Nothing else is touched.
+    ///
+    /// Refused, with nothing removed, while a jatah runs on this gateway
+    /// (stop it first: systemctl stop jatah) and when --bpffs is not a
+    /// bpffs mount.
     Down {
         /// The policy file naming the interfaces.
         #[arg(long, env = "JATAH_POLICY")]
@@ -129,6 +133,10 @@ enum Command {
         /// The bpffs mount given to `run`.
         #[arg(long, env = "JATAH_BPFFS", default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
+        /// Directory of the lock that keeps one jatah per gateway (the
+        /// --run-dir given to `run`).
+        #[arg(long, default_value = "/run/jatah", hide = true)]
+        run_dir: PathBuf,
     },
     /// Build a simulated gateway with several OPDs in network namespaces,
     /// run jatah on it with live iperf3 traffic, and print per-OPD rates.
@@ -332,9 +340,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Down { policy, bpffs } => {
+        Command::Down {
+            policy,
+            bpffs,
+            run_dir,
+        } => {
             init_logging();
-            match jatah::down(&policy, &bpffs) {
+            match jatah::down_in(&policy, &bpffs, &run_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

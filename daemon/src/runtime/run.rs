@@ -316,11 +316,36 @@ pub fn require_privileges() -> Result<()> {
     Ok(())
 }
 
+/// `jatah down` with the instance lock in /run/jatah, as `jatah run` keeps
+/// it by default (see [`down_in`]).
+pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()> {
+    down_in(policy_path, bpffs, std::path::Path::new("/run/jatah"))
+}
+
 /// `jatah down`: removes jatah's pins (which detaches its programs) and its
 /// HTB trees on the policy's interfaces. Foreign qdiscs are left alone.
-pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()> {
+///
+/// Nothing is removed beside a running jatah (one holding the instance
+/// lock under `run_dir`, as `jatah run --run-dir` keeps it), which would
+/// put everything back or fail at its next reload; nor under a `bpffs`
+/// path that is not a bpffs, where the pins cannot be and whatever is
+/// there is someone else's. The lock is held until the end, so no jatah
+/// starts while things are removed.
+pub fn down_in(
+    policy_path: &std::path::Path,
+    bpffs: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> Result<()> {
     let file = policy_path.display().to_string();
     let policy = crate::policy::load(policy_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _lock = crate::runtime::instance::take(run_dir).map_err(refuse_running)?;
+    crate::datapath::bpffs_or_what(bpffs).map_err(|what| {
+        anyhow::anyhow!(
+            "{} is not a bpffs mount ({what}); nothing was removed. Pass the --bpffs that \
+             `jatah run` was given (jatah pins under <bpffs>/jatah)",
+            bpffs.display()
+        )
+    })?;
     let ifaces = gateway::resolve_interfaces(&policy, &file)?;
     let removed_pins = crate::datapath::unpin_all(bpffs)?;
     let mut shaper = Shaper::new()?;
@@ -338,3 +363,23 @@ pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()
     );
     Ok(())
 }
+
+/// `jatah down`'s refusal while a jatah runs, or why it could not tell.
+fn refuse_running(busy: crate::runtime::instance::Busy) -> anyhow::Error {
+    use crate::runtime::instance::Busy;
+    match busy {
+        Busy::Held { pid, lock, .. } => anyhow::anyhow!(
+            "a jatah is running ({}); stop it first: systemctl stop jatah. Nothing was \
+             removed (it holds {})",
+            pid.map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "its pid is not recorded".into()),
+            lock.display()
+        ),
+        Busy::Failed(e) => anyhow::anyhow!(
+            "cannot tell whether a jatah is running ({e}); nothing was removed"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

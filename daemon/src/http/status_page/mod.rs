@@ -31,7 +31,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::diagnosis::{State as DiagnosisState, Verdict};
-use crate::http::api::{EventBody, OpdDetail, OpdSummary, Usage};
+use crate::http::api::{EventBody, Names, OpdDetail, OpdSummary, Usage};
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
 use crate::policy::Opd;
@@ -483,12 +483,15 @@ pub async fn status_of(
     let now = Utc::now();
     let tz = state.view().policy.gateway.timezone;
     let detail = crate::http::api::opd_detail(state, opd).await;
-    let (verdict, gateway) = state
+    let (verdict, mut gateway) = state
         .diagnosis
         .engine
         .lock()
         .map(|e| (e.opd(&opd.id).cloned(), e.gateway().cloned()))
         .unwrap_or((None, None));
+    // The page is one OPD's, whoever looks at it: other OPDs go unnamed.
+    let names = Names::Only(&opd.id);
+    names.verdict(&mut gateway);
     let since_local = verdict.as_ref().map(|v| local_time(v.since, now, tz));
     let (sentence_en, sentence_id) = match &verdict {
         Some(v) => upstream_aware_sentence(&opd.id, v, gateway.as_ref(), since_local.as_deref()),
@@ -517,6 +520,7 @@ pub async fn status_of(
     .unwrap_or_default();
     recent_events.reverse();
     recent_events.truncate(RECENT_EVENTS);
+    recent_events.iter_mut().for_each(|e| names.event(e));
     StatusPage {
         identified_by: by,
         visitor_address: (by == IdentifiedBy::Address)
@@ -708,10 +712,12 @@ pub async fn get_reference(
         }
     }
     let view = state.view();
+    let names = Names::of(&access);
     let matches: Vec<ReferenceMatch> = events
         .into_iter()
         .filter(|e| visible(&e.opd))
-        .map(|e| {
+        .map(|mut e| {
+            names.event(&mut e);
             let (explanation_en, explanation_id) = serde_json::from_value::<DiagnosisState>(
                 serde_json::Value::String(e.state.clone()),
             )

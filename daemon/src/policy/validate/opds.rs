@@ -17,6 +17,8 @@ pub(super) const OPD_KEYS: &[&str] = &[
 
 /// What survived validation of one `[[opd]]` table.
 pub(super) struct OpdDraft {
+    /// Where the `[[opd]]` table starts.
+    pub(super) header: Span,
     /// The id when valid, with the span of its value.
     pub(super) id: Option<(String, Span)>,
     /// Whatever string was written as the id, valid or not, to name the OPD
@@ -123,6 +125,7 @@ impl Checker<'_> {
             _ => None,
         };
         OpdDraft {
+            header: header.clone(),
             id,
             label,
             subnets,

@@ -712,7 +712,7 @@ fn note_visit(ctx: &TcContext, h: &Headers, here: Place) {
         port: u16::from_be_bytes(sport),
         _pad: 0,
     };
-    let _ = JATAH_VISITS.insert(&key, &here, 0);
+    let _ = JATAH_VISITS.insert(key, here, 0);
 }
 
 /// Upload, second half: WAN egress, by the mark set at LAN ingress, else by
@@ -737,7 +737,7 @@ pub fn jatah_ul_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn upload(ctx: &TcContext, h: Headers) -> i32 {
-    let bytes = wire_bytes(&ctx, &h);
+    let bytes = wire_bytes(ctx, &h);
     let cfg = config();
     // SAFETY: reading a field of the context.
     let mark = unsafe { (*ctx.skb.skb).mark };
@@ -756,10 +756,10 @@ fn upload(ctx: &TcContext, h: Headers) -> i32 {
         slot_of(&h)
     };
     if slot == NO_SLOT {
-        return unclassified(&ctx, UPLOAD, bytes);
+        return unclassified(ctx, UPLOAD, bytes);
     }
     count(slot, UPLOAD, bytes);
-    set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
+    set_class(ctx, class_of(ctx, &h, slot, &cfg));
     TC_ACT_UNSPEC
 }
 

@@ -43,7 +43,9 @@ enum Command {
         /// Address for the status page alone (/status, /status/admin and
         /// the endpoints they call; no /metrics, no other API), reached
         /// from the OPDs' LANs, e.g. 0.0.0.0:9477. The visitor's source
-        /// address picks its OPD, so no proxy may stand in front of it.
+        /// address (and, for OPDs bound to an interface, where it came in)
+        /// picks its OPD; behind a proxy, set --status-by-address=false so
+        /// that only token links identify.
         #[arg(long, env = "JATAH_STATUS_LISTEN")]
         status_listen: Option<SocketAddr>,
         /// bpffs mount under which jatah pins its maps and links, so a

@@ -49,6 +49,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
     let file = opts.policy.display().to_string();
+    // The file as it was read: a change from here on is a reload, even one
+    // made before the reload watcher starts.
+    let mut read_as = crate::runtime::reload::fingerprint(&opts.policy);
     let mut policy = crate::policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(policy = %file, summary = %policy.summary(), "policy valid");
 
@@ -80,18 +83,20 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
                     return Ok(());
                 }
             },
-            _ = hup.recv() => match crate::policy::load(&opts.policy) {
-                Ok(p) => {
-                    info!(policy = %file, summary = %p.summary(), "SIGHUP: policy read again");
-                    policy = p;
-                }
-                Err(e) => warn!(
-                    "SIGHUP: the policy file has errors; still waiting with the one read before:\n{e}"
-                ),
-            },
+            _ = hup.recv() => {}
+        }
+        let version = crate::runtime::reload::fingerprint(&opts.policy);
+        match crate::policy::load(&opts.policy) {
+            Ok(p) => {
+                info!(policy = %file, summary = %p.summary(), "SIGHUP: policy read again");
+                policy = p;
+                read_as = version;
+            }
+            Err(e) => warn!(
+                "SIGHUP: the policy file has errors; still waiting with the one read before:\n{e}"
+            ),
         }
     };
-    drop(hup);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -184,10 +189,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     if !opts.status_by_address {
         info!("the status page recognises visitors by token links only (--status-by-address=false)");
     }
+    // The SIGHUP stream taken at start goes on to the reload watcher, so
+    // a reload asked for while the data path was being attached is kept.
     tokio::spawn(crate::runtime::reload::watch(
         state.clone(),
         opts.policy.clone(),
         shutdown.clone(),
+        hup,
+        read_as,
     ));
     tokio::spawn(crate::runtime::reload::follow_schedules(
         state.clone(),

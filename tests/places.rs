@@ -233,4 +233,37 @@ fn an_office_is_its_addresses_at_its_own_port_and_the_gateway_is_no_office() {
         401,
         "the gateway is no office"
     );
+
+    // dinsos's port is deleted and made again (a new ifindex): within a
+    // few seconds its upload is its own again.
+    lab.gw.ip(["link", "del", "p0"]).unwrap();
+    lab.gw
+        .ip([
+            "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", &dinsos_ns,
+        ])
+        .unwrap();
+    lab.gw.ip(["link", "set", "p0", "master", "lan0"]).unwrap();
+    lab.gw.ip(["link", "set", "p0", "up"]).unwrap();
+    lab.opds[0]
+        .ip(["addr", "add", "10.20.1.2/24", "dev", "eth0"])
+        .unwrap();
+    lab.opds[0].ip(["link", "set", "eth0", "up"]).unwrap();
+    lab.opds[0]
+        .ip(["route", "add", "default", "via", "10.20.1.1"])
+        .unwrap();
+    let mut counted = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let before = upload_packets(&lab, "dinsos");
+        upload_from(&dinsos_ns, "10.20.1.2", 20);
+        std::thread::sleep(Duration::from_millis(200));
+        counted = upload_packets(&lab, "dinsos") - before;
+        if counted >= 20 {
+            break;
+        }
+    }
+    assert!(
+        counted >= 20,
+        "dinsos's port made again: {counted} of 20 counted"
+    );
 }

@@ -42,8 +42,9 @@ pub struct Datapath {
     own: BTreeSet<std::net::IpAddr>,
     /// Places written to the places map, by slot.
     places: BTreeMap<u32, jatah_common::Place>,
-    /// Interfaces (other than the LAN device) `jatah_ul_mark` is on.
-    ports: BTreeSet<String>,
+    /// Interfaces (other than the LAN device) `jatah_ul_mark` is on, with
+    /// the ifindex it was put on.
+    ports: BTreeMap<String, u32>,
     #[cfg(any(test, feature = "testkit"))]
     pub(super) reader: super::CounterReader,
 }
@@ -68,7 +69,7 @@ impl Datapath {
             installed: None,
             own: BTreeSet::new(),
             places: BTreeMap::new(),
-            ports: BTreeSet::new(),
+            ports: BTreeMap::new(),
             #[cfg(any(test, feature = "testkit"))]
             reader: super::CounterReader::open(bpffs)?,
         };
@@ -376,12 +377,13 @@ impl Datapath {
     }
 
     /// Puts `jatah_ul_mark` on the ingress of each of `ports` (interfaces
-    /// OPDs are bound to, beside the LAN device) not yet holding it, so
-    /// upload is judged where it came in. Ports no longer named keep it:
-    /// there it only decides earlier what the LAN device would decide.
-    pub fn attach_ports(&mut self, ports: &[String]) -> Result<(), DatapathError> {
-        for port in ports {
-            if self.ports.contains(port) {
+    /// OPDs are bound to, beside the LAN device, with their ifindex) not
+    /// yet holding it, or holding it on an older interface of that name,
+    /// so upload is judged where it came in. Ports no longer named keep
+    /// it: there it only decides earlier what the LAN device would decide.
+    pub fn attach_ports(&mut self, ports: &[(String, u32)]) -> Result<(), DatapathError> {
+        for (port, ifindex) in ports {
+            if self.ports.get(port) == Some(ifindex) {
                 continue;
             }
             if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
@@ -397,7 +399,7 @@ impl Datapath {
                     .map_err(prog_err(format!("attaching jatah_ul_mark to {port}")))?;
             }
             info!(program = program_names::UPLOAD_MARK, interface = %port, "classifier attached to an OPD's port");
-            self.ports.insert(port.clone());
+            self.ports.insert(port.clone(), *ifindex);
         }
         Ok(())
     }

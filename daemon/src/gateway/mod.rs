@@ -289,8 +289,24 @@ pub fn apply_scaled(
     datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
     datapath.set_own_addresses(crate::sys::interface_addresses().into_iter().map(|(_, a)| a));
     datapath.sync_opds(&opd_prefixes(policy))?;
-    // Where each bound OPD's upload may come in from: the ports' programs
-    // first, so no packet of theirs is judged at the bridge meanwhile.
+    put_places(policy, ifaces, datapath)?;
+    shape(policy, ifaces, datapath, shaper, effective)?;
+    // Packets go to the lanes once both trees have them (and to the OPD
+    // classes once the lanes are gone): the moments between are a
+    // netlink round trip per OPD, in the default class.
+    datapath.set_lanes(policy.gateway.shaping.interactive)?;
+    Ok(())
+}
+
+/// Where each bound OPD's upload may come in from, as the interfaces are
+/// now: the ports' classifiers first (again on a port deleted and created
+/// since), so no packet of theirs is judged at the bridge meanwhile, then
+/// the places. Cheap when nothing changed.
+pub fn put_places(
+    policy: &Policy,
+    ifaces: &Interfaces,
+    datapath: &mut Datapath,
+) -> Result<(), GatewayError> {
     let mut places = BTreeMap::new();
     let mut ports = Vec::new();
     for opd in &policy.opds {
@@ -299,15 +315,10 @@ pub fn apply_scaled(
         };
         let (place, port) = place_of(&opd.id, name, &ifaces.lan_device)?;
         places.insert(slot, place);
-        ports.extend(port);
+        ports.extend(port.map(|p| (p, place.ifindex)));
     }
     datapath.attach_ports(&ports)?;
     datapath.set_places(&places)?;
-    shape(policy, ifaces, datapath, shaper, effective)?;
-    // Packets go to the lanes once both trees have them (and to the OPD
-    // classes once the lanes are gone): the moments between are a
-    // netlink round trip per OPD, in the default class.
-    datapath.set_lanes(policy.gateway.shaping.interactive)?;
     Ok(())
 }
 

@@ -804,3 +804,29 @@ async fn delivered_answers_the_hours_a_month_the_isp_delivered_under_80_percent(
     let (s, v) = json(&down, "/api/v1/gateway/delivered", Some(ADMIN)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
 }
+
+#[tokio::test]
+async fn a_visitor_is_recognised_by_address_unless_that_is_switched_off() {
+    use axum::extract::ConnectInfo;
+    use std::sync::atomic::Ordering;
+    let fx = fixture(false, false);
+    let status = |fx: &Fixture| {
+        let req = Request::get("/api/v1/status")
+            .extension(ConnectInfo(std::net::SocketAddr::from((
+                [10, 20, 1, 7],
+                5000,
+            ))))
+            .body(Body::empty())
+            .unwrap();
+        router(fx.state.clone()).oneshot(req)
+    };
+    let res = status(&fx).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "a host in dinkes's subnet");
+    fx.state.by_address.store(false, Ordering::Release);
+    let res = status(&fx).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "--status-by-address=false: token links only"
+    );
+}

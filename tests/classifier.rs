@@ -935,3 +935,55 @@ fn a_later_ipv4_fragment_is_never_read_as_a_tcp_header() {
     );
     assert_eq!(fx.dp.rtt(slot, SIDE_WAN).unwrap().started, 0);
 }
+
+#[test]
+fn on_a_trunk_an_opd_bound_to_its_vlan_is_its_addresses_only_there() {
+    use jatah_common::{DEFAULT_CLASS_MINOR, NO_OPD_TAG, Place};
+    let mut fx = fixture();
+    let slot = fx.slot("dinkes");
+    // dinkes is VLAN 20 of the trunk with ifindex 7.
+    let bound = Place {
+        ifindex: 7,
+        vlan: 20,
+        _pad: 0,
+    };
+    fx.dp
+        .set_places(&[(slot, bound)].into_iter().collect())
+        .unwrap();
+    let tagged = |vid| {
+        frame(
+            vlan([0x81, 0x00], vid, ETH_IP),
+            ipv4_tcp(DINKES_HOST, INTERNET, 100),
+        )
+    };
+    let tag_at = |fx: &Fixture, vid, ifindex| {
+        let out = fx.run(
+            program_names::UPLOAD_MARK,
+            &tagged(vid),
+            SkbContext {
+                ingress_ifindex: ifindex,
+                ..Default::default()
+            },
+        );
+        (out.mark & MASK) >> MASK.trailing_zeros()
+    };
+    assert_eq!(tag_at(&fx, 20, 7), slot + 1, "its own VLAN");
+    assert_eq!(tag_at(&fx, 30, 7), NO_OPD_TAG, "another VLAN of the trunk");
+    assert_eq!(tag_at(&fx, 20, 8), NO_OPD_TAG, "another interface");
+    // Decided at LAN ingress: on the WAN side it stays no OPD's, though its
+    // source address is dinkes's.
+    let wan = fx.run(
+        program_names::UPLOAD,
+        &frame(eth(ETH_IP), ipv4_tcp(DINKES_HOST, INTERNET, 100)),
+        SkbContext {
+            mark: NO_OPD_TAG << MASK.trailing_zeros(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(wan.priority, htb_priority(DEFAULT_CLASS_MINOR));
+    let reader = jatah::datapath::CounterReader::open(fx._bpffs.path()).unwrap();
+    assert_eq!(reader.misplaced(slot).unwrap(), 2);
+    // Unbound again: anywhere.
+    fx.dp.set_places(&Default::default()).unwrap();
+    assert_eq!(tag_at(&fx, 30, 9), slot + 1);
+}

@@ -70,6 +70,47 @@ fn a_broken_policy_is_reported_with_file_line_and_column_and_exit_code_1() {
     assert!(err.contains("byte units"), "{err}");
 }
 
+/// A policy of `n` OPDs, each with its own /30.
+fn opds_policy(n: usize) -> String {
+    let mut text = String::from(
+        "[gateway]\nwan = \"eth0\"\nlan = [\"eth1\"]\ndownload = \"100G\"\nupload = \"100G\"\n",
+    );
+    for i in 0..n {
+        let net = std::net::Ipv4Addr::from(0x0a00_0000 + 4 * i as u32);
+        text.push_str(&format!(
+            "\n[[opd]]\nid = \"o{i}\"\nname = \"Kantor {i}\"\nsubnets = [\"{net}/30\"]\n\
+             download = {{ guaranteed = \"1M\", ceiling = \"2M\" }}\n\
+             upload = {{ guaranteed = \"1M\", ceiling = \"2M\" }}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn check_holds_a_policy_to_the_data_paths_limits_as_run_does() {
+    let max = jatah_common::MAX_OPDS as usize;
+    let p = temp_policy("max-opds.toml", &opds_policy(max));
+    let out = run_jatah(&["check", p.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{max} OPDs")));
+
+    let p = temp_policy("too-many-opds.toml", &opds_policy(max + 1));
+    let out = run_jatah(&["check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} OPDs, more than the {max} jatah's data path has slots for",
+            max + 1
+        )),
+        "{err}"
+    );
+}
+
 const NO_SUCH_INTERFACES: &str = "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtnoexist1\"]\n\
     download = \"100M\"\nupload = \"100M\"\n\n[[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\n\
     subnets = [\"10.20.1.0/24\"]\ndownload = { guaranteed = \"20M\", ceiling = \"30M\" }\n\

@@ -147,16 +147,29 @@ fn down_removes_what_jatah_created_and_nothing_else() {
     let nft_before = lab.gw.run("nft", ["list", "ruleset"]).unwrap().stdout;
     assert!(tc(&lab, &["qdisc", "show", "dev", "lan0"]).contains("htb 1:"));
     let bpffs = lab.bpffs().unwrap().to_path_buf();
+    // While jatah runs, down refuses and removes nothing.
+    let down = |lab: &Lab| {
+        lab.gw
+            .command(jatah())
+            .args(["down", "--policy"])
+            .arg(&lab.policy_path)
+            .arg("--bpffs")
+            .arg(&bpffs)
+            .arg("--run-dir")
+            .arg(lab.dir().join("run"))
+            .output()
+            .unwrap()
+    };
+    let refused = down(&lab);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("a jatah is running"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(tc(&lab, &["qdisc", "show", "dev", "lan0"]).contains("htb 1:"));
     lab.stop_daemon().unwrap();
-    let out = lab
-        .gw
-        .command(jatah())
-        .args(["down", "--policy"])
-        .arg(&lab.policy_path)
-        .arg("--bpffs")
-        .arg(&bpffs)
-        .output()
-        .unwrap();
+    let out = down(&lab);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success());
     for dev in ["lan0", "wan0"] {

@@ -8,10 +8,11 @@
 #![no_std]
 
 mod interactive;
+mod place;
 pub use interactive::{
     INTERACTIVE_DSCP, INTERACTIVE_UDP_MAX, IPPROTO_ICMP, IPPROTO_ICMPV6, Traits, is_interactive,
 };
-
+pub use place::{NO_OPD_TAG, Place, VISIT_ENTRIES, VisitKey, place_maps};
 /// Version of the pinned map layout; part of the bpffs pin directory name.
 pub const LAYOUT_VERSION: u32 = 3;
 
@@ -21,8 +22,7 @@ pub const LAYOUT_VERSION: u32 = 3;
 /// 16-bit minor space; the interactive lanes must end below `0xffe0`.
 pub const MAX_OPDS: u32 = 16_000;
 
-/// Counter slot for traffic that matches no OPD (and for packets jatah
-/// cannot parse, which are also counted in [`Stat`]).
+/// Counter slot for traffic of no OPD (and unparsed packets, also in [`Stat`]).
 pub const SLOT_UNCLASSIFIED: u32 = MAX_OPDS;
 
 /// Entries of the per-OPD counter array: every OPD slot plus unclassified.

@@ -42,5 +42,5 @@ pub use http::auth::new_entry as new_token_entry;
 pub use http::tls::TlsFiles;
 pub use lab::run_interactive as run_lab;
 pub use policy::{Policy, PolicyError, load as load_policy};
-pub use runtime::{RunOptions, down, require_privileges, run, shutdown_on_signal};
+pub use runtime::{RunOptions, down, down_in, require_privileges, run, shutdown_on_signal};
 pub use sys::ignore_hangup;

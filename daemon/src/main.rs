@@ -45,7 +45,9 @@ enum Command {
         /// Address for the status page alone (/status, /status/admin and
         /// the endpoints they call; no /metrics, no other API), reached
         /// from the OPDs' LANs, e.g. 0.0.0.0:9477. The visitor's source
-        /// address picks its OPD, so no proxy may stand in front of it.
+        /// address (and, for OPDs bound to an interface, where it came in)
+        /// picks its OPD; behind a proxy, set --status-by-address=false so
+        /// that only token links identify.
         #[arg(long, env = "JATAH_STATUS_LISTEN")]
         status_listen: Option<SocketAddr>,
         /// bpffs mount under which jatah pins its maps and links, so a
@@ -126,6 +128,19 @@ enum Command {
             requires = "tls_cert"
         )]
         tls_key: Option<PathBuf>,
+        /// Recognise a status-page visitor without a token by its source
+        /// address (and, for OPDs bound to an `interface`, where it came
+        /// in). Set to false when a proxy or NAT stands between the
+        /// offices and the gateway: every visitor would then look like
+        /// the proxy, so only token links identify.
+        #[arg(
+            long,
+            env = "JATAH_STATUS_BY_ADDRESS",
+            default_value_t = true,
+            action = clap::ArgAction::Set,
+            value_name = "true|false"
+        )]
+        status_by_address: bool,
     },
     /// Print a table of OPDs: allocation, current rate, percent of ceiling,
     /// today's volume. Reads a running jatah's API.
@@ -159,6 +174,10 @@ enum Command {
     Token(TokenCommand),
     /// Remove everything jatah put on the gateway: its programs, pinned maps
     /// and the HTB trees on the policy's interfaces. Nothing else is touched.
+    ///
+    /// Refused, with nothing removed, while a jatah runs on this gateway
+    /// (stop it first: systemctl stop jatah) and when --bpffs is not a
+    /// bpffs mount.
     Down {
         /// The policy file naming the interfaces.
         #[arg(long, env = "JATAH_POLICY")]
@@ -166,6 +185,10 @@ enum Command {
         /// The bpffs mount given to `run`.
         #[arg(long, env = "JATAH_BPFFS", default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
+        /// Directory of the lock that keeps one jatah per gateway (the
+        /// --run-dir given to `run`).
+        #[arg(long, default_value = "/run/jatah", hide = true)]
+        run_dir: PathBuf,
     },
     /// Build a simulated gateway with several OPDs in network namespaces,
     /// run jatah on it with live iperf3 traffic, and print per-OPD rates.
@@ -326,6 +349,7 @@ fn main() -> ExitCode {
             status_tls_key,
             tls_cert,
             tls_key,
+            status_by_address,
         } => {
             // A reload (SIGHUP) may come at any moment; `run` handles it
             // once its runtime is up.
@@ -381,6 +405,7 @@ fn main() -> ExitCode {
                 server_names,
                 tls,
                 status_tls,
+                status_by_address,
             };
             let token = CancellationToken::new();
             rt.spawn(jatah::shutdown_on_signal(token.clone()));
@@ -392,9 +417,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Down { policy, bpffs } => {
+        Command::Down {
+            policy,
+            bpffs,
+            run_dir,
+        } => {
             init_logging();
-            match jatah::down(&policy, &bpffs) {
+            match jatah::down_in(&policy, &bpffs, &run_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

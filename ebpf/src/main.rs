@@ -20,18 +20,18 @@
 
 use aya_ebpf::{
     macros::{classifier, map},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use jatah_common::{
     CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR, DOWNLOAD,
     FLAG_LANES, FLAG_RTT, FLAG_TCP_LOSS, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY, HS_IN_SYN,
-    HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_IP_ID, NO_SLOT,
-    RttHistogram, SIDE_LAN, SIDE_WAN, SIDES, SLOT_UNCLASSIFIED, STAT_COUNT, Segment, SeqState,
-    SlotOwner, Stat, TCP_FLOW_BITS, TCP_FLOW_ENTRIES, TcpFlow, TcpLoss, Traits, UPLOAD,
-    bulk_lane_minor, cache_index, handshake_hash, handshake_sampled, htb_priority,
-    interactive_lane_minor, is_interactive, judge_segment, loss_side, opd_class_minor, rtt_bucket,
-    rtt_index, seq_start,
+    HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, MAX_PREFIXES, NO_IP_ID,
+    NO_OPD_TAG, NO_SLOT, Place, RttHistogram, SIDE_LAN, SIDE_WAN, SIDES, SLOT_UNCLASSIFIED,
+    STAT_COUNT, Segment, SeqState, SlotOwner, Stat, TCP_FLOW_BITS, TCP_FLOW_ENTRIES, TcpFlow,
+    TcpLoss, Traits, UPLOAD, VISIT_ENTRIES, VisitKey, bulk_lane_minor, cache_index, handshake_hash,
+    handshake_sampled, htb_priority, interactive_lane_minor, is_interactive, judge_segment,
+    loss_side, opd_class_minor, rtt_bucket, rtt_index, seq_start,
 };
 
 mod parse;
@@ -76,6 +76,19 @@ static JATAH_FLOWS: Array<TcpFlow> = Array::with_max_entries(TCP_FLOW_ENTRIES, 0
 /// survive a restart.
 #[map]
 static JATAH_OWNERS: Array<SlotOwner> = Array::pinned(MAX_OPDS, 0);
+/// Where each OPD slot's packets may come in from (all zero: anywhere).
+#[map]
+static JATAH_PLACES: Array<Place> = Array::pinned(MAX_OPDS, 0);
+/// Per slot: packets from its addresses that came in elsewhere.
+#[map]
+static JATAH_MISPLACED: PerCpuArray<u64> = PerCpuArray::pinned(MAX_OPDS, 0);
+/// Where each recent connection to the status page came in from, so the
+/// page can tell an office's own visitor from one using its addresses.
+#[map]
+static JATAH_VISITS: LruHashMap<VisitKey, Place> = LruHashMap::pinned(VISIT_ENTRIES, 0);
+/// The status listener's port (0: none).
+#[map]
+static JATAH_SPORT: Array<u32> = Array::pinned(1, 0);
 
 /// OPD slot of an address, or `NO_SLOT`. A per-CPU cache of recent
 /// addresses sits in front of the tries; entries decided under an older
@@ -601,8 +614,11 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Upload, first half: LAN-facing ingress, by source address before NAT.
-/// Stores slot + 1 in the mark bits the admin gave jatah (0 = no OPD).
+/// Upload, first half: LAN-facing ingress (the LAN device, and the ports
+/// OPDs are bound to), by source address before NAT, checked against the
+/// OPD's place. Stores slot + 1 in the mark bits the admin gave jatah, or
+/// `NO_OPD_TAG` (0 = not looked at). A packet already tagged at an OPD's
+/// port keeps its tag at the bridge above it.
 #[classifier]
 pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
     let cfg = config();
@@ -610,21 +626,93 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     }
     // SAFETY: reading a field of the context.
-    let mark = unsafe { (*ctx.skb.skb).mark } & !cfg.mark_mask;
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & cfg.mark_mask != 0 {
+        return TC_ACT_UNSPEC;
+    }
     let tag = match parse(&ctx, true) {
-        Ok(h) => match slot_of(&h) {
-            NO_SLOT => 0,
-            slot => {
-                if tcp_tracking(&cfg) {
-                    track_tcp(&ctx, &h, slot, Way::FromOpd, cfg.flags);
+        Ok(h) => {
+            let here = arrival(&ctx, &h);
+            note_visit(&ctx, &h, here);
+            match slot_of(&h) {
+                NO_SLOT => NO_OPD_TAG,
+                slot if !at_its_place(slot, here) => {
+                    if let Some(n) = JATAH_MISPLACED.get_ptr_mut(slot) {
+                        // SAFETY: per-CPU slot, only this CPU writes it.
+                        unsafe { *n += 1 };
+                    }
+                    NO_OPD_TAG
                 }
-                ((slot + 1) << cfg.mark_shift) & cfg.mark_mask
+                slot => {
+                    if tcp_tracking(&cfg) {
+                        track_tcp(&ctx, &h, slot, Way::FromOpd, cfg.flags);
+                    }
+                    slot + 1
+                }
             }
-        },
+        }
         Err(_) => 0,
     };
-    ctx.set_mark(mark | tag);
+    ctx.set_mark(mark | ((tag << cfg.mark_shift) & cfg.mark_mask));
     TC_ACT_UNSPEC
+}
+
+/// Where a packet came in: the interface (`skb->ingress_ifindex`) and its
+/// VLAN id, from the skb's metadata (a tag the NIC took off) or the frame.
+#[inline(always)]
+fn arrival(ctx: &TcContext, h: &Headers) -> Place {
+    // SAFETY: reading fields of the context.
+    let (ifindex, present, tci) = unsafe {
+        let s = ctx.skb.skb;
+        ((*s).ingress_ifindex, (*s).vlan_present, (*s).vlan_tci)
+    };
+    Place {
+        ifindex,
+        vlan: if present != 0 {
+            (tci & 0x0fff) as u16
+        } else {
+            h.vlan
+        },
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn at_its_place(slot: u32, here: Place) -> bool {
+    match JATAH_PLACES.get(slot) {
+        Some(p) => p.allows(here.ifindex, here.vlan),
+        None => true,
+    }
+}
+
+/// Remembers where a connection to the status page (a SYN to its port)
+/// came in from.
+#[inline(always)]
+fn note_visit(ctx: &TcContext, h: &Headers, here: Place) {
+    let port = match JATAH_SPORT.get(0) {
+        Some(&p) if p != 0 => p,
+        _ => return,
+    };
+    if h.l4_proto != IPPROTO_TCP {
+        return;
+    }
+    let (Ok(sport), Ok(dport), Ok(flags)) = (
+        ctx.load::<[u8; 2]>(h.l4_off),
+        ctx.load::<[u8; 2]>(h.l4_off + 2),
+        ctx.load::<u8>(h.l4_off + 13),
+    ) else {
+        return;
+    };
+    // A SYN without ACK (the handshake's first packet).
+    if u32::from(u16::from_be_bytes(dport)) != port || flags & 0x12 != TCP_SYN {
+        return;
+    }
+    let key = VisitKey {
+        addr: h.addr,
+        port: u16::from_be_bytes(sport),
+        _pad: 0,
+    };
+    let _ = JATAH_VISITS.insert(key, here, 0);
 }
 
 /// Upload, second half: WAN egress, by the mark set at LAN ingress, else by
@@ -649,7 +737,7 @@ pub fn jatah_ul_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn upload(ctx: &TcContext, h: Headers) -> i32 {
-    let bytes = wire_bytes(&ctx, &h);
+    let bytes = wire_bytes(ctx, &h);
     let cfg = config();
     // SAFETY: reading a field of the context.
     let mark = unsafe { (*ctx.skb.skb).mark };
@@ -660,14 +748,18 @@ fn upload(ctx: &TcContext, h: Headers) -> i32 {
     };
     let slot = if tag != 0 && tag <= MAX_OPDS {
         tag - 1
+    } else if tag == NO_OPD_TAG {
+        // Decided at LAN ingress: no OPD's (perhaps an OPD's address from
+        // the wrong place), whatever its source address says.
+        NO_SLOT
     } else {
         slot_of(&h)
     };
     if slot == NO_SLOT {
-        return unclassified(&ctx, UPLOAD, bytes);
+        return unclassified(ctx, UPLOAD, bytes);
     }
     count(slot, UPLOAD, bytes);
-    set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
+    set_class(ctx, class_of(ctx, &h, slot, &cfg));
     TC_ACT_UNSPEC
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Headers {
     pub(crate) l3_off: usize,
     /// Offset of the transport header from the start of the frame.
     pub(crate) l4_off: usize,
+    /// The VLAN id of the innermost tag in the frame (0: none).
+    pub(crate) vlan: u16,
 }
 
 /// Reading header fields: straight from the linear packet data (cheap,
@@ -100,10 +102,13 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
     };
     // Up to two in-band tags (802.1ad outer + 802.1Q inner). A tag the NIC
     // already stripped into skb metadata is simply not in the payload.
+    let mut vlan = 0;
     if L2 && (ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q) {
+        vlan = be16(f, off)? & 0x0fff;
         ethertype = be16(f, off + 2)?;
         off += 4;
         if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
+            vlan = be16(f, off)? & 0x0fff;
             ethertype = be16(f, off + 2)?;
             off += 4;
         }
@@ -149,6 +154,7 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
                 l4_proto,
                 l3_off: off,
                 l4_off: off + ihl,
+                vlan,
             })
         }
         ETH_P_IPV6 => {
@@ -173,6 +179,7 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
                 l4_proto: byte(f, off + 6)?,
                 l3_off: off,
                 l4_off: off + 40,
+                vlan,
             })
         }
         _ => Err(ParseError::NonIp),

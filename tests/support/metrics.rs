@@ -28,7 +28,7 @@ pub const CORE: [&str; 18] = [
 
 /// The rest: reload timing, history, data path health, and the diagnosis
 /// stage's states, round trips and probes.
-pub const MORE: [&str; 24] = [
+pub const MORE: [&str; 25] = [
     "jatah_policy_last_reload_duration_seconds",
     "jatah_history_available",
     "jatah_datapath_unparsed_packets_total",
@@ -53,6 +53,7 @@ pub const MORE: [&str; 24] = [
     "jatah_interface_attached",
     "jatah_kernel_repairs_total",
     "jatah_kernel_errors_total",
+    "jatah_opd_misplaced_packets_total",
 ];
 
 /// Present only while the uplink delivers less than asked of it (a

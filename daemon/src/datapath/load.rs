@@ -37,6 +37,14 @@ pub struct Datapath {
     /// from the kernel once): a reload diffs against it without walking
     /// the tries.
     installed: Option<(Prefixes<4>, Prefixes<16>)>,
+    /// The gateway's own addresses: never an OPD's, even inside its
+    /// subnets (each is a /32 or /128 of no OPD in the tries).
+    own: BTreeSet<std::net::IpAddr>,
+    /// Places written to the places map, by slot.
+    places: BTreeMap<u32, jatah_common::Place>,
+    /// Interfaces (other than the LAN device) `jatah_ul_mark` is on, with
+    /// the ifindex it was put on.
+    ports: BTreeMap<String, u32>,
     #[cfg(any(test, feature = "testkit"))]
     pub(super) reader: super::CounterReader,
 }
@@ -59,6 +67,9 @@ impl Datapath {
             slots: BTreeMap::new(),
             retired: BTreeMap::new(),
             installed: None,
+            own: BTreeSet::new(),
+            places: BTreeMap::new(),
+            ports: BTreeMap::new(),
             #[cfg(any(test, feature = "testkit"))]
             reader: super::CounterReader::open(bpffs)?,
         };
@@ -270,6 +281,17 @@ impl Datapath {
                 }
             }
         }
+        // The gateway's own addresses inside OPD subnets are no OPD's.
+        for a in &self.own {
+            match a {
+                std::net::IpAddr::V4(v4) => {
+                    want4.insert((v4.octets(), 32), jatah_common::NO_SLOT);
+                }
+                std::net::IpAddr::V6(v6) => {
+                    want6.insert((v6.octets(), 128), jatah_common::NO_SLOT);
+                }
+            }
+        }
         let installed = self.installed.take();
         let (have4, have6) = match installed {
             Some(h) => h,
@@ -301,6 +323,84 @@ impl Datapath {
         cfg.epoch = cfg.epoch.wrapping_add(1);
         self.write_config(cfg)?;
         self.slots = new_slots;
+        Ok(())
+    }
+
+    /// Sets the gateway's own addresses (loopback excluded), which the
+    /// next [`Datapath::sync_opds`] keeps out of every OPD. Whether they
+    /// changed.
+    pub fn set_own_addresses(&mut self, addrs: impl IntoIterator<Item = std::net::IpAddr>) -> bool {
+        let own: BTreeSet<std::net::IpAddr> = addrs
+            .into_iter()
+            .map(|a| a.to_canonical())
+            .filter(|a| !a.is_loopback() && !a.is_unspecified())
+            .collect();
+        let changed = own != self.own;
+        self.own = own;
+        changed
+    }
+
+    /// Where each slot's packets may come in from (slots not named:
+    /// anywhere). Only changes are written.
+    pub fn set_places(
+        &mut self,
+        places: &BTreeMap<u32, jatah_common::Place>,
+    ) -> Result<(), DatapathError> {
+        use jatah_common::{Place, place_maps};
+        let before = std::mem::take(&mut self.places);
+        let mut arr: Array<&mut MapData, Place> =
+            Array::try_from(self.map_mut(place_maps::PLACES)?).map_err(map_err("places"))?;
+        for (slot, old) in &before {
+            if !places.contains_key(slot) && *old != Place::default() {
+                arr.set(*slot, Place::default(), 0)
+                    .map_err(map_err(format!("clearing the place of slot {slot}")))?;
+            }
+        }
+        for (slot, place) in places {
+            if before.get(slot) != Some(place) {
+                arr.set(*slot, *place, 0)
+                    .map_err(map_err(format!("writing the place of slot {slot}")))?;
+            }
+        }
+        self.places = places.clone();
+        Ok(())
+    }
+
+    /// The status listener's TCP port, whose SYNs the LAN side notes with
+    /// where they came in (0: none).
+    pub fn set_status_port(&mut self, port: u16) -> Result<(), DatapathError> {
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(jatah_common::place_maps::STATUS_PORT)?)
+                .map_err(map_err("status port"))?;
+        arr.set(0, u32::from(port), 0)
+            .map_err(map_err("writing the status port"))
+    }
+
+    /// Puts `jatah_ul_mark` on the ingress of each of `ports` (interfaces
+    /// OPDs are bound to, beside the LAN device, with their ifindex) not
+    /// yet holding it, or holding it on an older interface of that name,
+    /// so upload is judged where it came in. Ports no longer named keep
+    /// it: there it only decides earlier what the LAN device would decide.
+    pub fn attach_ports(&mut self, ports: &[(String, u32)]) -> Result<(), DatapathError> {
+        for (port, ifindex) in ports {
+            if self.ports.get(port) == Some(ifindex) {
+                continue;
+            }
+            if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+                self.attach_tcx(program_names::UPLOAD_MARK, port, TcAttachType::Ingress)?;
+            } else {
+                if let Err(e) = tc::qdisc_add_clsact(port)
+                    && !matches!(&e, tc::TcError::AlreadyAttached)
+                {
+                    debug!(%port, error = %e, "clsact not added (may already exist)");
+                }
+                self.classifier_mut(program_names::UPLOAD_MARK)?
+                    .attach(port, TcAttachType::Ingress)
+                    .map_err(prog_err(format!("attaching jatah_ul_mark to {port}")))?;
+            }
+            info!(program = program_names::UPLOAD_MARK, interface = %port, "classifier attached to an OPD's port");
+            self.ports.insert(port.clone(), *ifindex);
+        }
         Ok(())
     }
 

@@ -71,6 +71,8 @@ pub struct CounterReader {
     stats: PerCpuArray<MapData, u64>,
     rtt: Array<MapData, RttHistogram>,
     tcp: PerCpuArray<MapData, TcpLoss>,
+    misplaced: PerCpuArray<MapData, u64>,
+    visits: aya::maps::HashMap<MapData, jatah_common::VisitKey, jatah_common::Place>,
 }
 
 impl CounterReader {
@@ -91,7 +93,38 @@ impl CounterReader {
                 map_names::TCP_LOSS,
             )?))
             .map_err(map_err("TCP retransmissions"))?,
+            misplaced: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(
+                bpffs,
+                jatah_common::place_maps::MISPLACED,
+            )?))
+            .map_err(map_err("misplaced packets"))?,
+            visits: aya::maps::HashMap::try_from(Map::LruHashMap(open_pinned(
+                bpffs,
+                jatah_common::place_maps::VISITS,
+            )?))
+            .map_err(map_err("status page visits"))?,
         })
+    }
+
+    /// Packets from slot's addresses that came in where it is not bound,
+    /// summed over CPUs.
+    pub fn misplaced(&self, slot: u32) -> Result<u64, DatapathError> {
+        let v = self
+            .misplaced
+            .get(&slot, 0)
+            .map_err(map_err(format!("reading misplaced packets of slot {slot}")))?;
+        Ok(v.iter().sum())
+    }
+
+    /// Where the connection to the status page from `peer` came in (its
+    /// SYN as the LAN side noted it), if it is still remembered.
+    pub fn visit_place(&self, peer: std::net::SocketAddr) -> Option<jatah_common::Place> {
+        let key = jatah_common::VisitKey {
+            addr: crate::datapath::addr_key(peer.ip()),
+            port: peer.port(),
+            _pad: 0,
+        };
+        self.visits.get(&key, 0).ok()
     }
 
     /// Counters of a slot (or [`SLOT_UNCLASSIFIED`]), summed over CPUs.

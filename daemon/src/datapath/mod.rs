@@ -35,10 +35,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error(
-        "{0} is not a bpffs mount; mount one with `mount -t bpf bpf {0}` \
+        "{0} is not a bpffs mount ({1}); mount one with `mount -t bpf bpf {0}` \
          (or pass --bpffs DIR naming a bpffs mount)"
     )]
-    NotBpffs(PathBuf),
+    NotBpffs(PathBuf, String),
     #[error("loading jatah's eBPF programs: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("{what}: {source}")]
@@ -87,10 +87,50 @@ pub fn pin_dir(bpffs: &Path) -> PathBuf {
 
 /// Fails with a clear message unless `dir` is a bpffs mount.
 pub fn ensure_bpffs(dir: &Path) -> Result<(), DatapathError> {
-    if crate::sys::filesystem_magic(dir).ok() != Some(BPF_FS_MAGIC) {
-        return Err(DatapathError::NotBpffs(dir.to_path_buf()));
+    match crate::sys::filesystem_magic(dir) {
+        Ok(BPF_FS_MAGIC) => Ok(()),
+        found => Err(DatapathError::NotBpffs(dir.to_path_buf(), describe(found))),
     }
-    Ok(())
+}
+
+/// Whether `dir` is on a bpffs, and if not, what it is instead, e.g. "it
+/// is on tmpfs" or "it does not exist", for a message that refuses it.
+pub fn bpffs_or_what(dir: &Path) -> Result<(), String> {
+    match crate::sys::filesystem_magic(dir) {
+        Ok(BPF_FS_MAGIC) => Ok(()),
+        found => Err(describe(found)),
+    }
+}
+
+/// What a path that is not a bpffs is: its file system by name where
+/// jatah knows it, else its magic number.
+fn describe(found: io::Result<i64>) -> String {
+    let magic = match found {
+        Ok(magic) => magic,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return "it does not exist".into(),
+        Err(e) => return format!("it cannot be examined: {e}"),
+    };
+    let name = match magic {
+        0x0102_1994 => "tmpfs",
+        0x8584_58f6 => "ramfs",
+        0xef53 => "ext2/3/4",
+        0x5846_5342 => "xfs",
+        0x9123_683e => "btrfs",
+        0x2fc1_2fc1 => "zfs",
+        0x794c_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x0102_1997 => "9p",
+        0x6265_6572 => "sysfs",
+        0x9fa0 => "proc",
+        0x6367_7270 => "cgroup2",
+        0x0027_e0eb => "cgroup",
+        0x6e73_6673 => "nsfs",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0x1cd1 => "devpts",
+        _ => return format!("it is on a file system with magic number {magic:#x}, not bpffs"),
+    };
+    format!("it is on {name}")
 }
 
 /// One prefix of an OPD, as the tries hold it.
@@ -164,3 +204,13 @@ pub fn prefixes_of(subnets: &[IpNet]) -> Vec<Prefix> {
 }
 
 const _: () = assert!(COUNTER_SLOTS == MAX_OPDS + 1);
+
+/// An address as the classifiers key it: IPv6, or IPv4 mapped as
+/// `::ffff:a.b.c.d`.
+pub(crate) fn addr_key(ip: std::net::IpAddr) -> jatah_common::AddrKey {
+    let v6 = match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    jatah_common::AddrKey { addr: v6.octets() }
+}

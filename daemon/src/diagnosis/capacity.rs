@@ -203,7 +203,7 @@ pub struct PlateauEvidence {
     pub conservation: Option<f64>,
     /// The most the active OPDs could take: min(capacity, Σ ceilings).
     pub bound_bps: u64,
-    /// The held OPDs.
+    /// The held OPDs (to an `opd:` token, its own alone if held).
     pub held: Vec<String>,
     /// Seconds in the plateau window.
     pub window_s: u32,

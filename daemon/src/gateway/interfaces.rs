@@ -103,6 +103,15 @@ pub enum GatewayError {
     )]
     SeveralLanDevices { file: String, devices: Vec<String> },
     #[error(
+        "OPD {opd}: interface {name:?} {reason}; name the LAN device, one of its VLAN \
+         subinterfaces, or a port of it (a bridge port) that serves this OPD"
+    )]
+    Place {
+        opd: String,
+        name: String,
+        reason: String,
+    },
+    #[error(
         "{file}: interface {name:?} ({key}) has link type {link_type} (see /sys/class/net/{name}/type), \
          which jatah cannot classify: the LAN must be Ethernet-like (a NIC, bridge, VLAN or bond); \
          the WAN Ethernet-like or without a link layer (PPP/PPPoE, WireGuard, tun, raw-IP, \
@@ -141,6 +150,53 @@ fn shaping_device(name: &str) -> String {
         }
     }
     name.to_string()
+}
+
+/// Where packets from an OPD bound to `name` come in, as the LAN side sees
+/// them, and the port `jatah_ul_mark` must also be on (None for the LAN
+/// device and its VLAN subinterfaces, which it is on already): the LAN
+/// device itself; a VLAN subinterface of it (the trunk's ifindex and the
+/// VLAN id); or a port of it (a bridge port: its own ifindex).
+pub fn place_of(
+    opd: &str,
+    name: &str,
+    lan: &Interface,
+) -> Result<(jatah_common::Place, Option<String>), GatewayError> {
+    use jatah_common::Place;
+    let fail = |reason: &str| GatewayError::Place {
+        opd: opd.to_string(),
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    let index = ifindex(name).ok_or_else(|| fail("does not exist on this host"))?;
+    if name == lan.name {
+        let place = Place { ifindex: lan.ifindex, ..Place::default() };
+        return Ok((place, None));
+    }
+    if shaping_device(name) == lan.name {
+        let vlan = vlan_id(name).ok_or_else(|| fail("is a VLAN subinterface whose id cannot be read"))?;
+        let place = Place { ifindex: lan.ifindex, vlan, _pad: 0 };
+        return Ok((place, None));
+    }
+    let master = std::fs::read_link(PathBuf::from("/sys/class/net").join(name).join("master"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if master.as_deref() != Some(lan.name.as_str()) {
+        return Err(fail(&format!(
+            "is not on the LAN device {:?} (neither it, a VLAN of it, nor a port of it)",
+            lan.name
+        )));
+    }
+    let place = Place { ifindex: index, ..Place::default() };
+    Ok((place, Some(name.to_string())))
+}
+
+/// A VLAN subinterface's id, from /proc/net/vlan.
+fn vlan_id(name: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(format!("/proc/net/vlan/{name}")).ok()?;
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "VID:")?;
+    words.next()?.parse().ok()
 }
 
 /// Resolves the policy's interfaces on this host (the check `jatah check`

@@ -287,12 +287,38 @@ pub fn apply_scaled(
     // The same sampled connections, followed for retransmissions.
     datapath.set_tcp_loss_tracking(policy.diagnosis.rtt_tracking)?;
     datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
+    datapath.set_own_addresses(crate::sys::interface_addresses().into_iter().map(|(_, a)| a));
     datapath.sync_opds(&opd_prefixes(policy))?;
+    put_places(policy, ifaces, datapath)?;
     shape(policy, ifaces, datapath, shaper, effective)?;
     // Packets go to the lanes once both trees have them (and to the OPD
     // classes once the lanes are gone): the moments between are a
     // netlink round trip per OPD, in the default class.
     datapath.set_lanes(policy.gateway.shaping.interactive)?;
+    Ok(())
+}
+
+/// Where each bound OPD's upload may come in from, as the interfaces are
+/// now: the ports' classifiers first (again on a port deleted and created
+/// since), so no packet of theirs is judged at the bridge meanwhile, then
+/// the places. Cheap when nothing changed.
+pub fn put_places(
+    policy: &Policy,
+    ifaces: &Interfaces,
+    datapath: &mut Datapath,
+) -> Result<(), GatewayError> {
+    let mut places = BTreeMap::new();
+    let mut ports = Vec::new();
+    for opd in &policy.opds {
+        let (Some(name), Some(&slot)) = (&opd.interface, datapath.slots().get(&opd.id)) else {
+            continue;
+        };
+        let (place, port) = place_of(&opd.id, name, &ifaces.lan_device)?;
+        places.insert(slot, place);
+        ports.extend(port.map(|p| (p, place.ifindex)));
+    }
+    datapath.attach_ports(&ports)?;
+    datapath.set_places(&places)?;
     Ok(())
 }
 

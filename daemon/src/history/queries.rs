@@ -246,8 +246,11 @@ impl HistoryStore {
         Ok(result.map_err(|e| self.classify(e))?.map(buckets::utc))
     }
 
-    /// Events with `from <= at < to`, of one OPD or (`None`) of all,
-    /// oldest first. More than [`MAX_POINTS`] is an error.
+    /// Events with `from <= at < to`, oldest first: every OPD's and the
+    /// gateway's (`None`), or one OPD's and the gateway's (`Some(opd)`,
+    /// what an `opd:` token may read). The OPD is picked in the query, so
+    /// other OPDs' events never count towards the limit: more than
+    /// [`MAX_POINTS`] of the events asked for is an error.
     pub fn events(
         &self,
         from: DateTime<Utc>,
@@ -257,11 +260,18 @@ impl HistoryStore {
         check_range(from, to)?;
         let result = (|| -> Result<Vec<Event>, HistoryError> {
             let conn = self.conn()?;
-            let mut stmt = conn.prepare_cached(
+            // Two statements rather than `?3 IS NULL OR ...`, so each can
+            // use its index (`events_at`, `events_opd_at`); both take the
+            // same parameters (?3, the OPD, is NULL in the first).
+            let mut stmt = conn.prepare_cached(if opd.is_none() {
                 "SELECT at_ms, opd, state, previous, evidence, message FROM events
-                 WHERE at_ms >= ?1 AND at_ms < ?2 AND (?3 IS NULL OR opd = ?3)
-                 ORDER BY at_ms, id LIMIT ?4",
-            )?;
+                 WHERE at_ms >= ?1 AND at_ms < ?2 AND ?3 IS NULL
+                 ORDER BY at_ms, id LIMIT ?4"
+            } else {
+                "SELECT at_ms, opd, state, previous, evidence, message FROM events
+                 WHERE (opd = ?3 OR opd IS NULL) AND at_ms >= ?1 AND at_ms < ?2
+                 ORDER BY at_ms, id LIMIT ?4"
+            })?;
             let rows = stmt.query_map(
                 params![
                     from.timestamp_millis(),

@@ -861,9 +861,14 @@ fn events_round_trip() {
 
     let all = store.events(at, at + minutes(10), None).unwrap();
     assert_eq!(all, [fault.clone(), upstream.clone()]);
+    // One OPD's events come with the gateway's, not with others'.
     assert_eq!(
         store.events(at, at + minutes(10), Some("dinkes")).unwrap(),
-        [fault]
+        [fault.clone(), upstream.clone()]
+    );
+    assert_eq!(
+        store.events(at, at + minutes(10), Some("bappeda")).unwrap(),
+        [upstream]
     );
     assert_eq!(
         store
@@ -874,6 +879,48 @@ fn events_round_trip() {
     assert!(matches!(
         store.events(at, at, None),
         Err(HistoryError::BadRange(_))
+    ));
+}
+
+#[test]
+fn an_opds_events_are_picked_in_the_query_so_others_never_fill_the_limit() {
+    let dir = TempDir::new("events-limit");
+    let mut store = HistoryStore::open(&dir.0, Asia::Makassar).unwrap();
+    let at = t("2025-06-14T02:00:00Z");
+    let event = |ms: i64, opd: Option<&str>, state: &str| Event {
+        at: at + TimeDelta::milliseconds(ms),
+        opd: opd.map(str::to_owned),
+        state: state.to_owned(),
+        previous: None,
+        evidence: serde_json::json!({}),
+        message: String::new(),
+    };
+    // More of another OPD's events than one answer may hold, with dinkes'
+    // and the gateway's among and after them.
+    store.record_event(&event(0, Some("dinkes"), "local_fault")).unwrap();
+    for i in 0..MAX_POINTS as i64 + 50 {
+        store.record_event(&event(1 + i, Some("bappeda"), "saturated")).unwrap();
+    }
+    store.record_event(&event(20_000, None, "upstream_degraded")).unwrap();
+    store.record_event(&event(20_001, Some("dinkes"), "healthy")).unwrap();
+
+    let mine = store.events(at, at + minutes(1), Some("dinkes")).unwrap();
+    let seen: Vec<(Option<&str>, &str)> = mine
+        .iter()
+        .map(|e| (e.opd.as_deref(), e.state.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some("dinkes"), "local_fault"),
+            (None, "upstream_degraded"),
+            (Some("dinkes"), "healthy"),
+        ]
+    );
+    // All of them at once is over the limit, and says so.
+    assert!(matches!(
+        store.events(at, at + minutes(1), None),
+        Err(HistoryError::TooManyPoints { .. })
     ));
 }
 

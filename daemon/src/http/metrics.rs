@@ -560,6 +560,7 @@ fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> 
         unanswered,
     ));
     out.extend(tcp_retransmissions(state, view));
+    out.push(misplaced(state, view));
 
     let mut p_up = (Vec::new(), Vec::new());
     let mut p_rtt = (Vec::new(), Vec::new());
@@ -666,6 +667,26 @@ fn tcp_retransmissions(state: &AppState, view: &PolicyView) -> [MetricFamily; 2]
             retransmitted,
         ),
     ]
+}
+
+/// Per OPD: packets from its addresses that came in elsewhere than its
+/// `interface`.
+fn misplaced(state: &AppState, view: &PolicyView) -> MetricFamily {
+    let mut series = Vec::new();
+    if let Some(reader) = state.counters.as_ref() {
+        for opd in &view.policy.opds {
+            let Some(n) = view.slots.get(&opd.id).and_then(|&s| reader.misplaced(s).ok()) else {
+                continue;
+            };
+            series.push(counter(vec![label("opd", &opd.id)], n as f64));
+        }
+    }
+    family(
+        "jatah_opd_misplaced_packets_total",
+        "Packets from an OPD's addresses that came in elsewhere than the LAN interface or VLAN the OPD is bound to (its `interface`): a host on another network using its addresses. They are not counted or shaped as the OPD's (unclassified, in the default class).",
+        Kind::Counter,
+        series,
+    )
 }
 
 /// Renders every metric in the text exposition format.

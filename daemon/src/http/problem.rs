@@ -18,6 +18,10 @@ pub struct Problem {
     /// The query or path parameter at fault, for 400s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter: Option<String>,
+    /// Seconds after which the same request may succeed, sent as the
+    /// `Retry-After` header (not in the body).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -28,6 +32,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             parameter: None,
+            retry_after: None,
         }
     }
 
@@ -150,6 +155,14 @@ impl Problem {
         )
     }
 
+    /// 503 with `Retry-After`: jatah is busy with requests of this kind;
+    /// the same request is answered once they are done.
+    pub fn busy(detail: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy", detail);
+        p.retry_after = Some(retry_after.as_secs().max(1));
+        p
+    }
+
     /// 500: jatah failed; the detail says where.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(
@@ -170,6 +183,10 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

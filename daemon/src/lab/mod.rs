@@ -562,6 +562,7 @@ impl Lab {
     }
 
     /// Runs `f` on a thread inside OPD `i`'s namespace (its router).
+    #[cfg(feature = "testkit")]
     pub fn in_opd<T: Send + 'static>(
         &self,
         i: usize,

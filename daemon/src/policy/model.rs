@@ -276,6 +276,12 @@ pub struct Opd {
     /// The id of the [`Group`] the OPD belongs to, if any. Its allocation
     /// then comes out of the group's, not straight out of the gateway's.
     pub group: Option<String>,
+    /// The LAN interface (a bridge port, or a VLAN subinterface of the
+    /// LAN trunk) the OPD's network is on. When set, its addresses are
+    /// its own only there: packets from them that come in elsewhere (a
+    /// host on another office's network taking its addresses) are no
+    /// OPD's, and its status page opens only from there.
+    pub interface: Option<String>,
 }
 
 impl Opd {

@@ -412,6 +412,14 @@ pub fn diff(old: &Policy, new: &Policy) -> Plan {
                     .unwrap_or_else(|| "none".into())
             ));
         }
+        if before.interface != o.interface {
+            let name = |i: &Option<String>| i.clone().unwrap_or_else(|| "anywhere".into());
+            ch.push(format!(
+                "interface {} -> {}",
+                name(&before.interface),
+                name(&o.interface)
+            ));
+        }
         if !ch.is_empty() {
             plan.changed.push(OpdChange {
                 id: o.id.clone(),
@@ -489,6 +497,17 @@ upload = { guaranteed = "5M", ceiling = "10M" }
                 "adapt true -> false"
             ]
         );
+    }
+
+    #[test]
+    fn binding_an_opd_to_an_interface_is_named() {
+        let new = BASE.replace(
+            "id = \"bappeda\"\n",
+            "id = \"bappeda\"\ninterface = \"eth1.20\"\n",
+        );
+        let plan = diff(&p(BASE), &p(&new));
+        let bappeda = plan.changed.iter().find(|c| c.id == "bappeda").unwrap();
+        assert_eq!(bappeda.changes, vec!["interface anywhere -> eth1.20".to_string()]);
     }
 
     #[test]

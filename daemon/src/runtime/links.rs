@@ -22,6 +22,10 @@ use crate::shaper::Missing;
 /// What the keeper repairs, as `jatah_kernel_repairs_total` names it.
 pub const REPAIRS: [&str; 3] = ["root_qdisc", "class", "classifier"];
 
+/// The keeper's entry for OPDs' bound interfaces (no interface has this
+/// name: it has a space).
+const PLACES_KEY: &str = "opd places";
+
 /// How often interfaces are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to re-attach.
@@ -95,6 +99,19 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
     let Some(ctl) = guard.as_mut() else {
         return;
     };
+    // The gateway's own addresses are kept out of the OPDs; when they
+    // change (DHCP, an admin), the tries follow within a second.
+    let own = crate::sys::interface_addresses().into_iter().map(|(_, a)| a);
+    if ctl.datapath.set_own_addresses(own) {
+        let policy = state.view().policy.clone();
+        match ctl.datapath.sync_opds(&gateway::opd_prefixes(&policy)) {
+            Ok(()) => info!("the gateway's addresses changed: its own stay out of every OPD"),
+            Err(e) => {
+                warn!(error = %e, "keeping the gateway's new addresses out of the OPDs failed");
+                state.kernel.count_error("prefixes", "");
+            }
+        }
+    }
     let mut attached = BTreeMap::new();
     let mut moved = false;
     for role in [Role::Lan, Role::Wan] {
@@ -156,6 +173,26 @@ fn check_once(state: &AppState, keeper: &mut BTreeMap<String, Watched>) {
     }
     if moved {
         state.kernel.set_shaping(ctl.ifaces.clone());
+    }
+    // OPDs bound to a port: a port deleted and created again gets its
+    // classifier and its place back.
+    let policy = state.view().policy.clone();
+    if policy.opds.iter().any(|o| o.interface.is_some()) {
+        let now_ok = match gateway::put_places(&policy, &ctl.ifaces, &mut ctl.datapath) {
+            Ok(()) => true,
+            Err(e) => {
+                if keeper.get(PLACES_KEY).is_none_or(|w| w.failures == 0) {
+                    warn!(error = %e, "an OPD's interface is missing or cannot be read: its upload is judged at the LAN device alone until it is back");
+                    state.kernel.count_error("places", &ctl.ifaces.lan_device.name);
+                }
+                false
+            }
+        };
+        let w = keeper.entry(PLACES_KEY.to_string()).or_default();
+        if now_ok && w.failures > 0 {
+            info!("every OPD's interface is back: upload is judged where it comes in again");
+        }
+        w.failures = u32::from(!now_ok);
     }
     state.kernel.set_attached(attached);
 }

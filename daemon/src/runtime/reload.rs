@@ -189,32 +189,33 @@ fn publish(state: &AppState, ctl: &Controller, policy: Policy) {
 }
 
 /// What identifies a version of the file on disk.
-fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+pub(crate) fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-/// Reloads on SIGHUP and when the policy file changes (checked every
-/// second; a change must hold still for one check, so a half-written file
-/// is not read). Starts the tokens file's watcher beside it.
-pub async fn watch(state: Arc<AppState>, path: PathBuf, shutdown: CancellationToken) {
+/// Reloads on SIGHUP (`hup`: the stream taken when jatah started, so none
+/// since is lost) and when the policy file changes from `read_as`, the
+/// version in force (checked every second; a change must hold still for
+/// one check, so a half-written file is not read). Starts the tokens
+/// file's watcher beside it.
+pub async fn watch(
+    state: Arc<AppState>,
+    path: PathBuf,
+    shutdown: CancellationToken,
+    hup: tokio::signal::unix::Signal,
+    read_as: Option<(SystemTime, u64, u64)>,
+) {
     // The tokens file, on the same triggers, in its own task: a slow policy
     // reload must not hold up a revocation.
     tokio::spawn(crate::runtime::tokens::watch(
         state.clone(),
         shutdown.clone(),
     ));
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP");
-            None
-        }
-    };
+    let mut hup = Some(hup);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut seen = fingerprint(&path);
+    let mut seen = read_as;
     let mut pending: Option<(SystemTime, u64, u64)> = None;
     loop {
         let trigger = tokio::select! {

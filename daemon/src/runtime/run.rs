@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// API tokens file; None = no tokens (only open endpoints answer).
     pub tokens: Option<PathBuf>,
+    /// Whether the status page recognises a visitor without a token by
+    /// its source address (and where it came in).
+    pub status_by_address: bool,
     /// DNS names requests may carry as Host besides IP addresses,
     /// `localhost` and the host name (see [`crate::http::host`]).
     pub server_names: Vec<String>,
@@ -51,6 +54,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
     let file = opts.policy.display().to_string();
+    // The file as it was read: a change from here on is a reload, even one
+    // made before the reload watcher starts.
+    let mut read_as = crate::runtime::reload::fingerprint(&opts.policy);
     let mut policy = crate::policy::load(&opts.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(policy = %file, summary = %policy.summary(), "policy valid");
 
@@ -96,18 +102,20 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
                     return Ok(());
                 }
             },
-            _ = hup.recv() => match crate::policy::load(&opts.policy) {
-                Ok(p) => {
-                    info!(policy = %file, summary = %p.summary(), "SIGHUP: policy read again");
-                    policy = p;
-                }
-                Err(e) => warn!(
-                    "SIGHUP: the policy file has errors; still waiting with the one read before:\n{e}"
-                ),
-            },
+            _ = hup.recv() => {}
+        }
+        let version = crate::runtime::reload::fingerprint(&opts.policy);
+        match crate::policy::load(&opts.policy) {
+            Ok(p) => {
+                info!(policy = %file, summary = %p.summary(), "SIGHUP: policy read again");
+                policy = p;
+                read_as = version;
+            }
+            Err(e) => warn!(
+                "SIGHUP: the policy file has errors; still waiting with the one read before:\n{e}"
+            ),
         }
     };
-    drop(hup);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -130,6 +138,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let policy = crate::policy::schedule::effective(&base, &base.schedules, chrono::Utc::now());
     let policy_for_apply = policy.clone();
     let started = std::time::Instant::now();
+    let status_port = opts.status_listen.unwrap_or(opts.listen).port();
     let ifaces_for_apply = ifaces.clone();
     // Netlink and BPF syscalls block; keep them off the async workers. The
     // thread stays in this process's network namespace.
@@ -140,6 +149,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
             info!(opds = adopted, "adopted OPD slots pinned by an earlier run");
         }
         let mut shaper = Shaper::new()?;
+        // Connections to the status page are noted with where they came
+        // in, so an office's page opens only from its own place.
+        datapath.set_status_port(status_port)?;
         gateway::apply(
             &policy_for_apply,
             &ifaces_for_apply,
@@ -193,10 +205,18 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         Err(e) => warn!(error = %e, "ICMP probes unavailable; diagnosis uses passive signals only"),
     }
     let state = Arc::new(builder.build());
+    state.by_address.store(opts.status_by_address, Ordering::Release);
+    if !opts.status_by_address {
+        info!("the status page recognises visitors by token links only (--status-by-address=false)");
+    }
+    // The SIGHUP stream taken at start goes on to the reload watcher, so
+    // a reload asked for while the data path was being attached is kept.
     tokio::spawn(crate::runtime::reload::watch(
         state.clone(),
         opts.policy.clone(),
         shutdown.clone(),
+        hup,
+        read_as,
     ));
     tokio::spawn(crate::runtime::reload::follow_schedules(
         state.clone(),
@@ -350,11 +370,36 @@ pub fn require_privileges() -> Result<()> {
     Ok(())
 }
 
+/// `jatah down` with the instance lock in /run/jatah, as `jatah run` keeps
+/// it by default (see [`down_in`]).
+pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()> {
+    down_in(policy_path, bpffs, std::path::Path::new("/run/jatah"))
+}
+
 /// `jatah down`: removes jatah's pins (which detaches its programs) and its
 /// HTB trees on the policy's interfaces. Foreign qdiscs are left alone.
-pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()> {
+///
+/// Nothing is removed beside a running jatah (one holding the instance
+/// lock under `run_dir`, as `jatah run --run-dir` keeps it), which would
+/// put everything back or fail at its next reload; nor under a `bpffs`
+/// path that is not a bpffs, where the pins cannot be and whatever is
+/// there is someone else's. The lock is held until the end, so no jatah
+/// starts while things are removed.
+pub fn down_in(
+    policy_path: &std::path::Path,
+    bpffs: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> Result<()> {
     let file = policy_path.display().to_string();
     let policy = crate::policy::load(policy_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _lock = crate::runtime::instance::take(run_dir).map_err(refuse_running)?;
+    crate::datapath::bpffs_or_what(bpffs).map_err(|what| {
+        anyhow::anyhow!(
+            "{} is not a bpffs mount ({what}); nothing was removed. Pass the --bpffs that \
+             `jatah run` was given (jatah pins under <bpffs>/jatah)",
+            bpffs.display()
+        )
+    })?;
     let ifaces = gateway::resolve_interfaces(&policy, &file)?;
     let removed_pins = crate::datapath::unpin_all(bpffs)?;
     let mut shaper = Shaper::new()?;
@@ -372,3 +417,23 @@ pub fn down(policy_path: &std::path::Path, bpffs: &std::path::Path) -> Result<()
     );
     Ok(())
 }
+
+/// `jatah down`'s refusal while a jatah runs, or why it could not tell.
+fn refuse_running(busy: crate::runtime::instance::Busy) -> anyhow::Error {
+    use crate::runtime::instance::Busy;
+    match busy {
+        Busy::Held { pid, lock, .. } => anyhow::anyhow!(
+            "a jatah is running ({}); stop it first: systemctl stop jatah. Nothing was \
+             removed (it holds {})",
+            pid.map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "its pid is not recorded".into()),
+            lock.display()
+        ),
+        Busy::Failed(e) => anyhow::anyhow!(
+            "cannot tell whether a jatah is running ({e}); nothing was removed"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@
 //! | [`TokenCell`] | start-up, the tokens watcher (`runtime::tokens`) | every request |
 //! | `control` | reloads and the link keeper, one at a time | — |
 //! | `reloads` | reloads | API, metrics |
+//! | [`PlanLimit`] | `POST /api/v1/policy/plan` | — |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -439,6 +440,33 @@ impl Traffic {
     }
 }
 
+/// How many policy plans (`POST /api/v1/policy/plan`) are computed at
+/// once: parsing and comparing a policy of thousands of OPDs takes a core
+/// for a while, and the gateway has few.
+pub const PLANS_AT_ONCE: usize = 1;
+/// How long a plan request waits for its turn before it is answered 503
+/// with `Retry-After`.
+pub const PLAN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The bound on plans computed at once: each holds a permit for as long
+/// as it parses and compares, on a blocking thread, never on the async
+/// workers that answer every other request.
+#[derive(Debug)]
+pub struct PlanLimit {
+    pub permits: Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for a permit ([`PLAN_WAIT`]).
+    pub wait: std::time::Duration,
+}
+
+impl Default for PlanLimit {
+    fn default() -> Self {
+        PlanLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(PLANS_AT_ONCE)),
+            wait: PLAN_WAIT,
+        }
+    }
+}
+
 /// What the handlers and tasks share.
 pub struct AppState {
     /// Set once the data path is attached and the HTB trees are in force.
@@ -457,6 +485,10 @@ pub struct AppState {
     /// The capacity each direction adapts to.
     pub adaptive: Mutex<Adaptive>,
     pub reloads: Mutex<ReloadStatus>,
+    /// Whether a visitor without a token is recognised by its source
+    /// address (and where it came in); off behind a proxy.
+    pub by_address: AtomicBool,
+    pub plans: PlanLimit,
 }
 
 impl AppState {
@@ -542,6 +574,8 @@ impl StateBuilder {
             control: Mutex::new(self.control),
             adaptive: Mutex::new(Adaptive::default()),
             reloads: Mutex::new(self.reload),
+            by_address: AtomicBool::new(true),
+            plans: PlanLimit::default(),
         }
     }
 }

@@ -116,3 +116,51 @@ pub struct GatewayStatus {
     pub schedules_open: Vec<String>,
     pub history_available: bool,
 }
+
+/// An OPD's diagnosis with the gateway's, so a reader sees at once whether
+/// the problem is local or upstream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Diagnosis {
+    pub opd: String,
+    /// Null during the first seconds after start.
+    pub verdict: Option<Verdict>,
+    pub gateway: Option<Verdict>,
+}
+
+/// A change of state, as kept in the history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventBody {
+    pub at: DateTime<Utc>,
+    /// Null for the gateway's own state.
+    pub opd: Option<String>,
+    pub state: String,
+    pub previous: Option<String>,
+    #[schema(value_type = Object)]
+    pub evidence: serde_json::Value,
+    pub message: String,
+    /// The event's reference code (`XXXX-XXXX`), as the status page shows
+    /// it; `GET /api/v1/references/{code}` finds the event again.
+    pub reference: String,
+}
+
+impl From<crate::history::Event> for EventBody {
+    fn from(e: crate::history::Event) -> Self {
+        EventBody {
+            reference: crate::diagnosis::reference::code(e.opd.as_deref(), &e.state, e.at),
+            at: e.at,
+            opd: e.opd,
+            state: e.state,
+            previous: e.previous,
+            evidence: e.evidence,
+            message: e.message,
+        }
+    }
+}
+
+/// Changes of state in a time range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Events {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub events: Vec<EventBody>,
+}

@@ -16,7 +16,6 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::diagnosis::Verdict;
 use crate::history::Step;
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
@@ -25,8 +24,13 @@ use crate::runtime::rates::WindowRates;
 use crate::runtime::state::AppState;
 
 mod body;
+mod plan;
+mod redact;
+#[cfg(test)]
+mod tests;
 
 pub use body::*;
+pub use redact::Names;
 
 /// The API routes (merged into the server's router).
 pub fn routes() -> Router<Arc<AppState>> {
@@ -380,6 +384,9 @@ pub(crate) async fn get_usage_csv(
 }
 
 /// The gateway: capacity, aggregate rates, unclassified traffic, policy.
+/// An `opd:` token reads it naming no other OPD: the OPDs a delivered
+/// estimate held are cut to its own, and a failed reload's error (which
+/// quotes the policy file) says where the admin reads it instead.
 #[utoipa::path(get, path = "/api/v1/gateway", tag = "gateway",
     responses(
         (status = 200, description = "The gateway", body = GatewayStatus),
@@ -390,13 +397,18 @@ pub(crate) async fn get_gateway(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<GatewayStatus>, Problem> {
-    summary_access(&state, &headers)?;
+    let access = summary_access(&state, &headers)?;
+    let names = Names::of(&access);
     let view = state.view();
     let policy = &view.policy;
     let unclassified = state.traffic.unclassified();
     let delivered: [Option<crate::diagnosis::capacity::Delivered>; 2] = {
         let engine = crate::runtime::state::lock(&state.diagnosis.engine);
-        engine.delivered().map(|d| d.cloned())
+        engine.delivered().map(|d| {
+            let mut d = d.cloned();
+            names.delivered(&mut d);
+            d
+        })
     };
     let direction = |dir: Direction| {
         let d = dir.index();
@@ -412,14 +424,16 @@ pub(crate) async fn get_gateway(
         }
     };
     let reload = state.reloads.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut diagnosis = state
+        .diagnosis
+        .engine
+        .lock()
+        .ok()
+        .and_then(|e| e.gateway().cloned());
+    names.verdict(&mut diagnosis);
     Ok(Json(GatewayStatus {
         version: env!("CARGO_PKG_VERSION").into(),
-        diagnosis: state
-            .diagnosis
-            .engine
-            .lock()
-            .ok()
-            .and_then(|e| e.gateway().cloned()),
+        diagnosis,
         wan: policy.gateway.wan.clone(),
         lan: policy.gateway.lan.clone(),
         timezone: policy.gateway.timezone.to_string(),
@@ -430,7 +444,7 @@ pub(crate) async fn get_gateway(
             opds: policy.opds.len(),
             last_reload_successful: reload.successful,
             last_reload_at: reload.at,
-            last_reload_error: reload.error,
+            last_reload_error: names.reload_error(reload.error),
         },
         schedules_open: crate::policy::schedule::open_schedules(
             &policy.schedules,
@@ -439,16 +453,6 @@ pub(crate) async fn get_gateway(
         ),
         history_available: state.history.available(),
     }))
-}
-
-/// An OPD's diagnosis with the gateway's, so a reader sees at once whether
-/// the problem is local or upstream.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Diagnosis {
-    pub opd: String,
-    /// Null during the first seconds after start.
-    pub verdict: Option<Verdict>,
-    pub gateway: Option<Verdict>,
 }
 
 /// Is it the OPD or the network? The OPD's state, its evidence, since when,
@@ -466,55 +470,19 @@ pub(crate) async fn get_diagnosis(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Diagnosis>, Problem> {
-    let (_, opd) = require_opd(&state, &headers, &id)?;
+    let (access, opd) = require_opd(&state, &headers, &id)?;
     let engine = state
         .diagnosis
         .engine
         .lock()
         .map_err(|_| Problem::internal("diagnosis lock poisoned"))?;
+    let mut gateway = engine.gateway().cloned();
+    Names::of(&access).verdict(&mut gateway);
     Ok(Json(Diagnosis {
         opd: opd.id,
         verdict: engine.opd(&id).cloned(),
-        gateway: engine.gateway().cloned(),
+        gateway,
     }))
-}
-
-/// A change of state, as kept in the history.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventBody {
-    pub at: DateTime<Utc>,
-    /// Null for the gateway's own state.
-    pub opd: Option<String>,
-    pub state: String,
-    pub previous: Option<String>,
-    #[schema(value_type = Object)]
-    pub evidence: serde_json::Value,
-    pub message: String,
-    /// The event's reference code (`XXXX-XXXX`), as the status page shows
-    /// it; `GET /api/v1/references/{code}` finds the event again.
-    pub reference: String,
-}
-
-impl From<crate::history::Event> for EventBody {
-    fn from(e: crate::history::Event) -> Self {
-        EventBody {
-            reference: crate::diagnosis::reference::code(e.opd.as_deref(), &e.state, e.at),
-            at: e.at,
-            opd: e.opd,
-            state: e.state,
-            previous: e.previous,
-            evidence: e.evidence,
-            message: e.message,
-        }
-    }
-}
-
-/// Changes of state in a time range.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Events {
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    pub events: Vec<EventBody>,
 }
 
 /// State changes (OPD and gateway) in a time range, oldest first. An
@@ -553,13 +521,16 @@ pub(crate) async fn get_events(
         (Access::Admin, None) => None,
     };
     let (from, to, _) = usage_query(&q)?;
-    let events = events_of(state, from, to, filter).await?;
+    let mut events = events_of(state, from, to, filter).await?;
+    let names = Names::of(&access);
+    events.iter_mut().for_each(|e| names.event(e));
     Ok(Json(Events { from, to, events }))
 }
 
 /// Events in `[from, to)`, oldest first: every OPD's and the gateway's, or
-/// (`filter`) one OPD's and the gateway's. Another OPD's events never pass
-/// the filter.
+/// (`filter`) one OPD's and the gateway's. The filter is the history
+/// query's own, so another OPD's events are never read: however many
+/// there are, they cannot push the answer over its limit.
 pub(crate) async fn events_of(
     state: Arc<AppState>,
     from: DateTime<Utc>,
@@ -569,14 +540,10 @@ pub(crate) async fn events_of(
     tokio::task::spawn_blocking(move || {
         let events = with_history(&state, |store| {
             store
-                .events(from, to, None)
+                .events(from, to, filter.as_deref())
                 .map_err(|e| history_problem(e, "from"))
         })?;
-        Ok(events
-            .into_iter()
-            .filter(|e| e.opd.is_none() || filter.is_none() || e.opd == filter)
-            .map(EventBody::from)
-            .collect())
+        Ok(events.into_iter().map(EventBody::from).collect())
     })
     .await
     .map_err(|e| Problem::internal(format!("events query: {e}")))?
@@ -632,6 +599,7 @@ pub(crate) async fn post_reload(
         (status = 400, description = "The policy is invalid; detail lists FILE:LINE:COLUMN problems", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Other plans are being computed (one at a time) and none finished within 5 s; `Retry-After` says when to ask again", body = Problem, content_type = "application/problem+json"),
     ),
     security(("token" = [])))]
 pub(crate) async fn post_plan(
@@ -640,9 +608,7 @@ pub(crate) async fn post_plan(
     body: String,
 ) -> Result<Json<crate::policy::plan::Plan>, Problem> {
     require_admin(&state, &headers)?;
-    let new =
-        crate::policy::parse(&body, "request").map_err(|e| Problem::bad_request(e.to_string()))?;
-    Ok(Json(crate::policy::plan::diff(&state.view().policy, &new)))
+    plan::plan(state, body).await.map(Json)
 }
 
 /// One direction of a group: its allocation, its members' current rate.

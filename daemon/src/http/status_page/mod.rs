@@ -31,7 +31,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::diagnosis::{State as DiagnosisState, Verdict};
-use crate::http::api::{EventBody, OpdDetail, OpdSummary, Usage};
+use crate::http::api::{EventBody, Names, OpdDetail, OpdSummary, Usage};
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
 use crate::policy::Opd;
@@ -390,10 +390,9 @@ pub fn visitor_opd(
         }
         Access::Opd(own) => (policy.opd(&own), IdentifiedBy::Token),
         Access::Anonymous => {
-            let addr = peer.map(|p| p.ip());
-            let opd = addr
-                .and_then(|a| policy.opd_for_address(a))
-                .ok_or_else(|| Problem::unknown_visitor(addr))?;
+            let opd = peer
+                .and_then(|p| opd_by_address(state, policy, p))
+                .ok_or_else(|| Problem::unknown_visitor(peer.map(|p| p.ip())))?;
             (Some(opd), IdentifiedBy::Address)
         }
     };
@@ -401,6 +400,48 @@ pub fn visitor_opd(
         (Some(o), Some(w)) if o.id != w => Err(Problem::no_such_opd(w)),
         (Some(o), _) => Ok((o.clone(), by)),
         (None, w) => Err(Problem::no_such_opd(w.unwrap_or("(this token's)"))),
+    }
+}
+
+/// The OPD a visitor without a token is, by its source address. None when
+/// recognising by address is off (`--status-by-address=false`), for the
+/// gateway's own addresses, and for an OPD bound to an `interface` unless
+/// the connection came in there (as the LAN side noted its SYN): a host
+/// that takes another office's address does not get that office's page.
+fn opd_by_address<'p>(
+    state: &AppState,
+    policy: &'p crate::policy::Policy,
+    peer: SocketAddr,
+) -> Option<&'p Opd> {
+    use std::sync::atomic::Ordering;
+    if !state.by_address.load(Ordering::Acquire) {
+        return None;
+    }
+    let ip = peer.ip().to_canonical();
+    if crate::sys::interface_addresses()
+        .iter()
+        .any(|(_, a)| a.to_canonical() == ip)
+    {
+        return None;
+    }
+    let opd = policy.opd_for_address(ip)?;
+    let Some(name) = &opd.interface else {
+        return Some(opd);
+    };
+    let lan = state.kernel.shaping()?.lan_device;
+    let (bound, _) = crate::gateway::place_of(&opd.id, name, &lan).ok()?;
+    let came = state.counters.as_ref()?.visit_place(peer)?;
+    if bound.allows(came.ifindex, came.vlan) {
+        Some(opd)
+    } else {
+        tracing::debug!(
+            visitor = %peer.ip(),
+            opd = %opd.id,
+            came_in_on = came.ifindex,
+            vlan = came.vlan,
+            "a visitor with an OPD's address came in elsewhere than the OPD: not shown its page"
+        );
+        None
     }
 }
 
@@ -442,12 +483,15 @@ pub async fn status_of(
     let now = Utc::now();
     let tz = state.view().policy.gateway.timezone;
     let detail = crate::http::api::opd_detail(state, opd).await;
-    let (verdict, gateway) = state
+    let (verdict, mut gateway) = state
         .diagnosis
         .engine
         .lock()
         .map(|e| (e.opd(&opd.id).cloned(), e.gateway().cloned()))
         .unwrap_or((None, None));
+    // The page is one OPD's, whoever looks at it: other OPDs go unnamed.
+    let names = Names::Only(&opd.id);
+    names.verdict(&mut gateway);
     let since_local = verdict.as_ref().map(|v| local_time(v.since, now, tz));
     let (sentence_en, sentence_id) = match &verdict {
         Some(v) => upstream_aware_sentence(&opd.id, v, gateway.as_ref(), since_local.as_deref()),
@@ -476,6 +520,7 @@ pub async fn status_of(
     .unwrap_or_default();
     recent_events.reverse();
     recent_events.truncate(RECENT_EVENTS);
+    recent_events.iter_mut().for_each(|e| names.event(e));
     StatusPage {
         identified_by: by,
         visitor_address: (by == IdentifiedBy::Address)
@@ -667,10 +712,12 @@ pub async fn get_reference(
         }
     }
     let view = state.view();
+    let names = Names::of(&access);
     let matches: Vec<ReferenceMatch> = events
         .into_iter()
         .filter(|e| visible(&e.opd))
-        .map(|e| {
+        .map(|mut e| {
+            names.event(&mut e);
             let (explanation_en, explanation_id) = serde_json::from_value::<DiagnosisState>(
                 serde_json::Value::String(e.state.clone()),
             )

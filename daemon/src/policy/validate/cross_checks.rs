@@ -1,10 +1,11 @@
 //! Checks across sections, run once every table has been read: unique
-//! ids, group references, overlapping subnets and whether allocations fit
-//! the capacity that holds them.
+//! ids, group references, overlapping subnets, the data path's limits and
+//! whether allocations fit the capacity that holds them.
 
 use std::collections::HashMap;
 
 use ipnet::IpNet;
+use jatah_common::{MAX_OPDS, MAX_PREFIXES};
 
 use super::checker::{Checker, Span, closest};
 use super::gateway::GatewayDraft;
@@ -69,7 +70,7 @@ impl Checker<'_> {
 
     /// Every address must map to one OPD, or the classifier's choice would
     /// depend on lookup order. Each subnet is reported once, against the
-    /// first earlier subnet it overlaps.
+    /// first earlier subnet it overlaps (see [`first_overlaps`]).
     pub(super) fn overlapping_subnets(&mut self, opds: &[OpdDraft]) {
         let all: Vec<(usize, &IpNet, &Span)> = opds
             .iter()
@@ -80,13 +81,13 @@ impl Checker<'_> {
                     .map(move |(net, span)| (index, net, span))
             })
             .collect();
-        for (later, &(later_opd, net, span)) in all.iter().enumerate() {
-            let Some(&(earlier_opd, other, other_span)) = all[..later]
-                .iter()
-                .find(|&&(_, other, _)| overlaps(net, other))
-            else {
+        let nets: Vec<IpNet> = all.iter().map(|&(_, net, _)| *net).collect();
+        for (later, earlier) in first_overlaps(&nets).into_iter().enumerate() {
+            let Some(earlier) = earlier else {
                 continue;
             };
+            let (later_opd, net, span) = all[later];
+            let (earlier_opd, other, other_span) = all[earlier];
             let other_line = self.line(other_span.start);
             let message = if earlier_opd == later_opd {
                 if net == other {
@@ -108,6 +109,42 @@ impl Checker<'_> {
                 )
             };
             self.error(span, message);
+        }
+    }
+
+    /// What the data path has room for: [`MAX_OPDS`] OPD slots and
+    /// [`MAX_PREFIXES`] prefixes in each family's table. `jatah check`, a
+    /// reload and `POST /api/v1/policy/plan` read a policy through this same
+    /// check as `jatah run`, so a policy one accepts the others accept.
+    pub(super) fn data_path_limits(&mut self, opds: &[OpdDraft]) {
+        if let Some(extra) = opds.get(MAX_OPDS as usize) {
+            let over = opds.len() - MAX_OPDS as usize;
+            self.error(
+                &extra.header,
+                format!(
+                    "{} OPDs, more than the {MAX_OPDS} jatah's data path has slots for; \
+                     remove {over} (this is the first beyond the limit) or merge OPDs that \
+                     share an allocation",
+                    opds.len()
+                ),
+            );
+        }
+        for (family, v6) in [("IPv4", false), ("IPv6", true)] {
+            let mut subnets = opds
+                .iter()
+                .flat_map(|opd| &opd.subnets)
+                .filter(|(net, _)| matches!(net, IpNet::V6(_)) == v6);
+            let count = subnets.clone().count();
+            if let Some((_, span)) = subnets.nth(MAX_PREFIXES as usize) {
+                self.error(
+                    span,
+                    format!(
+                        "{count} {family} subnets in all OPDs, more than the {MAX_PREFIXES} \
+                         jatah's {family} prefix table holds; this is the first beyond the \
+                         limit: merge adjacent subnets into wider prefixes"
+                    ),
+                );
+            }
         }
     }
 
@@ -279,7 +316,75 @@ fn counted(count: usize, noun: &str) -> String {
     format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
 }
 
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    // Two prefixes overlap exactly when one contains the other's network.
-    a.contains(&b.network()) || b.contains(&a.network())
+/// For each prefix of `nets`, the index of the first earlier one (lowest
+/// index) it overlaps, if any: the answer of comparing every pair, in
+/// O(n log n), so that a policy of thousands of OPDs validates at once.
+///
+/// Two prefixes overlap exactly when one contains the other, so the
+/// prefixes of one family form a forest under containment. Sorted by
+/// (network address, prefix length, index), the prefixes a prefix contains
+/// follow it in one run (up to the first network beyond its last address)
+/// and the ones containing it are the chain still open before it. One
+/// forward pass gives each prefix the lowest index among those containing
+/// it, one backward pass the lowest among those it contains; the smaller
+/// of the two, when below its own index, is its first earlier overlap.
+pub(super) fn first_overlaps(nets: &[IpNet]) -> Vec<Option<usize>> {
+    let mut first = vec![None; nets.len()];
+    for v6 in [false, true] {
+        // (first address, last address, prefix length, index)
+        let mut family: Vec<(u128, u128, u8, usize)> = nets
+            .iter()
+            .enumerate()
+            .filter(|(_, net)| matches!(net, IpNet::V6(_)) == v6)
+            .map(|(index, net)| {
+                let net = net.trunc();
+                (
+                    address(net.network()),
+                    address(net.broadcast()),
+                    net.prefix_len(),
+                    index,
+                )
+            })
+            .collect();
+        family.sort_unstable_by_key(|&(start, _, len, index)| (start, len, index));
+        // Forward: the chain of prefixes containing this one, each with
+        // the lowest index from the chain's root down to it.
+        let mut containing = vec![usize::MAX; family.len()];
+        let mut chain: Vec<(u128, usize)> = Vec::new();
+        for (at, &(start, end, _, index)) in family.iter().enumerate() {
+            while chain.last().is_some_and(|&(chain_end, _)| chain_end < start) {
+                chain.pop();
+            }
+            let lowest = chain.last().map_or(usize::MAX, |&(_, lowest)| lowest);
+            containing[at] = lowest;
+            chain.push((end, lowest.min(index)));
+        }
+        // Backward: the trees after this prefix, each with its lowest
+        // index; those starting within it are the ones it contains.
+        let mut trees: Vec<(u128, usize)> = Vec::new();
+        for (at, &(start, end, _, index)) in family.iter().enumerate().rev() {
+            let mut contained = usize::MAX;
+            while let Some(&(tree_start, lowest)) = trees.last() {
+                if tree_start > end {
+                    break;
+                }
+                contained = contained.min(lowest);
+                trees.pop();
+            }
+            trees.push((start, contained.min(index)));
+            let earliest = containing[at].min(contained);
+            if earliest < index {
+                first[index] = Some(earliest);
+            }
+        }
+    }
+    first
+}
+
+/// An address as a number, IPv4 and IPv6 alike (families never meet).
+fn address(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
 }

@@ -157,7 +157,7 @@ impl Checker<'_> {
 
     /// Checks what Linux itself would refuse; whether the interface exists
     /// is checked by the daemon at run time, so `jatah check` works anywhere.
-    fn interface_name(&mut self, name: &str, span: &Span) -> bool {
+    pub(super) fn interface_name(&mut self, name: &str, span: &Span) -> bool {
         let problem = if name.is_empty() {
             Some("interface name is empty; write a Linux interface name, e.g. \"eth1\" or \"eth1.10\"".to_string())
         } else if name.len() > MAX_IFNAME_LEN {

@@ -37,10 +37,7 @@ const TOP_KEYS: &[&str] = &["gateway", "group", "opd", "diagnosis", "schedule"];
 /// Parses and validates `source`; on failure every problem found, sorted
 /// by position. `file_name` only labels diagnostics.
 pub(super) fn parse(source: &str, file_name: &str) -> Result<Policy, PolicyError> {
-    let mut checker = Checker {
-        source,
-        problems: Vec::new(),
-    };
+    let mut checker = Checker::new(source);
     let policy = checker.document();
     if checker.problems.is_empty()
         && let Some(policy) = policy
@@ -209,6 +206,7 @@ impl Checker<'_> {
         }
         self.group_references(&opds, &groups);
         self.overlapping_subnets(&opds);
+        self.data_path_limits(&opds);
         if let Some(gateway) = &gateway {
             self.capacities(gateway, &opds, &groups);
         }
@@ -299,3 +297,6 @@ impl Checker<'_> {
 
 #[cfg(test)]
 pub(super) use checker::line_column;
+
+#[cfg(test)]
+mod tests;

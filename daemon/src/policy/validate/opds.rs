@@ -12,11 +12,13 @@ use crate::policy::Opd;
 
 /// Keys allowed in `[[opd]]`; also used to hint at a missing header.
 pub(super) const OPD_KEYS: &[&str] = &[
-    "id", "name", "subnets", "download", "upload", "probe", "group",
+    "id", "name", "subnets", "download", "upload", "probe", "group", "interface",
 ];
 
 /// What survived validation of one `[[opd]]` table.
 pub(super) struct OpdDraft {
+    /// Where the `[[opd]]` table starts.
+    pub(super) header: Span,
     /// The id when valid, with the span of its value.
     pub(super) id: Option<(String, Span)>,
     /// Whatever string was written as the id, valid or not, to name the OPD
@@ -79,6 +81,17 @@ impl Checker<'_> {
                 .map(|group| Some((group.to_string(), value.span()))),
         };
 
+        let interface = match table.get("interface") {
+            None => Some(None),
+            Some(value) => self
+                .string(value, "interface", "\"lan-dinkes\"")
+                .and_then(|name| {
+                    self.interface_name(name, &value.span())
+                        .then(|| name.to_string())
+                })
+                .map(Some),
+        };
+
         let [download, upload] = &allocations;
         let opd = match (
             &id,
@@ -88,6 +101,7 @@ impl Checker<'_> {
             upload.allocation(),
             probe,
             &group,
+            interface,
         ) {
             (
                 Some((id, _)),
@@ -97,6 +111,7 @@ impl Checker<'_> {
                 Some(upload),
                 Some(probe),
                 Some(group),
+                Some(interface),
             ) => Some(Opd {
                 id: id.clone(),
                 name,
@@ -105,10 +120,12 @@ impl Checker<'_> {
                 upload,
                 probe,
                 group: group.as_ref().map(|(group, _)| group.clone()),
+                interface,
             }),
             _ => None,
         };
         OpdDraft {
+            header: header.clone(),
             id,
             label,
             subnets,

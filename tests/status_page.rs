@@ -355,6 +355,21 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
         !href.as_str().unwrap_or_default().contains("token"),
         "the token is gone from the address bar: {href}"
     );
+    // Reloading the tab keeps it (the tab holds it for this address).
+    phone
+        .js(
+            "setTimeout(() => location.reload(), 0); return true;",
+            json!([]),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    phone
+        .wait_for(
+            "A's token page after a reload",
+            Duration::from_secs(30),
+            |b| Ok(b.text()?.contains("Dibuka dengan tautan token")),
+        )
+        .unwrap();
     shows_only(&phone, 0);
     phone
         .js("window.loadedOnce = 'still here'; return true;", json!([]))

@@ -233,13 +233,19 @@
   const frag = new URLSearchParams(location.hash.replace(/^#/, ''));
   const query = new URLSearchParams(location.search);
   // The token leaves the address bar once read (out of screenshots, shared
-  // screens and the history); this tab keeps it for reloads.
+  // screens and the history); this tab keeps it, for this address, to
+  // reload the page or come back to it. Opening an address anew without a
+  // token is a visit without one.
   let token = frag.get('token');
   try {
+    const key = `jatah-token:${location.pathname}${location.search}`;
+    const nav = (performance.getEntriesByType('navigation')[0] || {}).type;
     if (token) {
-      sessionStorage.setItem('jatah-token', token);
+      sessionStorage.setItem(key, token);
+    } else if (nav === 'reload' || nav === 'back_forward') {
+      token = sessionStorage.getItem(key);
     } else {
-      token = sessionStorage.getItem('jatah-token');
+      sessionStorage.removeItem(key);
     }
   } catch (e) {
     /* storage may be off; the token lives in this page only then */

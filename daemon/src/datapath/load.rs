@@ -386,19 +386,7 @@ impl Datapath {
             if self.ports.get(port) == Some(ifindex) {
                 continue;
             }
-            if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
-                self.attach_tcx(program_names::UPLOAD_MARK, port, TcAttachType::Ingress)?;
-            } else {
-                if let Err(e) = tc::qdisc_add_clsact(port)
-                    && !matches!(&e, tc::TcError::AlreadyAttached)
-                {
-                    debug!(%port, error = %e, "clsact not added (may already exist)");
-                }
-                self.classifier_mut(program_names::UPLOAD_MARK)?
-                    .attach(port, TcAttachType::Ingress)
-                    .map_err(prog_err(format!("attaching jatah_ul_mark to {port}")))?;
-            }
-            info!(program = program_names::UPLOAD_MARK, interface = %port, "classifier attached to an OPD's port");
+            self.attach_one(program_names::UPLOAD_MARK, port, TcAttachType::Ingress)?;
             self.ports.insert(port.clone(), *ifindex);
         }
         Ok(())
@@ -448,26 +436,32 @@ impl Datapath {
     /// new ifindex: its old links died with it, so their pins are dropped
     /// and new links made.
     pub fn attach_on(&mut self, at: &Attachment, only: Option<&str>) -> Result<(), DatapathError> {
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         for (prog, iface, kind) in at.programs() {
             if only.is_some_and(|o| o != iface) {
                 continue;
             }
-            if tcx {
-                self.attach_tcx(prog, iface, kind)?;
-            } else {
-                // Older kernels: netlink clsact, not pinnable.
-                if let Err(e) = tc::qdisc_add_clsact(iface)
-                    && !matches!(&e, tc::TcError::AlreadyAttached)
-                {
-                    debug!(%iface, error = %e, "clsact not added (may already exist)");
-                }
-                let p = self.classifier_mut(prog)?;
-                p.attach(iface, kind)
-                    .map_err(prog_err(format!("attaching {prog} to {iface}")))?;
-            }
-            info!(program = prog, interface = %iface, direction = ?kind, tcx, "classifier attached");
+            self.attach_one(prog, iface, kind)?;
         }
+        Ok(())
+    }
+
+    /// Attaches one classifier: a pinned TCX link (kernel >= 6.6), else
+    /// netlink clsact (not pinnable).
+    fn attach_one(&mut self, prog: &str, iface: &str, kind: TcAttachType) -> Result<(), DatapathError> {
+        let tcx = has_tcx();
+        if tcx {
+            self.attach_tcx(prog, iface, kind)?;
+        } else {
+            if let Err(e) = tc::qdisc_add_clsact(iface)
+                && !matches!(&e, tc::TcError::AlreadyAttached)
+            {
+                debug!(%iface, error = %e, "clsact not added (may already exist)");
+            }
+            self.classifier_mut(prog)?
+                .attach(iface, kind)
+                .map_err(prog_err(format!("attaching {prog} to {iface}")))?;
+        }
+        info!(program = prog, interface = %iface, direction = ?kind, tcx, "classifier attached");
         Ok(())
     }
 
@@ -476,9 +470,8 @@ impl Datapath {
     /// Only with TCX (kernel >= 6.6), where attachments can be queried;
     /// empty on older kernels.
     pub fn detached_on(&mut self, at: &Attachment, iface: &str) -> Result<Vec<&'static str>, DatapathError> {
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         let mut gone = Vec::new();
-        if !tcx {
+        if !has_tcx() {
             return Ok(gone);
         }
         for (prog, on, kind) in at.programs() {
@@ -556,6 +549,12 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Whether this kernel has TCX (6.6 and later): pinnable, queryable
+/// classifier links.
+fn has_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
 /// Pins of another map layout (an older or newer jatah) are never read as

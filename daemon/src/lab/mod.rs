@@ -552,13 +552,7 @@ impl Lab {
         &self,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let ns_path = format!("/run/netns/{}", self.gw.name());
-        std::thread::spawn(move || -> Result<T> {
-            enter_netns(&ns_path)?;
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("thread in the gateway namespace panicked"))?
+        in_namespace(&self.gw, f)
     }
 
     /// Runs `f` on a thread inside OPD `i`'s namespace (its router).
@@ -568,13 +562,7 @@ impl Lab {
         i: usize,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let ns_path = format!("/run/netns/{}", self.opds[i].name());
-        std::thread::spawn(move || -> Result<T> {
-            enter_netns(&ns_path)?;
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("thread in an OPD namespace panicked"))?
+        in_namespace(&self.opds[i], f)
     }
 
     /// An HTTP GET to jatah inside the gateway: (status, body).
@@ -686,6 +674,21 @@ impl Lab {
             .stderr(output())
             .spawn()?)
     }
+}
+
+/// Runs `f` on a thread inside `ns` and waits for it.
+fn in_namespace<T: Send + 'static>(
+    ns: &NetNs,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns_path = format!("/run/netns/{}", ns.name());
+    let name = ns.name().to_string();
+    std::thread::spawn(move || -> Result<T> {
+        enter_netns(&ns_path)?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow!("thread in namespace {name} panicked"))?
 }
 
 pub(crate) fn enter_netns(path: &str) -> Result<()> {

@@ -27,13 +27,10 @@ fn tc(lab: &Lab, args: &[&str]) -> String {
 
 /// `jatah_kernel_repairs_total` for `what` on the LAN device.
 fn repairs(lab: &Lab, what: &str) -> u64 {
-    let (status, body) = lab.http_get("/metrics").unwrap();
-    assert_eq!(status, 200);
-    let series = format!("jatah_kernel_repairs_total{{interface=\"{LAN}\",what=\"{what}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
+    support::metrics::sample(
+        lab,
+        &format!("jatah_kernel_repairs_total{{interface=\"{LAN}\",what=\"{what}\"}}"),
+    )
 }
 
 /// The pinned link of jatah's download classifier on the LAN device.

@@ -130,12 +130,10 @@ fn upload_packets(lab: &Lab, opd: &str) -> u64 {
 }
 
 fn misplaced(lab: &Lab, opd: &str) -> u64 {
-    let (_, body) = lab.http_get("/metrics").unwrap();
-    let series = format!("jatah_opd_misplaced_packets_total{{opd=\"{opd}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
+    support::metrics::sample(
+        lab,
+        &format!("jatah_opd_misplaced_packets_total{{opd=\"{opd}\"}}"),
+    )
 }
 
 #[test]

@@ -67,3 +67,16 @@ pub const WHILE_SHORT: [&str; 2] = [
 pub fn exported() -> impl Iterator<Item = &'static str> {
     CORE.into_iter().chain(MORE).chain(WHILE_SHORT)
 }
+
+/// The value of one sample in jatah's /metrics, named as exposed (labels
+/// included, e.g. `jatah_opd_misplaced_packets_total{opd="dinsos"}`); 0
+/// while the series is absent.
+pub fn sample(lab: &jatah::lab::Lab, series: &str) -> u64 {
+    let (status, body) = lab.http_get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let prefix = format!("{series} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}

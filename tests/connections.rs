@@ -57,40 +57,12 @@ fn open_idle(from: &str, to: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStre
     Ok(held)
 }
 
-/// A TCP connection from a chosen source address, with std and libc only.
+/// A TCP connection from a chosen source address.
 fn socket2_free_connect(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let from: std::net::Ipv4Addr = from.parse().unwrap();
     let SocketAddr::V4(to) = to else {
         unreachable!("the lab listens on IPv4")
     };
-    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: a fresh socket we own from here on (TcpStream closes it);
-    // bind and connect read only the addresses we pass.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let src = sin(from, 0);
-        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let dst = sin(*to.ip(), to.port());
-        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
+    support::net::connect_from(from.parse().unwrap(), to)
 }
 
 /// Whether the server has closed `s` (EOF or reset); false while open.

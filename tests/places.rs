@@ -12,8 +12,8 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use jatah::lab::netns::require_root;
@@ -21,32 +21,6 @@ use jatah::lab::{GW_STATUS_PORT, INET_ADDR, Lab};
 use jatah_common::UPLOAD;
 use support::fixtures::dinsos_and_bpbd_lab;
 use support::{jatah, one_lab_at_a_time};
-
-/// A socket of `kind` bound to `from` (port chosen by the kernel).
-fn bound(kind: libc::c_int, from: std::net::Ipv4Addr) -> std::io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: a fresh socket we own from here on; bind reads only the
-    // address we pass.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(from).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(owned)
-    }
-}
 
 /// Runs `f` on a thread inside the namespace `ns`.
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -68,7 +42,7 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 fn upload_from(ns: &str, from: &str, n: usize) {
     let from: std::net::Ipv4Addr = from.parse().unwrap();
     in_ns(ns, move || {
-        let sock = UdpSocket::from(bound(libc::SOCK_DGRAM, from).unwrap());
+        let sock = support::net::udp_from(from).unwrap();
         for _ in 0..n {
             sock.send_to(&[0u8; 1000], (INET_ADDR, 9)).unwrap();
             std::thread::sleep(Duration::from_micros(500));
@@ -85,29 +59,10 @@ fn status_from(ns: &str, from: &str, to: &str, path: &str) -> u16 {
     );
     let path = path.to_string();
     in_ns(ns, move || {
-        let fd = bound(libc::SOCK_STREAM, from).unwrap();
         let SocketAddr::V4(v4) = to else {
             unreachable!()
         };
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: connect reads only the address we pass.
-        let rc = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&sin as *const libc::sockaddr_in).cast(),
-                len,
-            )
-        };
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        let mut s = TcpStream::from(fd);
+        let mut s = support::net::connect_from(from, v4).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(
             s,

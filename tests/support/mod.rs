@@ -11,6 +11,7 @@
 
 pub mod fixtures;
 pub mod metrics;
+pub mod net;
 pub mod verdicts;
 
 use std::path::Path;

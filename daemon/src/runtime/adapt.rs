@@ -143,6 +143,21 @@ impl Controller {
         self.cap.map_or(contract_bps, |c| c.min(contract_bps))
     }
 
+    /// The capacity the gateway holds between probes: the one in force,
+    /// or, while a probe tries a step up, the one before it. What offices
+    /// are told their guarantees are scaled to, so a three-second probe
+    /// does not change the page.
+    pub fn settled(&self, contract_bps: u64) -> u64 {
+        self.probing
+            .filter(|_| self.adapted())
+            .map_or(self.effective(contract_bps), |p| p.min(contract_bps))
+    }
+
+    /// Whether a probe is in progress.
+    pub fn probing(&self) -> bool {
+        self.adapted() && self.probing.is_some()
+    }
+
     /// Whether the capacity is below the contract.
     pub fn adapted(&self) -> bool {
         self.cap.is_some()
@@ -334,6 +349,24 @@ mod tests {
             world(40_000_000, 2 * C)(s, cap)
         });
         assert!(above <= 60, "{above} s of 600 above the ISP");
+    }
+
+    #[test]
+    fn offices_are_told_the_settled_capacity_not_a_probe() {
+        let mut c = Controller::default();
+        run(&mut c, 30, world(C, 2 * C));
+        run(&mut c, 60, world(40_000_000, 2 * C));
+        let mut seen = Vec::new();
+        for s in 0..300 {
+            let cap = c.effective(C);
+            c.step(&world(40_000_000, 2 * C)(s, cap));
+            seen.push((c.probing(), c.effective(C), c.settled(C)));
+        }
+        assert!(seen.iter().any(|(p, _, _)| *p), "a probe was seen");
+        for (probing, in_force, settled) in seen {
+            assert_eq!(settled, 38_000_000, "probing {probing}, in force {in_force}");
+            assert_eq!(probing, in_force > settled);
+        }
     }
 
     #[test]

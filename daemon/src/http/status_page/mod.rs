@@ -219,10 +219,16 @@ pub enum IdentifiedBy {
 pub struct ScaledCapacity {
     /// "download" or "upload".
     pub direction: String,
+    /// The capacity the gateway holds between probes, bit/s.
     pub effective_bps: u64,
     pub contract_bps: u64,
     /// `effective_bps` as a share of `contract_bps`, in whole percent.
     pub percent: u64,
+    /// A probe tries a step up for a few seconds now (the capacity in
+    /// force is then higher than `effective_bps`; the metric
+    /// `jatah_gateway_{direction}_effective_capacity_bytes_per_second`
+    /// shows it).
+    pub probing: bool,
 }
 
 /// The directions shaped below their contract now.
@@ -234,12 +240,14 @@ pub fn capacity_scaled(state: &AppState) -> Vec<ScaledCapacity> {
         .filter(|d| a.controllers[d.index()].adapted())
         .map(|d| {
             let contract = policy.capacity(d).bits_per_second();
-            let effective = a.controllers[d.index()].effective(contract);
+            let c = &a.controllers[d.index()];
+            let settled = c.settled(contract);
             ScaledCapacity {
                 direction: d.as_str().to_string(),
-                effective_bps: effective,
+                effective_bps: settled,
                 contract_bps: contract,
-                percent: (effective * 100).checked_div(contract).unwrap_or(100),
+                percent: (settled * 100).checked_div(contract).unwrap_or(100),
+                probing: c.probing(),
             }
         })
         .collect()

@@ -7,11 +7,15 @@
 //! pinned by an older build.
 #![no_std]
 
+mod hosts;
 mod interactive;
+mod names;
 mod place;
+pub use hosts::{FLAG_HOSTS, HOST_ENTRIES, HostCount, host_maps};
 pub use interactive::{
     INTERACTIVE_DSCP, INTERACTIVE_UDP_MAX, IPPROTO_ICMP, IPPROTO_ICMPV6, Traits, is_interactive,
 };
+pub use names::{map_names, program_names};
 pub use place::{NO_OPD_TAG, Place, VISIT_ENTRIES, VisitKey, place_maps};
 /// Version of the pinned map layout; part of the bpffs pin directory name.
 pub const LAYOUT_VERSION: u32 = 3;
@@ -563,34 +567,6 @@ pub enum Stat {
 }
 /// Number of entries in the statistics array.
 pub const STAT_COUNT: u32 = 3;
-
-/// Map names, shared so the daemon finds the maps (and their pins) by name.
-pub mod map_names {
-    pub const PREFIXES_V4: &str = "JATAH_V4";
-    pub const PREFIXES_V6: &str = "JATAH_V6";
-    pub const CACHE: &str = "JATAH_CACHE";
-    pub const COUNTERS: &str = "JATAH_COUNTERS";
-    pub const CONFIG: &str = "JATAH_CONFIG";
-    pub const STATS: &str = "JATAH_STATS";
-    pub const SLOT_OWNERS: &str = "JATAH_OWNERS";
-    pub const RTT: &str = "JATAH_RTT";
-    pub const HANDSHAKES: &str = "JATAH_HS";
-    pub const TCP_LOSS: &str = "JATAH_TCP";
-    pub const TCP_FLOWS: &str = "JATAH_FLOWS";
-}
-
-/// Program names as they appear in the object file and in `bpftool prog`
-/// (kernel object names hold at most 15 characters).
-pub mod program_names {
-    /// LAN egress: classifies download by destination address.
-    pub const DOWNLOAD: &str = "jatah_dl";
-    /// LAN ingress: marks upload with the OPD slot before NAT.
-    pub const UPLOAD_MARK: &str = "jatah_ul_mark";
-    /// WAN egress: classifies upload by mark (or source address).
-    pub const UPLOAD: &str = "jatah_ul";
-    /// [`UPLOAD`] for a WAN without a link layer (PPP, WireGuard, tun).
-    pub const UPLOAD_L3: &str = "jatah_ul_l3";
-}
 
 /// Entries of the address cache, per CPU (a power of two: the index is the
 /// top bits of a multiplicative hash of the address).

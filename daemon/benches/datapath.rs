@@ -5,7 +5,7 @@
 //! numbers; never fails on timing. The measuring code lives in
 //! `jatah::bench`, shared with `cargo bench --bench compare`.
 //!
-//!   cargo bench --bench datapath [-- --rounds N --quick --rtt-only --lanes-only]
+//!   cargo bench --bench datapath [-- --rounds N --quick --rtt-only --lanes-only --hosts-only]
 
 use std::path::Path;
 
@@ -193,6 +193,62 @@ fn lanes_cost(rounds: usize) {
     println!();
 }
 
+/// Per-host counting: the classifier's cost at 10,000 prefixes with it
+/// off and on, alternating in each round, then again once 100,000
+/// distinct hosts have passed (the table full, evicting).
+fn hosts_cost(rounds: usize) {
+    const N: usize = 10_000;
+    let bpffs = BpffsMount::new("jt-bench").unwrap();
+    let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
+    dp.sync_opds(&prefixes(N)).unwrap();
+    let frame = classifier::frame(classifier::last_address(N));
+    let measure = |dp: &mut Datapath| {
+        let (mut off, mut on, mut empty) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            empty.push(classifier::ns_per_packet(dp, "jatah_empty", &frame, REPEAT).unwrap());
+            dp.set_host_counting(false).unwrap();
+            off.push(
+                classifier::ns_per_packet(dp, program_names::DOWNLOAD, &frame, REPEAT).unwrap(),
+            );
+            dp.set_host_counting(true).unwrap();
+            on.push(
+                classifier::ns_per_packet(dp, program_names::DOWNLOAD, &frame, REPEAT).unwrap(),
+            );
+        }
+        (median(&empty), median(&off), median(&on))
+    };
+    println!(
+        "## Per-host counting: cost per packet at {N} prefixes (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {rounds} rounds)\n"
+    );
+    println!("| hosts seen | empty ns | hosts off ns | hosts on ns | on/off | hosts held |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let reader = jatah::datapath::CounterReader::open(bpffs.path()).unwrap();
+    let (e, a, b) = measure(&mut dp);
+    println!(
+        "| 1 | {e:.0} | {a:.0} | {b:.0} | {:.2} | {} |",
+        b / a,
+        reader.hosts().len()
+    );
+    // 100,000 distinct hosts, ten in each of the 10,000 prefixes.
+    dp.set_host_counting(true).unwrap();
+    for k in 0..100_000usize {
+        let p = k % N;
+        let f = classifier::frame([10, (p >> 8) as u8, p as u8, 1 + (k / N) as u8]);
+        classifier::ns_per_packet(&dp, program_names::DOWNLOAD, &f, 1).unwrap();
+    }
+    let held = reader.hosts().len();
+    let (e, a, b) = measure(&mut dp);
+    println!(
+        "| 100,000 | {e:.0} | {a:.0} | {b:.0} | {:.2} | {held} |",
+        b / a
+    );
+    println!(
+        "\nhosts entered: {}, bound {}\n",
+        reader.hosts_added().unwrap(),
+        jatah_common::HOST_ENTRIES
+    );
+}
+
 fn forwarding(rounds: usize, seconds: u32) {
     let run = RunSettings {
         seconds,
@@ -238,8 +294,13 @@ fn main() {
         lanes_cost(rounds);
         return;
     }
+    if args.iter().any(|a| a == "--hosts-only") {
+        hosts_cost(rounds);
+        return;
+    }
     classifier(rounds, sizes);
     rtt_cost(rounds);
     lanes_cost(rounds);
+    hosts_cost(rounds);
     forwarding(rounds, if quick { 2 } else { 5 });
 }

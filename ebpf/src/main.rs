@@ -34,7 +34,10 @@ use jatah_common::{
     loss_side, opd_class_minor, rtt_bucket, rtt_index, seq_start,
 };
 
+mod hosts;
 mod parse;
+
+use hosts::count_host;
 
 use parse::{
     Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, Linear, ParseError, header_len, parse, parse_l3,
@@ -164,7 +167,7 @@ impl Way {
 
 /// `*p += v`, atomically (other CPUs update the same value).
 #[inline(always)]
-unsafe fn atomic_add(p: *mut u64, v: u64) {
+pub(crate) unsafe fn atomic_add(p: *mut u64, v: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: p points into a map value, valid while the program runs.
     unsafe {
@@ -607,6 +610,7 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
     }
     count(slot, DOWNLOAD, bytes);
     let cfg = config();
+    count_host(&h.addr, slot, DOWNLOAD, bytes, &cfg);
     set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
     if tcp_tracking(&cfg) {
         track_tcp(&ctx, &h, slot, Way::ToOpd, cfg.flags);
@@ -644,6 +648,9 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
                     NO_OPD_TAG
                 }
                 slot => {
+                    // Counted here, where the source is still the host's
+                    // own address (NAT rewrites it before WAN egress).
+                    count_host(&h.addr, slot, UPLOAD, wire_bytes(&ctx, &h), &cfg);
                     if tcp_tracking(&cfg) {
                         track_tcp(&ctx, &h, slot, Way::FromOpd, cfg.flags);
                     }
@@ -759,6 +766,10 @@ fn upload(ctx: &TcContext, h: Headers) -> i32 {
         return unclassified(ctx, UPLOAD, bytes);
     }
     count(slot, UPLOAD, bytes);
+    if cfg.mark_mask == 0 {
+        // No LAN-ingress program: the source here is the host's.
+        count_host(&h.addr, slot, UPLOAD, bytes, &cfg);
+    }
     set_class(ctx, class_of(ctx, &h, slot, &cfg));
     TC_ACT_UNSPEC
 }

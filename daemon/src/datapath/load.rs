@@ -164,6 +164,17 @@ impl Datapath {
         self.write_config(cfg)
     }
 
+    /// Counts bytes and packets per host address inside each OPD (`on`).
+    pub fn set_host_counting(&mut self, on: bool) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        cfg.flags = if on {
+            cfg.flags | jatah_common::FLAG_HOSTS
+        } else {
+            cfg.flags & !jatah_common::FLAG_HOSTS
+        };
+        self.write_config(cfg)
+    }
+
     /// Sends each OPD's packets to its bulk or interactive lane (`on`), or
     /// to the OPD's own class.
     pub fn set_lanes(&mut self, on: bool) -> Result<(), DatapathError> {

@@ -73,6 +73,8 @@ pub struct CounterReader {
     tcp: PerCpuArray<MapData, TcpLoss>,
     misplaced: PerCpuArray<MapData, u64>,
     visits: aya::maps::HashMap<MapData, jatah_common::VisitKey, jatah_common::Place>,
+    hosts: aya::maps::HashMap<MapData, jatah_common::AddrKey, jatah_common::HostCount>,
+    hosts_added: PerCpuArray<MapData, u64>,
 }
 
 impl CounterReader {
@@ -103,7 +105,32 @@ impl CounterReader {
                 jatah_common::place_maps::VISITS,
             )?))
             .map_err(map_err("status page visits"))?,
+            hosts: aya::maps::HashMap::try_from(Map::LruHashMap(open_pinned(
+                bpffs,
+                jatah_common::host_maps::HOSTS,
+            )?))
+            .map_err(map_err("per-host counters"))?,
+            hosts_added: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(
+                bpffs,
+                jatah_common::host_maps::HOSTS_ADDED,
+            )?))
+            .map_err(map_err("hosts entered"))?,
         })
+    }
+
+    /// Every host the per-host map holds, with its counters. A host the
+    /// kernel evicts while the map is walked may be missed.
+    pub fn hosts(&self) -> Vec<(jatah_common::AddrKey, jatah_common::HostCount)> {
+        self.hosts.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Hosts ever entered into the per-host map, summed over CPUs.
+    pub fn hosts_added(&self) -> Result<u64, DatapathError> {
+        let v = self
+            .hosts_added
+            .get(&0, 0)
+            .map_err(map_err("reading hosts entered"))?;
+        Ok(v.iter().sum())
     }
 
     /// Packets from slot's addresses that came in where it is not bound,

@@ -287,6 +287,7 @@ pub fn apply_scaled(
     // The same sampled connections, followed for retransmissions.
     datapath.set_tcp_loss_tracking(policy.diagnosis.rtt_tracking)?;
     datapath.set_rtt_sampling(policy.diagnosis.rtt_sampling.trailing_zeros())?;
+    datapath.set_host_counting(true)?;
     datapath.set_own_addresses(crate::sys::interface_addresses().into_iter().map(|(_, a)| a));
     datapath.sync_opds(&opd_prefixes(policy))?;
     put_places(policy, ifaces, datapath)?;

@@ -282,6 +282,16 @@ pub struct Opd {
     /// host on another office's network taking its addresses) are no
     /// OPD's, and its status page opens only from there.
     pub interface: Option<String>,
+    /// Names for some of the OPD's hosts (`[[opd.host]]`), so the hosts
+    /// list can say "PC Bendahara" beside 10.20.1.37.
+    pub hosts: Vec<HostName>,
+}
+
+/// A name for one host of an OPD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostName {
+    pub address: IpAddr,
+    pub name: String,
 }
 
 impl Opd {

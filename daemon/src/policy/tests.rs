@@ -1459,3 +1459,34 @@ fn an_address_belongs_to_the_opd_whose_subnet_holds_it() {
     assert_eq!(id("127.0.0.1"), None);
     assert_eq!(id("198.51.100.1"), None);
 }
+
+#[test]
+fn host_names_are_read_and_checked() {
+    let named = format!(
+        "{BASE}\n[[opd.host]]\naddress = \"10.20.2.37\"\nname = \"PC Bendahara\"\n\n\
+         [[opd.host]]\naddress = \"fd00:20:0:2::9\"\nname = \"Laptop Kadis\"\n"
+    );
+    let policy = parse(&named, "test.toml").unwrap();
+    let hosts = &policy.opd("dinkes").unwrap().hosts;
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(hosts[0].address, "10.20.2.37".parse::<IpAddr>().unwrap());
+    assert_eq!(hosts[0].name, "PC Bendahara");
+    assert!(policy.opd("diskominfo").unwrap().hosts.is_empty());
+    // Line 23 is the first host's address, 24 its name.
+    let host = |address: &str, name: &str| {
+        format!("{BASE}\n[[opd.host]]\naddress = \"{address}\"\nname = \"{name}\"\n")
+    };
+    assert_one(
+        &host("10.20.1.5", "PC"),
+        23,
+        11,
+        "host 10.20.1.5 is outside this OPD's subnets",
+    );
+    assert_one(&host("10.20.2.x", "PC"), 23, 11, "is not an IP address");
+    assert_one(&host("10.20.2.5", ""), 24, 8, "a host name is 1 to 64 characters");
+    let twice = format!("{}{}", host("10.20.2.5", "A"), "\n[[opd.host]]\naddress = \"10.20.2.5\"\nname = \"B\"\n");
+    let error = rejected(&twice);
+    assert!(error.to_string().contains("host 10.20.2.5 is named twice"), "{error}");
+    let nameless = format!("{BASE}\n[[opd.host]]\naddress = \"10.20.2.5\"\n");
+    assert!(rejected(&nameless).to_string().contains("this host has no name"));
+}

@@ -2,6 +2,7 @@
 //! the one-second sampler, policy and tokens reloads and interface keeping.
 
 pub mod adapt;
+pub mod hosts;
 pub mod instance;
 pub mod links;
 pub mod notify;

@@ -223,6 +223,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         Arc::new(crate::policy::schedule::SystemClock),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::runtime::hosts::keep(state.clone(), shutdown.clone()));
     tokio::spawn(crate::runtime::links::keep_attached(
         state.clone(),
         shutdown.clone(),

@@ -489,6 +489,8 @@ pub struct AppState {
     /// address (and where it came in); off behind a proxy.
     pub by_address: AtomicBool,
     pub plans: PlanLimit,
+    /// Snapshots of the per-host counters, for the hosts endpoint.
+    pub hosts: super::hosts::HostHistory,
 }
 
 impl AppState {
@@ -576,6 +578,7 @@ impl StateBuilder {
             reloads: Mutex::new(self.reload),
             by_address: AtomicBool::new(true),
             plans: PlanLimit::default(),
+            hosts: Default::default(),
         }
     }
 }

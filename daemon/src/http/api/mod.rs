@@ -24,6 +24,7 @@ use crate::runtime::rates::WindowRates;
 use crate::runtime::state::AppState;
 
 mod body;
+pub(crate) mod hosts;
 mod plan;
 mod redact;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/opds/{id}/usage", get(get_usage))
         .route("/api/v1/opds/{id}/usage.csv", get(get_usage_csv))
         .route("/api/v1/opds/{id}/diagnosis", get(get_diagnosis))
+        .route("/api/v1/opds/{id}/hosts", get(hosts::get_hosts))
         .route("/api/v1/groups", get(list_groups))
         .route("/api/v1/groups/{id}", get(get_group))
         .route("/api/v1/events", get(get_events))

@@ -12,8 +12,13 @@ use crate::policy::Opd;
 
 /// Keys allowed in `[[opd]]`; also used to hint at a missing header.
 pub(super) const OPD_KEYS: &[&str] = &[
-    "id", "name", "subnets", "download", "upload", "probe", "group", "interface",
+    "id", "name", "subnets", "download", "upload", "probe", "group", "interface", "host",
 ];
+
+/// Host names an OPD may list.
+const MAX_HOST_NAMES: usize = 4_096;
+/// Longest host name, in characters.
+const MAX_HOST_NAME_LEN: usize = 64;
 
 /// What survived validation of one `[[opd]]` table.
 pub(super) struct OpdDraft {
@@ -92,6 +97,11 @@ impl Checker<'_> {
                 .map(Some),
         };
 
+        let hosts = match table.get("host") {
+            None => Some(Vec::new()),
+            Some(value) => self.host_names(value, &subnets),
+        };
+
         let [download, upload] = &allocations;
         let opd = match (
             &id,
@@ -102,6 +112,7 @@ impl Checker<'_> {
             probe,
             &group,
             interface,
+            hosts,
         ) {
             (
                 Some((id, _)),
@@ -112,6 +123,7 @@ impl Checker<'_> {
                 Some(probe),
                 Some(group),
                 Some(interface),
+                Some(hosts),
             ) => Some(Opd {
                 id: id.clone(),
                 name,
@@ -121,6 +133,7 @@ impl Checker<'_> {
                 probe,
                 group: group.as_ref().map(|(group, _)| group.clone()),
                 interface,
+                hosts,
             }),
             _ => None,
         };
@@ -195,6 +208,90 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// `[[opd.host]]` entries: an address inside the OPD's subnets and a
+    /// name, each address once.
+    fn host_names(
+        &mut self,
+        value: &Value<'_>,
+        subnets: &[(IpNet, Span)],
+    ) -> Option<Vec<crate::policy::HostName>> {
+        let example = "[[opd.host]] address = \"10.20.1.37\", name = \"PC Bendahara\"";
+        let array = self.array(value, "host", example)?;
+        if array.len() > MAX_HOST_NAMES {
+            self.error(
+                &value.span(),
+                format!(
+                    "{} host names; an OPD may name at most {MAX_HOST_NAMES}",
+                    array.len()
+                ),
+            );
+            return None;
+        }
+        let mut out: Vec<crate::policy::HostName> = Vec::new();
+        let mut ok = true;
+        for item in array.iter() {
+            let span = item.span();
+            let Some(table) = item.get_ref().as_table() else {
+                self.error(&span, format!("each host is a table; write {example}"));
+                ok = false;
+                continue;
+            };
+            self.unknown_keys(table, &["address", "name"], "in [[opd.host]]");
+            let address = table.get("address").and_then(|v| {
+                let text = self.string(v, "address", "\"10.20.1.37\"")?;
+                match text.parse::<IpAddr>() {
+                    Ok(a) if subnets.iter().any(|(net, _)| net.contains(&a)) => Some(a),
+                    Ok(a) => {
+                        self.error(
+                            &v.span(),
+                            format!("host {a} is outside this OPD's subnets; name only its own hosts"),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        self.error(
+                            &v.span(),
+                            format!("host address \"{text}\" is not an IP address, e.g. \"10.20.1.37\""),
+                        );
+                        None
+                    }
+                }
+            });
+            let name = table.get("name").and_then(|v| {
+                let text = self.string(v, "name", "\"PC Bendahara\"")?;
+                let len = text.chars().count();
+                if text.trim().is_empty() || len > MAX_HOST_NAME_LEN || text.chars().any(char::is_control) {
+                    self.error(
+                        &v.span(),
+                        format!("a host name is 1 to {MAX_HOST_NAME_LEN} characters of text, e.g. \"PC Bendahara\""),
+                    );
+                    return None;
+                }
+                Some(text.to_string())
+            });
+            match (address, name) {
+                (Some(address), Some(name)) => {
+                    if out.iter().any(|h| h.address == address) {
+                        self.error(&span, format!("host {address} is named twice"));
+                        ok = false;
+                    } else {
+                        out.push(crate::policy::HostName { address, name });
+                    }
+                }
+                (a, n) => {
+                    if a.is_none() && table.get("address").is_none() {
+                        self.error(&span, format!("this host has no address; write {example}"));
+                    }
+                    if n.is_none() && table.get("name").is_none() {
+                        self.error(&span, format!("this host has no name; write {example}"));
+                    }
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     fn probe(&mut self, text: &str, span: &Span) -> Option<IpAddr> {

@@ -11,7 +11,7 @@ mod hosts;
 mod interactive;
 mod names;
 mod place;
-pub use hosts::{FLAG_HOSTS, HOST_ENTRIES, HostCount, host_maps};
+pub use hosts::{FLAG_HOSTS, HOST_ENTRIES, HOST_FLUSH_PACKETS, HostCount, host_maps};
 pub use interactive::{
     INTERACTIVE_DSCP, INTERACTIVE_UDP_MAX, IPPROTO_ICMP, IPPROTO_ICMPV6, Traits, is_interactive,
 };
@@ -204,6 +204,12 @@ pub struct CacheEntry {
     pub addr: AddrKey,
     pub slot: u32,
     pub epoch: u32,
+    /// The host's bytes and packets (download, upload) not yet added to
+    /// its per-host entry (`host_maps::HOSTS`): moved there every
+    /// [`HOST_FLUSH_PACKETS`] packets and when another address takes
+    /// this entry.
+    pub bytes: [u64; 2],
+    pub packets: [u64; 2],
 }
 
 /// The OPD id that owns a slot (ASCII, zero-padded; all zero = free). Kept
@@ -579,7 +585,7 @@ pub const MAX_PREFIXES: u32 = 131_072;
 const _: () = assert!(core::mem::size_of::<Counters>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CacheEntry>() == 24);
+const _: () = assert!(core::mem::size_of::<CacheEntry>() == 56);
 const _: () = assert!(CACHE_ENTRIES == 1 << CACHE_BITS);
 const _: () = assert!(core::mem::size_of::<SlotOwner>() == 32);
 const _: () = assert!(core::mem::size_of::<RttHistogram>() == 160);

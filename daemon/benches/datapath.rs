@@ -227,7 +227,7 @@ fn hosts_cost(rounds: usize) {
     println!(
         "| 1 | {e:.0} | {a:.0} | {b:.0} | {:.2} | {} |",
         b / a,
-        reader.hosts().len()
+        reader.hosts().1
     );
     // 100,000 distinct hosts, ten in each of the 10,000 prefixes.
     dp.set_host_counting(true).unwrap();
@@ -236,7 +236,7 @@ fn hosts_cost(rounds: usize) {
         let f = classifier::frame([10, (p >> 8) as u8, p as u8, 1 + (k / N) as u8]);
         classifier::ns_per_packet(&dp, program_names::DOWNLOAD, &f, 1).unwrap();
     }
-    let held = reader.hosts().len();
+    let held = reader.hosts().1;
     let (e, a, b) = measure(&mut dp);
     println!(
         "| 100,000 | {e:.0} | {a:.0} | {b:.0} | {:.2} | {held} |",

@@ -52,9 +52,10 @@ static JATAH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
 static JATAH_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
 /// Recent addresses and their slots: per CPU and direct-mapped, so a hit
 /// costs one inlined array lookup and a compare, no hashing helper and no
-/// lock. Not pinned: it is rebuilt from the tries in microseconds.
+/// lock. Each entry also holds its host's counts not yet moved to the
+/// per-host table, so it is pinned: the daemon reads them.
 #[map]
-static JATAH_CACHE: PerCpuArray<CacheEntry> = PerCpuArray::with_max_entries(CACHE_ENTRIES, 0);
+static JATAH_CACHE: PerCpuArray<CacheEntry> = PerCpuArray::pinned(CACHE_ENTRIES, 0);
 #[map]
 static JATAH_COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 #[map]
@@ -93,11 +94,12 @@ static JATAH_VISITS: LruHashMap<VisitKey, Place> = LruHashMap::pinned(VISIT_ENTR
 #[map]
 static JATAH_SPORT: Array<u32> = Array::pinned(1, 0);
 
-/// OPD slot of an address, or `NO_SLOT`. A per-CPU cache of recent
-/// addresses sits in front of the tries; entries decided under an older
-/// policy (epoch) are looked up again.
+/// OPD slot of an address, or `NO_SLOT`, and the address's entry in the
+/// per-CPU cache of recent addresses that sits in front of the tries
+/// (where [`count_host`] counts the packet). Entries decided under an
+/// older policy (epoch) are looked up again.
 #[inline(always)]
-fn slot_of(h: &Headers) -> u32 {
+fn slot_of(h: &Headers) -> (u32, Option<*mut CacheEntry>) {
     // Read the epoch before the tries: an entry stored with it is re-checked
     // if the daemon changes the tries (and bumps the epoch) meanwhile.
     let epoch = match JATAH_CONFIG.get(0) {
@@ -107,11 +109,17 @@ fn slot_of(h: &Headers) -> u32 {
     let entry = JATAH_CACHE.get_ptr_mut(cache_index(&h.addr));
     if let Some(e) = entry {
         // SAFETY: per-CPU entry; only this CPU touches it while we run. The
-        // volatile read keeps the compiler from turning the address compare
+        // volatile reads keep the compiler from turning the address compare
         // into pointer arithmetic the verifier rejects.
-        let e = unsafe { core::ptr::read_volatile(e) };
-        if e.epoch == epoch && e.addr == h.addr {
-            return e.slot;
+        let (addr, at, slot) = unsafe {
+            (
+                core::ptr::read_volatile(&(*e).addr),
+                core::ptr::read_volatile(&(*e).epoch),
+                core::ptr::read_volatile(&(*e).slot),
+            )
+        };
+        if at == epoch && addr == h.addr {
+            return (slot, entry);
         }
     }
     let found = if h.is_v4 {
@@ -130,16 +138,20 @@ fn slot_of(h: &Headers) -> u32 {
         _ => NO_SLOT,
     };
     if let Some(e) = entry {
-        // SAFETY: as above.
+        // SAFETY: as above. What the entry's last host had counted moves
+        // to the per-host table before the entry is taken.
         unsafe {
+            hosts::flush(&core::ptr::read_volatile(e));
             *e = CacheEntry {
                 addr: h.addr,
                 slot,
                 epoch,
+                bytes: [0; 2],
+                packets: [0; 2],
             }
         };
     }
-    slot
+    (slot, entry)
 }
 
 const TCP_SYN: u8 = 0x02;
@@ -604,13 +616,13 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
         Err(e) => return parse_failed(&ctx, DOWNLOAD, e),
     };
     let bytes = wire_bytes(&ctx, &h);
-    let slot = slot_of(&h);
+    let (slot, entry) = slot_of(&h);
     if slot == NO_SLOT {
         return unclassified(&ctx, DOWNLOAD, bytes);
     }
     count(slot, DOWNLOAD, bytes);
     let cfg = config();
-    count_host(&h.addr, slot, DOWNLOAD, bytes, &cfg);
+    count_host(entry, DOWNLOAD, bytes, &cfg);
     set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
     if tcp_tracking(&cfg) {
         track_tcp(&ctx, &h, slot, Way::ToOpd, cfg.flags);
@@ -638,7 +650,8 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
         Ok(h) => {
             let here = arrival(&ctx, &h);
             note_visit(&ctx, &h, here);
-            match slot_of(&h) {
+            let (slot, entry) = slot_of(&h);
+            match slot {
                 NO_SLOT => NO_OPD_TAG,
                 slot if !at_its_place(slot, here) => {
                     if let Some(n) = JATAH_MISPLACED.get_ptr_mut(slot) {
@@ -650,7 +663,7 @@ pub fn jatah_ul_mark(ctx: TcContext) -> i32 {
                 slot => {
                     // Counted here, where the source is still the host's
                     // own address (NAT rewrites it before WAN egress).
-                    count_host(&h.addr, slot, UPLOAD, wire_bytes(&ctx, &h), &cfg);
+                    count_host(entry, UPLOAD, wire_bytes(&ctx, &h), &cfg);
                     if tcp_tracking(&cfg) {
                         track_tcp(&ctx, &h, slot, Way::FromOpd, cfg.flags);
                     }
@@ -753,12 +766,12 @@ fn upload(ctx: &TcContext, h: Headers) -> i32 {
     } else {
         (mark & cfg.mark_mask) >> cfg.mark_shift
     };
-    let slot = if tag != 0 && tag <= MAX_OPDS {
-        tag - 1
+    let (slot, entry) = if tag != 0 && tag <= MAX_OPDS {
+        (tag - 1, None)
     } else if tag == NO_OPD_TAG {
         // Decided at LAN ingress: no OPD's (perhaps an OPD's address from
         // the wrong place), whatever its source address says.
-        NO_SLOT
+        (NO_SLOT, None)
     } else {
         slot_of(&h)
     };
@@ -768,7 +781,7 @@ fn upload(ctx: &TcContext, h: Headers) -> i32 {
     count(slot, UPLOAD, bytes);
     if cfg.mark_mask == 0 {
         // No LAN-ingress program: the source here is the host's.
-        count_host(&h.addr, slot, UPLOAD, bytes, &cfg);
+        count_host(entry, UPLOAD, bytes, &cfg);
     }
     set_class(ctx, class_of(ctx, &h, slot, &cfg));
     TC_ACT_UNSPEC

@@ -75,6 +75,7 @@ pub struct CounterReader {
     visits: aya::maps::HashMap<MapData, jatah_common::VisitKey, jatah_common::Place>,
     hosts: aya::maps::HashMap<MapData, jatah_common::AddrKey, jatah_common::HostCount>,
     hosts_added: PerCpuArray<MapData, u64>,
+    cache: PerCpuArray<MapData, jatah_common::CacheEntry>,
 }
 
 impl CounterReader {
@@ -115,13 +116,40 @@ impl CounterReader {
                 jatah_common::host_maps::HOSTS_ADDED,
             )?))
             .map_err(map_err("hosts entered"))?,
+            cache: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(bpffs, map_names::CACHE)?))
+                .map_err(map_err("address cache"))?,
         })
     }
 
-    /// Every host the per-host map holds, with its counters. A host the
-    /// kernel evicts while the map is walked may be missed.
-    pub fn hosts(&self) -> Vec<(jatah_common::AddrKey, jatah_common::HostCount)> {
-        self.hosts.iter().filter_map(Result::ok).collect()
+    /// Every host's counters: its entry in the per-host table plus what
+    /// each CPU's address cache counted for it and has not moved there
+    /// yet (at most `HOST_FLUSH_PACKETS` packets per CPU); and how many
+    /// hosts the table itself holds. A host the kernel evicts while the
+    /// table is walked may be missed; one whose counts move between the
+    /// two reads is short by them until the next read.
+    pub fn hosts(&self) -> (Vec<(jatah_common::AddrKey, jatah_common::HostCount)>, usize) {
+        let mut all: std::collections::HashMap<jatah_common::AddrKey, jatah_common::HostCount> =
+            self.hosts.iter().filter_map(Result::ok).collect();
+        let held = all.len();
+        for i in 0..jatah_common::CACHE_ENTRIES {
+            let Ok(per_cpu) = self.cache.get(&i, 0) else {
+                continue;
+            };
+            for e in per_cpu.iter() {
+                if e.packets == [0, 0] || e.slot >= jatah_common::MAX_OPDS {
+                    continue;
+                }
+                let h = all.entry(e.addr).or_insert(jatah_common::HostCount {
+                    slot: e.slot,
+                    ..Default::default()
+                });
+                for d in 0..2 {
+                    h.bytes[d] += e.bytes[d];
+                    h.packets[d] += e.packets[d];
+                }
+            }
+        }
+        (all.into_iter().collect(), held)
     }
 
     /// Hosts ever entered into the per-host map, summed over CPUs.

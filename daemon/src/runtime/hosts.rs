@@ -143,8 +143,11 @@ pub struct HostUse {
 
 /// The hosts of OPD `slot` that moved bytes between `base` and `now`,
 /// most bytes first (download and upload together). A host not in `base`
-/// entered the map since, so its totals are its use; one whose totals went
-/// down was evicted and entered again: its totals are its use since.
+/// entered the map since, so its totals are its use. One whose totals
+/// went below half of `base` was evicted and entered again: its totals
+/// are its use since; a smaller drop is counts caught moving from the
+/// cache to the table during a read (bounded, see `CounterReader::hosts`)
+/// and counts as nothing.
 pub fn usage(base: &Snapshot, now: &Snapshot, slot: u32) -> Vec<HostUse> {
     let mut out: Vec<HostUse> = now
         .iter()
@@ -154,8 +157,10 @@ pub fn usage(base: &Snapshot, now: &Snapshot, slot: u32) -> Vec<HostUse> {
             let bytes: [u64; 2] = std::array::from_fn(|d| {
                 if t.bytes[d] >= before[d] {
                     t.bytes[d] - before[d]
-                } else {
+                } else if t.bytes[d] < before[d] / 2 {
                     t.bytes[d]
+                } else {
+                    0
                 }
             });
             (bytes != [0, 0]).then(|| HostUse {
@@ -194,8 +199,7 @@ pub async fn keep(state: Arc<AppState>, shutdown: CancellationToken) {
 /// Reads the per-host map now into the history; the live totals.
 pub fn snapshot_now(state: &AppState) -> Option<Arc<Snapshot>> {
     let reader = state.counters.as_ref()?;
-    let counts = reader.hosts();
-    let held = counts.len();
+    let (counts, held) = reader.hosts();
     let snap = read(counts);
     if let Ok(added) = reader.hosts_added() {
         state.hosts.set_held(held, added);
@@ -236,9 +240,11 @@ mod tests {
             (3, 99_000, 0, 1), // another office
             (4, 2_000, 200, 0), // entered since
             (5, 300, 0, 0),    // evicted and entered again (below base)
+            (6, 9_000, 0, 0),  // caught mid-move during a read: nothing
         ]);
         let mut base = base;
         base.insert(key(5), Totals { bytes: [7_000, 0], slot: 0 });
+        base.insert(key(6), Totals { bytes: [10_000, 0], slot: 0 });
         let u = usage(&base, &now, 0);
         let got: Vec<(IpAddr, [u64; 2])> = u.iter().map(|h| (h.address, h.bytes)).collect();
         assert_eq!(

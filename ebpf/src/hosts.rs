@@ -76,7 +76,7 @@ pub(crate) fn flush(c: &CacheEntry) {
 /// Adds to the host's existing entry; false if it has none.
 #[inline(always)]
 fn add(c: &CacheEntry) -> bool {
-    let Some(v) = JATAH_HOSTS.get_ptr_mut(&c.addr) else {
+    let Some(v) = JATAH_HOSTS.get_ptr_mut(c.addr) else {
         return false;
     };
     // SAFETY: the map value lives while the program runs; other CPUs add

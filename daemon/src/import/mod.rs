@@ -213,7 +213,8 @@ fn finish(draft: &mut Draft, options: &ImportOptions) -> Result<String, Vec<Stri
         Ok(_) => Ok(text),
         Err(error) => {
             let mut errors = vec![format!(
-                "the imported policy does not pass `jatah check`:"
+                "{}: the imported policy does not pass `jatah check`:",
+                draft.sources.join(", ")
             )];
             for d in error.diagnostics {
                 let from = starts

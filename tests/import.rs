@@ -275,7 +275,10 @@ fn an_import_that_would_fail_check_is_refused() {
         stderr.contains("the imported policy does not pass `jatah check`"),
         "{stderr}"
     );
-    assert!(stderr.contains("more than the download capacity 20M"), "{stderr}");
+    assert!(
+        stderr.contains("more than the download capacity 20M"),
+        "{stderr}"
+    );
     assert!(!output.exists());
 }
 

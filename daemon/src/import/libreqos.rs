@@ -294,7 +294,7 @@ pub fn read(csv: &str, file: &str, network: Option<(&str, &str)>) -> Draft {
             }
         }
     }
-    groups(&circuits, nodes.as_ref().map(|(n, f)| (n, *f)), &mut draft, file);
+    let group_ids = groups(&circuits, nodes.as_ref().map(|(n, f)| (n, *f)), &mut draft, file);
     for c in circuits {
         if c.subnets.is_empty() {
             draft.warn(
@@ -314,7 +314,7 @@ pub fn read(csv: &str, file: &str, network: Option<(&str, &str)>) -> Draft {
             origin: at(c.line),
             subnets: c.subnets,
             limits: c.limits,
-            group: (!c.parent.is_empty()).then(|| slug(&c.parent, "node")),
+            group: group_ids.get(&c.parent).cloned(),
             comments,
             disabled: false,
         });
@@ -322,24 +322,26 @@ pub fn read(csv: &str, file: &str, network: Option<(&str, &str)>) -> Draft {
     draft
 }
 
-/// One group per Parent Node that a circuit names, in order of first use.
+/// One group per Parent Node that a circuit names, in order of first use;
+/// returns each node's group id.
 fn groups(
     circuits: &[Circuit],
     nodes: Option<(&Vec<(String, Node)>, &str)>,
     draft: &mut Draft,
     file: &str,
-) {
-    let mut seen = Vec::new();
+) -> HashMap<String, String> {
+    let mut ids = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     for c in circuits {
-        if c.parent.is_empty() || seen.contains(&c.parent) || c.subnets.is_empty() {
+        if c.parent.is_empty() || ids.contains_key(&c.parent) || c.subnets.is_empty() {
             continue;
         }
-        seen.push(c.parent.clone());
-        let id = slug(&c.parent, "node");
         let csv_origin = Origin {
             file: file.to_string(),
             line: c.line,
         };
+        let id = draft.group_id(&c.parent, "node", &csv_origin, &mut seen);
+        ids.insert(c.parent.clone(), id.clone());
         let found = nodes.and_then(|(nodes, name)| {
             nodes
                 .iter()
@@ -397,6 +399,7 @@ fn groups(
             comments: Vec::new(),
         });
     }
+    ids
 }
 
 /// A rate in Mbps; `None` for an empty field or 0.
@@ -413,9 +416,12 @@ fn mbps(text: &str) -> Result<Option<Rate>, String> {
         .map_err(|_| format!("\"{text}\" is not a number of Mbps, e.g. 20 or 2.5"))
 }
 
+/// A CSV record: the line it starts on, and its fields.
+type Record = (usize, Vec<String>);
+
 /// The CSV's records with their first line, comment and blank lines left
 /// out. Fields may be quoted ("a, b"), with "" for a quote inside.
-fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+fn records(text: &str) -> Result<Vec<Record>, (usize, String)> {
     let mut out = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((i, line)) = lines.next() {

@@ -348,11 +348,12 @@ fn build(queues: Vec<Queue>, draft: &mut Draft, file: &str) {
         .filter(|&i| !queues[i].disabled)
         .collect();
     let mut group_ids: HashMap<usize, String> = HashMap::new();
+    let mut seen = HashSet::new();
     for (i, q) in queues.iter().enumerate() {
         if !parents.contains(&i) {
             continue;
         }
-        let id = slug(&q.name, &format!("group-{}", q.line));
+        let id = draft.group_id(&q.name, &format!("group-{}", q.line), &at(q.line), &mut seen);
         group_ids.insert(i, id.clone());
         if !q.subnets.is_empty() || !q.interfaces.is_empty() {
             draft.warn(

@@ -104,17 +104,11 @@ impl Draft {
         self.errors.push(format!("{origin}: {message}"));
     }
 
-    /// Makes every OPD id (and, separately, every group id) unique by
-    /// appending -2, -3, ...; each change is a warning.
+    /// Makes every OPD id unique by appending -2, -3, ...; each change is
+    /// a warning. (Group ids are made unique as the groups are made, with
+    /// [`Draft::group_id`], as the members name them.)
     pub fn unique_ids(&mut self) {
-        let mut seen = std::collections::HashSet::new();
         let mut renames = Vec::new();
-        for group in &mut self.groups {
-            if let Some(new) = unique(&group.id, &mut seen) {
-                renames.push((group.origin.clone(), "group", group.id.clone(), new.clone()));
-                group.id = new;
-            }
-        }
         let mut seen = std::collections::HashSet::new();
         for opd in &mut self.opds {
             if let Some(new) = unique(&opd.id, &mut seen) {
@@ -348,6 +342,30 @@ impl Draft {
             )
             .sum();
         ceilings.max(Rate(held)).max(DEFAULT_GUARANTEE)
+    }
+}
+
+impl Draft {
+    /// A group id from a name, unique among `seen` (with a warning when
+    /// the plain one is taken).
+    pub fn group_id(
+        &mut self,
+        name: &str,
+        fallback: &str,
+        origin: &Origin,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> String {
+        let id = slug(name, fallback);
+        match unique(&id, seen) {
+            None => id,
+            Some(new) => {
+                self.warn(
+                    origin,
+                    format!("group id \"{id}\" is taken by an earlier group; this one is \"{new}\""),
+                );
+                new
+            }
+        }
     }
 }
 

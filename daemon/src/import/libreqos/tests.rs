@@ -95,3 +95,21 @@ fn bad_rows_are_errors_with_their_line_numbers() {
     let draft = read(&format!("{HEADER}\n"), "s.csv", Some(("{\"a\": [", "n.json")));
     assert!(draft.errors[0].starts_with("n.json:1: not JSON"), "{:?}", draft.errors);
 }
+
+#[test]
+fn nodes_whose_ids_collide_are_two_groups_each_with_its_own_members() {
+    let csv = format!(
+        "{HEADER}\nc1,A,1,R1,AP 1,,10.0.0.0/24,,1,1,10,10,\nc2,B,2,R2,AP_1,,10.0.1.0/24,,1,1,10,10,\n"
+    );
+    let draft = read(&csv, "s.csv", None);
+    let groups: Vec<&str> = draft.groups.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(groups, ["ap-1", "ap-1-2"]);
+    assert_eq!(draft.opds[0].group.as_deref(), Some("ap-1"));
+    assert_eq!(draft.opds[1].group.as_deref(), Some("ap-1-2"));
+    assert!(
+        draft
+            .warning_lines()
+            .iter()
+            .any(|w| w.starts_with("s.csv:3: warning: group id \"ap-1\" is taken"))
+    );
+}

@@ -142,53 +142,59 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 }
 
 /// Splits a logical line into words, unquoting `"..."` parts (with
-/// RouterOS's escapes) wherever they are in a word (`name="a b"`).
+/// RouterOS's escapes) wherever they are in a word (`name="a b"`). Text
+/// that is not ASCII is exported as hex escapes of its UTF-8 bytes
+/// (`\C3\A9` for é).
 fn words(line: &str) -> Result<Vec<String>, String> {
+    const OPEN: &str = "a quoted value is not closed (missing \")";
     let mut words = Vec::new();
-    let mut word = String::new();
+    let mut word: Vec<u8> = Vec::new();
     let mut in_word = false;
     let mut chars = line.chars().peekable();
+    let push = |word: &mut Vec<u8>, c: char| {
+        word.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    };
     while let Some(c) = chars.next() {
         match c {
             '"' => {
                 in_word = true;
                 loop {
                     match chars.next() {
-                        None => return Err("a quoted value is not closed (missing \")".into()),
+                        None => return Err(OPEN.into()),
                         Some('"') => break,
                         Some('\\') => match chars.next() {
-                            None => return Err("a quoted value is not closed (missing \")".into()),
-                            Some('n') => word.push('\n'),
-                            Some('r') => word.push('\r'),
-                            Some('t') => word.push('\t'),
-                            Some('_') => word.push(' '),
+                            None => return Err(OPEN.into()),
+                            Some('n') => word.push(b'\n'),
+                            Some('r') => word.push(b'\r'),
+                            Some('t') => word.push(b'\t'),
+                            Some('_') => word.push(b' '),
                             Some(h) if h.is_ascii_hexdigit()
                                 && chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) =>
                             {
                                 let l = chars.next().unwrap_or('0');
-                                let byte = u8::from_str_radix(&format!("{h}{l}"), 16).unwrap_or(b'?');
-                                word.push(char::from(byte));
+                                let digit = |d: char| d.to_digit(16).unwrap_or(0) as u8;
+                                word.push(digit(h) * 16 + digit(l));
                             }
-                            Some(other) => word.push(other),
+                            Some(other) => push(&mut word, other),
                         },
-                        Some(other) => word.push(other),
+                        Some(other) => push(&mut word, other),
                     }
                 }
             }
             c if c.is_whitespace() => {
                 if in_word {
-                    words.push(std::mem::take(&mut word));
+                    words.push(String::from_utf8_lossy(&std::mem::take(&mut word)).into_owned());
                     in_word = false;
                 }
             }
             c => {
                 in_word = true;
-                word.push(c);
+                push(&mut word, c);
             }
         }
     }
     if in_word {
-        words.push(word);
+        words.push(String::from_utf8_lossy(&word).into_owned());
     }
     Ok(words)
 }

@@ -38,6 +38,8 @@ fn quoted_values_keep_spaces_and_escapes() {
         ]
     );
     assert!(words_err(r#"add name="open"#).contains("not closed"));
+    // Non-ASCII text is exported as hex escapes of its UTF-8 bytes.
+    assert_eq!(super::words(r#"comment="Caf\C3\A9 \_x""#).unwrap(), ["comment=Café  x"]);
 }
 
 fn words_err(line: &str) -> String {

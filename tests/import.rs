@@ -139,6 +139,29 @@ fn a_mikrotik_export_becomes_a_policy_that_passes_check() {
     );
     // Disabled: carried commented out; an interface target: left out.
     assert!(text.contains("\n# id = \"dinas-lama\"\n"), "{text}");
+    // Removing the "# " of the disabled entry's lines, as its comment
+    // says, gives a policy that passes too.
+    let mut enabled = String::new();
+    let mut in_disabled = false;
+    for line in text.lines() {
+        in_disabled = (in_disabled || line == "# [[opd]]") && !line.is_empty();
+        let line = if in_disabled {
+            line.strip_prefix("# ").unwrap()
+        } else {
+            line
+        };
+        enabled.push_str(line);
+        enabled.push('\n');
+    }
+    let path = temp_dir("enabled").join("policy.toml");
+    std::fs::write(&path, &enabled).unwrap();
+    let check = run(&["check", path.to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("11 OPDs, 1 group"));
     assert!(
         policy["opd"]
             .as_array()

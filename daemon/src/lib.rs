@@ -27,7 +27,7 @@ macro_rules! modules {
 }
 
 modules!(
-    cli, datapath, diagnosis, gateway, history, http, lab, policy, runtime, shaper,
+    cli, datapath, diagnosis, gateway, history, http, import, lab, policy, runtime, shaper,
 );
 mod sys;
 
@@ -40,6 +40,7 @@ pub use cli::tokens::{
 };
 pub use http::auth::new_entry as new_token_entry;
 pub use http::tls::TlsFiles;
+pub use import::{ImportCommand, command as import_command};
 pub use lab::run_interactive as run_lab;
 pub use policy::{Policy, PolicyError, load as load_policy};
 pub use runtime::{RunOptions, down, down_in, require_privileges, run, shutdown_on_signal};

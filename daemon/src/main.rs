@@ -165,6 +165,16 @@ enum Command {
         #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Write a policy from MikroTik simple queues or LibreQoS's
+    /// ShapedDevices.csv (and network.json), so no queue is retyped.
+    ///
+    /// The policy goes to stdout (or -o FILE) only if `jatah check` would
+    /// accept it; what could not be carried over is listed on stderr as
+    /// FILE:LINE: warning: ... Example:
+    ///
+    ///   jatah import mikrotik queues.rsc --capacity-download 300M --capacity-upload 300M -o policy.toml
+    #[command(subcommand)]
+    Import(jatah::ImportCommand),
     /// Manage API tokens: add one (`new --append`), list, revoke.
     ///
     /// The tokens file holds only the tokens' SHA-256 hashes and must be
@@ -451,6 +461,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Token(command) => token_command(command),
+        Command::Import(command) => jatah::import_command(command),
         Command::Lab { seconds } => {
             init_logging();
             match jatah::run_lab(seconds) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use jatah_common::{AddrKey, HostCount};
 use tokio_util::sync::CancellationToken;
 
-use super::state::AppState;
+use crate::datapath::CounterReader;
 
 /// How often the per-host totals are read into a snapshot.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(15);
@@ -182,8 +182,9 @@ pub fn address(k: &AddrKey) -> IpAddr {
     std::net::Ipv6Addr::from(k.addr).to_canonical()
 }
 
-/// Takes a snapshot every [`SNAPSHOT_EVERY`] until shutdown.
-pub async fn keep(state: Arc<AppState>, shutdown: CancellationToken) {
+/// Runs `snapshot` (on a blocking thread) every [`SNAPSHOT_EVERY`] until
+/// shutdown.
+pub async fn keep(snapshot: impl Fn() + Clone + Send + 'static, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -191,21 +192,19 @@ pub async fn keep(state: Arc<AppState>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let st = state.clone();
-        let _ = tokio::task::spawn_blocking(move || snapshot_now(&st)).await;
+        let _ = tokio::task::spawn_blocking(snapshot.clone()).await;
     }
 }
 
-/// Reads the per-host map now into the history; the live totals.
-pub fn snapshot_now(state: &AppState) -> Option<Arc<Snapshot>> {
-    let reader = state.counters.as_ref()?;
+/// Reads the per-host counters now into `history`; the live totals.
+pub fn snapshot_now(reader: &CounterReader, history: &HostHistory) -> Option<Arc<Snapshot>> {
     let (counts, held) = reader.hosts();
     let snap = read(counts);
     if let Ok(added) = reader.hosts_added() {
-        state.hosts.set_held(held, added);
+        history.set_held(held, added);
     }
-    state.hosts.push(Instant::now(), snap);
-    state.hosts.base(Instant::now(), Duration::ZERO).map(|(_, s)| s)
+    history.push(Instant::now(), snap);
+    history.base(Instant::now(), Duration::ZERO).map(|(_, s)| s)
 }
 
 #[cfg(test)]

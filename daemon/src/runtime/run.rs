@@ -223,7 +223,15 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<()> {
         Arc::new(crate::policy::schedule::SystemClock),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::runtime::hosts::keep(state.clone(), shutdown.clone()));
+    let st = state.clone();
+    tokio::spawn(crate::runtime::hosts::keep(
+        move || {
+            if let Some(reader) = st.counters.as_ref() {
+                crate::runtime::hosts::snapshot_now(reader, &st.hosts);
+            }
+        },
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::runtime::links::keep_attached(
         state.clone(),
         shutdown.clone(),

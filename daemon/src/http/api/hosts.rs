@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::require_opd;
+use super::access::require_opd;
 use crate::http::problem::Problem;
 use crate::runtime::hosts::{self, HostUse};
 use crate::runtime::state::AppState;
@@ -138,7 +138,10 @@ pub(crate) async fn get_hosts(
     let st = state.clone();
     let (now, base) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let now = hosts::snapshot_now(&st);
+        let now = st
+            .counters
+            .as_ref()
+            .and_then(|reader| hosts::snapshot_now(reader, &st.hosts));
         let base = st.hosts.base(Instant::now(), window);
         (now, base)
     })

@@ -23,6 +23,7 @@ use crate::policy::{Direction, Opd};
 use crate::runtime::rates::WindowRates;
 use crate::runtime::state::AppState;
 
+mod access;
 mod body;
 pub(crate) mod hosts;
 mod plan;
@@ -30,6 +31,8 @@ mod redact;
 #[cfg(test)]
 mod tests;
 
+pub use access::access;
+pub(crate) use access::{require_opd, summary_access};
 pub use body::*;
 pub use redact::Names;
 
@@ -53,46 +56,6 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 async fn not_found() -> Problem {
     Problem::not_found("no such endpoint; see /openapi.json")
-}
-
-/// Who is asking, from the Authorization header.
-pub fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
-    let value =
-        match headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| {
-                Problem::unauthorized("the Authorization header is not readable text")
-            })?),
-        };
-    state
-        .tokens
-        .authenticate(value)
-        .map(|(a, _)| a)
-        .map_err(|e| Problem::unauthorized(e.to_string()))
-}
-
-/// Access to the summary (OPD list, gateway): any valid token, or none
-/// where the admin allowed anonymous reads.
-pub(crate) fn summary_access(state: &AppState, headers: &HeaderMap) -> Result<Access, Problem> {
-    let access = access(state, headers)?;
-    if access == Access::Anonymous && !state.tokens.anonymous_summary() {
-        return Err(Problem::token_required());
-    }
-    Ok(access)
-}
-
-/// Access to one OPD: unknown and not-yours look the same (404), so ids do
-/// not leak; no token at all is 401.
-fn require_opd(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(Access, Opd), Problem> {
-    let access = access(state, headers)?;
-    if access == Access::Anonymous {
-        return Err(Problem::token_required());
-    }
-    let view = state.view();
-    match view.policy.opd(id) {
-        Some(opd) if access.can_see(id) => Ok((access, opd.clone())),
-        _ => Err(Problem::no_such_opd(id)),
-    }
 }
 
 fn dir_usage(state: &AppState, opd: &Opd, dir: Direction) -> DirectionUsage {

@@ -165,6 +165,7 @@ enum Command {
         #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    Report(jatah::ReportArgs),
     /// Manage API tokens: add one (`new --append`), list, revoke.
     ///
     /// The tokens file holds only the tokens' SHA-256 hashes and must be
@@ -451,6 +452,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Token(command) => token_command(command),
+        Command::Report(args) => jatah::report_main(args),
         Command::Lab { seconds } => {
             init_logging();
             match jatah::run_lab(seconds) {

@@ -160,3 +160,78 @@ pub fn main(args: ReportArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[gateway]
+wan = "eth0"
+lan = ["eth1"]
+download = "100M"
+upload = "50M"
+timezone = "Asia/Makassar"
+
+[[opd]]
+id = "disdukcapil"
+name = "Disdukcapil"
+subnets = ["10.20.1.0/24"]
+download = { guaranteed = "10M", ceiling = "30M" }
+upload = { guaranteed = "5M", ceiling = "10M" }
+
+[[schedule]]
+name = "jam-pelayanan"
+days = ["mon", "tue", "wed", "thu", "fri"]
+from = "07:30"
+to = "16:00"
+
+[[schedule.opd]]
+id = "disdukcapil"
+download = { guaranteed = "35M", ceiling = "80M" }
+"#;
+
+    fn at(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    #[test]
+    fn the_ceiling_follows_the_schedules_window_in_local_time() {
+        let policy = crate::policy::parse(POLICY, "report-test.toml").unwrap();
+        let rp = report_policy(&policy);
+        assert_eq!(rp.opds, ["disdukcapil"]);
+        assert_eq!(rp.contract, [100_000_000, 50_000_000]);
+        // Tuesday 3 November 2026, 08:00 WITA (00:00 UTC): the window is open.
+        let open = (rp.ceiling)("disdukcapil", at("2026-11-03T00:00:00Z"));
+        assert_eq!(open, Some([80_000_000, 10_000_000]), "upload keeps its base");
+        // 07:29 WITA: not yet; Saturday: never.
+        let before = (rp.ceiling)("disdukcapil", at("2026-11-02T23:29:00Z"));
+        assert_eq!(before, Some([30_000_000, 10_000_000]));
+        let saturday = (rp.ceiling)("disdukcapil", at("2026-11-07T02:00:00Z"));
+        assert_eq!(saturday, Some([30_000_000, 10_000_000]));
+        assert_eq!((rp.ceiling)("nobody", 0), None);
+    }
+
+    fn args(month: &str, separator: &str, dir: &std::path::Path) -> ReportArgs {
+        ReportArgs {
+            month: Some(month.into()),
+            format: "md".into(),
+            separator: separator.into(),
+            data_dir: dir.to_owned(),
+            policy: None,
+        }
+    }
+
+    #[test]
+    fn a_bad_month_or_separator_or_a_missing_store_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("jatah-report-cli-{}", std::process::id()));
+        let now = Utc::now();
+        let e = report(&args("2026-13", ",", &dir), now).unwrap_err();
+        assert!(e.contains("--month \"2026-13\" is not a month"), "{e}");
+        let e = report(&args("2026-11", "|", &dir), now).unwrap_err();
+        assert!(e.contains("--separator"), "{e}");
+        let e = report(&args("2026-11", ";", &dir), now).unwrap_err();
+        assert!(e.contains("there is no usage history at"), "{e}");
+        assert!(!dir.exists(), "nothing was created");
+    }
+}

@@ -198,14 +198,17 @@ pub struct MonthlyReport {
     pub uplink: UplinkMonth,
 }
 
+/// The ceiling of an OPD at a Unix second, per direction (download,
+/// upload), bits/s; None for an OPD the policy does not know.
+pub type CeilingAt<'a> = Box<dyn Fn(&str, i64) -> Option<[u64; 2]> + 'a>;
+
 /// What the report needs from the policy: OPDs to list even without data,
 /// the ceiling in force at an instant, the contract.
 pub struct ReportPolicy<'a> {
     /// OPD ids in policy order.
     pub opds: Vec<String>,
-    /// The ceiling of `opd` at Unix second `at`, per direction (download,
-    /// upload), bits/s; None for an OPD the policy does not know.
-    pub ceiling: Box<dyn Fn(&str, i64) -> Option<[u64; 2]> + 'a>,
+    /// The ceiling of an OPD at an instant.
+    pub ceiling: CeilingAt<'a>,
     /// The contracted capacity (download, upload), bits/s.
     pub contract: [u64; 2],
 }

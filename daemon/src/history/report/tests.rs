@@ -22,7 +22,7 @@ fn event(at: &str, opd: Option<&str>, state: &str) -> Event {
         state: state.into(),
         previous: None,
         evidence: serde_json::json!({}),
-        message: format!("{state}"),
+        message: state.to_string(),
     }
 }
 

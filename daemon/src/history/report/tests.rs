@@ -320,4 +320,19 @@ fn the_read_only_open_reads_beside_the_writer_and_changes_nothing() {
     let again = HistoryStore::open_read_only(&dir.0, None).unwrap();
     let unchanged = again.monthly_report(2026, 11, None, now).unwrap();
     assert_eq!(unchanged, after, "nothing was written through the reader");
+    // With the daemon stopped (its connection closed, the WAL files gone)
+    // the store still reads, and stays as it was.
+    drop(again);
+    drop(store);
+    let wal = |suffix: &str| dir.0.join(format!("{}{suffix}", super::super::DB_FILE));
+    assert!(!wal("-wal").exists() && !wal("-shm").exists());
+    let stopped = HistoryStore::open_read_only(&dir.0, None).unwrap();
+    assert_eq!(stopped.monthly_report(2026, 11, None, now).unwrap(), after);
+    drop(stopped);
+    // SQLite may leave an empty WAL beside it; the daemon opens and
+    // writes as before.
+    let mut store = HistoryStore::open(&dir.0, Asia::Makassar).unwrap();
+    store
+        .record_minute(t("2026-11-22T00:00:00Z"), &[reading("dinkes", 1, 0, 0, 0)])
+        .unwrap();
 }

@@ -355,10 +355,45 @@ async fn usage_answers_from_history_as_json_and_csv() {
         lines.next().unwrap(),
         "start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps"
     );
-    let csv_down: u64 = lines
+    let rows: Vec<&str> = lines.collect();
+    let csv_down: u64 = rows
+        .iter()
         .map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(csv_down, 9_000_000, "CSV carries the same numbers as JSON");
+    // Starts are the gateway's local hours, with their offset (WITA).
+    for (row, point) in rows.iter().zip(points) {
+        let start = row.split(',').next().unwrap();
+        assert!(start.ends_with("+08:00"), "{row}");
+        let local = chrono::DateTime::parse_from_rfc3339(start).unwrap();
+        assert_eq!(local.to_rfc3339(), start, "{row}");
+        let json_start =
+            chrono::DateTime::parse_from_rfc3339(point["start"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            local, json_start,
+            "the same instant as the JSON's UTC start"
+        );
+    }
+    // Spreadsheets set to Indonesian read `;`.
+    let (s, _, body) = get(
+        &fx,
+        &format!("/api/v1/opds/dinkes/usage.csv?{q}&separator=semicolon"),
+        Some(DINKES),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let semi = String::from_utf8(body).unwrap();
+    assert_eq!(csv.replace(',', ";"), semi);
+    let (s, v) = json(
+        &fx,
+        &format!("/api/v1/opds/dinkes/usage.csv?{q}&separator=tab"),
+        Some(DINKES),
+    )
+    .await;
+    assert_eq!(
+        (s, v["parameter"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("separator"))
+    );
 
     // Today's volume on the OPD itself.
     let (_, d) = json(&fx, "/api/v1/opds/dinkes", Some(ADMIN)).await;
@@ -445,6 +480,7 @@ async fn the_openapi_document_covers_every_endpoint_and_resolves() {
         "/api/v1/opds/{id}/usage.csv",
         "/api/v1/gateway",
         "/api/v1/gateway/delivered",
+        "/api/v1/reports/monthly",
         "/api/v1/status",
         "/api/v1/status/overview",
         "/api/v1/references/{code}",
@@ -631,6 +667,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_expected() {
         ("/api/v1/opds", [401, 401, 200, 200, 200]),
         ("/api/v1/gateway", [401, 401, 200, 200, 200]),
         ("/api/v1/gateway/delivered", [401, 401, 200, 200, 200]),
+        ("/api/v1/reports/monthly", [401, 401, 200, 200, 200]),
         ("/api/v1/opds/dinkes", [401, 401, 404, 200, 200]),
         ("/api/v1/opds/dinkes/usage", [401, 401, 404, 200, 200]),
         ("/api/v1/opds/dinkes/usage.csv", [401, 401, 404, 200, 200]),

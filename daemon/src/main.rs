@@ -175,6 +175,7 @@ enum Command {
     ///   jatah import mikrotik queues.rsc --capacity-download 300M --capacity-upload 300M -o policy.toml
     #[command(subcommand)]
     Import(jatah::ImportCommand),
+    Report(jatah::ReportArgs),
     /// Manage API tokens: add one (`new --append`), list, revoke.
     ///
     /// The tokens file holds only the tokens' SHA-256 hashes and must be
@@ -462,6 +463,7 @@ fn main() -> ExitCode {
         }
         Command::Token(command) => token_command(command),
         Command::Import(command) => jatah::import_command(command),
+        Command::Report(args) => jatah::report_main(args),
         Command::Lab { seconds } => {
             init_logging();
             match jatah::run_lab(seconds) {

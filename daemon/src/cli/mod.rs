@@ -2,5 +2,6 @@
 //! printing what it says, and keeping the tokens file (`jatah token`).
 
 pub mod client;
+pub mod report;
 pub mod status;
 pub mod tokens;

@@ -36,7 +36,8 @@
 //! 80% of the contract?" (`delivered.rs` says what a minute holds).
 //!
 //! Layout: this file holds the types; `store.rs` opens, writes and prunes
-//! the database, `queries.rs` reads it, `delivered.rs` answers the
+//! the database, `queries.rs` reads it, `report.rs` sums a month for the
+//! monthly report, `delivered.rs` answers the
 //! delivered-capacity questions (`seconds.rs` gathers a minute's seconds),
 //! `buckets.rs` cuts local hours and days and `schema.rs` creates and
 //! upgrades the tables.
@@ -44,6 +45,7 @@
 mod buckets;
 mod delivered;
 mod queries;
+mod report;
 mod schema;
 mod seconds;
 mod store;
@@ -61,6 +63,11 @@ use rusqlite::{Connection, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 pub use delivered::DeliveredPeriod;
+pub use report::{MonthlyReport, ReportPolicy, parse_month};
+/// Monthly reports as text (Markdown, CSV).
+pub mod report_text {
+    pub use super::report::{Separator, csv, markdown};
+}
 pub use schema::SCHEMA_VERSION;
 pub use seconds::{BELOW_RATIO, DeliveredSecond, DeliveredSeconds};
 
@@ -248,6 +255,28 @@ pub enum HistoryError {
         found: i64,
         /// Version this build writes.
         supported: i64,
+    },
+    /// There is no history database where one was to be read.
+    #[error(
+        "there is no usage history at {}: give the --data-dir that `jatah run` uses",
+        path.display()
+    )]
+    Missing {
+        /// The database file looked for.
+        path: PathBuf,
+    },
+    /// The file was written by an older jatah and not yet upgraded (a
+    /// reader never upgrades it).
+    #[error(
+        "history database {} has schema version {found}, older than this jatah's; \
+         start this jatah's daemon once (it upgrades the file), then read it again",
+        path.display()
+    )]
+    OlderSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
     },
     /// The store has no open database (the last reopen failed).
     #[error("history database {} is not open (the last reopen failed)", path.display())]

@@ -37,7 +37,6 @@ impl HistoryStore {
     }
 
     /// The timezone hours and days are cut in.
-    #[cfg(any(test, feature = "testkit"))]
     pub fn timezone(&self) -> Tz {
         self.tz
     }

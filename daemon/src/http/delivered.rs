@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::history::{BELOW_RATIO, DeliveredPeriod};
+use crate::history::{BELOW_RATIO, DeliveredPeriod, parse_month};
 use crate::http::api::{history_problem, summary_access, with_history};
 use crate::http::problem::Problem;
 use crate::policy::Direction;
@@ -57,17 +57,6 @@ pub struct DeliveredMonth {
     pub history_available: bool,
     pub download: DeliveredDirection,
     pub upload: DeliveredDirection,
-}
-
-/// Parses `YYYY-MM`.
-fn parse_month(s: &str) -> Option<(i32, u32)> {
-    let (y, m) = s.split_once('-')?;
-    if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let (y, m) = (y.parse::<i32>().ok()?, m.parse::<u32>().ok()?);
-    ((1970..=9998).contains(&y) && (1..=12).contains(&m)).then_some((y, m))
 }
 
 /// How many hours this month did the ISP deliver less than 80% of the

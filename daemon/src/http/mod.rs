@@ -11,6 +11,7 @@ pub mod host;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod reports;
 pub mod status_page;
 pub mod tls;
 
@@ -43,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/openapi.json", get(crate::http::openapi::serve))
             .merge(crate::http::api::routes())
             .merge(crate::http::delivered::routes())
+            .merge(crate::http::reports::routes())
             .merge(crate::http::status_page::routes()),
     )
     .with_state(state)

@@ -15,7 +15,7 @@ use crate::http::problem::Problem;
         title = "jatah",
         description = "Per-OPD bandwidth allocation, usage and diagnosis on a government Internet gateway. Rates are bits per second (*_bps), volumes bytes. Send `Authorization: Bearer <token>`; an `opd:<id>` token sees only that OPD (others are 404).",
     ),
-    paths(api::list_groups, api::get_group, api::list_opds, api::get_opd, api::get_usage, api::get_usage_csv, api::get_diagnosis, api::hosts::get_hosts, api::get_events, api::get_gateway, crate::http::delivered::get_delivered, api::post_reload, api::post_plan,
+    paths(api::list_groups, api::get_group, api::list_opds, api::get_opd, api::get_usage, api::get_usage_csv, api::get_diagnosis, api::hosts::get_hosts, api::get_events, api::get_gateway, crate::http::delivered::get_delivered, crate::http::reports::get_monthly, api::post_reload, api::post_plan,
         crate::http::status_page::get_status, crate::http::status_page::get_overview, crate::http::status_page::get_reference),
     components(schemas(Problem)),
     modifiers(&BearerAuth),

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -302,9 +302,10 @@ pub(crate) async fn get_usage(
         ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339 start"),
         ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339 end, exclusive"),
         ("step" = Option<String>, Query, pattern = "^(1m|1h|1d)$", description = "1m, 1h or 1d"),
+        ("separator" = Option<String>, Query, pattern = "^(comma|semicolon)$", description = "comma (default) or semicolon (spreadsheets set to Indonesian)"),
     ),
     responses(
-        (status = 200, description = "CSV: start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps", body = String, content_type = "text/csv"),
+        (status = 200, description = "CSV: start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps; `start` in the gateway's local time with its offset (RFC 3339, e.g. 2026-11-03T00:00:00+08:00)", body = String, content_type = "text/csv"),
         (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such OPD", body = Problem, content_type = "application/problem+json"),
@@ -318,17 +319,28 @@ pub(crate) async fn get_usage_csv(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Problem> {
     require_opd(&state, &headers, &id)?;
+    let sep = match q.get("separator").map(String::as_str) {
+        None | Some("comma") | Some(",") => ',',
+        Some("semicolon") | Some(";") => ';',
+        Some(other) => {
+            return Err(Problem::bad_parameter(
+                "separator",
+                format!("separator={other:?}: write comma or semicolon"),
+            ));
+        }
+    };
+    let tz = state.view().policy.gateway.timezone;
     let usage = usage_points(state, id, q).await?;
-    let mut csv =
-        String::from("start,download_bytes,upload_bytes,peak_download_bps,peak_upload_bps\n");
+    let mut csv = ["start", "download_bytes", "upload_bytes", "peak_download_bps", "peak_upload_bps"]
+        .join(&sep.to_string());
+    csv.push('\n');
     for p in &usage.points {
+        // Local time with its offset: the steps are the gateway's hours
+        // and days, e.g. 2026-11-03T00:00:00+08:00.
+        let start = p.start.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false);
         csv.push_str(&format!(
-            "{},{},{},{},{}\n",
-            p.start.to_rfc3339(),
-            p.download_bytes,
-            p.upload_bytes,
-            p.peak_download_bps,
-            p.peak_upload_bps
+            "{start}{sep}{}{sep}{}{sep}{}{sep}{}\n",
+            p.download_bytes, p.upload_bytes, p.peak_download_bps, p.peak_upload_bps
         ));
     }
     let mut res = (StatusCode::OK, csv).into_response();

@@ -16,7 +16,7 @@ fn check_toolchain() {
         .status();
     if !matches!(nightly, Ok(s) if s.success()) {
         fail(
-            "the eBPF programs need the nightly toolchain: run ./scripts/setup.sh \
+            "the eBPF programs need the nightly toolchain: run ./scripts/setup.sh build \
              (or: rustup toolchain install nightly --component rust-src)",
         );
     }
@@ -27,13 +27,13 @@ fn check_toolchain() {
         .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         fail(
-            "the eBPF programs need nightly's rust-src: run ./scripts/setup.sh \
+            "the eBPF programs need nightly's rust-src: run ./scripts/setup.sh build \
              (or: rustup component add rust-src --toolchain nightly)",
         );
     }
     if which_bpf_linker().is_none() {
         fail(
-            "the eBPF programs need bpf-linker: run ./scripts/setup.sh \
+            "the eBPF programs need bpf-linker: run ./scripts/setup.sh build \
              (it builds bpf-linker 0.13 against LLVM 22)",
         );
     }

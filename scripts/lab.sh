@@ -12,7 +12,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-./scripts/setup.sh
+./scripts/setup.sh lab
 echo "lab.sh: building jatah (release)"
 cargo build --release --quiet -p jatah 2>&1 | grep -vE '^warning: jatah@' || true
 exec ./target/release/jatah lab "$@"

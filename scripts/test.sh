@@ -6,7 +6,7 @@
 # timing), and the layout rules (tests/layout.rs: no module cycles, no
 # source file over 800 lines, libc calls only in sys.rs). Needs root
 # (namespaces, BPF, qdiscs).
-# Installs what is missing first (see scripts/setup.sh).
+# Installs what is missing first (./scripts/setup.sh test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,7 +16,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-./scripts/setup.sh
+./scripts/setup.sh test
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check

@@ -242,7 +242,7 @@ fn the_systemd_unit_is_valid() {
     let path = dir.join("jatah.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/jatah", jatah().to_str().unwrap()),
+        unit.replace("/usr/bin/jatah", jatah().to_str().unwrap()),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

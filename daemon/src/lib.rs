@@ -34,6 +34,7 @@ mod sys;
 #[cfg(feature = "testkit")]
 pub mod bench;
 
+pub use cli::docs::generate as generate_docs;
 pub use cli::report::{ReportArgs, main as report_main};
 pub use cli::status::{plan as print_plan, print as print_status};
 pub use cli::tokens::{

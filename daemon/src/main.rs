@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// jatah: per-OPD bandwidth allocation for a government Internet gateway.
@@ -209,6 +209,14 @@ enum Command {
         /// How long to drive traffic, in seconds.
         #[arg(long, default_value_t = 40)]
         seconds: u64,
+    },
+    /// Write man pages (DIR/man) and bash, zsh and fish completions
+    /// (DIR/completions) generated from this command line. Used by
+    /// scripts/package.sh: `jatah generate-docs target/docs`.
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -464,6 +472,16 @@ fn main() -> ExitCode {
         Command::Token(command) => token_command(command),
         Command::Import(command) => jatah::import_command(command),
         Command::Report(args) => jatah::report_main(args),
+        Command::GenerateDocs { dir } => match jatah::generate_docs(Cli::command(), &dir) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Lab { seconds } => {
             init_logging();
             match jatah::run_lab(seconds) {

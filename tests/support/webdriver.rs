@@ -32,10 +32,10 @@ pub fn require_browser() -> &'static str {
         .iter()
         .find(|p| Path::new(p).exists())
         .copied()
-        .expect("chromium is not installed: run ./scripts/setup.sh");
+        .expect("chromium is not installed: run ./scripts/setup.sh test");
     assert!(
         Path::new(CHROMEDRIVER).exists(),
-        "chromedriver is not installed: run ./scripts/setup.sh"
+        "chromedriver is not installed: run ./scripts/setup.sh test"
     );
     chromium
 }

@@ -32,7 +32,7 @@ pub fn spawn(lab: &Lab, path: &str, threads: u32, connections: u32, seconds: u64
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("wrk runs (scripts/setup.sh installs it)")
+        .expect("wrk runs (./scripts/setup.sh test installs it)")
 }
 
 /// Waits for a wrk started by [`spawn`] and reads its report.

@@ -13,7 +13,8 @@
 #       Debian   iproute2 iperf3 iputils-ping nftables procps bpftool
 #   ./scripts/setup.sh test    lab, and what the test suite and benchmarks use
 #                              (./scripts/test.sh):
-#       Debian   prometheus (promtool and a real server), chromium chromium-driver
+#       Debian   prometheus (promtool and a real server), prometheus-alertmanager
+#                (amtool and a real Alertmanager), chromium chromium-driver
 #                (status page tests), wrk hyperfine (benchmarks), curl openssl,
 #                systemd (systemd-analyze), man-db, python3-venv
 #       Python   schemathesis 4 from PyPI, in a virtual environment: .venv/ in
@@ -44,7 +45,7 @@ if [[ $level != build ]]; then
   APT_PACKAGES+=(iproute2 iperf3 iputils-ping nftables procps bpftool)
 fi
 if [[ $level == test ]]; then
-  APT_PACKAGES+=(prometheus chromium chromium-driver wrk hyperfine curl openssl systemd man-db python3-venv)
+  APT_PACKAGES+=(prometheus prometheus-alertmanager chromium chromium-driver wrk hyperfine curl openssl systemd man-db python3-venv)
 fi
 
 # Starting services is refused while packages install (policy-rc.d). The

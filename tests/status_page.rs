@@ -85,6 +85,18 @@ fn all_healthy(lab: &Lab) -> bool {
 
 /// The page's DOM (markup and text) holds OPD `own` and no other OPD's
 /// id, name or addresses.
+/// The text of the page's top-hosts row for `address` ("" if absent).
+fn top_host_row(b: &Browser, address: &str) -> anyhow::Result<String> {
+    Ok(b.js(
+        "const r = document.querySelector(`#top-hosts tr[data-address=\"${arguments[0]}\"]`); \
+         return r ? r.innerText : '';",
+        json!([address]),
+    )?
+    .as_str()
+    .unwrap_or_default()
+    .to_string())
+}
+
 fn shows_only(b: &Browser, own: usize) {
     let html = b
         .js("return document.documentElement.outerHTML;", json!([]))
@@ -328,6 +340,12 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
         "today's volume: {today:?}"
     );
     shows_only(&office, 0);
+    // Who in the office uses it: its host, from the per-host counts.
+    office
+        .wait_for("A's top hosts", Duration::from_secs(40), |b| {
+            Ok(top_host_row(b, "10.20.1.2")?.contains('%'))
+        })
+        .unwrap();
     let (light, symbol, label) = accessible(&office, "A healthy");
     assert!(
         light.contains("hijau") && light.contains("Normal"),
@@ -509,6 +527,37 @@ fn an_operator_tells_a_pulled_cable_from_the_network_in_a_browser() {
     shows_only(&b_office, 1);
     accessible(&b_office, "B healthy");
     screenshots(&b_office, "b-office-healthy");
+    // B fills its ceiling: the checklist names the host that uses it.
+    let _b_bulk = support::Children(vec![
+        lab.spawn_iperf_args(1, Direction::Download, 90, 0, &["-P", "4"], false)
+            .unwrap(),
+    ]);
+    b_office
+        .wait_for(
+            "B saturated, its top host named",
+            Duration::from_secs(60),
+            |b| Ok(b.text()?.contains("Pemakai terbesar: 10.20.2.2 memakai")),
+        )
+        .unwrap();
+    let text = b_office.text().unwrap();
+    assert_eq!(
+        b_office
+            .js(
+                "return document.getElementById('checklist').dataset.checklist;",
+                json!([])
+            )
+            .unwrap(),
+        "saturated",
+        "{text}"
+    );
+    assert!(
+        text.contains("dari unduhan kantor dalam 5 menit terakhir"),
+        "{text}"
+    );
+    assert!(top_host_row(&b_office, "10.20.2.2").unwrap().contains('%'));
+    shows_only(&b_office, 1);
+    accessible(&b_office, "B saturated");
+    screenshots(&b_office, "b-office-saturated");
     drop(b_office);
 
     // Diskominfo's grid: every OPD, A red.

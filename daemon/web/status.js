@@ -55,6 +55,13 @@
       perHour: 'per jam',
       events: 'Kejadian terakhir',
       noEvents: 'Tidak ada perubahan status dalam 24 jam terakhir.',
+      hostsTitle: 'Pemakai terbesar (5 menit terakhir)',
+      hostsWait: 'Data pemakaian per perangkat tersedia beberapa menit setelah jatah mulai.',
+      hostsNone: 'Tidak ada pemakaian dalam 5 menit terakhir.',
+      hostCols: ['Perangkat', 'Unduh', 'Unggah'],
+      hostsActive: (n) => `${n} perangkat aktif.`,
+      dirWord: { download: 'unduhan', upload: 'unggahan' },
+      topHostStep: (who, pct, dir) => ['Pemakai terbesar', `: ${who} memakai ${pct}% dari ${dir} kantor dalam 5 menit terakhir.`],
       you: 'Kantor Anda',
       network: 'Jaringan Diskominfo',
       updated: (t) => `Diperbarui ${t}; halaman ini memperbarui diri setiap beberapa detik.`,
@@ -164,6 +171,13 @@
       perHour: 'per hour',
       events: 'Recent events',
       noEvents: 'No change of state in the last 24 hours.',
+      hostsTitle: 'Top users (last 5 minutes)',
+      hostsWait: 'Per-device figures appear a few minutes after jatah starts.',
+      hostsNone: 'No use in the last 5 minutes.',
+      hostCols: ['Device', 'Download', 'Upload'],
+      hostsActive: (n) => `${n} active device${n === 1 ? '' : 's'}.`,
+      dirWord: { download: 'download', upload: 'upload' },
+      topHostStep: (who, pct, dir) => ['Top user', `: ${who}: ${pct}% of the office's ${dir} in the last 5 minutes.`],
       you: 'Your office',
       network: "Diskominfo's network",
       updated: (t) => `Updated ${t}; this page refreshes itself every few seconds.`,
@@ -456,6 +470,7 @@
       h('section', { class: 'card', id: 'rates', 'aria-labelledby': 'rates-title' }),
       h('section', { class: 'card', id: 'volume', 'aria-labelledby': 'volume-title' }),
       h('section', { class: 'card', id: 'chart-card', 'aria-labelledby': 'chart-title-h' }),
+      h('section', { class: 'card', id: 'hosts-card', 'aria-labelledby': 'hosts-title' }),
       h('section', { class: 'card', id: 'events-card', 'aria-labelledby': 'events-title' })
     );
     shownVerdictKey = null;
@@ -496,7 +511,9 @@
       );
     }
 
-    const steps = L.steps[checklist] || [];
+    const steps = (L.steps[checklist] || []).slice();
+    const top = checklist === 'saturated' ? topHost(d) : null;
+    if (top) steps.splice(2, 0, L.topHostStep(top.who, top.pct, L.dirWord[top.dir]));
     // The code and the time never break across lines.
     const fill = (s) => s.split(/(\{ref\}|\{since\})/).map((part) => {
       if (part === '{ref}') return h('span', { class: 'ref nowrap' }, d.reference || '–');
@@ -538,6 +555,7 @@
     );
 
     $('chart-card').replaceChildren(h('h2', { id: 'chart-title-h' }, L.chart), ...[].concat(chart(d)));
+    $('hosts-card').replaceChildren(h('h2', { id: 'hosts-title' }, L.hostsTitle), ...[].concat(hostsTable(d)));
 
     const events = d.recent_events || [];
     $('events-card').replaceChildren(
@@ -554,6 +572,41 @@
         : h('p', { class: 'muted' }, L.noEvents)
     );
     document.body.dataset.state = state || 'none';
+  }
+
+  // A host as the page names it: its address, and its name if the policy
+  // gives one.
+  function who(host) {
+    return host.name ? `${host.address} (${host.name})` : host.address;
+  }
+
+  // The host with the largest share of the direction nearest its ceiling.
+  function topHost(d) {
+    const th = d.top_hosts;
+    if (!th || !th.hosts || !th.hosts.length) return null;
+    const fill = (u) => (u.ceiling_bps ? u.rate.last_10s_bps / u.ceiling_bps : 0);
+    const dir = fill(d.opd.download) >= fill(d.opd.upload) ? 'download' : 'upload';
+    const share = (x) => (dir === 'download' ? x.download_share : x.upload_share);
+    const best = th.hosts.reduce((a, x) => (share(x) > share(a) ? x : a), th.hosts[0]);
+    if (!(share(best) > 0)) return null;
+    return { who: who(best), pct: Math.round(100 * share(best)), dir };
+  }
+
+  function hostsTable(d) {
+    const L = t();
+    const th = d.top_hosts;
+    if (!th) return h('p', { class: 'muted' }, L.hostsWait);
+    if (!th.hosts.length) return h('p', { class: 'muted' }, L.hostsNone);
+    const cell = (b, s) => `${bytes(b)} · ${Math.round(100 * s)}%`;
+    return [
+      h('table', { class: 'hosts', id: 'top-hosts' },
+        h('thead', {}, h('tr', {}, L.hostCols.map((c, i) => h('th', { scope: 'col', class: i ? 'num' : null }, c)))),
+        h('tbody', {}, th.hosts.map((x) => h('tr', { 'data-address': x.address },
+          h('td', { class: 'addr' }, who(x)),
+          h('td', { class: 'num' }, cell(x.download_bytes, x.download_share)),
+          h('td', { class: 'num' }, cell(x.upload_bytes, x.upload_share)))))),
+      h('p', { class: 'muted small' }, L.hostsActive(th.active_hosts)),
+    ];
   }
 
   function lightOf(state) {

@@ -283,6 +283,9 @@ pub struct StatusPage {
     pub capacity_scaled: Vec<ScaledCapacity>,
     /// The OPD's and the gateway's latest state changes, newest first.
     pub recent_events: Vec<EventBody>,
+    /// Who in the office used its allocation over about the last five
+    /// minutes; null until jatah has two snapshots of its per-host counts.
+    pub top_hosts: Option<hosts::TopHosts>,
     pub generated_at: DateTime<Utc>,
 }
 
@@ -550,6 +553,7 @@ pub async fn status_of(
         usage_24h,
         capacity_scaled: capacity_scaled(state),
         recent_events,
+        top_hosts: hosts::top_hosts(state, opd),
         generated_at: now,
     }
 }
@@ -757,5 +761,6 @@ pub async fn get_reference(
     }))
 }
 
+pub mod hosts;
 #[cfg(test)]
 mod tests;

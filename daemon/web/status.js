@@ -597,7 +597,7 @@
     const th = d.top_hosts;
     if (!th) return h('p', { class: 'muted' }, L.hostsWait);
     if (!th.hosts.length) return h('p', { class: 'muted' }, L.hostsNone);
-    const cell = (b, s) => `${bytes(b)} · ${Math.round(100 * s)}%`;
+    const cell = (b, s) => [bytes(b), h('br'), `${Math.round(100 * s)}%`];
     return [
       h('table', { class: 'hosts', id: 'top-hosts' },
         h('thead', {}, h('tr', {}, L.hostCols.map((c, i) => h('th', { scope: 'col', class: i ? 'num' : null }, c)))),

@@ -230,19 +230,7 @@ fn class_of(ctx: &TcContext, h: &Headers, slot: u32, cfg: &Config) -> u32 {
 #[inline(always)]
 fn interactive(ctx: &TcContext, h: &Headers) -> bool {
     let f = Linear(ctx);
-    // IPv4: TOS, total length; IPv6: traffic class across bytes 0-1,
-    // payload length at 4.
-    let Some(ip) = f.read::<[u8; 6]>(h.l3_off) else {
-        return false;
-    };
-    let (dscp, ip_len) = if h.is_v4 {
-        (ip[1] >> 2, u32::from(u16::from_be_bytes([ip[2], ip[3]])))
-    } else {
-        (
-            ((ip[0] & 0x0f) << 2) | (ip[1] >> 6),
-            40 + u32::from(u16::from_be_bytes([ip[4], ip[5]])),
-        )
-    };
+    let (dscp, ip_len) = (h.dscp, h.ip_len);
     // SAFETY: reading a field of the context.
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
     let mut t = Traits {

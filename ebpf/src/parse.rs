@@ -39,6 +39,11 @@ pub(crate) struct Headers {
     pub(crate) l4_off: usize,
     /// The VLAN id of the innermost tag in the frame (0: none).
     pub(crate) vlan: u16,
+    /// The DSCP of the IP header.
+    pub(crate) dscp: u8,
+    /// The IP packet's length: IPv4's total length, or 40 + IPv6's payload
+    /// length (0 or 40: unknown, a jumbogram or BIG TCP).
+    pub(crate) ip_len: u32,
 }
 
 /// Reading header fields: straight from the linear packet data (cheap,
@@ -116,7 +121,10 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
     let mut addr = AddrKey::default();
     match ethertype {
         ETH_P_IP => {
-            let ver_ihl = byte(f, off)?;
+            // Version to protocol in one read: version and header length,
+            // TOS, total length, fragment offset, protocol.
+            let w: [u8; 10] = f.read(off).ok_or(ParseError::Malformed)?;
+            let ver_ihl = w[0];
             let ihl = ((ver_ihl & 0x0f) as usize) * 4;
             if ver_ihl >> 4 != 4 || ihl < 20 {
                 return Err(ParseError::Malformed);
@@ -124,13 +132,12 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
             // Fixed-offset fields first, then the end of the options: in
             // this order the compiler cannot fold one bounds check into
             // another in a way the verifier could not follow.
-            let l4_proto = byte(f, off + 9)?;
             // A later fragment's payload starts where its first one left
             // off: no transport header here.
-            let l4_proto = if be16(f, off + 6)? & 0x1fff != 0 {
+            let l4_proto = if u16::from_be_bytes([w[6], w[7]]) & 0x1fff != 0 {
                 LATER_FRAGMENT
             } else {
-                l4_proto
+                w[9]
             };
             let a: [u8; 4] = f
                 .read(off + if by_source { 12 } else { 16 })
@@ -155,10 +162,14 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
                 l3_off: off,
                 l4_off: off + ihl,
                 vlan,
+                dscp: w[1] >> 2,
+                ip_len: u32::from(u16::from_be_bytes([w[2], w[3]])),
             })
         }
         ETH_P_IPV6 => {
-            if byte(f, off)? >> 4 != 6 {
+            // Version, traffic class, payload length, next header.
+            let w: [u8; 8] = f.read(off).ok_or(ParseError::Malformed)?;
+            if w[0] >> 4 != 6 {
                 return Err(ParseError::Malformed);
             }
             addr.addr = f
@@ -176,10 +187,12 @@ fn parse_with<F: Frame, const L2: bool>(f: &F, by_source: bool) -> Result<Header
                 addr,
                 other,
                 is_v4: false,
-                l4_proto: byte(f, off + 6)?,
+                l4_proto: w[6],
                 l3_off: off,
                 l4_off: off + 40,
                 vlan,
+                dscp: ((w[0] & 0x0f) << 2) | (w[1] >> 6),
+                ip_len: 40 + u32::from(u16::from_be_bytes([w[4], w[5]])),
             })
         }
         _ => Err(ParseError::NonIp),

@@ -34,7 +34,6 @@ mod sys;
 #[cfg(feature = "testkit")]
 pub mod bench;
 
-pub use cli::status::{plan as print_plan, print as print_status};
 pub use cli::tokens::{
     append as append_token, check as check_tokens, list as list_tokens, revoke as revoke_token,
 };

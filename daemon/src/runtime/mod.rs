@@ -5,6 +5,7 @@ pub mod adapt;
 pub mod instance;
 pub mod links;
 pub mod notify;
+pub mod ops;
 pub mod rates;
 pub mod reload;
 mod run;

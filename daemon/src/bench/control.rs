@@ -117,6 +117,43 @@ pub fn scrape(lab: &Lab, scrapes: usize) -> Result<Scrape> {
     })
 }
 
+/// `scrapes` scrapes of `/metrics` asking for gzip, as Prometheus does,
+/// from inside the gateway namespace: the median time (request to the
+/// last compressed byte), the compressed size and, decompressed, the
+/// series.
+pub fn scrape_gzip(lab: &Lab, scrapes: usize) -> Result<Scrape> {
+    use std::io::Read;
+    let mut times = Vec::new();
+    let mut body = Vec::new();
+    for _ in 0..scrapes.max(1) {
+        let t = Instant::now();
+        let (status, b) = lab.in_gateway(|| {
+            crate::cli::client::request_bytes(
+                "GET",
+                &format!("http://{}/metrics", crate::lab::GW_LISTEN),
+                &[("Accept-Encoding", "gzip")],
+                None,
+                crate::cli::client::REQUEST_TIMEOUT,
+            )
+        })?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        ensure!(status == 200, "/metrics answered {status}");
+        body = b;
+    }
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .context("/metrics: not a gzip body")?;
+    Ok(Scrape {
+        median_ms: median(&times),
+        body_bytes: body.len(),
+        series: text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count(),
+    })
+}
+
 /// What one daemon run with `n` OPDs showed.
 #[derive(Debug, Clone, Copy)]
 pub struct DaemonFigures {

@@ -132,6 +132,16 @@ fn finish(
     url: &str,
     ca: Option<&str>,
 ) -> Result<(u16, String)> {
+    let (status, bytes) = finish_bytes(res, url, ca)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Status and body as sent (a compressed one stays compressed).
+fn finish_bytes(
+    res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    url: &str,
+    ca: Option<&str>,
+) -> Result<(u16, Vec<u8>)> {
     let mut res = res.map_err(|e| explain(e, url, ca))?;
     let status = res.status().as_u16();
     let bytes = res
@@ -140,7 +150,7 @@ fn finish(
         .limit(BODY_LIMIT)
         .read_to_vec()
         .map_err(|e| explain(e, url, ca))?;
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    Ok((status, bytes))
 }
 
 /// The TLS error inside a ureq error, if that is what it is.
@@ -229,6 +239,19 @@ pub fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(u16, String)> {
+    let (status, bytes) = request_bytes(method, url, headers, body, timeout)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// [`request`], the body as sent: a body the server compressed
+/// (`Accept-Encoding` in `headers`) stays compressed.
+pub fn request_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
     let agent = plain(timeout);
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
@@ -238,7 +261,7 @@ pub fn request(
         Some(b) => agent.run(builder.body(b.to_vec())?),
         None => agent.run(builder.body(())?),
     };
-    finish(res, url, None)
+    finish_bytes(res, url, None)
 }
 
 #[cfg(test)]

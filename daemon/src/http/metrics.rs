@@ -592,10 +592,17 @@ pub fn render(state: &AppState) -> (String, BTreeSet<u32>) {
     let series: usize = scrape.families.iter().map(|f| f.samples.len()).sum();
     let mut body = String::with_capacity(series * 64 + 8 * 1024);
     crate::http::exposition::encode(&scrape.families, &mut body);
-    let reload = state.reloads.lock().map(|r| r.clone()).unwrap_or_default();
+    let reload = {
+        let r = lock(&state.reloads);
+        crate::runtime::ops::LastReload {
+            successful: r.successful,
+            at_seconds: r.at.map(|t| t.timestamp() as f64).unwrap_or(0.0),
+            duration_seconds: r.duration_seconds,
+        }
+    };
     state
         .ops
-        .encode(&reload, state.history.available(), &mut body);
+        .encode(reload, state.history.available(), &mut body);
     (body, scrape.exported_retired)
 }
 

@@ -17,7 +17,17 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::runtime::state::{ReloadStatus, lock};
+/// What the keeper repairs, as `jatah_kernel_repairs_total` names it.
+pub const REPAIRS: [&str; 3] = ["root_qdisc", "class", "classifier"];
+
+/// The last policy load as the gauges show it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastReload {
+    pub successful: bool,
+    /// Unix time; 0 before any.
+    pub at_seconds: f64,
+    pub duration_seconds: f64,
+}
 
 /// The kernel side's counters and the attached gauge: written by the link
 /// keeper and by whoever sees a kernel operation fail.
@@ -78,7 +88,10 @@ impl KernelMetrics {
     /// an interface is exported from then on, at zero until one happens,
     /// so the first repair is an increase.
     pub fn set_attached(&self, attached: BTreeMap<String, bool>) {
-        let mut now = lock(&self.attached_now);
+        let mut now = self
+            .attached_now
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for gone in now.keys().filter(|i| !attached.contains_key(*i)) {
             let _ = self.attached.remove_label_values(&[gone]);
         }
@@ -86,7 +99,7 @@ impl KernelMetrics {
             self.attached
                 .with_label_values(&[iface])
                 .set(i64::from(*up));
-            for what in crate::runtime::links::REPAIRS {
+            for what in REPAIRS {
                 self.repairs.with_label_values(&[iface, what]);
             }
         }
@@ -182,10 +195,9 @@ impl OpsMetrics {
 
     /// Sets the gauges from the state and appends every metric of the
     /// registry to `out` in the text format.
-    pub fn encode(&self, reload: &ReloadStatus, history_available: bool, out: &mut String) {
+    pub fn encode(&self, reload: LastReload, history_available: bool, out: &mut String) {
         self.reload_successful.set(i64::from(reload.successful));
-        self.reload_timestamp
-            .set(reload.at.map(|t| t.timestamp() as f64).unwrap_or(0.0));
+        self.reload_timestamp.set(reload.at_seconds);
         self.reload_duration.set(reload.duration_seconds);
         self.history_available.set(i64::from(history_available));
         let mut text = Vec::new();
@@ -206,7 +218,7 @@ mod tests {
 
     fn text(ops: &OpsMetrics) -> String {
         let mut out = String::new();
-        ops.encode(&ReloadStatus::default(), true, &mut out);
+        ops.encode(LastReload::default(), true, &mut out);
         out
     }
 

@@ -24,8 +24,10 @@ fn scrapes(rounds: usize) {
     println!(
         "## /metrics scrape (median of {rounds} scrapes, from inside the gateway namespace)\n"
     );
-    println!("| OPDs | scrape ms | body bytes | series | gzip: scrape ms | gzip: body bytes |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| OPDs | scrape ms | jatah CPU ms | body bytes | series | gzip: scrape ms | gzip: jatah CPU ms | gzip: body bytes |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in [30, 1_000] {
         let lab = lab_with(n);
         let s = scrape(&lab, rounds).unwrap();
@@ -34,8 +36,8 @@ fn scrapes(rounds: usize) {
             eprintln!("{n} OPDs: {} series plain, {} gzip", s.series, z.series);
         }
         println!(
-            "| {n} | {:.2} | {} | {} | {:.2} | {} |",
-            s.median_ms, s.body_bytes, s.series, z.median_ms, z.body_bytes
+            "| {n} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} | {} |",
+            s.median_ms, s.cpu_ms, s.body_bytes, s.series, z.median_ms, z.cpu_ms, z.body_bytes
         );
     }
     println!();

@@ -94,10 +94,17 @@ pub struct Scrape {
     pub body_bytes: usize,
     /// Sample lines in the body.
     pub series: usize,
+    /// The daemon's CPU time per scrape, ms (all its threads, averaged
+    /// over the scrapes: steadier than wall time on a busy machine).
+    pub cpu_ms: f64,
 }
 
 /// Scrapes the lab's jatah `scrapes` times.
 pub fn scrape(lab: &Lab, scrapes: usize) -> Result<Scrape> {
+    let pid = lab
+        .daemon_pid()
+        .ok_or_else(|| anyhow!("jatah is not running"))?;
+    let cpu0 = super::cpu_seconds(pid)?;
     let mut times = Vec::new();
     let mut body = String::new();
     for _ in 0..scrapes.max(1) {
@@ -107,8 +114,10 @@ pub fn scrape(lab: &Lab, scrapes: usize) -> Result<Scrape> {
         ensure!(status == 200, "/metrics answered {status}");
         body = b;
     }
+    let cpu_ms = (super::cpu_seconds(pid)? - cpu0) * 1e3 / scrapes.max(1) as f64;
     Ok(Scrape {
         median_ms: median(&times),
+        cpu_ms,
         body_bytes: body.len(),
         series: body
             .lines()
@@ -123,6 +132,10 @@ pub fn scrape(lab: &Lab, scrapes: usize) -> Result<Scrape> {
 /// series.
 pub fn scrape_gzip(lab: &Lab, scrapes: usize) -> Result<Scrape> {
     use std::io::Read;
+    let pid = lab
+        .daemon_pid()
+        .ok_or_else(|| anyhow!("jatah is not running"))?;
+    let cpu0 = super::cpu_seconds(pid)?;
     let mut times = Vec::new();
     let mut body = Vec::new();
     for _ in 0..scrapes.max(1) {
@@ -144,8 +157,10 @@ pub fn scrape_gzip(lab: &Lab, scrapes: usize) -> Result<Scrape> {
     flate2::read::GzDecoder::new(&body[..])
         .read_to_string(&mut text)
         .context("/metrics: not a gzip body")?;
+    let cpu_ms = (super::cpu_seconds(pid)? - cpu0) * 1e3 / scrapes.max(1) as f64;
     Ok(Scrape {
         median_ms: median(&times),
+        cpu_ms,
         body_bytes: body.len(),
         series: text
             .lines()

@@ -38,7 +38,7 @@ impl Api {
             None => RootCerts::WebPki,
         };
         Ok(Api {
-            agent: agent(roots, REQUEST_TIMEOUT, usize::MAX),
+            agent: agent(roots, REQUEST_TIMEOUT, 4),
             base,
             ca: ca.map(|p| p.display().to_string()),
         })
@@ -117,6 +117,9 @@ fn agent(roots: RootCerts, timeout: Duration, idle: usize) -> Agent {
         .tls_config(tls)
         .http_status_as_error(false)
         .max_redirects(0)
+        // The gateway is reached directly, never through an HTTP(S)_PROXY
+        // from the environment (the lab's requests stay in their namespace).
+        .proxy(None)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(timeout))
         .max_idle_connections(idle)

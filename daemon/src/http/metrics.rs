@@ -1,6 +1,8 @@
 //! `/metrics`: per-OPD counters read from the BPF maps at scrape time by a
 //! custom Collector (summed over CPUs), drops from the HTB class statistics,
-//! allocations from the policy in force. Bytes, never bits.
+//! allocations from the policy in force, written by `http::exposition`;
+//! then the registry of jatah's operational metrics and the process's
+//! (`runtime::ops`). Bytes, never bits. Gzip when the scraper accepts it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

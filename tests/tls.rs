@@ -321,7 +321,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jatah_status_says_the_api_speaks_tls() {
     let dir = Dir::new("client");
-    let (files, _) = certificate(&dir, &["localhost"]);
+    let (files, _) = certificate(&dir, &["localhost", "127.0.0.1"]);
     let cert = Certificate::load(&files).unwrap();
     let (addr, stop) = serve(api_router(), &cert).await;
     let out = tokio::task::spawn_blocking(move || {
@@ -331,7 +331,25 @@ async fn jatah_status_says_the_api_speaks_tls() {
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("{addr} answered with TLS")), "{err}");
+    assert!(
+        err.contains(&format!("http://{addr}/api/v1/opds: no HTTP answer"))
+            && err.contains("use --api https://"),
+        "{err}"
+    );
+    // Over https:// with the certificate trusted, it reaches the API
+    // (which wants a token here).
+    let ca = files.cert.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_jatah(
+            &["status", "--api", &format!("https://{addr}"), "--ca", &ca],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/api/v1/opds: HTTP 401"), "{err}");
     stop.cancel();
 }
 

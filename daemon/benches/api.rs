@@ -4,12 +4,12 @@
 //! Prints numbers; never fails on timing. The measuring code lives in
 //! `jatah::bench::control`, shared with `cargo bench --bench compare`.
 //!
-//!   cargo bench --bench api [-- --rss-minutes 10 --quick]
+//!   cargo bench --bench api [-- --rss-minutes 10 --quick --scrapes-only]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jatah::bench::control::{lab_with_daemon, scrape};
+use jatah::bench::control::{lab_with_daemon, scrape, scrape_gzip};
 use jatah::bench::rss_kib;
 use jatah::lab::Lab;
 
@@ -24,14 +24,20 @@ fn scrapes(rounds: usize) {
     println!(
         "## /metrics scrape (median of {rounds} scrapes, from inside the gateway namespace)\n"
     );
-    println!("| OPDs | scrape ms | body bytes | series |");
-    println!("|---:|---:|---:|---:|");
+    println!(
+        "| OPDs | scrape ms | jatah CPU ms | body bytes | series | gzip: scrape ms | gzip: jatah CPU ms | gzip: body bytes |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in [30, 1_000] {
         let lab = lab_with(n);
         let s = scrape(&lab, rounds).unwrap();
+        let z = scrape_gzip(&lab, rounds).unwrap();
+        if z.series != s.series {
+            eprintln!("{n} OPDs: {} series plain, {} gzip", s.series, z.series);
+        }
         println!(
-            "| {n} | {:.2} | {} | {} |",
-            s.median_ms, s.body_bytes, s.series
+            "| {n} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} | {} |",
+            s.median_ms, s.cpu_ms, s.body_bytes, s.series, z.median_ms, z.cpu_ms, z.body_bytes
         );
     }
     println!();
@@ -84,6 +90,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 0 } else { 10 });
     scrapes(if quick { 3 } else { 21 });
+    if args.iter().any(|a| a == "--scrapes-only") {
+        return;
+    }
     wrk(if quick { 2 } else { 10 });
     rss(minutes);
 }

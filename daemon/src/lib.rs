@@ -36,7 +36,7 @@ pub mod bench;
 
 pub use cli::docs::generate as generate_docs;
 pub use cli::report::{ReportArgs, main as report_main};
-pub use cli::status::{plan as print_plan, print as print_status};
+pub use cli::status::{PlanArgs, StatusArgs, plan as print_plan, run as print_status};
 pub use cli::tokens::{
     append as append_token, check as check_tokens, list as list_tokens, revoke as revoke_token,
 };

@@ -142,29 +142,21 @@ enum Command {
         )]
         status_by_address: bool,
     },
-    /// Print a table of OPDs: allocation, current rate, percent of ceiling,
-    /// today's volume. Reads a running jatah's API.
-    Status {
-        /// jatah's API address (host:port).
-        #[arg(long, env = "JATAH_API", default_value = "127.0.0.1:9476")]
-        api: String,
-        /// An admin or opd:<id> token.
-        #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    /// Print a table of OPDs from a running jatah: id and name, state,
+    /// allocation, current rate, percent of ceiling, today's volume.
+    ///
+    /// Examples: `jatah status`; over HTTPS with a self-signed gateway
+    /// certificate: `jatah status --api https://gw.example:9476 --ca
+    /// /etc/jatah/cert.pem`; redrawn every 5 s: `jatah status --watch 5`;
+    /// for scripts: `jatah status --json`.
+    Status(jatah::StatusArgs),
     /// Show what a reload of FILE would change in the running jatah (OPDs
     /// added, removed, rates changed, subnets moved). Nothing is changed.
     /// Exit code 1 if FILE is invalid.
-    Plan {
-        /// The new policy file.
-        file: PathBuf,
-        /// jatah's API address (host:port).
-        #[arg(long, env = "JATAH_API", default_value = "127.0.0.1:9476")]
-        api: String,
-        /// An admin token.
-        #[arg(long, env = "JATAH_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    ///
+    /// Example: `jatah plan new-policy.toml --api https://gw.example:9476
+    /// --ca /etc/jatah/cert.pem` (an admin token in JATAH_TOKEN).
+    Plan(jatah::PlanArgs),
     /// Write a policy from MikroTik simple queues or LibreQoS's
     /// ShapedDevices.csv (and network.json), so no queue is retyped.
     ///
@@ -450,25 +442,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { api, token } => match jatah::print_status(&api, token.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
+        Command::Status(args) => jatah::print_status(&args),
+        Command::Plan(args) => match jatah::print_plan(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("{e:#}");
                 ExitCode::from(1)
             }
         },
-        Command::Plan { file, api, token } => {
-            match jatah::print_plan(&file, &api, token.as_deref()) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
         Command::Token(command) => token_command(command),
         Command::Import(command) => jatah::import_command(command),
         Command::Report(args) => jatah::report_main(args),

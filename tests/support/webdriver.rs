@@ -10,7 +10,6 @@
 //! namespace. Dropping a [`Browser`] ends the session, kills chromedriver
 //! and every process under it, and removes the profile directory.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -127,16 +126,23 @@ impl<'a> Browser<'a> {
         Ok(b)
     }
 
-    /// A connection to chromedriver, opened inside the namespace.
-    fn connect(&self) -> Result<TcpStream> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+    /// One request to chromedriver, sent from a thread inside the
+    /// namespace: (status, body).
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
         std::thread::scope(|s| {
-            s.spawn(|| -> Result<TcpStream> {
+            s.spawn(|| -> Result<(u16, String)> {
                 self.ns.enter_current_thread()?;
-                Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(3))?)
+                jatah::cli::client::request(method, &url, headers, body, Duration::from_secs(60))
             })
             .join()
-            .map_err(|_| anyhow!("connect thread panicked"))?
+            .map_err(|_| anyhow!("request thread panicked"))?
         })
     }
 
@@ -148,15 +154,8 @@ impl<'a> Browser<'a> {
         } else {
             &[]
         };
-        let (status, text) = jatah::cli::client::exchange(
-            self.connect()?,
-            &format!("127.0.0.1:{}", self.port),
-            method,
-            path,
-            headers,
-            body.as_deref().map(str::as_bytes),
-            Duration::from_secs(60),
-        )?;
+        let (status, text) =
+            self.exchange(method, path, headers, body.as_deref().map(str::as_bytes))?;
         let v: Value = serde_json::from_str(&text)
             .with_context(|| format!("{method} {path}: HTTP {status}: {text}"))?;
         if status != 200 {

@@ -94,10 +94,17 @@ pub struct Scrape {
     pub body_bytes: usize,
     /// Sample lines in the body.
     pub series: usize,
+    /// The daemon's CPU time per scrape, ms (all its threads, averaged
+    /// over the scrapes: steadier than wall time on a busy machine).
+    pub cpu_ms: f64,
 }
 
 /// Scrapes the lab's jatah `scrapes` times.
 pub fn scrape(lab: &Lab, scrapes: usize) -> Result<Scrape> {
+    let pid = lab
+        .daemon_pid()
+        .ok_or_else(|| anyhow!("jatah is not running"))?;
+    let cpu0 = super::cpu_seconds(pid)?;
     let mut times = Vec::new();
     let mut body = String::new();
     for _ in 0..scrapes.max(1) {
@@ -107,10 +114,55 @@ pub fn scrape(lab: &Lab, scrapes: usize) -> Result<Scrape> {
         ensure!(status == 200, "/metrics answered {status}");
         body = b;
     }
+    let cpu_ms = (super::cpu_seconds(pid)? - cpu0) * 1e3 / scrapes.max(1) as f64;
     Ok(Scrape {
         median_ms: median(&times),
+        cpu_ms,
         body_bytes: body.len(),
         series: body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count(),
+    })
+}
+
+/// `scrapes` scrapes of `/metrics` asking for gzip, as Prometheus does,
+/// from inside the gateway namespace: the median time (request to the
+/// last compressed byte), the compressed size and, decompressed, the
+/// series.
+pub fn scrape_gzip(lab: &Lab, scrapes: usize) -> Result<Scrape> {
+    use std::io::Read;
+    let pid = lab
+        .daemon_pid()
+        .ok_or_else(|| anyhow!("jatah is not running"))?;
+    let cpu0 = super::cpu_seconds(pid)?;
+    let mut times = Vec::new();
+    let mut body = Vec::new();
+    for _ in 0..scrapes.max(1) {
+        let t = Instant::now();
+        let (status, b) = lab.in_gateway(|| {
+            crate::cli::client::request_bytes(
+                "GET",
+                &format!("http://{}/metrics", crate::lab::GW_LISTEN),
+                &[("Accept-Encoding", "gzip")],
+                None,
+                crate::cli::client::REQUEST_TIMEOUT,
+            )
+        })?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        ensure!(status == 200, "/metrics answered {status}");
+        body = b;
+    }
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .context("/metrics: not a gzip body")?;
+    let cpu_ms = (super::cpu_seconds(pid)? - cpu0) * 1e3 / scrapes.max(1) as f64;
+    Ok(Scrape {
+        median_ms: median(&times),
+        cpu_ms,
+        body_bytes: body.len(),
+        series: text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .count(),

@@ -138,6 +138,26 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// CPU time (user and system, every thread) the process has used, in
+/// seconds (USER_HZ ticks of /proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat: no command"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat: short"))?
+            .parse::<f64>()?
+            / 100.0)
+    };
+    // utime and stime: fields 14 and 15, counted from the state (field 3).
+    Ok(tick(11)? + tick(12)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

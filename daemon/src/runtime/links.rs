@@ -19,9 +19,6 @@ use crate::policy::Direction;
 use crate::runtime::state::{AppState, Controller, lock};
 use crate::shaper::Missing;
 
-/// What the keeper repairs, as `jatah_kernel_repairs_total` names it.
-pub const REPAIRS: [&str; 3] = ["root_qdisc", "class", "classifier"];
-
 /// The keeper's entry for OPDs' bound interfaces (no interface has this
 /// name: it has a space).
 const PLACES_KEY: &str = "opd places";

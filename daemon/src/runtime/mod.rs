@@ -6,6 +6,7 @@ pub mod hosts;
 pub mod instance;
 pub mod links;
 pub mod notify;
+pub mod ops;
 pub mod rates;
 pub mod reload;
 mod run;

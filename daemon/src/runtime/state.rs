@@ -15,6 +15,7 @@
 //! | [`TokenCell`] | start-up, the tokens watcher (`runtime::tokens`) | every request |
 //! | `control` | reloads and the link keeper, one at a time | — |
 //! | `reloads` | reloads | API, metrics |
+//! | `ops` ([`crate::runtime::ops`]) | scrapes (gauges from the state, their own time) | metrics |
 //! | [`PlanLimit`] | `POST /api/v1/policy/plan` | — |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -233,9 +234,8 @@ impl Monotonic {
 #[derive(Default)]
 pub struct KernelStatus {
     shaping: RwLock<Option<Interfaces>>,
-    errors: Mutex<BTreeMap<(String, String), u64>>,
-    repairs: Mutex<BTreeMap<(String, String), u64>>,
-    attached: Mutex<BTreeMap<String, bool>>,
+    /// Failed operations, repairs and attachment, as exported.
+    pub metrics: crate::runtime::ops::KernelMetrics,
     /// Drops per OPD class, as exported.
     pub drops: Mutex<Monotonic>,
     /// Bytes and packets per group class, as exported.
@@ -256,36 +256,19 @@ impl KernelStatus {
     /// Counts a failed netlink or BPF operation on an interface
     /// (`jatah_kernel_errors_total`). The caller logs it.
     pub fn count_error(&self, operation: &str, interface: &str) {
-        *lock(&self.errors)
-            .entry((operation.to_string(), interface.to_string()))
-            .or_default() += 1;
+        self.metrics.count_error(operation, interface);
     }
 
     /// Counts a part of jatah's data path found gone from an interface and
     /// put back (`jatah_kernel_repairs_total`). The caller logs it.
     pub fn count_repair(&self, what: &str, interface: &str) {
-        *lock(&self.repairs)
-            .entry((what.to_string(), interface.to_string()))
-            .or_default() += 1;
+        self.metrics.count_repair(what, interface);
     }
 
-    /// Repairs so far, by (what, interface).
-    pub fn repairs(&self) -> BTreeMap<(String, String), u64> {
-        lock(&self.repairs).clone()
-    }
-
-    /// Failed operations so far, by (operation, interface).
-    pub fn errors(&self) -> BTreeMap<(String, String), u64> {
-        lock(&self.errors).clone()
-    }
-
-    /// Whether jatah's programs and HTB tree are on each shaped interface.
+    /// Whether jatah's programs and HTB tree are on each shaped interface
+    /// (`jatah_interface_attached`).
     pub fn set_attached(&self, attached: BTreeMap<String, bool>) {
-        *lock(&self.attached) = attached;
-    }
-
-    pub fn attached(&self) -> BTreeMap<String, bool> {
-        lock(&self.attached).clone()
+        self.metrics.set_attached(attached);
     }
 
     /// HTB class statistics of both trees (download on the LAN device,
@@ -485,6 +468,9 @@ pub struct AppState {
     /// The capacity each direction adapts to.
     pub adaptive: Mutex<Adaptive>,
     pub reloads: Mutex<ReloadStatus>,
+    /// jatah's own metrics and the process collector (`/metrics` appends
+    /// them to the per-OPD series).
+    pub ops: crate::runtime::ops::OpsMetrics,
     /// Whether a visitor without a token is recognised by its source
     /// address (and where it came in); off behind a proxy.
     pub by_address: AtomicBool,
@@ -558,6 +544,7 @@ impl StateBuilder {
     pub fn build(self) -> AppState {
         let thresholds = crate::diagnosis::Thresholds::from_policy(&self.view.policy);
         let kernel = KernelStatus::default();
+        let ops = crate::runtime::ops::OpsMetrics::new(&kernel.metrics);
         if let Some(ifaces) = self.shaping {
             kernel.set_shaping(ifaces);
         }
@@ -576,6 +563,7 @@ impl StateBuilder {
             control: Mutex::new(self.control),
             adaptive: Mutex::new(Adaptive::default()),
             reloads: Mutex::new(self.reload),
+            ops,
             by_address: AtomicBool::new(true),
             plans: PlanLimit::default(),
             hosts: Default::default(),

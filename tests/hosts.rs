@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
-use jatah::lab::{LAB_ADMIN_TOKEN, Lab, lab_opd_token};
+use jatah::lab::{GW_LISTEN, LAB_ADMIN_TOKEN, Lab, lab_opd_token};
 use jatah::policy::Direction;
 use support::fixtures::dinsos_and_bpbd_lab;
 use support::{Children, jatah, one_lab_at_a_time};
@@ -114,6 +114,42 @@ fn the_heavy_host_is_named_first_with_most_of_the_download() {
         let (status, body) = ask(LAB_ADMIN_TOKEN, query);
         assert_eq!(status, 400, "{query}: {body}");
     }
+    // The same in the terminal, for the office's own token.
+    let out = lab
+        .gw
+        .command(jatah())
+        .args([
+            "status", "--hosts", "bpbd", "--window", "1m", "--api", GW_LISTEN,
+        ])
+        .env("JATAH_TOKEN", lab_opd_token("bpbd"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(text.contains("2 active"), "{text}");
+    let first = lines.iter().position(|l| l.starts_with("host")).unwrap() + 1;
+    assert!(lines[first].starts_with(HEAVY), "{text}");
+    assert!(
+        lines[first + 1].starts_with(LIGHT) && lines[first + 1].contains("PC Bendahara"),
+        "{text}"
+    );
+    let out = lab
+        .gw
+        .command(jatah())
+        .args(["status", "--hosts", "bpbd", "--api", GW_LISTEN])
+        .env("JATAH_TOKEN", lab_opd_token("dinsos"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
     // Per-host figures are in the API only.
     let (_, metrics) = lab.http_get("/metrics").unwrap();
     assert!(!metrics.contains(LIGHT) && !metrics.contains(HEAVY));

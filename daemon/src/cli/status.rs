@@ -54,6 +54,15 @@ pub struct StatusArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub watch: Option<u64>,
+    /// Instead of the OPDs, who in this OPD uses its allocation: its top
+    /// hosts by bytes over --window, with rate and share each way
+    /// (GET /api/v1/opds/OPD/hosts). Example: `jatah status --hosts dinkes
+    /// --window 1h`.
+    #[arg(long, value_name = "OPD")]
+    pub hosts: Option<String>,
+    /// The window for --hosts: 1m, 5m or 1h.
+    #[arg(long, default_value = "5m", value_parser = ["1m", "5m", "1h"], requires = "hosts")]
+    pub window: String,
 }
 
 /// `jatah plan`'s options.
@@ -199,6 +208,70 @@ pub fn render(api: &Api, token: Option<&str>) -> Result<String> {
     Ok(out)
 }
 
+/// An OPD's top hosts over `window`: address and name, bytes, rate and
+/// share each way, and how many hosts were active. JSON as the API gives
+/// it with `json`.
+pub fn render_hosts(
+    api: &Api,
+    token: Option<&str>,
+    opd: &str,
+    window: &str,
+    json: bool,
+) -> Result<String> {
+    let path = format!(
+        "/api/v1/opds/{}/hosts?window={window}&limit=20",
+        path_segment(opd)
+    );
+    let v = get_json(api, &path, token)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    let share = |d: &Value| format!("{:.0}%", d["share"].as_f64().unwrap_or(0.0) * 100.0);
+    let rows: Vec<Vec<String>> = v["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            vec![
+                h["address"].as_str().unwrap_or("?").to_string(),
+                shorten(h["name"].as_str().unwrap_or("")),
+                volume(h["download"]["bytes"].as_u64()),
+                mbit(h["download"]["rate_bps"].as_u64().unwrap_or(0)),
+                share(&h["download"]),
+                volume(h["upload"]["bytes"].as_u64()),
+                mbit(h["upload"]["rate_bps"].as_u64().unwrap_or(0)),
+                share(&h["upload"]),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "{opd}: top hosts over the last {:.0} s ({} active)\n\n",
+        v["window_seconds"].as_f64().unwrap_or(0.0),
+        v["active_hosts"].as_u64().unwrap_or(0)
+    );
+    if rows.is_empty() {
+        out.push_str("no host moved a byte in the window\n");
+    } else {
+        out.push_str(&table(
+            &["host", "name", "down", "Mbit/s", "share", "up", "Mbit/s", "share"],
+            2,
+            &rows,
+        ));
+    }
+    Ok(out)
+}
+
+/// An OPD id for a URL path (ids are `[a-z0-9-]`; anything else is
+/// escaped so it cannot change the path).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The OPDs as the API gives them, indented.
 pub fn render_json(api: &Api, token: Option<&str>) -> Result<String> {
     let list = get_json(api, "/api/v1/opds", token)?;
@@ -217,7 +290,9 @@ pub fn run(args: &StatusArgs) -> ExitCode {
     };
     let token = args.connection.token.as_deref();
     let once = || {
-        if args.json {
+        if let Some(opd) = &args.hosts {
+            render_hosts(&api, token, opd, &args.window, args.json)
+        } else if args.json {
             render_json(&api, token)
         } else {
             render(&api, token)

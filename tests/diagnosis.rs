@@ -220,7 +220,7 @@ fn a_quiet_night_is_idle_never_a_fault() {
 }
 
 #[test]
-fn five_healthy_minutes_of_mixed_traffic_change_no_state() {
+fn two_healthy_minutes_of_mixed_traffic_change_no_state() {
     let _one = one_lab_at_a_time();
     let lab = start("jt-dcalm");
     // Mixed: three OPDs download at different paces, one also uploads.
@@ -240,11 +240,12 @@ fn five_healthy_minutes_of_mixed_traffic_change_no_state() {
         all_healthy(&lab, &OPDS)
     });
     let since = now_rfc3339();
-    // Five minutes, looking every 5 s: no delivered-capacity estimate may
-    // ever be held while the uplink delivers all the OPDs ask for.
+    // Two minutes, looking every 5 s: no delivered-capacity estimate may
+    // ever be held while the uplink delivers all the OPDs ask for. (The
+    // suite's short version; long healthy runs are the benchmark's.)
     let calm = Instant::now();
-    for _ in 0..70 {
-        if calm.elapsed() >= Duration::from_secs(300) {
+    for _ in 0..30 {
+        if calm.elapsed() >= Duration::from_secs(120) {
             break;
         }
         let g = get(&lab, "/api/v1/gateway");

@@ -219,24 +219,30 @@ fn status_shows_an_opd_at_its_ceiling_while_it_downloads() {
         .lines()
         .find(|l| l.starts_with("dinsos"))
         .expect("dinsos row");
-    let cols: Vec<&str> = row.split_whitespace().collect();
-    // OPD, state, down guar/ceil, now, %ceil, ...
-    assert_eq!(cols[1], "saturated", "at its ceiling for 12 s: {row}");
-    assert_eq!(cols[2], "5.0/10.0");
-    let now: f64 = cols[3].parse().unwrap();
-    let pct: f64 = cols[4].parse().unwrap();
+    // id, name (it may hold spaces), state, down guar/ceil, now, %ceil, ...:
+    // columns are two or more spaces apart.
+    let cells = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let cols = cells(row);
+    assert_eq!(cols[1], "Dinas Sosial", "{row}");
+    assert_eq!(cols[2], "saturated", "at its ceiling for 12 s: {row}");
+    assert_eq!(cols[3], "5.0/10.0");
+    let now: f64 = cols[4].parse().unwrap();
+    let pct: f64 = cols[5].parse().unwrap();
     assert!((9.0..=10.6).contains(&now), "download now {now} Mbit/s");
     assert!((90.0..=106.0).contains(&pct), "{pct}% of ceiling");
     let idle = table
         .lines()
         .find(|l| l.starts_with("bpbd"))
         .expect("bpbd row");
-    assert_eq!(idle.split_whitespace().nth(1), Some("idle"));
-    assert_eq!(
-        idle.split_whitespace().nth(3),
-        Some("0.0"),
-        "an idle OPD reads 0"
-    );
+    let idle = cells(idle);
+    assert_eq!(idle[2], "idle");
+    assert_eq!(idle[4], "0.0", "an idle OPD reads 0");
     assert!(table.starts_with("uplink: healthy"), "{table}");
 
     // Without a token the API refuses, and status says why.

@@ -82,18 +82,7 @@ pub async fn get_delivered(
     summary_access(&state, &headers)?;
     let view = state.view();
     let tz = view.policy.gateway.timezone;
-    let (year, month) = match q.get("month") {
-        None => {
-            let now = Utc::now().with_timezone(&tz);
-            (now.year(), now.month())
-        }
-        Some(m) => parse_month(m).ok_or_else(|| {
-            Problem::bad_parameter(
-                "month",
-                format!("{m:?} is not a month: write YYYY-MM, e.g. 2026-11"),
-            )
-        })?,
-    };
+    let (year, month) = month_query(&q, tz)?;
     let contracted = [Direction::Download, Direction::Upload]
         .map(|d| view.policy.capacity(d).bits_per_second());
     let st = state.clone();
@@ -126,6 +115,27 @@ pub async fn get_delivered(
             period: upload,
         },
     }))
+}
+
+
+/// The `month` parameter (`YYYY-MM`) of a monthly endpoint, or this month
+/// in the gateway's timezone when it is absent; a 400 naming it otherwise.
+pub(crate) fn month_query(
+    q: &HashMap<String, String>,
+    tz: chrono_tz::Tz,
+) -> Result<(i32, u32), Problem> {
+    match q.get("month") {
+        None => {
+            let now = Utc::now().with_timezone(&tz);
+            Ok((now.year(), now.month()))
+        }
+        Some(m) => parse_month(m).ok_or_else(|| {
+            Problem::bad_parameter(
+                "month",
+                format!("{m:?} is not a month: write YYYY-MM, e.g. 2026-11"),
+            )
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{Datelike, Utc};
+use chrono::Utc;
 
 use crate::cli::report::report_policy;
 use crate::history::report_text::{self, Separator};
-use crate::history::{MonthlyReport, parse_month};
+use crate::history::MonthlyReport;
 use crate::http::api::{access, history_problem, with_history};
 use crate::http::auth::Access;
 use crate::http::problem::Problem;
@@ -58,18 +58,7 @@ pub async fn get_monthly(
         return Err(Problem::token_required());
     }
     let tz = state.view().policy.gateway.timezone;
-    let (year, month) = match q.get("month") {
-        None => {
-            let now = Utc::now().with_timezone(&tz);
-            (now.year(), now.month())
-        }
-        Some(m) => parse_month(m).ok_or_else(|| {
-            Problem::bad_parameter(
-                "month",
-                format!("{m:?} is not a month: write YYYY-MM, e.g. 2026-11"),
-            )
-        })?,
-    };
+    let (year, month) = crate::http::delivered::month_query(&q, tz)?;
     let csv = match q.get("format").map(String::as_str) {
         None | Some("json") => false,
         Some("csv") => true,

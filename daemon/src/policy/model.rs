@@ -295,6 +295,14 @@ pub struct HostName {
 }
 
 impl Opd {
+    /// The name the policy gives host `address` (`[[opd.host]]`).
+    pub fn host_name(&self, address: IpAddr) -> Option<&str> {
+        self.hosts
+            .iter()
+            .find(|h| h.address == address)
+            .map(|h| h.name.as_str())
+    }
+
     /// The allocation in one direction.
     pub fn allocation(&self, direction: Direction) -> &Allocation {
         match direction {

@@ -177,6 +177,31 @@ pub fn usage(base: &Snapshot, now: &Snapshot, slot: u32) -> Vec<HostUse> {
     out
 }
 
+/// An office's hosts over a window ([`usage`]) and the office's bytes
+/// each way: what the API and the status page show.
+pub struct Window {
+    pub hosts: Vec<HostUse>,
+    /// The office's bytes, download and upload (all its hosts).
+    pub total: [u64; 2],
+}
+
+impl Window {
+    pub fn of(base: &Snapshot, now: &Snapshot, slot: u32) -> Window {
+        let hosts = usage(base, now, slot);
+        let total = std::array::from_fn(|d| hosts.iter().map(|h| h.bytes[d]).sum());
+        Window { hosts, total }
+    }
+
+    /// A host's share of the office's bytes in direction `d`, 0..1.
+    pub fn share(&self, h: &HostUse, d: usize) -> f64 {
+        if self.total[d] > 0 {
+            h.bytes[d] as f64 / self.total[d] as f64
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The address a key stands for (IPv4 for a mapped address).
 pub fn address(k: &AddrKey) -> IpAddr {
     std::net::Ipv6Addr::from(k.addr).to_canonical()

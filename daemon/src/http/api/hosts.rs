@@ -150,14 +150,8 @@ pub(crate) async fn get_hosts(
     let (Some(now), Some((age, base))) = (now, base) else {
         return Err(Problem::unavailable("hosts", "no per-host counts yet"));
     };
-    let used = hosts::usage(&base, &now, slot);
+    let used = hosts::Window::of(&base, &now, slot);
     let seconds = age.as_secs_f64();
-    let total: [u64; 2] = std::array::from_fn(|d| used.iter().map(|h| h.bytes[d]).sum());
-    let names: HashMap<std::net::IpAddr, &str> = opd
-        .hosts
-        .iter()
-        .map(|h| (h.address, h.name.as_str()))
-        .collect();
     let direction = |h: &HostUse, d: usize| HostDirection {
         bytes: h.bytes[d],
         rate_bps: if seconds > 0.0 {
@@ -165,26 +159,23 @@ pub(crate) async fn get_hosts(
         } else {
             0
         },
-        share: if total[d] > 0 {
-            h.bytes[d] as f64 / total[d] as f64
-        } else {
-            0.0
-        },
+        share: used.share(h, d),
     };
     let (tracked, evicted) = state.hosts.held_and_evicted();
     Ok(Json(Hosts {
         opd: opd.id.clone(),
         window: label.to_string(),
         window_seconds: (seconds * 10.0).round() / 10.0,
-        active_hosts: used.len(),
-        download_bytes: total[0],
-        upload_bytes: total[1],
+        active_hosts: used.hosts.len(),
+        download_bytes: used.total[0],
+        upload_bytes: used.total[1],
         hosts: used
+            .hosts
             .iter()
             .take(limit)
             .map(|h| Host {
                 address: h.address.to_string(),
-                name: names.get(&h.address).map(|n| n.to_string()),
+                name: opd.host_name(h.address).map(str::to_string),
                 download: direction(h, 0),
                 upload: direction(h, 1),
             })

@@ -2,7 +2,6 @@
 //! task keeps (the newest, at most 15 s old, against the one about five
 //! minutes before it), never a walk of the kernel's table per page view.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -52,33 +51,21 @@ pub fn top_hosts(state: &AppState, opd: &Opd) -> Option<TopHosts> {
     if seconds <= 0.0 {
         return None;
     }
-    let used = hosts::usage(&base, &newest, slot);
-    let total: [u64; 2] = std::array::from_fn(|d| used.iter().map(|h| h.bytes[d]).sum());
-    let share = |b: u64, d: usize| {
-        if total[d] > 0 {
-            b as f64 / total[d] as f64
-        } else {
-            0.0
-        }
-    };
-    let names: HashMap<std::net::IpAddr, &str> = opd
-        .hosts
-        .iter()
-        .map(|h| (h.address, h.name.as_str()))
-        .collect();
+    let used = hosts::Window::of(&base, &newest, slot);
     Some(TopHosts {
         window_seconds: (seconds * 10.0).round() / 10.0,
-        active_hosts: used.len(),
+        active_hosts: used.hosts.len(),
         hosts: used
+            .hosts
             .iter()
             .take(SHOWN)
             .map(|h| PageHost {
                 address: h.address.to_string(),
-                name: names.get(&h.address).map(|n| n.to_string()),
+                name: opd.host_name(h.address).map(str::to_string),
                 download_bytes: h.bytes[0],
                 upload_bytes: h.bytes[1],
-                download_share: share(h.bytes[0], 0),
-                upload_share: share(h.bytes[1], 1),
+                download_share: used.share(h, 0),
+                upload_share: used.share(h, 1),
             })
             .collect(),
     })

@@ -18,7 +18,8 @@
 //! - **Probe**, while adapted: once the office traffic fills the capacity
 //!   (at least [`FULL`] of it) with no sign of congestion beyond the
 //!   gateway, for [`PROBE_FIRST_S`] (doubling after each failed probe, up
-//!   to [`PROBE_MAX_S`]), a step of [`PROBE_STEP`] up. The probe holds if
+//!   to [`PROBE_MAX_S`]), a step of [`PROBE_STEP`] up from the capacity
+//!   or from what the ISP last delivered, the higher. The probe holds if
 //!   after [`PROBE_CHECK_S`] the traffic carries [`PROBE_HELD`] of the new
 //!   capacity, and the next one follows at once; a congestion sign, or
 //!   traffic that stays below (the ISP still limits), takes it back.
@@ -54,7 +55,8 @@ pub const PROBE_MAX_S: u32 = 30;
 pub const PROBE_CHECK_S: u32 = 3;
 /// Share of a probe's capacity the traffic must carry for the probe to
 /// hold: HTB keeps a saturated root within a few percent of its rate, and
-/// an ISP that still limits keeps it below (40 of 45 is 0.89).
+/// an ISP that still limits keeps it at what it delivered, which every
+/// probe exceeds by [`PROBE_STEP`] (40 of 50 is 0.80).
 pub const PROBE_HELD: f64 = 0.93;
 /// Seconds of light traffic after which the contract is restored.
 pub const IDLE_S: u32 = 60;
@@ -246,9 +248,15 @@ impl Controller {
         None
     }
 
-    /// A step up from `cap`, or the contract if the step reaches it.
+    /// A step up from `cap`, or the contract if the step reaches it. The
+    /// step starts from what the ISP last delivered when that is higher
+    /// (the margin keeps the capacity below it): a probe that only
+    /// reached the delivered figure would be carried by an ISP that still
+    /// limits (34 -> 42.5 against 40 is 94%, above [`PROBE_HELD`]), hold,
+    /// and leave the queue at the ISP.
     fn probe(&mut self, cap: u64, contract: u64) -> Option<Change> {
-        let up = (cap as f64 * PROBE_STEP) as u64;
+        let from = cap.max(self.basis.unwrap_or(0));
+        let up = (from as f64 * PROBE_STEP) as u64;
         if up >= contract {
             return self.set(cap, None, Reason::Contract);
         }
@@ -349,6 +357,37 @@ mod tests {
             world(40_000_000, 2 * C)(s, cap)
         });
         assert!(above <= 60, "{above} s of 600 above the ISP");
+    }
+
+    /// The ISP's congestion signs come too late for a 3-second probe (the
+    /// verdict takes longer): the traffic carried alone must show that the
+    /// ISP still limits. Download's margin leaves the capacity at 34M
+    /// under a 40M ISP, so a probe sized from the capacity (42.5M) would
+    /// be 94% carried and hold.
+    #[test]
+    fn a_probe_fails_on_the_traffic_alone_when_the_isp_still_limits() {
+        let isp = 40_000_000;
+        let quiet = move |_: u32, cap: u64| Input {
+            margin: MARGIN_DOWNLOAD,
+            ..input(isp.min(cap), (cap > isp).then_some(isp), false)
+        };
+        let mut c = Controller::default();
+        run(&mut c, 30, world(C, 2 * C));
+        run(&mut c, 20, |s, cap| Input {
+            margin: MARGIN_DOWNLOAD,
+            ..world(isp, 2 * C)(s, cap)
+        });
+        assert_eq!(c.effective(C), 34_000_000, "40M less 15%");
+        let changes = run(&mut c, 300, quiet);
+        assert!(changes.iter().any(|c| c.reason == Reason::Probe), "{changes:?}");
+        assert!(
+            changes
+                .iter()
+                .filter(|c| c.reason == Reason::Probe)
+                .all(|c| c.to_bps >= 50_000_000),
+            "every probe reaches 1.25x the 40M delivered: {changes:?}"
+        );
+        assert_eq!(c.settled(C), 34_000_000, "{changes:?}");
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub struct Outcome {
     pub recovered_s: Option<f64>,
     /// Verdicts the scenario must not give (see [`Expect`]).
     pub false_verdicts: u64,
+    /// What the gateway said when a limit left no estimate in the verdict.
+    pub note: Option<String>,
 }
 
 /// Every round of one scenario with one engine.
@@ -266,8 +268,9 @@ fn describe(o: &Outcome) -> String {
             (e / t - 1.0) * 100.0
         )
     });
+    let note = o.note.as_deref().map_or(String::new(), |n| format!("\n    {n}"));
     format!(
-        "detected {}, {d}, recovered {}, false verdicts {}",
+        "detected {}, {d}, recovered {}, false verdicts {}{note}",
         s(o.detected_s),
         s(o.recovered_s),
         o.false_verdicts
@@ -389,6 +392,17 @@ impl<'a> Run<'a> {
             let field = format!("{}_delivered_bps", s.impairment.direction().as_str());
             if let Some(e) = g["diagnosis"]["evidence"][&field].as_f64() {
                 o.delivered = Some((e, truth));
+            } else {
+                // Why not, for whoever reads the run: the estimate as the
+                // engine holds it (a low confidence, unconfirmed seconds,
+                // the OPDs it held) and the verdict's evidence.
+                let dir = s.impairment.direction().as_str();
+                o.note = Some(format!(
+                    "no {field} in the verdict (truth {:.2} Mbit/s); {dir}.delivered: {}; evidence: {}",
+                    truth / 1e6,
+                    g[dir]["delivered"],
+                    g["diagnosis"]["evidence"]
+                ));
             }
         }
         s.impairment.lift(&self.lab)?;

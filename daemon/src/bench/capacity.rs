@@ -268,7 +268,10 @@ fn describe(o: &Outcome) -> String {
             (e / t - 1.0) * 100.0
         )
     });
-    let note = o.note.as_deref().map_or(String::new(), |n| format!("\n    {n}"));
+    let note = o
+        .note
+        .as_deref()
+        .map_or(String::new(), |n| format!("\n    {n}"));
     format!(
         "detected {}, {d}, recovered {}, false verdicts {}{note}",
         s(o.detected_s),
@@ -342,8 +345,8 @@ impl<'a> Run<'a> {
             .to_string()
     }
 
-    /// Events since `since` (RFC 3339): (opd or None, state).
-    fn events(&self, since: &str) -> Vec<(Option<String>, String)> {
+    /// Events since `since` (RFC 3339): (opd or None, state, evidence).
+    fn events(&self, since: &str) -> Vec<(Option<String>, String, serde_json::Value)> {
         let v = self.get(&format!("/api/v1/events?from={}", url_encode(since)));
         v["events"]
             .as_array()
@@ -353,6 +356,7 @@ impl<'a> Run<'a> {
                 (
                     e["opd"].as_str().map(str::to_string),
                     e["state"].as_str().unwrap_or("").to_string(),
+                    e["evidence"].clone(),
                 )
             })
             .collect()
@@ -425,11 +429,19 @@ impl<'a> Run<'a> {
             // the next scenario's verdicts.
             self.wait_healthy(lifted);
         }
-        o.false_verdicts = self
+        let false_events: Vec<_> = self
             .events(&since)
-            .iter()
-            .filter(|(opd, state)| s.expect.is_false(opd.as_deref(), state))
-            .count() as u64;
+            .into_iter()
+            .filter(|(opd, state, _)| s.expect.is_false(opd.as_deref(), state))
+            .collect();
+        o.false_verdicts = false_events.len() as u64;
+        for (opd, state, evidence) in false_events {
+            let line = format!(
+                "false verdict: {} {state}, evidence {evidence}",
+                opd.as_deref().unwrap_or("gateway")
+            );
+            o.note = Some(o.note.map_or(line.clone(), |n| format!("{n}\n    {line}")));
+        }
         std::thread::sleep(self.settings.gap);
         Ok(o)
     }
@@ -469,7 +481,12 @@ impl<'a> Run<'a> {
             std::thread::sleep(rest);
         }
         let events = self.events(&since);
-        let count = |prefix: &str| events.iter().filter(|(_, s)| s.starts_with(prefix)).count();
+        let count = |prefix: &str| {
+            events
+                .iter()
+                .filter(|(_, s, _)| s.starts_with(prefix))
+                .count()
+        };
         Ok((count("upstream_") as u64, count("local_") as u64))
     }
 }

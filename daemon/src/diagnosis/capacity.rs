@@ -416,11 +416,13 @@ impl Estimator {
         }
         // The longest suffix of the newest 15 s with no second above
         // SPIKE_RATIO× its median: where the plateau starts.
-        let mut w = (MIN_WINDOW_S..=n.min(CORE_WINDOW_S)).rev().find(|&w| {
+        let Some(mut w) = (MIN_WINDOW_S..=n.min(CORE_WINDOW_S)).rev().find(|&w| {
             let s = &totals[n - w..];
             let m = percentile(s, 0.5);
             s.iter().all(|x| *x <= SPIKE_RATIO * m)
-        })?;
+        }) else {
+            return no_plateau(format_args!("a spike in every window of the last {n} s"));
+        };
         // Older seconds at the same level join it: a longer window judges
         // the sources' trading on more seconds.
         let m = percentile(&totals[n - w..], 0.5);
@@ -433,12 +435,12 @@ impl Estimator {
         let avg = mean(a);
         // 1. Enough load.
         if avg < MIN_LOAD_BPS.max(MIN_LOAD_SHARE * capacity_bps as f64) {
-            return None;
+            return no_plateau(format_args!("load {avg:.0} b/s too low"));
         }
         // 2. Below the bound.
         let p90 = percentile(a, 0.9);
         if p90 > BOUND_RATIO * bound as f64 {
-            return None;
+            return no_plateau(format_args!("p90 {p90:.0} b/s near the bound {bound} b/s"));
         }
         // 3. Flat, not ramping.
         let var_a = variance(a);
@@ -446,7 +448,9 @@ impl Estimator {
         let half = w / 2;
         let halves = (mean(&a[..half]) - mean(&a[half..])).abs() / avg;
         if cv > MAX_CV || halves > MAX_HALVES {
-            return None;
+            return no_plateau(format_args!(
+                "not flat over {w} s: cv {cv:.3}, halves differ by {halves:.3}"
+            ));
         }
         // 4. Held OPDs, judged by their classes now, carrying enough of it.
         let window: Vec<&Second> = self.seconds.iter().skip(n - w).collect();
@@ -466,7 +470,10 @@ impl Estimator {
         let series = |id: &str| by_source.get(id).map_or(&[][..], Vec::as_slice);
         let held_sum: f64 = held.iter().map(|id| series(id.as_str()).iter().sum::<f64>()).sum();
         if held.len() < MIN_HELD || held_sum < HELD_SHARE * a.iter().sum::<f64>() {
-            return None;
+            return no_plateau(format_args!(
+                "held {held:?} carry {:.2} of it",
+                held_sum / a.iter().sum::<f64>().max(1.0)
+            ));
         }
         // 5. Conservation: do the sources trade rate (one cap) or add up
         // (independent demand)?
@@ -491,7 +498,11 @@ impl Estimator {
             }
             // Steady flows behind a queue: only the path's own signs tell.
             None if !co_signals.is_empty() => Confidence::Medium,
-            _ => return None,
+            _ => {
+                return no_plateau(format_args!(
+                    "sources not trading rate: conservation {rho:?}, co-signals none"
+                ));
+            }
         };
         Some(Plateau {
             bps: p90 as u64,
@@ -510,6 +521,13 @@ impl Estimator {
             },
         })
     }
+}
+
+/// No plateau this second, and why, for `RUST_LOG=jatah::diagnosis::capacity=debug`
+/// (a figure that does not form is otherwise silent).
+fn no_plateau(why: std::fmt::Arguments<'_>) -> Option<Plateau> {
+    tracing::debug!("no plateau: {why}");
+    None
 }
 
 /// The most the active OPDs could take: min(capacity, Σ ceilings of the

@@ -174,6 +174,7 @@ impl Engine {
             } else {
                 co.clone()
             };
+            let _span = tracing::debug_span!(target: "jatah::diagnosis::capacity", "capacity", dir = ["download", "upload"][dir]).entered();
             self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
             if tick.effective_bps[dir] > 0 {
                 self.capacity[dir].hold_basis(tick.basis_bps[dir], tick.effective_bps[dir]);

@@ -510,7 +510,12 @@ impl Lab {
             .arg("--tokens")
             .arg(self.dir.join("tokens.toml"))
             .args(&self.run_args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                // The daemon's log level in a lab: `JATAH_LAB_LOG` (a
+                // `RUST_LOG` filter) to see more, e.g. in a bench run.
+                std::env::var("JATAH_LAB_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(
                 // A test standing in for systemd binds this socket first.
                 Some(self.dir.join("notify.sock"))

@@ -8,7 +8,9 @@
 //! settle), the impairment for a while, the impairment lifted, up to a
 //! minute for the gateway to recover, and a short gap. Every figure is
 //! the median over the rounds. Truth for the delivered estimate is what
-//! the limit (a tbf) sent over the same seconds.
+//! the limit (a tbf) sent over the last 10 s of it, or, when jatah held
+//! that direction below the limit's rate by then (adapted), the rate: the
+//! limit then sends only what jatah lets through.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -391,16 +393,28 @@ impl<'a> Run<'a> {
             std::thread::sleep(Duration::from_millis(250));
         }
         if let (Some((b0, t0)), Some(b1)) = (first_sent, s.impairment.sent_bytes(&self.lab)?) {
-            let truth = b1.saturating_sub(b0) as f64 * 8.0 / t0.elapsed().as_secs_f64();
+            let sent = b1.saturating_sub(b0) as f64 * 8.0 / t0.elapsed().as_secs_f64();
             let g = self.get("/api/v1/gateway");
-            let field = format!("{}_delivered_bps", s.impairment.direction().as_str());
+            let dir = s.impairment.direction().as_str();
+            // While jatah holds this direction below the limit (adapted),
+            // the limit is not the bottleneck and sends only what jatah
+            // lets through: the truth is then the rate it is set to.
+            let limit = s.impairment.limit_bps(s.demand);
+            let held_below = g["diagnosis"]["evidence"][format!("{dir}_effective_capacity_bps")]
+                .as_f64()
+                .zip(limit)
+                .is_some_and(|(e, l)| e < l);
+            let truth = match limit {
+                Some(l) if held_below => l,
+                _ => sent,
+            };
+            let field = format!("{dir}_delivered_bps");
             if let Some(e) = g["diagnosis"]["evidence"][&field].as_f64() {
                 o.delivered = Some((e, truth));
             } else {
                 // Why not, for whoever reads the run: the estimate as the
                 // engine holds it (a low confidence, unconfirmed seconds,
                 // the OPDs it held) and the verdict's evidence.
-                let dir = s.impairment.direction().as_str();
                 o.note = Some(format!(
                     "no {field} in the verdict (truth {:.2} Mbit/s); {dir}.delivered: {}; evidence: {}",
                     truth / 1e6,

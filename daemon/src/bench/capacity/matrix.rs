@@ -126,7 +126,21 @@ impl Impairment {
     }
 
     fn rate(dir: Direction, pct: u32, demand: Demand) -> String {
-        format!("{:.0}kbit", demand.bps(dir) * f64::from(pct) / 100.0 / 1e3)
+        format!("{:.0}kbit", Self::rate_of(dir, pct, demand) / 1e3)
+    }
+
+    fn rate_of(dir: Direction, pct: u32, demand: Demand) -> f64 {
+        demand.bps(dir) * f64::from(pct) / 100.0
+    }
+
+    /// The rate a limit is set to, bits/s (None for what is no limit).
+    pub fn limit_bps(self, demand: Demand) -> Option<f64> {
+        match self {
+            Impairment::Police { dir, pct } | Impairment::Queue { dir, pct, .. } => {
+                Some(Self::rate_of(dir, pct, demand))
+            }
+            _ => None,
+        }
     }
 
     /// Breaks the lab; the clients it starts run until they are dropped.

@@ -27,6 +27,9 @@ const DELIVERS_LESS: &str = "delivers_less";
 const WAN_TCP_LOSS: &str = "wan_tcp_loss";
 /// The source name of traffic that matched no OPD.
 const UNCLASSIFIED: &str = "unclassified";
+/// The directions' names by index (0 download, 1 upload), as evidence and
+/// logs write them.
+const DIRECTION_NAMES: [&str; 2] = ["download", "upload"];
 /// Least 10 s rate of an active OPD, whatever its ceiling: below it, its
 /// rate says nothing about the uplink.
 const MIN_ACTIVE_BPS: u64 = 256_000;
@@ -161,7 +164,7 @@ impl Engine {
         let uplink = self.uplink(&t);
         let co = uplink.co_signals(self.upstream_probes().0);
         self.co = co.clone();
-        for dir in 0..2 {
+        for (dir, name) in DIRECTION_NAMES.into_iter().enumerate() {
             let sources = self.sources(tick, dir, &t);
             // Upload rates are corrected by their WAN-side duplicates, the
             // same counts that make the loss co-signal: a signal does not
@@ -174,7 +177,12 @@ impl Engine {
             } else {
                 co.clone()
             };
-            let _span = tracing::debug_span!(target: "jatah::diagnosis::capacity", "capacity", dir = ["download", "upload"][dir]).entered();
+            let _span = tracing::debug_span!(
+                target: "jatah::diagnosis::capacity",
+                "capacity",
+                dir = name
+            )
+            .entered();
             self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
             if tick.effective_bps[dir] > 0 {
                 self.capacity[dir].hold_basis(tick.basis_bps[dir], tick.effective_bps[dir]);
@@ -361,7 +369,7 @@ impl Engine {
         // What the uplink delivers, on every gateway verdict while an
         // estimate holds; a low-confidence one only as tentative.
         let mut delivers_less = false;
-        for (dir, name) in [(0, "download"), (1, "upload")] {
+        for (dir, name) in DIRECTION_NAMES.into_iter().enumerate() {
             let Some(d) = self.delivered()[dir] else {
                 continue;
             };
@@ -497,7 +505,7 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
             ev.insert(format!("{name}_tcp_loss_ratio"), json!(loss::round4(r)));
             ev.insert(
                 format!("{name}_tcp_loss_direction"),
-                json!(["download", "upload"][d]),
+                json!(DIRECTION_NAMES[d]),
             );
         }
     }
@@ -530,7 +538,7 @@ fn opd_verdict(tr: &Track, gateway: State, t: &Thresholds) -> (State, Value) {
     }
     // At its own ceiling: its allocation is full, not the network. Its own
     // queue also explains a slow LAN round trip, so this comes first.
-    for (d, name) in [(0, "download"), (1, "upload")] {
+    for (d, name) in DIRECTION_NAMES.into_iter().enumerate() {
         let ceil = last.ceiling_bps[d];
         if ceil > 0 && rate[d] as f64 >= t.saturated_ratio * ceil as f64 {
             ev.insert("reason".into(), json!(format!("{name}_at_ceiling")));

@@ -454,7 +454,10 @@ impl<'a> Run<'a> {
                 "false verdict: {} {state}, evidence {evidence}",
                 opd.as_deref().unwrap_or("gateway")
             );
-            o.note = Some(o.note.map_or(line.clone(), |n| format!("{n}\n    {line}")));
+            o.note = Some(match o.note.take() {
+                Some(n) => format!("{n}\n    {line}"),
+                None => line,
+            });
         }
         std::thread::sleep(self.settings.gap);
         Ok(o)

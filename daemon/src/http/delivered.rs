@@ -117,7 +117,6 @@ pub async fn get_delivered(
     }))
 }
 
-
 /// The `month` parameter (`YYYY-MM`) of a monthly endpoint, or this month
 /// in the gateway's timezone when it is absent; a 400 naming it otherwise.
 pub(crate) fn month_query(

@@ -410,6 +410,16 @@ impl<'a> Run<'a> {
             };
             let field = format!("{dir}_delivered_bps");
             if let Some(e) = g["diagnosis"]["evidence"][&field].as_f64() {
+                // The window's p90 and mean beside the figure: which of
+                // the two tracks the truth is what the error column asks.
+                let ev = &g[dir]["delivered"]["evidence"];
+                eprintln!(
+                    "  {dir} figure {:.2} Mbit/s (window p90 {:.2}, mean {:.2}), truth {:.2}",
+                    e / 1e6,
+                    ev["p90_bps"].as_f64().unwrap_or(f64::NAN) / 1e6,
+                    ev["mean_bps"].as_f64().unwrap_or(f64::NAN) / 1e6,
+                    truth / 1e6
+                );
                 o.delivered = Some((e, truth));
             } else {
                 // Why not, for whoever reads the run: the estimate as the

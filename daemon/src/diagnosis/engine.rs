@@ -64,7 +64,7 @@ impl Engine {
             gateway: Track::default(),
             upstream: BTreeMap::new(),
             last_at: None,
-            capacity: [Estimator::new(), Estimator::new()],
+            capacity: [Estimator::new(), Estimator::counted_before_loss()],
             upstream_baselines: BTreeMap::new(),
             co: CoSignals::default(),
         }

@@ -49,8 +49,17 @@ struct Feed {
 
 impl Feed {
     fn new() -> Self {
+        Feed::with(Estimator::new())
+    }
+
+    /// Feeds an upload estimator ([`Estimator::counted_before_loss`]).
+    fn counted_before_loss() -> Self {
+        Feed::with(Estimator::counted_before_loss())
+    }
+
+    fn with(est: Estimator) -> Self {
         Feed {
-            est: Estimator::new(),
+            est,
             second: 0,
             capacity: CONTRACT,
             co: CoSignals::default(),
@@ -362,6 +371,52 @@ fn upload_and_download_are_estimated_independently() {
     }
     assert!(down.est.delivered().is_some());
     assert!(up.est.delivered().is_none());
+}
+
+/// Upload counted before the ISP's loss, less the duplicates of the last
+/// 10 s: the total of a second reads either side of what the limit passed
+/// (here ±12 % around 30 Mbit/s), while the OPDs trade rate as under any
+/// cap.
+fn upload_second(rng: &mut Rng) -> Vec<f64> {
+    let passed = 30.0 * M;
+    let counted = rng.around(passed, 0.12);
+    capped(counted, &THREE, rng)
+}
+
+#[test]
+fn an_upload_figure_is_the_windows_mean_and_holds_through_its_spread() {
+    let (mut top, mut mean) = (Feed::new(), Feed::counted_before_loss());
+    let mut rng = Rng::new(41);
+    let (mut t, mut m) = (None, None);
+    let mut mean_since = None;
+    for s in 0..180 {
+        let r = upload_second(&mut rng);
+        t = top.held(&r);
+        m = mean.held(&r);
+        match (&m, mean_since) {
+            (Some(d), None) => mean_since = Some(d.since),
+            (Some(d), Some(since)) => assert_eq!(d.since, since, "second {s}: a new episode"),
+            (None, Some(_)) => panic!("second {s}: the spread dropped the estimate"),
+            (None, None) => {}
+        }
+    }
+    let (t, m) = (t.expect("a p90 figure"), m.expect("a mean figure"));
+    // The p90 of a two-sided spread reads high; the mean does not.
+    assert!(t.bps as f64 > 1.05 * 30.0 * M, "{t:?}");
+    assert!(within(m.bps, 30.0 * M, 0.03), "{m:?}");
+    assert_eq!(m.evidence.p90_bps, t.evidence.p90_bps);
+    // Seconds 17 % over the mean figure, yet under the window's top
+    // (+15 %): the spread, not a lifted limit.
+    let p90 = m.evidence.p90_bps as f64;
+    let spread = 1.17 * m.bps as f64;
+    assert!(spread < 1.15 * p90, "{m:?}");
+    for s in 0..5 {
+        let r = capped(spread, &THREE, &mut rng);
+        assert!(mean.held(&r).is_some(), "dropped {s} s into the spread");
+    }
+    // Well over the top: lifted.
+    let gone = (1..=5).find(|_| mean.held(&capped(1.5 * p90, &THREE, &mut rng)).is_none());
+    assert!(gone.is_some_and(|s| s <= 3), "dropped after {gone:?} s");
 }
 
 #[test]

@@ -90,6 +90,9 @@ const AT_BOUND: f64 = 0.9;
 /// at `LULL_DROP_S`.
 const LULL_STEP_S: u32 = 20;
 const LULL_DROP_S: u32 = 60;
+/// While the gateway is adapted, a second carrying this share of its own
+/// capacity is held there by the gateway (see [`Estimator::hold_basis`]).
+const GATEWAY_FILLED: f64 = 0.85;
 /// A gap between seconds longer than this discards the window.
 const MAX_GAP_S: i64 = 5;
 
@@ -271,6 +274,9 @@ pub struct Estimator {
     unconfirmed_s: u32,
     /// The confidence when the plateau was last confirmed.
     unconfirmed_from: Option<Confidence>,
+    /// The confidence of the figure when the gateway adapted to it (see
+    /// [`Estimator::hold_basis`]).
+    adapted_from: Option<Confidence>,
     /// Capacity and ceilings last seen: a reload that changes them drops
     /// the estimate.
     shape: Option<(u64, Vec<(String, u64)>)>,
@@ -304,13 +310,37 @@ impl Estimator {
     /// what the ISP delivers: the figure stays the one measured before.
     /// A plateau clearly below (the ISP delivers still less) is news and
     /// stands.
+    ///
+    /// Nor does a second in which the traffic fills the gateway's own
+    /// capacity count as unconfirmed: the offices' shares are then set by
+    /// jatah's classes, steady, so no plateau shows the sources trading
+    /// rate, and no queue forms at the ISP to inflate a round trip. The
+    /// ISP is out of sight behind the gateway; the adaptive probes test it
+    /// (`runtime::adapt`), and one that holds lifts the traffic above the
+    /// figure, which drops it. Without this the figure faded to low
+    /// confidence 20 s after the gateway adapted, and the verdict went
+    /// healthy while the ISP still delivered 40 % of the contract.
     pub fn hold_basis(&mut self, basis_bps: u64, effective_bps: u64) {
         let e = effective_bps as f64;
-        if let Some(d) = self.held.as_mut()
-            && basis_bps > d.bps
-            && (0.95 * e..=1.05 * e).contains(&(d.bps as f64))
-        {
+        let Some(d) = self.held.as_mut().filter(|_| basis_bps > 0) else {
+            self.adapted_from = None;
+            return;
+        };
+        let from = *self.adapted_from.get_or_insert(d.confidence);
+        if basis_bps > d.bps && (0.95 * e..=1.05 * e).contains(&(d.bps as f64)) {
             d.bps = basis_bps;
+        }
+        let fills = self
+            .seconds
+            .back()
+            .is_some_and(|s| s.total as f64 >= GATEWAY_FILLED * e);
+        if fills {
+            // Nor does a plateau diluted by those steady seconds (a
+            // conservation ratio drifting up) lower the confidence.
+            d.confidence = d.confidence.max(from);
+            self.unconfirmed_s = 0;
+            self.unconfirmed_from = None;
+            d.evidence.unconfirmed_s = 0;
         }
     }
 
@@ -340,6 +370,7 @@ impl Estimator {
         if self.shape.as_ref().is_some_and(|s| *s != shape) {
             // A reload changed the bound: the plateau must be judged anew.
             self.held = None;
+            self.adapted_from = None;
             self.plateau_run = 0;
         }
         self.shape = Some(shape);
@@ -378,6 +409,7 @@ impl Estimator {
                     // Another level: another episode, since its own start
                     // (the plateau has held long enough to be judged).
                     self.held = None;
+                    self.adapted_from = None;
                     self.plateau_run = self.plateau_run.max(FORM_S);
                 }
                 match &mut self.held {
@@ -425,6 +457,7 @@ impl Estimator {
 
     fn drop_estimate(&mut self) {
         self.held = None;
+        self.adapted_from = None;
         self.plateau_run = 0;
         self.over.clear();
         self.unconfirmed_s = 0;

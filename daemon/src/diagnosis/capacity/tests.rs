@@ -420,6 +420,44 @@ fn an_upload_figure_is_the_windows_mean_and_holds_through_its_spread() {
 }
 
 #[test]
+fn while_the_gateway_holds_the_traffic_at_its_adapted_capacity_the_figure_stands() {
+    let mut rng = Rng::new(43);
+    let mut f = Feed::new();
+    for _ in 0..40 {
+        f.held(&capped(30.0 * M, &THREE, &mut rng));
+    }
+    let formed = f.est.delivered().cloned().expect("an estimate");
+    assert!(formed.confidence >= Confidence::Medium, "{formed:?}");
+    // Adapted to 30 less 15 %: jatah's classes hold each office steady at
+    // its share of 25.5 Mbit/s, so no plateau shows rate being traded.
+    let effective = 25_500_000;
+    let steady = |rng: &mut Rng| {
+        [6.0, 8.5, 11.0].map(|share: f64| rng.around(share * M, 0.01))
+    };
+    for s in 0..120 {
+        let r = steady(&mut rng);
+        f.held(&r);
+        f.est.hold_basis(formed.bps, effective);
+        let d = f.est.delivered().expect("held");
+        assert!(within(d.bps, formed.bps as f64, 0.05), "second {s}: {d:?}");
+        assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
+    }
+    // Offices asking less than the gateway allows: nothing holds the
+    // figure any more, and it goes like any unconfirmed one.
+    let mut gone = None;
+    for s in 1..=70 {
+        let r = [3.0 * M, 4.0 * M, 5.0 * M];
+        f.held(&r);
+        f.est.hold_basis(formed.bps, effective);
+        if f.est.delivered().is_none() {
+            gone = Some(s);
+            break;
+        }
+    }
+    assert_eq!(gone, Some(LULL_DROP_S as i32), "dropped after {gone:?} s");
+}
+
+#[test]
 fn unclassified_traffic_counts_in_the_aggregate() {
     // A quarter of the capped 40 Mbit/s matches no OPD.
     let mut rng = Rng::new(31);

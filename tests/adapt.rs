@@ -60,6 +60,9 @@ fn a_short_uplink_is_shared_closer_to_the_guarantees_and_the_contract_comes_back
         "{}",
         after.gateway_sentence
     );
+    // Adapted, the gateway holds the traffic below what the ISP delivers,
+    // and the verdict still says the ISP delivers less, to the end.
+    assert_eq!(after.gateway_state, "upstream_degraded");
     let took = after.adapted_after_s.expect("the capacity adapted");
     assert!(took <= 40.0, "adapted after {took:.1} s");
     // The office with the most guarantee and fewest flows is the one the

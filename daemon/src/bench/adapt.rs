@@ -78,6 +78,8 @@ pub struct Figures {
     /// adapted (`capacity_scaled`), and the gateway's sentence then.
     pub overview_scaled: serde_json::Value,
     pub gateway_sentence: String,
+    /// The gateway's diagnosis when the limit ends.
+    pub gateway_state: String,
 }
 
 impl Figures {
@@ -164,6 +166,14 @@ pub fn run(lab: &Lab, limited: Duration, window: Duration, recover: Duration) ->
     f.added_ms = (median(&added), super::lanes::percentile(&added, 0.95));
     if f.adapted_after_s.is_none() && effective(lab)? < 100_000_000 {
         f.adapted_after_s = Some(limited_at.elapsed().as_secs_f64());
+    }
+    let (status, body) = lab.http_get_as("/api/v1/gateway", Some(LAB_ADMIN_TOKEN))?;
+    if status == 200 {
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        f.gateway_state = v["diagnosis"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
     }
     lab.restore_uplink()?;
     let lifted = Instant::now();

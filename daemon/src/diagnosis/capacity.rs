@@ -256,7 +256,7 @@ enum Figure {
     Top,
     /// The mean: the rates were counted before the loss and corrected by
     /// the duplicates of the last 10 s, so a second's correction is off
-    /// either way and the top of the window reads high (+6 to +14 % in
+    /// either way and the top of the window reads high (+1 to +19 % in
     /// the lab's upload limits, the mean -9 to +7 %).
     Mean,
 }

@@ -470,7 +470,12 @@ fn one_opds_lossy_lan_is_local_degraded_and_nothing_upstream() {
     let (lab, _clients) = warmed_up("jt-clan", 150, demand_with_disdik_below_its_ceiling);
     let since = now_rfc3339();
     lab.lan_loss(1, 5).unwrap();
-    let took = until_state(&lab, OPDS[1], "local_degraded", Duration::from_secs(30));
+    // Within 60 s, not 30: the lab's veths carry GSO packets of about 24
+    // segments whole, so 5 % of packets is some 14 loss events in the
+    // ratio's 10 s, and the ratio wanders 2-6 % around the 3 % threshold
+    // (in one suite run it was 2.3 % 30 s in). On a real NIC each frame
+    // is lost on its own.
+    let took = until_state(&lab, OPDS[1], "local_degraded", Duration::from_secs(60));
     eprintln!("5 % loss on disdik's LAN: local_degraded after {took:.1} s");
     gateway_stays_healthy(&lab, 20, "one lossy LAN");
     for o in [OPDS[0], OPDS[2], OPDS[3]] {

@@ -49,17 +49,7 @@ const POLICED_BPS: f64 = 12e6;
 
 /// Starts [`DEMAND`] for `seconds`.
 fn demand(lab: &Lab, seconds: u32) -> Children {
-    let bulk = |i: usize, flows: &str| {
-        lab.spawn_iperf_args(i, Direction::Download, seconds, 0, &["-P", flows], false)
-            .expect("starting iperf3")
-    };
-    Children(vec![
-        bulk(0, "1"),
-        bulk(1, "4"),
-        bulk(2, "8"),
-        lab.spawn_iperf_paced(3, Direction::Download, seconds, "2M")
-            .expect("starting iperf3"),
-    ])
+    offices(lab, seconds, &["-P", "4"])
 }
 
 /// [`demand`], but disdik's 4 flows paced to 1.75 Mbit/s each, 7 of its
@@ -70,13 +60,19 @@ fn demand(lab: &Lab, seconds: u32) -> Children {
 /// Over a real office LAN's round trips 5 % loss holds TCP well under a
 /// 10 Mbit/s ceiling.
 fn demand_with_disdik_below_its_ceiling(lab: &Lab, seconds: u32) -> Children {
+    offices(lab, seconds, &["-P", "4", "-b", "1750k"])
+}
+
+/// The four offices' downloads for `seconds`, disdik's with `disdik`'s
+/// iperf3 arguments.
+fn offices(lab: &Lab, seconds: u32, disdik: &[&str]) -> Children {
     let bulk = |i: usize, args: &[&str]| {
         lab.spawn_iperf_args(i, Direction::Download, seconds, 0, args, false)
             .expect("starting iperf3")
     };
     Children(vec![
         bulk(0, &["-P", "1"]),
-        bulk(1, &["-P", "4", "-b", "1750k"]),
+        bulk(1, disdik),
         bulk(2, &["-P", "8"]),
         lab.spawn_iperf_paced(3, Direction::Download, seconds, "2M")
             .expect("starting iperf3"),

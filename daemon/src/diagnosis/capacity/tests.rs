@@ -311,13 +311,20 @@ fn ramp_after_slow_start_is_not_a_plateau() {
     }
 }
 
-#[test]
-fn lifted_limit_drops_the_estimate_within_3_s() {
-    let mut rng = Rng::new(19);
+/// A feed after 40 s under a 30 Mbit/s cap shared by [`THREE`] (an
+/// estimate has formed), with its generator to go on.
+fn capped_for_40_s(seed: u64) -> (Feed, Rng) {
+    let mut rng = Rng::new(seed);
     let mut f = Feed::new();
     for _ in 0..40 {
         f.held(&capped(30.0 * M, &THREE, &mut rng));
     }
+    (f, rng)
+}
+
+#[test]
+fn lifted_limit_drops_the_estimate_within_3_s() {
+    let (mut f, mut rng) = capped_for_40_s(19);
     assert!(f.est.delivered().is_some());
     let mut gone = None;
     for s in 1..=10 {
@@ -333,11 +340,7 @@ fn lifted_limit_drops_the_estimate_within_3_s() {
 
 #[test]
 fn demand_lull_freezes_then_drops_after_60_s() {
-    let mut rng = Rng::new(23);
-    let mut f = Feed::new();
-    for _ in 0..40 {
-        f.held(&capped(30.0 * M, &THREE, &mut rng));
-    }
+    let (mut f, mut rng) = capped_for_40_s(23);
     let before = f.est.delivered().cloned().expect("an estimate");
     assert_eq!(before.confidence, Confidence::Medium);
     // Demand falls to 5 Mbit/s (the offices go to lunch).
@@ -421,11 +424,7 @@ fn an_upload_figure_is_the_windows_mean_and_holds_through_its_spread() {
 
 #[test]
 fn while_the_gateway_holds_the_traffic_at_its_adapted_capacity_the_figure_stands() {
-    let mut rng = Rng::new(43);
-    let mut f = Feed::new();
-    for _ in 0..40 {
-        f.held(&capped(30.0 * M, &THREE, &mut rng));
-    }
+    let (mut f, mut rng) = capped_for_40_s(43);
     let formed = f.est.delivered().cloned().expect("an estimate");
     assert!(formed.confidence >= Confidence::Medium, "{formed:?}");
     // Adapted to 30 less 15 %: jatah's classes hold each office steady at

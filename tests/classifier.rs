@@ -900,6 +900,106 @@ fn with_lanes_small_and_urgent_packets_take_the_interactive_lane() {
     assert_eq!(down(&fx, &other), htb_priority(DEFAULT_CLASS_MINOR));
 }
 
+/// A TCP frame toward or from an OPD with sequence number `seq`.
+fn tcp4_seq(
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u16; 2],
+    flags: u8,
+    seq: u32,
+    payload: usize,
+) -> Vec<u8> {
+    let mut f = tcp4(src, dst, ports[0], ports[1], flags, payload);
+    f[14 + 24..14 + 28].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_new_connections_first_bytes_take_the_interactive_lane_and_the_rest_bulk() {
+    use jatah_common::{FIRST_BYTES, bulk_lane_minor, interactive_lane_minor};
+    let mut fx = fixture();
+    let slot = fx.slot("dinkes");
+    let fast = htb_priority(interactive_lane_minor(slot));
+    let bulk = htb_priority(bulk_lane_minor(slot));
+    fx.dp.set_lanes(true).unwrap();
+    let ports = [443, 40001];
+    let isn = u32::MAX - 100; // its first bytes wrap around zero
+    let synack = tcp4_seq(INTERNET, DINKES_HOST, ports, SYNACK, isn, 0);
+    let data = |offset: u32| {
+        let seq = isn.wrapping_add(1).wrapping_add(offset);
+        tcp4_seq(INTERNET, DINKES_HOST, ports, ACK, seq, 1400)
+    };
+    // Off: a connection's data is bulk from its first byte.
+    fx.dp.set_first_bytes(false).unwrap();
+    assert_eq!(fx.down(&synack).priority, fast);
+    assert_eq!(fx.down(&data(0)).priority, bulk, "off");
+
+    fx.dp.set_first_bytes(true).unwrap();
+    assert_eq!(
+        fx.down(&data(0)).priority,
+        bulk,
+        "its SYN-ACK passed while off"
+    );
+    assert_eq!(fx.down(&synack).priority, fast);
+    assert_eq!(fx.down(&data(0)).priority, fast, "the first segment");
+    assert_eq!(fx.down(&data(FIRST_BYTES - 1400)).priority, fast);
+    assert_eq!(
+        fx.down(&data(FIRST_BYTES)).priority,
+        bulk,
+        "past its first bytes"
+    );
+    assert_eq!(
+        fx.down(&data(5 << 20)).priority,
+        bulk,
+        "a long download's middle"
+    );
+    assert_eq!(
+        fx.down(&data(0)).priority,
+        fast,
+        "its first bytes sent again"
+    );
+    // Another connection of the same host, whose start was not seen.
+    let other = tcp4_seq(
+        INTERNET,
+        DINKES_HOST,
+        [443, 40002],
+        ACK,
+        isn.wrapping_add(1),
+        1400,
+    );
+    assert_eq!(fx.down(&other).priority, bulk);
+    // A connection the office accepts: the Internet host's SYN starts it.
+    let syn = tcp4_seq(INTERNET, DINKES_HOST, [50000, 8080], SYN, 7, 0);
+    assert_eq!(fx.down(&syn).priority, fast);
+    let request = tcp4_seq(INTERNET, DINKES_HOST, [50000, 8080], ACK, 8, 600);
+    assert_eq!(fx.down(&request).priority, fast);
+    // Upload is judged as before: its data is bulk.
+    let mark = (slot + 1) << MASK.trailing_zeros();
+    let gw = [198, 51, 100, 2];
+    let up = |f: &[u8]| {
+        fx.run(
+            program_names::UPLOAD,
+            f,
+            SkbContext {
+                mark,
+                ..Default::default()
+            },
+        )
+        .priority
+    };
+    assert_eq!(up(&tcp4_seq(gw, INTERNET, [40003, 443], SYN, 99, 0)), fast);
+    assert_eq!(
+        up(&tcp4_seq(gw, INTERNET, [40003, 443], ACK, 100, 1400)),
+        bulk
+    );
+    // Without lanes there is no lane to take.
+    fx.dp.set_lanes(false).unwrap();
+    assert_eq!(
+        fx.down(&data(0)).priority,
+        htb_priority(opd_class_minor(slot))
+    );
+}
+
 #[test]
 fn a_later_ipv4_fragment_is_never_read_as_a_tcp_header() {
     use jatah_common::{SIDE_WAN, bulk_lane_minor, interactive_lane_minor};

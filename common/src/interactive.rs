@@ -51,6 +51,64 @@ pub fn is_interactive(t: &Traits) -> bool {
     by_kind || (t.dscp < 64 && INTERACTIVE_DSCP & (1u64 << t.dscp) != 0)
 }
 
+/// Config flag: the first [`FIRST_BYTES`] of each TCP connection toward an
+/// OPD ride its interactive lane (`boost_new_connections`).
+pub const FLAG_FIRST_BYTES: u32 = 32;
+/// Bytes of a new TCP connection toward an OPD that ride its interactive
+/// lane: a small web object (a page's script, image or API answer) comes
+/// whole ahead of the office's own long downloads, as a new flow does under
+/// fq_codel; a long download's first 32 KiB do too, and the rest waits in
+/// the bulk lane. Both lanes are inside the OPD's class: an office gains
+/// nothing over another by it.
+pub const FIRST_BYTES: u32 = 32 * 1024;
+/// Entries of the table of connection starts (a power of two).
+pub const STARTS_BITS: u32 = 13;
+pub const STARTS_ENTRIES: u32 = 1 << STARTS_BITS;
+
+/// Where a TCP connection toward an OPD began: written when its SYN or
+/// SYN-ACK passes, read by its data segments. Direct-mapped and shared
+/// between CPUs; a later connection at the same index takes the entry,
+/// and the earlier one's data is then bulk, as without the table.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStart {
+    /// The TCP header's first word (source and destination port) as read.
+    pub ports: u32,
+    /// The OPD host's address, its four words folded ([`fold_addr`]).
+    pub addr: u32,
+    /// The sequence number of the connection's first byte of data.
+    pub first_seq: u32,
+}
+
+/// An address's four 32-bit words folded into one by XOR.
+#[inline(always)]
+pub fn fold_addr(a: &crate::AddrKey) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([a.addr[i], a.addr[i + 1], a.addr[i + 2], a.addr[i + 3]]);
+    w(0) ^ w(4) ^ w(8) ^ w(12)
+}
+
+/// Index of a connection in the table of starts.
+#[inline(always)]
+pub fn start_index(ports: u32, addr: u32) -> u32 {
+    (ports ^ addr.rotate_left(16)).wrapping_mul(0x9e37_79b1) >> (32 - STARTS_BITS)
+}
+
+/// Whether a data segment starting at `seq` lies in the first
+/// [`FIRST_BYTES`] of the connection whose start `s` holds.
+#[inline(always)]
+pub fn in_first_bytes(s: &ConnectionStart, ports: u32, addr: u32, seq: u32) -> bool {
+    s.ports == ports && s.addr == addr && seq.wrapping_sub(s.first_seq) < FIRST_BYTES
+}
+
+const _: () = assert!(core::mem::size_of::<ConnectionStart>() == 12);
+const _: () = assert!(STARTS_ENTRIES == 1 << STARTS_BITS);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, no padding (asserted above).
+    unsafe impl aya::Pod for super::ConnectionStart {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +188,56 @@ mod tests {
             ..Traits::default()
         };
         assert!(!is_interactive(&gre), "other protocols are bulk");
+    }
+
+    #[test]
+    fn a_connections_first_bytes_are_known_by_its_start_and_no_others() {
+        let mut a = crate::AddrKey::default();
+        a.addr[10] = 0xff;
+        a.addr[11] = 0xff;
+        a.addr[12..].copy_from_slice(&[10, 1, 0, 7]);
+        let addr = fold_addr(&a);
+        let ports = u32::from_ne_bytes([0x01, 0xbb, 0xc3, 0x50]);
+        let isn = u32::MAX - 1000; // the first bytes wrap around zero
+        let s = ConnectionStart {
+            ports,
+            addr,
+            first_seq: isn.wrapping_add(1),
+        };
+        let seq = |offset: u32| isn.wrapping_add(1).wrapping_add(offset);
+        assert!(in_first_bytes(&s, ports, addr, seq(0)));
+        assert!(in_first_bytes(&s, ports, addr, seq(FIRST_BYTES - 1)));
+        assert!(!in_first_bytes(&s, ports, addr, seq(FIRST_BYTES)));
+        assert!(
+            !in_first_bytes(&s, ports, addr, seq(10 << 20)),
+            "a long download"
+        );
+        assert!(
+            !in_first_bytes(&s, ports, addr, isn),
+            "before the first byte"
+        );
+        assert!(
+            !in_first_bytes(&s, ports ^ 1, addr, seq(0)),
+            "another connection"
+        );
+        assert!(!in_first_bytes(&s, ports, addr ^ 1, seq(0)), "another host");
+        assert!(
+            !in_first_bytes(&ConnectionStart::default(), ports, addr, 0),
+            "an empty entry"
+        );
+        // Indices spread: 4,096 connections of one host to one server
+        // (ports differ only in the client's) take most of the 8,192 entries.
+        let mut seen = [false; STARTS_ENTRIES as usize];
+        for p in 0..4096u32 {
+            let ports = u32::from_ne_bytes([0x01, 0xbb, (p >> 8) as u8, p as u8]);
+            let i = start_index(ports, addr);
+            assert!(i < STARTS_ENTRIES);
+            seen[i as usize] = true;
+        }
+        let used = seen.iter().filter(|&&b| b).count();
+        assert!(
+            used > 3000,
+            "{used} of 4096 connections have their own entry"
+        );
     }
 }

@@ -13,7 +13,9 @@ mod names;
 mod place;
 pub use hosts::{FLAG_HOSTS, HOST_ENTRIES, HOST_FLUSH_PACKETS, HostCount, host_maps};
 pub use interactive::{
-    INTERACTIVE_DSCP, INTERACTIVE_UDP_MAX, IPPROTO_ICMP, IPPROTO_ICMPV6, Traits, is_interactive,
+    ConnectionStart, FIRST_BYTES, FLAG_FIRST_BYTES, INTERACTIVE_DSCP, INTERACTIVE_UDP_MAX,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, STARTS_BITS, STARTS_ENTRIES, Traits, fold_addr, in_first_bytes,
+    is_interactive, start_index,
 };
 pub use names::{map_names, program_names};
 pub use place::{NO_OPD_TAG, Place, VISIT_ENTRIES, VisitKey, place_maps};

@@ -14,6 +14,9 @@ pub mod map_names {
     pub const HANDSHAKES: &str = "JATAH_HS";
     pub const TCP_LOSS: &str = "JATAH_TCP";
     pub const TCP_FLOWS: &str = "JATAH_FLOWS";
+    /// Where recent TCP connections toward OPDs began (their first bytes
+    /// ride the interactive lane).
+    pub const STARTS: &str = "JATAH_STARTS";
 }
 
 /// Program names as they appear in the object file and in `bpftool prog`

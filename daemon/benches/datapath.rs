@@ -137,58 +137,73 @@ fn rtt_cost(rounds: usize) {
 }
 
 /// The cost of choosing a lane: lanes off (the OPD's class) against on
-/// (interactive or bulk), on the packets a busy office sends most.
+/// (interactive or bulk), with and without new connections' first bytes
+/// in the interactive lane, on the packets a busy office sends most.
 fn lanes_cost(rounds: usize) {
     let bpffs = BpffsMount::new("jt-bench").unwrap();
     let mut dp = Datapath::load_pinned(bpffs.path()).unwrap();
     dp.sync_opds(&prefixes(30)).unwrap();
     dp.set_mark_mask(0x7fff_0000).unwrap();
-    let cases: [(&str, &str, bool, u8, usize); 4] = [
+    let with_seq = |mut f: Vec<u8>, seq: u32| {
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f
+    };
+    // A connection whose SYN-ACK passed (seq 1000): its data at 2000 is in
+    // its first bytes.
+    let synack = with_seq(tcp_frame(false, 0x12, 0, 40002), 1000);
+    let new_data = with_seq(tcp_frame(false, 0x10, 1400, 40002), 2000);
+    let cases: [(&str, &str, Vec<u8>); 5] = [
         (
             "data to an OPD (LAN egress)",
             program_names::DOWNLOAD,
-            false,
-            0x10,
-            1400,
+            tcp_frame(false, 0x10, 1400, 40001),
+        ),
+        (
+            "data to an OPD in a new connection's first bytes",
+            program_names::DOWNLOAD,
+            new_data,
         ),
         (
             "pure ACK to an OPD (LAN egress)",
             program_names::DOWNLOAD,
-            false,
-            0x10,
-            0,
+            tcp_frame(false, 0x10, 0, 40001),
         ),
         (
             "data from an OPD (WAN egress)",
             program_names::UPLOAD,
-            true,
-            0x10,
-            1400,
+            tcp_frame(true, 0x10, 1400, 40001),
         ),
         (
             "pure ACK from an OPD (WAN egress)",
             program_names::UPLOAD,
-            true,
-            0x10,
-            0,
+            tcp_frame(true, 0x10, 0, 40001),
         ),
     ];
     println!(
         "## Lanes: cost per packet, off vs on (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {rounds} rounds)\n"
     );
-    println!("| packet | lanes off ns | lanes on ns | on/off |");
-    println!("|---|---:|---:|---:|");
-    for (name, prog, from_opd, tcp_flags, payload) in cases {
-        let frame = tcp_frame(from_opd, tcp_flags, payload, 40001);
-        let (mut off, mut on) = (Vec::new(), Vec::new());
+    println!(
+        "| packet | lanes off ns | lanes on, first bytes off ns | lanes on (default) ns | on, first bytes off / off | default / off |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, prog, frame) in cases {
+        let (mut off, mut plain, mut on) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             dp.set_lanes(false).unwrap();
             off.push(classifier::ns_per_packet(&dp, prog, &frame, REPEAT).unwrap());
             dp.set_lanes(true).unwrap();
+            dp.set_first_bytes(false).unwrap();
+            plain.push(classifier::ns_per_packet(&dp, prog, &frame, REPEAT).unwrap());
+            dp.set_first_bytes(true).unwrap();
+            classifier::ns_per_packet(&dp, program_names::DOWNLOAD, &synack, 1).unwrap();
             on.push(classifier::ns_per_packet(&dp, prog, &frame, REPEAT).unwrap());
         }
-        let (a, b) = (median(&off), median(&on));
-        println!("| {name} | {a:.0} | {b:.0} | {:.2} |", b / a);
+        let (a, p, b) = (median(&off), median(&plain), median(&on));
+        println!(
+            "| {name} | {a:.0} | {p:.0} | {b:.0} | {:.2} | {:.2} |",
+            p / a,
+            b / a
+        );
     }
     println!();
 }

@@ -24,10 +24,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use jatah_common::{
-    CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, Counters, DEFAULT_CLASS_MINOR, DOWNLOAD,
-    FLAG_LANES, MAX_OPDS, MAX_PREFIXES, NO_OPD_TAG, NO_SLOT, Place, SLOT_UNCLASSIFIED, STAT_COUNT,
-    SlotOwner, Stat, Traits, UPLOAD, VISIT_ENTRIES, VisitKey, bulk_lane_minor, cache_index,
-    htb_priority, interactive_lane_minor, is_interactive, opd_class_minor,
+    CACHE_ENTRIES, COUNTER_SLOTS, CacheEntry, Config, ConnectionStart, Counters,
+    DEFAULT_CLASS_MINOR, DOWNLOAD, FLAG_FIRST_BYTES, FLAG_LANES, MAX_OPDS, MAX_PREFIXES,
+    NO_OPD_TAG, NO_SLOT, Place, SLOT_UNCLASSIFIED, STARTS_ENTRIES, STAT_COUNT, SlotOwner, Stat,
+    Traits, UPLOAD, VISIT_ENTRIES, VisitKey, bulk_lane_minor, cache_index, fold_addr, htb_priority,
+    in_first_bytes, interactive_lane_minor, is_interactive, opd_class_minor, start_index,
 };
 
 mod hosts;
@@ -74,6 +75,10 @@ static JATAH_MISPLACED: PerCpuArray<u64> = PerCpuArray::pinned(MAX_OPDS, 0);
 /// page can tell an office's own visitor from one using its addresses.
 #[map]
 static JATAH_VISITS: LruHashMap<VisitKey, Place> = LruHashMap::pinned(VISIT_ENTRIES, 0);
+/// Where recent TCP connections toward OPDs began, so that their first
+/// bytes ride the interactive lane ([`jatah_common::FIRST_BYTES`]).
+#[map]
+static JATAH_STARTS: Array<ConnectionStart> = Array::pinned(STARTS_ENTRIES, 0);
 /// The status listener's port (0: none).
 #[map]
 static JATAH_SPORT: Array<u32> = Array::pinned(1, 0);
@@ -212,13 +217,15 @@ fn config() -> Config {
 }
 
 /// The class of a packet of OPD `slot`: the OPD's own class, or with lanes
-/// on its interactive or its bulk lane ([`is_interactive`]).
+/// on its interactive or its bulk lane ([`is_interactive`]; toward an OPD,
+/// also a TCP connection's first bytes with `FLAG_FIRST_BYTES`).
 #[inline(always)]
-fn class_of(ctx: &TcContext, h: &Headers, slot: u32, cfg: &Config) -> u32 {
+fn class_of(ctx: &TcContext, h: &Headers, slot: u32, cfg: &Config, toward_opd: bool) -> u32 {
     if cfg.flags & FLAG_LANES == 0 {
         return opd_class_minor(slot);
     }
-    if interactive(ctx, h) {
+    let first_bytes = toward_opd && cfg.flags & FLAG_FIRST_BYTES != 0;
+    if interactive(ctx, h, first_bytes) {
         interactive_lane_minor(slot)
     } else {
         bulk_lane_minor(slot)
@@ -226,9 +233,12 @@ fn class_of(ctx: &TcContext, h: &Headers, slot: u32, cfg: &Config) -> u32 {
 }
 
 /// Reads what [`is_interactive`] judges from the headers. Headers outside
-/// the linear data (rare: the parser had to load them) count as bulk.
+/// the linear data (rare: the parser had to load them) count as bulk. With
+/// `first_bytes`, a SYN or SYN-ACK notes where its connection's data
+/// begins, and a data segment in its connection's first bytes is
+/// interactive.
 #[inline(always)]
-fn interactive(ctx: &TcContext, h: &Headers) -> bool {
+fn interactive(ctx: &TcContext, h: &Headers, first_bytes: bool) -> bool {
     let f = Linear(ctx);
     let (dscp, ip_len) = (h.dscp, h.ip_len);
     // SAFETY: reading a field of the context.
@@ -257,6 +267,15 @@ fn interactive(ctx: &TcContext, h: &Headers) -> bool {
         } else {
             ip_len.saturating_sub(tcp_end)
         };
+        if first_bytes {
+            let fast = is_interactive(&t);
+            if tcp[13] & TCP_SYN != 0 {
+                note_start(h, &tcp);
+            } else if !fast {
+                return in_first_bytes_of(h, &tcp);
+            }
+            return fast;
+        }
     } else if h.l4_proto == IPPROTO_UDP {
         let Some(udp) = f.read::<[u8; 4]>(h.l4_off) else {
             return false;
@@ -267,6 +286,46 @@ fn interactive(ctx: &TcContext, h: &Headers) -> bool {
         ];
     }
     is_interactive(&t)
+}
+
+/// The key of a TCP connection toward an OPD in the table of starts: its
+/// ports as read, and the OPD host's address folded.
+#[inline(always)]
+fn start_key(h: &Headers, tcp: &[u8; 14]) -> (u32, u32) {
+    (
+        u32::from_ne_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]),
+        fold_addr(&h.addr),
+    )
+}
+
+/// Notes where the connection of a SYN or SYN-ACK toward an OPD begins.
+#[inline(always)]
+fn note_start(h: &Headers, tcp: &[u8; 14]) {
+    let (ports, addr) = start_key(h, tcp);
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    if let Some(s) = JATAH_STARTS.get_ptr_mut(start_index(ports, addr)) {
+        // SAFETY: a map value; another CPU may write the same entry at
+        // once, which at worst leaves a connection's data in bulk.
+        unsafe {
+            *s = ConnectionStart {
+                ports,
+                addr,
+                first_seq: seq.wrapping_add(1),
+            }
+        };
+    }
+}
+
+/// Whether a data segment toward an OPD lies in its connection's first
+/// bytes.
+#[inline(always)]
+fn in_first_bytes_of(h: &Headers, tcp: &[u8; 14]) -> bool {
+    let (ports, addr) = start_key(h, tcp);
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    match JATAH_STARTS.get(start_index(ports, addr)) {
+        Some(s) => in_first_bytes(s, ports, addr, seq),
+        None => false,
+    }
 }
 
 /// Counts a packet that belongs to no OPD and sends it to the default class.
@@ -307,7 +366,7 @@ pub fn jatah_dl(ctx: TcContext) -> i32 {
     count(slot, DOWNLOAD, bytes);
     let cfg = config();
     count_host(entry, DOWNLOAD, bytes, &cfg);
-    set_class(&ctx, class_of(&ctx, &h, slot, &cfg));
+    set_class(&ctx, class_of(&ctx, &h, slot, &cfg, true));
     if tcp_tracking(&cfg) {
         track_tcp(&ctx, &h, slot, Way::ToOpd, cfg.flags);
     }
@@ -467,7 +526,7 @@ fn upload(ctx: &TcContext, h: Headers) -> i32 {
         // No LAN-ingress program: the source here is the host's.
         count_host(entry, UPLOAD, bytes, &cfg);
     }
-    set_class(ctx, class_of(ctx, &h, slot, &cfg));
+    set_class(ctx, class_of(ctx, &h, slot, &cfg, false));
     TC_ACT_UNSPEC
 }
 

@@ -53,11 +53,21 @@ pub const BEFORE: Shaping = Shaping {
     name: "before (no lanes, 1000-packet FIFO)",
     lines: "interactive = false\nqueue_target = \"off\"\n",
 };
-/// The defaults: lanes, and a bulk queue sized in time.
+/// Lanes, each new connection's data in the bulk lane from its first
+/// byte (as before `boost_new_connections`).
+pub const LANES_NO_BOOST: Shaping = Shaping {
+    name: "lanes, boost_new_connections = false",
+    lines: "boost_new_connections = false\n",
+};
+/// The defaults: lanes, each new connection's first 32 KiB in the
+/// interactive lane, and the bulk lane's leaf as the kernel has it (here a
+/// 1,000-packet FIFO).
 pub const LANES: Shaping = Shaping {
     name: "lanes (defaults)",
     lines: "",
 };
+/// The shapings the benchmark compares, in the order it runs them.
+pub const SHAPINGS: [Shaping; 3] = [BEFORE, LANES_NO_BOOST, LANES];
 
 /// What was measured under one shaping.
 #[derive(Debug, Clone, Default)]

@@ -187,6 +187,18 @@ impl Datapath {
         self.write_config(cfg)
     }
 
+    /// Sends the first [`jatah_common::FIRST_BYTES`] of each TCP connection
+    /// toward an OPD to its interactive lane (`on`; with lanes on).
+    pub fn set_first_bytes(&mut self, on: bool) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        cfg.flags = if on {
+            cfg.flags | jatah_common::FLAG_FIRST_BYTES
+        } else {
+            cfg.flags & !jatah_common::FLAG_FIRST_BYTES
+        };
+        self.write_config(cfg)
+    }
+
     /// Times one TCP connection in `1 << shift` (shift at most
     /// [`RTT_SAMPLE_SHIFT_MAX`]); 0 times every connection.
     pub fn set_rtt_sampling(&mut self, shift: u32) -> Result<(), DatapathError> {

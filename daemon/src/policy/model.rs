@@ -20,7 +20,7 @@ pub const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Makassar;
 pub const DEFAULT_LEAF_LIMIT: u32 = 1000;
 /// How each OPD's allocation is served inside its class: lanes and queue
 /// sizes (`[gateway]` keys `interactive`, `interactive_percent`,
-/// `queue_target`, `queue_floor`), and whether the capacity follows what
+/// `boost_new_connections`, `queue_target`, `queue_floor`), and whether the capacity follows what
 /// the uplink delivers (`adapt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Shaping {
@@ -29,6 +29,10 @@ pub struct Shaping {
     /// Percent of each OPD's guarantee reserved for its interactive lane
     /// (default 5; at least 64 kbit/s, at most half the guarantee).
     pub interactive_percent: u32,
+    /// The first 32 KiB of each TCP connection toward an OPD ride its
+    /// interactive lane, so a small web object does not wait behind the
+    /// office's own downloads (default on; needs `interactive`).
+    pub boost_new_connections: bool,
     /// Longest the bulk queue may hold at the class's ceiling, in
     /// milliseconds, where no AQM qdisc (fq_codel, cake) is in use; 0,
     /// written "off" (the default): `leaf_limit` packets instead. A byte
@@ -48,6 +52,7 @@ impl Default for Shaping {
         Shaping {
             interactive: true,
             interactive_percent: 5,
+            boost_new_connections: true,
             queue_target_ms: 0,
             queue_floor_bytes: 65_536,
             adapt: true,

@@ -323,6 +323,11 @@ pub fn diff(old: &Policy, new: &Policy) -> Plan {
             os.interactive_percent.to_string(),
             ns.interactive_percent.to_string(),
         ),
+        (
+            "boost_new_connections",
+            os.boost_new_connections.to_string(),
+            ns.boost_new_connections.to_string(),
+        ),
         ("queue_target", ms_or_off(os.queue_target_ms), ms_or_off(ns.queue_target_ms)),
         (
             "queue_floor",

@@ -854,6 +854,14 @@ fn lanes_and_queue_sizes() {
     };
     assert!(!ok("interactive = false").interactive);
     assert!(!ok("adapt = false").adapt);
+    assert!(ok("").boost_new_connections, "on by default");
+    assert!(!ok("boost_new_connections = false").boost_new_connections);
+    assert_one(
+        &at("boost_new_connections = \"on\""),
+        6,
+        25,
+        "boost_new_connections is true or false, not a string",
+    );
     assert_one(&at("adapt = 1"), 6, 9, "adapt is true or false, not an integer");
     assert_eq!(ok("interactive_percent = 10").interactive_percent, 10);
     assert_eq!(ok("queue_target = \"25ms\"").queue_target_ms, 25);

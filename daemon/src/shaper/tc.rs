@@ -336,6 +336,12 @@ pub(super) fn burst_ticks(rate: u64) -> u32 {
     u32::try_from(ns / PSCHED_TICK_NS).unwrap_or(u32::MAX)
 }
 
+/// Bucket depth that holds `bytes` at `rate` bytes/s, in psched ticks.
+pub(super) fn ticks_for(rate: u64, bytes: u64) -> u32 {
+    let ns = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
+    u32::try_from(ns / PSCHED_TICK_NS).unwrap_or(u32::MAX)
+}
+
 /// The bucket depth in bytes that `ticks` hold at `rate` (what tc prints
 /// as "burst").
 #[cfg(test)]

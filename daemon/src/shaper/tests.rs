@@ -267,6 +267,7 @@ fn child(minor: u16, parent: u16, rate_bps: u64, ceil_bps: u64) -> ClassSpec {
         rate_bps,
         ceil_bps,
         prio: 0,
+        burst_bytes: 0,
         leaf: None,
     }
 }
@@ -910,6 +911,7 @@ fn lanes_get_their_priority_and_their_own_leaves() {
                         kind: LeafQdisc::Pfifo,
                         limit: 64,
                     }),
+                    burst_bytes: 65_536,
                     ..child(interactive, opd, 500_000, 20_000_000)
                 },
                 ClassSpec {
@@ -930,6 +932,12 @@ fn lanes_get_their_priority_and_their_own_leaves() {
     let out = lab.tc(&["class", "show", "dev", DEV]);
     assert!(out.contains("class htb 1:c001 parent 1:11 leaf c001: prio 0"), "{out}");
     assert!(out.contains("class htb 1:8001 parent 1:11 leaf 8001: prio 1"), "{out}");
+    // The interactive lane's burst as asked; the bulk's one tick of its
+    // rate and an MTU (9,500,000 / 8 / 1000 + 1600 = 2,787 bytes, less
+    // the rounding to whole ticks).
+    let classes = lab.classes();
+    assert_eq!(classes["1:c001"].burst, "64Kb");
+    assert_eq!(classes["1:8001"].burst, "2785b");
     let qdiscs = lab.qdiscs();
     let leaf = |h: &str| qdiscs.iter().find(|q| q.handle == h).unwrap();
     assert_eq!(

@@ -93,6 +93,10 @@ pub struct ClassSpec {
     /// HTB priority among siblings (0 first): who borrows spare rate
     /// first, and is served first when both may send.
     pub prio: u32,
+    /// Bytes the class may send at once above its rate after a quiet
+    /// spell (HTB's burst, still within its ceiling); 0: one timer tick
+    /// of its rate plus an MTU, as tc would pick.
+    pub burst_bytes: u32,
     /// Its leaf qdisc when it has no children; `None`: the tree's
     /// [`HtbTree::leaf`] and [`HtbTree::leaf_limit`].
     pub leaf: Option<Leaf>,
@@ -298,12 +302,16 @@ pub(super) fn plan(ifindex: u32, tree: &HtbTree) -> Result<Vec<Wanted>, ShaperEr
     };
     for (_, spec) in ordered {
         let name = ClassName(spec.minor);
+        let class = HtbClass::new(bytes(spec.rate_bps, &name)?, bytes(spec.ceil_bps, &name)?);
         want.push(Wanted {
             minor: spec.minor,
             parent: class_id(spec.parent),
             params: HtbClass {
                 prio: spec.prio,
-                ..HtbClass::new(bytes(spec.rate_bps, &name)?, bytes(spec.ceil_bps, &name)?)
+                buffer: class
+                    .buffer
+                    .max(super::tc::ticks_for(class.rate, u64::from(spec.burst_bytes))),
+                ..class
             },
             leaf: (!parents.contains(&spec.minor)).then(|| spec.leaf.unwrap_or(tree_leaf)),
         });

@@ -11,6 +11,7 @@ use crate::policy::diagnosis::parse_duration;
 pub(super) const SHAPING_KEYS: &[&str] = &[
     "interactive",
     "interactive_percent",
+    "boost_new_connections",
     "queue_target",
     "queue_floor",
     "adapt",
@@ -31,6 +32,23 @@ impl Checker<'_> {
                         format!(
                             "interactive is true or false, not {}; true gives every OPD a lane \
                              for ACKs, DNS, pings and calls ahead of its downloads",
+                            with_article(other)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if let Some(value) = table.get("boost_new_connections") {
+            match value.get_ref() {
+                DeValue::Boolean(b) => s.boost_new_connections = *b,
+                other => {
+                    self.error(
+                        &value.span(),
+                        format!(
+                            "boost_new_connections is true or false, not {}; true lets the \
+                             first 32 KiB of each new connection to an office (a small web \
+                             object) go ahead of that office's long downloads",
                             with_article(other)
                         ),
                     );

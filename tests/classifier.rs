@@ -992,6 +992,31 @@ fn a_new_connections_first_bytes_take_the_interactive_lane_and_the_rest_bulk() {
         up(&tcp4_seq(gw, INTERNET, [40003, 443], ACK, 100, 1400)),
         bulk
     );
+    // IPv6: a SYN-ACK, then its data (sequence
+    // numbers at the TCP header's offset 4, after the 40-byte IPv6 header).
+    let v6 = |flags: u8, seq: u32, payload: usize| {
+        let mut f = frame(eth(ETH_IP6), ipv6_tcp(INTERNET_V6, DINKES_V6, payload));
+        f[14 + 40 + 13] = flags;
+        f[14 + 40 + 4..14 + 40 + 8].copy_from_slice(&seq.to_be_bytes());
+        f
+    };
+    assert_eq!(
+        fx.down(&v6(ACK, 501, 1000)).priority,
+        bulk,
+        "IPv6, start not seen"
+    );
+    assert_eq!(fx.down(&v6(SYNACK, 500, 0)).priority, fast);
+    assert_eq!(
+        fx.down(&v6(ACK, 501, 1000)).priority,
+        fast,
+        "IPv6, its first bytes"
+    );
+    let past = 501 + FIRST_BYTES;
+    assert_eq!(
+        fx.down(&v6(ACK, past, 1000)).priority,
+        bulk,
+        "IPv6, past them"
+    );
     // Without lanes there is no lane to take.
     fx.dp.set_lanes(false).unwrap();
     assert_eq!(

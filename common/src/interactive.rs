@@ -93,11 +93,16 @@ pub fn start_index(ports: u32, addr: u32) -> u32 {
     (ports ^ addr.rotate_left(16)).wrapping_mul(0x9e37_79b1) >> (32 - STARTS_BITS)
 }
 
-/// Whether a data segment starting at `seq` lies in the first
-/// [`FIRST_BYTES`] of the connection whose start `s` holds.
+/// Whether a data segment of `payload` bytes starting at `seq` lies
+/// within the first [`FIRST_BYTES`] of the connection whose start `s`
+/// holds. A GSO packet that reaches past them is bulk whole; so is one of
+/// unknown length (`u32::MAX`, BIG TCP).
 #[inline(always)]
-pub fn in_first_bytes(s: &ConnectionStart, ports: u32, addr: u32, seq: u32) -> bool {
-    s.ports == ports && s.addr == addr && seq.wrapping_sub(s.first_seq) < FIRST_BYTES
+pub fn in_first_bytes(s: &ConnectionStart, ports: u32, addr: u32, seq: u32, payload: u32) -> bool {
+    s.ports == ports
+        && s.addr == addr
+        && payload <= FIRST_BYTES
+        && seq.wrapping_sub(s.first_seq) <= FIRST_BYTES - payload
 }
 
 const _: () = assert!(core::mem::size_of::<ConnectionStart>() == 12);
@@ -205,24 +210,51 @@ mod tests {
             first_seq: isn.wrapping_add(1),
         };
         let seq = |offset: u32| isn.wrapping_add(1).wrapping_add(offset);
-        assert!(in_first_bytes(&s, ports, addr, seq(0)));
-        assert!(in_first_bytes(&s, ports, addr, seq(FIRST_BYTES - 1)));
-        assert!(!in_first_bytes(&s, ports, addr, seq(FIRST_BYTES)));
+        assert!(in_first_bytes(&s, ports, addr, seq(0), 1448));
+        assert!(in_first_bytes(
+            &s,
+            ports,
+            addr,
+            seq(FIRST_BYTES - 1448),
+            1448
+        ));
+        assert!(!in_first_bytes(
+            &s,
+            ports,
+            addr,
+            seq(FIRST_BYTES - 1447),
+            1448
+        ));
         assert!(
-            !in_first_bytes(&s, ports, addr, seq(10 << 20)),
+            in_first_bytes(&s, ports, addr, seq(0), 20_000),
+            "a 20 KB object in one GSO packet"
+        );
+        assert!(
+            !in_first_bytes(&s, ports, addr, seq(0), 65_000),
+            "a GSO packet reaching past them"
+        );
+        assert!(
+            !in_first_bytes(&s, ports, addr, seq(0), u32::MAX),
+            "unknown length"
+        );
+        assert!(
+            !in_first_bytes(&s, ports, addr, seq(10 << 20), 1448),
             "a long download"
         );
         assert!(
-            !in_first_bytes(&s, ports, addr, isn),
+            !in_first_bytes(&s, ports, addr, isn, 1448),
             "before the first byte"
         );
         assert!(
-            !in_first_bytes(&s, ports ^ 1, addr, seq(0)),
+            !in_first_bytes(&s, ports ^ 1, addr, seq(0), 1448),
             "another connection"
         );
-        assert!(!in_first_bytes(&s, ports, addr ^ 1, seq(0)), "another host");
         assert!(
-            !in_first_bytes(&ConnectionStart::default(), ports, addr, 0),
+            !in_first_bytes(&s, ports, addr ^ 1, seq(0), 1448),
+            "another host"
+        );
+        assert!(
+            !in_first_bytes(&ConnectionStart::default(), ports, addr, 0, 1448),
             "an empty entry"
         );
         // Indices spread: 4,096 connections of one host to one server

@@ -7,6 +7,7 @@
 //!   cargo bench --bench capacity -- --jatah old=PATH --jatah new=PATH
 //!   cargo bench --bench capacity -- --rounds 1 --only 'policed,slow' --soak-minutes 0
 //!   cargo bench --bench capacity -- --smoke              # one short scenario, prints only
+//!   cargo bench --bench capacity -- --soak-only --soak-minutes 30   # the healthy run alone, prints
 //!   cargo bench --bench capacity -- --write FILE | --no-write
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use jatah::bench::capacity::{self, BEGIN, END, Engine, Settings};
 use jatah::bench::report;
 
 const USAGE: &str = "usage: cargo bench --bench capacity [-- [--jatah LABEL=PATH]... [--rounds N] \
-                     [--only SUBSTRING] [--soak-minutes M] [--smoke] [--write FILE | --no-write]]";
+                     [--only SUBSTRING] [--soak-minutes M] [--soak-only] [--smoke] \
+                     [--write FILE | --no-write]]\n\
+                     --soak-only: only the healthy run of changing demand (prints, writes nothing)";
 
 fn main() -> ExitCode {
     // cargo bench passes `--bench` to every bench binary.
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let mut rounds = None;
     let mut only = None;
     let mut soak = None;
+    let mut soak_only = false;
     let mut write: Option<Option<PathBuf>> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -59,6 +63,10 @@ fn main() -> ExitCode {
                 None => return usage("--write wants a file"),
             },
             "--no-write" => write = Some(None),
+            "--soak-only" => {
+                soak_only = true;
+                write = Some(None);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -77,6 +85,7 @@ fn main() -> ExitCode {
     if let Some(n) = rounds {
         settings.rounds = n;
     }
+    settings.soak_only = soak_only;
     if only.is_some() {
         settings.only = only;
     }

@@ -1,6 +1,8 @@
 //! Allocations under real load (issue 15), before and after in one run:
-//! one busy office's round trips, both directions at once and utilisation
-//! at 1, 4 and 16 flows, without lanes and with them (`jatah::bench::lanes`);
+//! one busy office's round trips, small web fetches, both directions at
+//! once and utilisation at 1, 4 and 16 flows, without lanes, with lanes but
+//! no boost for new connections, and with the defaults
+//! (`jatah::bench::lanes`);
 //! and an uplink delivering 40 of 100 Mbit/s to three offices, without
 //! adapting and adapting (`jatah::bench::adapt`). Root. Prints as it goes;
 //! never fails on timing.
@@ -8,6 +10,7 @@
 //!   cargo bench --bench shaping                 # 3 rounds, updates BENCHMARKS.md
 //!   cargo bench --bench shaping -- --rounds 1 --no-write
 //!   cargo bench --bench shaping -- --smoke      # one short round, prints only
+//!   cargo bench --bench shaping -- --rounds 1 --office-only   # the busy office only, prints
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -272,7 +272,7 @@ fn interactive(ctx: &TcContext, h: &Headers, first_bytes: bool) -> bool {
             if tcp[13] & TCP_SYN != 0 {
                 note_start(h, &tcp);
             } else if !fast {
-                return in_first_bytes_of(h, &tcp);
+                return in_first_bytes_of(h, &tcp, t.tcp_payload);
             }
             return fast;
         }
@@ -316,14 +316,14 @@ fn note_start(h: &Headers, tcp: &[u8; 14]) {
     }
 }
 
-/// Whether a data segment toward an OPD lies in its connection's first
-/// bytes.
+/// Whether a data segment toward an OPD of `payload` bytes lies within
+/// its connection's first bytes.
 #[inline(always)]
-fn in_first_bytes_of(h: &Headers, tcp: &[u8; 14]) -> bool {
+fn in_first_bytes_of(h: &Headers, tcp: &[u8; 14], payload: u32) -> bool {
     let (ports, addr) = start_key(h, tcp);
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     match JATAH_STARTS.get(start_index(ports, addr)) {
-        Some(s) => in_first_bytes(s, ports, addr, seq),
+        Some(s) => in_first_bytes(s, ports, addr, seq, payload),
         None => false,
     }
 }

@@ -79,6 +79,8 @@ pub struct Settings {
     pub gap: Duration,
     /// The healthy run with changing demand, minutes (0: none).
     pub soak_minutes: u64,
+    /// Only the healthy run, no scenario.
+    pub soak_only: bool,
     /// One short scenario (the smoke run).
     pub smoke: bool,
     pub command: String,
@@ -96,6 +98,7 @@ impl Settings {
             recover_max: Duration::from_secs(60),
             gap: Duration::from_secs(5),
             soak_minutes: 30,
+            soak_only: false,
             smoke: false,
             command: "cargo bench --bench capacity".into(),
         }
@@ -121,6 +124,9 @@ impl Settings {
 
     /// The scenarios this run measures, in the order it runs them.
     pub fn scenarios(&self) -> Vec<Scenario> {
+        if self.soak_only {
+            return Vec::new();
+        }
         matrix()
             .into_iter()
             .filter(|s| {
@@ -216,7 +222,7 @@ pub fn run(settings: &Settings) -> Result<Results> {
     crate::lab::netns::require_root_or_explain()?;
     let progress = Progress::default();
     let scenarios = settings.scenarios();
-    if scenarios.is_empty() {
+    if scenarios.is_empty() && !settings.soak_only {
         anyhow::bail!("no scenario's name contains {:?}", settings.only);
     }
     let mut results = Results::default();
@@ -243,7 +249,7 @@ pub fn run(settings: &Settings) -> Result<Results> {
                 row.rounds.push(o);
             }
         }
-        if settings.soak_minutes > 0 && settings.only.is_none() {
+        if settings.soak_minutes > 0 && (settings.only.is_none() || settings.soak_only) {
             progress.say(format!(
                 "{}: healthy soak, {} minutes of changing demand",
                 engine.label, settings.soak_minutes

@@ -1,12 +1,13 @@
-//! What one busy office feels (issue 15): round trips while it downloads
-//! at its ceiling, its download while it also uploads, and how much of its
-//! ceiling it gets with 1, 4 and 16 flows. Measured in the lab with real
-//! iperf3 flows and ping, under two shapings named by the policy lines
-//! they add to `[gateway]`: "before" (no lanes, a 1,000-packet FIFO: how
-//! jatah shaped until lanes came) and "lanes" (the defaults). The lab test
-//! (tests/lanes.rs) runs a short version and judges it loosely; the bench
-//! (`cargo bench --bench shaping`) runs it all, rounds of both, and writes
-//! its table.
+//! What one busy office feels (issue 15): round trips and small web
+//! fetches while it downloads at its ceiling, its download while it also
+//! uploads, and how much of its ceiling it gets with 1, 4 and 16 flows.
+//! Measured in the lab with real iperf3 flows, ping and fetches, under the
+//! shapings of [`SHAPINGS`], named by the policy lines they add to
+//! `[gateway]`: "before" (no lanes, a 1,000-packet FIFO: how jatah shaped
+//! until lanes came), lanes without `boost_new_connections`, and the
+//! defaults. The lab test (tests/lanes.rs) runs a short version and judges
+//! it loosely; the bench (`cargo bench --bench shaping`) runs it all, in
+//! rounds, and writes its table.
 
 use std::path::Path;
 use std::process::Stdio;

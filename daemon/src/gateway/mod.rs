@@ -171,6 +171,8 @@ pub fn tree_for_slots(
             burst_bytes: 0,
         });
         let (interactive, bulk) = lane_rates(&shaping, rate);
+        // New connections' first bytes ride the download lanes only.
+        let boost = shaping.boost_new_connections && dir == Direction::Download;
         classes.push(ClassSpec {
             minor: interactive_lane_minor(slot) as u16,
             parent: minor,
@@ -181,7 +183,11 @@ pub fn tree_for_slots(
                 kind: LeafQdisc::Pfifo,
                 limit: INTERACTIVE_QUEUE_PACKETS,
             }),
-            burst_bytes: INTERACTIVE_BURST_BYTES,
+            burst_bytes: if boost {
+                INTERACTIVE_BURST_BYTES
+            } else {
+                0
+            },
         });
         classes.push(ClassSpec {
             minor: bulk_lane_minor(slot) as u16,
@@ -214,11 +220,15 @@ pub fn tree_for_slots(
     }
 }
 
-/// Packets the interactive lane's FIFO holds: its traffic is small and
-/// served first, so it rarely holds more than a few.
-pub const INTERACTIVE_QUEUE_PACKETS: u32 = 64;
-/// What an interactive lane may send at once after a quiet spell, at its
-/// ceiling and ahead of the bulk: two new connections' first bytes
+/// Packets the interactive lane's FIFO holds. It is served first, so it
+/// rarely holds more than a few, but a page opening a dozen connections
+/// at once puts each one's first bytes ([`jatah_common::FIRST_BYTES`])
+/// there within a round trip: room for about 8 of them in full-size
+/// packets, so the pings and DNS answers beside them are not dropped.
+pub const INTERACTIVE_QUEUE_PACKETS: u32 = 192;
+/// What a download interactive lane may send at once after a quiet spell
+/// (with `boost_new_connections`), at its ceiling and ahead of the bulk:
+/// two new connections' first bytes
 /// ([`jatah_common::FIRST_BYTES`]). HTB serves a lane within its own rate
 /// before any lane that borrows, so with the one-tick burst of its small
 /// rate a web object's first bytes went at the rate left over by the bulk

@@ -490,7 +490,8 @@ upload = { guaranteed = "5M", ceiling = "10M" }
     fn shaping_settings_are_changes_a_reload_applies() {
         let new = BASE.replace(
             "upload = \"50M\"\n",
-            "upload = \"50M\"\ninteractive = false\nqueue_target = \"25ms\"\nadapt = false\n",
+            "upload = \"50M\"\ninteractive = false\nboost_new_connections = false\n\
+             queue_target = \"25ms\"\nadapt = false\n",
         );
         let plan = diff(&p(BASE), &p(&new));
         assert!(!plan.is_empty());
@@ -498,6 +499,7 @@ upload = { guaranteed = "5M", ceiling = "10M" }
             plan.gateway,
             [
                 "interactive true -> false",
+                "boost_new_connections true -> false",
                 "queue_target \"off\" -> \"25ms\"",
                 "adapt true -> false"
             ]

@@ -522,6 +522,16 @@ mod tests {
         let t = tree_for_slots(&p, &slots, Direction::Download, LeafQdisc::FqCodel);
         let bulk = t.classes.iter().find(|c| u32::from(c.minor) == bulk_lane_minor(0));
         assert_eq!(bulk.unwrap().leaf, None);
+        // The interactive lane's burst: download with the boost only.
+        let burst = |p: &Policy, dir| {
+            let t = tree_for_slots(p, &slots, dir, LeafQdisc::Pfifo);
+            let lane = t.classes.iter().find(|c| u32::from(c.minor) == interactive_lane_minor(0));
+            lane.unwrap().burst_bytes
+        };
+        assert_eq!(burst(&p, Direction::Download), INTERACTIVE_BURST_BYTES);
+        assert_eq!(burst(&p, Direction::Upload), 0, "no burst into the modem's queue");
+        p.gateway.shaping.boost_new_connections = false;
+        assert_eq!(burst(&p, Direction::Download), 0, "without the boost, as before");
     }
 
     #[test]

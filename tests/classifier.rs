@@ -66,6 +66,15 @@ impl Fixture {
     fn down(&self, frame: &[u8]) -> SkbContext {
         self.run(program_names::DOWNLOAD, frame, SkbContext::default())
     }
+    /// Upload at WAN egress (after NAT), tagged at LAN ingress for `slot`.
+    fn up_tagged(&self, slot: u32, frame: &[u8]) -> SkbContext {
+        let mark = (slot + 1) << MASK.trailing_zeros();
+        let ctx = SkbContext {
+            mark,
+            ..Default::default()
+        };
+        self.run(program_names::UPLOAD, frame, ctx)
+    }
 }
 
 const ETH_IP: [u8; 2] = [0x08, 0x00];
@@ -876,18 +885,7 @@ fn with_lanes_small_and_urgent_packets_take_the_interactive_lane() {
     assert_eq!(down(&fx, cut), bulk);
 
     // Upload, after NAT, by the mark: ACKs of a download go first.
-    let mark = (slot + 1) << MASK.trailing_zeros();
-    let up = |f: &[u8]| {
-        fx.run(
-            program_names::UPLOAD,
-            f,
-            SkbContext {
-                mark,
-                ..Default::default()
-            },
-        )
-        .priority
-    };
+    let up = |f: &[u8]| fx.up_tagged(slot, f).priority;
     let gw = [198, 51, 100, 2];
     assert_eq!(up(&tcp4(gw, INTERNET, 40000, 443, ACK, 0)), fast);
     assert_eq!(up(&tcp4(gw, INTERNET, 40000, 443, ACK, 1400)), bulk);
@@ -974,19 +972,8 @@ fn a_new_connections_first_bytes_take_the_interactive_lane_and_the_rest_bulk() {
     let request = tcp4_seq(INTERNET, DINKES_HOST, [50000, 8080], ACK, 8, 600);
     assert_eq!(fx.down(&request).priority, fast);
     // Upload is judged as before: its data is bulk.
-    let mark = (slot + 1) << MASK.trailing_zeros();
     let gw = [198, 51, 100, 2];
-    let up = |f: &[u8]| {
-        fx.run(
-            program_names::UPLOAD,
-            f,
-            SkbContext {
-                mark,
-                ..Default::default()
-            },
-        )
-        .priority
-    };
+    let up = |f: &[u8]| fx.up_tagged(slot, f).priority;
     assert_eq!(up(&tcp4_seq(gw, INTERNET, [40003, 443], SYN, 99, 0)), fast);
     assert_eq!(
         up(&tcp4_seq(gw, INTERNET, [40003, 443], ACK, 100, 1400)),

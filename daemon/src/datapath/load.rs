@@ -143,59 +143,36 @@ impl Datapath {
 
     /// Turns TCP handshake timing (per-OPD LAN/WAN RTT) on or off.
     pub fn set_rtt_tracking(&mut self, on: bool) -> Result<(), DatapathError> {
-        let mut cfg = self.config()?;
-        cfg.flags = if on {
-            cfg.flags | FLAG_RTT
-        } else {
-            cfg.flags & !FLAG_RTT
-        };
-        self.write_config(cfg)
+        self.set_flag(FLAG_RTT, on)
     }
 
     /// Turns retransmission counting in the sampled TCP connections (per
     /// OPD, side and direction) on or off.
     pub fn set_tcp_loss_tracking(&mut self, on: bool) -> Result<(), DatapathError> {
-        let mut cfg = self.config()?;
-        cfg.flags = if on {
-            cfg.flags | FLAG_TCP_LOSS
-        } else {
-            cfg.flags & !FLAG_TCP_LOSS
-        };
-        self.write_config(cfg)
+        self.set_flag(FLAG_TCP_LOSS, on)
     }
 
     /// Counts bytes and packets per host address inside each OPD (`on`).
     pub fn set_host_counting(&mut self, on: bool) -> Result<(), DatapathError> {
-        let mut cfg = self.config()?;
-        cfg.flags = if on {
-            cfg.flags | jatah_common::FLAG_HOSTS
-        } else {
-            cfg.flags & !jatah_common::FLAG_HOSTS
-        };
-        self.write_config(cfg)
+        self.set_flag(jatah_common::FLAG_HOSTS, on)
     }
 
     /// Sends each OPD's packets to its bulk or interactive lane (`on`), or
     /// to the OPD's own class.
     pub fn set_lanes(&mut self, on: bool) -> Result<(), DatapathError> {
-        let mut cfg = self.config()?;
-        cfg.flags = if on {
-            cfg.flags | FLAG_LANES
-        } else {
-            cfg.flags & !FLAG_LANES
-        };
-        self.write_config(cfg)
+        self.set_flag(FLAG_LANES, on)
     }
 
     /// Sends the first [`jatah_common::FIRST_BYTES`] of each TCP connection
     /// toward an OPD to its interactive lane (`on`; with lanes on).
     pub fn set_first_bytes(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.set_flag(jatah_common::FLAG_FIRST_BYTES, on)
+    }
+
+    /// Sets or clears one `FLAG_*` bit of the datapath's config.
+    fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), DatapathError> {
         let mut cfg = self.config()?;
-        cfg.flags = if on {
-            cfg.flags | jatah_common::FLAG_FIRST_BYTES
-        } else {
-            cfg.flags & !jatah_common::FLAG_FIRST_BYTES
-        };
+        cfg.flags = if on { cfg.flags | flag } else { cfg.flags & !flag };
         self.write_config(cfg)
     }
 

@@ -126,6 +126,33 @@ impl<'s> Checker<'s> {
         }
     }
 
+    /// `key` of `table` as a boolean into `target`, if given; false (and an
+    /// error naming it, then `why`) when it is not a boolean.
+    pub(super) fn boolean(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        target: &mut bool,
+        why: &str,
+    ) -> bool {
+        let Some(value) = table.get(key) else {
+            return true;
+        };
+        match value.get_ref() {
+            DeValue::Boolean(b) => {
+                *target = *b;
+                true
+            }
+            other => {
+                self.error(
+                    &value.span(),
+                    format!("{key} is true or false, not {}{why}", with_article(other)),
+                );
+                false
+            }
+        }
+    }
+
     pub(super) fn array<'v, 'i>(
         &mut self,
         value: &'v Value<'i>,

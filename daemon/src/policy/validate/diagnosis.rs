@@ -38,18 +38,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if let Some(value) = table.get("rtt_tracking") {
-            match value.get_ref() {
-                DeValue::Boolean(b) => d.rtt_tracking = *b,
-                other => {
-                    self.error(
-                        &value.span(),
-                        format!("rtt_tracking is true or false, not {}", with_article(other)),
-                    );
-                    ok = false;
-                }
-            }
-        }
+        ok &= self.boolean(table, "rtt_tracking", &mut d.rtt_tracking, "");
         if let Some(value) = table.get("rtt_sampling") {
             let n = match value.get_ref() {
                 DeValue::Integer(i) => i.as_str().parse::<u32>().ok(),

@@ -3,7 +3,7 @@
 
 use toml::de::{DeTable, DeValue};
 
-use super::checker::{Checker, Value, with_article};
+use super::checker::{Checker, Value};
 use crate::policy::Shaping;
 use crate::policy::diagnosis::parse_duration;
 
@@ -23,55 +23,25 @@ impl Checker<'_> {
     pub(super) fn shaping(&mut self, table: &DeTable<'_>) -> Option<Shaping> {
         let mut s = Shaping::default();
         let mut ok = true;
-        if let Some(value) = table.get("interactive") {
-            match value.get_ref() {
-                DeValue::Boolean(b) => s.interactive = *b,
-                other => {
-                    self.error(
-                        &value.span(),
-                        format!(
-                            "interactive is true or false, not {}; true gives every OPD a lane \
-                             for ACKs, DNS, pings and calls ahead of its downloads",
-                            with_article(other)
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        if let Some(value) = table.get("boost_new_connections") {
-            match value.get_ref() {
-                DeValue::Boolean(b) => s.boost_new_connections = *b,
-                other => {
-                    self.error(
-                        &value.span(),
-                        format!(
-                            "boost_new_connections is true or false, not {}; true lets the \
-                             first 32 KiB of each new connection to an office (a small web \
-                             object) go ahead of that office's long downloads",
-                            with_article(other)
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        if let Some(value) = table.get("adapt") {
-            match value.get_ref() {
-                DeValue::Boolean(b) => s.adapt = *b,
-                other => {
-                    self.error(
-                        &value.span(),
-                        format!(
-                            "adapt is true or false, not {}; true shapes to what the uplink \
-                             delivers when it delivers less than the contract",
-                            with_article(other)
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
+        ok &= self.boolean(
+            table,
+            "interactive",
+            &mut s.interactive,
+            "; true gives every OPD a lane for ACKs, DNS, pings and calls ahead of its downloads",
+        );
+        ok &= self.boolean(
+            table,
+            "boost_new_connections",
+            &mut s.boost_new_connections,
+            "; true lets the first 32 KiB of each new connection to an office (a small web \
+             object) go ahead of that office's long downloads",
+        );
+        ok &= self.boolean(
+            table,
+            "adapt",
+            &mut s.adapt,
+            "; true shapes to what the uplink delivers when it delivers less than the contract",
+        );
         if let Some(value) = table.get("interactive_percent") {
             match self.whole(value, 1, 50) {
                 Some(n) => s.interactive_percent = n,

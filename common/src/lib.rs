@@ -183,8 +183,10 @@ pub struct Config {
 }
 
 /// An IPv6 address, or an IPv4 address mapped as `::ffff:a.b.c.d`, in
-/// network byte order.
-#[repr(C)]
+/// network byte order. Aligned to 4 so that the classifier reads, compares
+/// and hashes it a word at a time: the BPF code generator splits a load it
+/// cannot prove aligned into byte loads.
+#[repr(C, align(4))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AddrKey {
     pub addr: [u8; 16],

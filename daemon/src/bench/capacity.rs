@@ -560,13 +560,16 @@ pub fn section(settings: &Settings, results: &Results) -> Section {
             Cell::text(if r.target_met() { "yes" } else { "no" }),
         ]);
     }
-    let mut after = vec![format!(
-        "Targets: `upstream_degraded` within 30 s and healthy within 60 s of the end \
-         when the uplink delivers at most 70 % of demand, the estimate within 10 % of what the \
-         limit sent, no `local_*` during an uplink scenario, no `upstream_*` in a false-positive \
-         one. Medians of {} round(s); false verdicts summed over the rounds.",
-        settings.rounds
-    )];
+    let mut after = Vec::new();
+    if !results.rows.is_empty() {
+        after.push(format!(
+            "Targets: `upstream_degraded` within 30 s and healthy within 60 s of the end \
+             when the uplink delivers at most 70 % of demand, the estimate within 10 % of what the \
+             limit sent, no `local_*` during an uplink scenario, no `upstream_*` in a false-positive \
+             one. Medians of {} round(s); false verdicts summed over the rounds.",
+            settings.rounds
+        ));
+    }
     for (engine, minutes, up, local) in &results.soak {
         after.push(format!(
             "Healthy soak, {minutes} minutes of demand changing every minute ({engine}): \

@@ -110,7 +110,10 @@ impl Section {
         for p in &self.before {
             let _ = write!(s, "{p}\n\n");
         }
-        s.push_str(&self.table.markdown());
+        // A run that filled no row (the soak alone) prints no empty table.
+        if !self.table.rows.is_empty() {
+            s.push_str(&self.table.markdown());
+        }
         for p in &self.after {
             let _ = write!(s, "\n{p}\n");
         }
@@ -213,6 +216,22 @@ mod tests {
         );
         assert_eq!(group_thousands("-1234.56"), "-1,234.56");
         assert_eq!(group_thousands("123"), "123");
+    }
+
+    #[test]
+    fn a_section_without_rows_prints_its_text_and_no_empty_table() {
+        let mut s = Section {
+            title: "Sweep".into(),
+            before: vec!["ran".into()],
+            table: Table::new(&["scenario", "verdict"]),
+            after: vec!["soak: 0 verdicts".into()],
+        };
+        assert_eq!(s.markdown(), "### Sweep\n\nran\n\n\nsoak: 0 verdicts\n");
+        s.table.row(vec![Cell::text("a"), Cell::text("none")]);
+        assert!(
+            s.markdown()
+                .contains("| scenario | verdict |\n|---|---|\n| a | none |\n")
+        );
     }
 
     #[test]

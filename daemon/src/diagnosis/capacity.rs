@@ -90,9 +90,14 @@ const AT_BOUND: f64 = 0.9;
 /// at `LULL_DROP_S`.
 const LULL_STEP_S: u32 = 20;
 const LULL_DROP_S: u32 = 60;
-/// While the gateway is adapted, a second carrying this share of its own
-/// capacity is held there by the gateway (see [`Estimator::hold_basis`]).
-const GATEWAY_FILLED: f64 = 0.85;
+/// While the gateway is adapted, a second in which its root class sent
+/// this share of its own capacity is one the gateway held the traffic
+/// (see [`Estimator::hold_basis`]): HTB keeps a saturated class within a
+/// few percent of its rate. Not the offices' counted rate, which includes
+/// what their own classes drop: offices at their ceilings, asking less
+/// than the gateway allows, counted 0.88 of it and kept a figure standing
+/// for minutes after the ISP recovered.
+const GATEWAY_FILLED: f64 = 0.93;
 /// A gap between seconds longer than this discards the window.
 const MAX_GAP_S: i64 = 5;
 
@@ -277,6 +282,10 @@ pub struct Estimator {
     /// The confidence of the figure when the gateway adapted to it (see
     /// [`Estimator::hold_basis`]).
     adapted_from: Option<Confidence>,
+    /// The confidence the figure had at the end of the last second: what
+    /// the adaptive capacity acted on, before this second's plateau
+    /// judged it again.
+    reported: Option<Confidence>,
     /// Capacity and ceilings last seen: a reload that changes them drops
     /// the estimate.
     shape: Option<(u64, Vec<(String, u64)>)>,
@@ -311,8 +320,8 @@ impl Estimator {
     /// A plateau clearly below (the ISP delivers still less) is news and
     /// stands.
     ///
-    /// Nor does a second in which the traffic fills the gateway's own
-    /// capacity count as unconfirmed: the offices' shares are then set by
+    /// Nor does a second in which the gateway's root class sent
+    /// (`carried_bps`) about its own capacity count as unconfirmed: the offices' shares are then set by
     /// jatah's classes, steady, so no plateau shows the sources trading
     /// rate, and no queue forms at the ISP to inflate a round trip. The
     /// ISP is out of sight behind the gateway; the adaptive probes test it
@@ -320,21 +329,24 @@ impl Estimator {
     /// figure, which drops it. Without this the figure faded to low
     /// confidence 20 s after the gateway adapted, and the verdict went
     /// healthy while the ISP still delivered 40 % of the contract.
-    pub fn hold_basis(&mut self, basis_bps: u64, effective_bps: u64) {
+    pub fn hold_basis(&mut self, basis_bps: u64, effective_bps: u64, carried_bps: u64) {
         let e = effective_bps as f64;
         let Some(d) = self.held.as_mut().filter(|_| basis_bps > 0) else {
             self.adapted_from = None;
             return;
         };
-        let from = *self.adapted_from.get_or_insert(d.confidence);
+        // The confidence the gateway adapted to: the figure's as it was
+        // reported, not as this second's plateau re-judged it. Upload's
+        // plateau can be medium for one second and low the next (its
+        // conservation ratio hovers about 0.3-0.45); the gateway adapts on
+        // that second, the ISP's queue empties, and a figure held at low
+        // left the verdict healthy while the ISP delivered 40 %.
+        let reported = self.reported.unwrap_or(Confidence::Low);
+        let from = *self.adapted_from.get_or_insert(d.confidence.max(reported));
         if basis_bps > d.bps && (0.95 * e..=1.05 * e).contains(&(d.bps as f64)) {
             d.bps = basis_bps;
         }
-        let fills = self
-            .seconds
-            .back()
-            .is_some_and(|s| s.total as f64 >= GATEWAY_FILLED * e);
-        if fills {
+        if carried_bps as f64 >= GATEWAY_FILLED * e {
             // Nor does a plateau diluted by those steady seconds (a
             // conservation ratio drifting up) lower the confidence.
             d.confidence = d.confidence.max(from);
@@ -353,6 +365,7 @@ impl Estimator {
         capacity_bps: u64,
         co: &CoSignals,
     ) -> Option<&Delivered> {
+        self.reported = self.held.as_ref().map(|d| d.confidence);
         if let Some(last) = self.seconds.back()
             && ((at - last.at).num_seconds() > MAX_GAP_S || at <= last.at)
         {
@@ -370,6 +383,7 @@ impl Estimator {
         if self.shape.as_ref().is_some_and(|s| *s != shape) {
             // A reload changed the bound: the plateau must be judged anew.
             self.held = None;
+            self.reported = None;
             self.adapted_from = None;
             self.plateau_run = 0;
         }
@@ -409,6 +423,7 @@ impl Estimator {
                     // Another level: another episode, since its own start
                     // (the plateau has held long enough to be judged).
                     self.held = None;
+                    self.reported = None;
                     self.adapted_from = None;
                     self.plateau_run = self.plateau_run.max(FORM_S);
                 }
@@ -457,6 +472,7 @@ impl Estimator {
 
     fn drop_estimate(&mut self) {
         self.held = None;
+        self.reported = None;
         self.adapted_from = None;
         self.plateau_run = 0;
         self.over.clear();

@@ -185,7 +185,11 @@ impl Engine {
             .entered();
             self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
             if tick.effective_bps[dir] > 0 {
-                self.capacity[dir].hold_basis(tick.basis_bps[dir], tick.effective_bps[dir]);
+                self.capacity[dir].hold_basis(
+                    tick.basis_bps[dir],
+                    tick.effective_bps[dir],
+                    tick.carried_bps[dir],
+                );
             }
         }
 

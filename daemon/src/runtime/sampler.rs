@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use jatah_common::{Counters, DOWNLOAD, SIDE_LAN, SIDE_WAN, SLOT_UNCLASSIFIED, UPLOAD, rtt_index};
+use jatah_common::{
+    Counters, DIRECTIONS, DOWNLOAD, SIDE_LAN, SIDE_WAN, SLOT_UNCLASSIFIED, UPLOAD, rtt_index,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -29,7 +31,7 @@ use crate::gateway;
 use crate::policy::{Direction, Policy};
 use crate::history::{CounterReading, DeliveredSecond, HistoryStore};
 use crate::runtime::adapt;
-use crate::runtime::state::{AppState, KernelStatus, PolicyView, drops_by_minor, lock};
+use crate::runtime::state::{Adaptive, AppState, KernelStatus, PolicyView, drops_by_minor, lock};
 
 /// Runs the loop until `shutdown` fires.
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
@@ -96,15 +98,18 @@ pub fn sample_once(
         .map(|p| p.snapshot())
         .unwrap_or_default();
     let mut tick = watcher.tick(&reading, &view.policy, &view.slots, &probes, now);
-    {
-        let a = lock(&state.adaptive);
+    let carried = {
+        let mut a = lock(&state.adaptive);
+        let carried = root_carried(&mut a, &reading);
         for (d, c) in a.controllers.iter().enumerate() {
             if c.adapted() {
                 tick.effective_bps[d] = c.effective(tick.capacity_bps[d]);
                 tick.basis_bps[d] = c.basis().unwrap_or(0);
+                tick.carried_bps[d] = carried[d];
             }
         }
-    }
+        carried
+    };
     let (changes, delivered, congested) = {
         let mut engine = lock(&state.diagnosis.engine);
         let changes = engine.step(&tick);
@@ -120,7 +125,7 @@ pub fn sample_once(
     adapt_capacity(
         state,
         &view.policy,
-        &reading,
+        carried,
         now,
         delivered.map(|d| d.map(|d| d.bps)),
         congested,
@@ -132,24 +137,10 @@ pub fn sample_once(
     }
 }
 
-/// Steps each direction's adaptive capacity and puts a change in force:
-/// the trees rebuilt at the new capacities, a log line and a gateway event
-/// per change. With `adapt = false` a capacity still adapted goes back to
-/// the contract.
-fn adapt_capacity(
-    state: &AppState,
-    policy: &Policy,
-    reading: &Reading,
-    now: DateTime<Utc>,
-    delivered: [Option<u64>; 2],
-    congested: bool,
-) {
-    let mut a = lock(&state.adaptive);
-    let mut changes = Vec::new();
-    for dir in Direction::all() {
-        let d = dir.index();
-        let contract = policy.capacity(dir).bits_per_second();
-        // What the root class carried since the last reading.
+/// What each direction's root class carried since the last reading, bit/s
+/// (0 without two readings to compare), and the reading kept for the next.
+fn root_carried(a: &mut Adaptive, reading: &Reading) -> [u64; DIRECTIONS] {
+    std::array::from_fn(|d| {
         let carried = match (reading.at, reading.root_bytes[d], a.root_bytes[d]) {
             (Some(at), Some(now_b), Some((then, then_b))) if at > then => {
                 (now_b.saturating_sub(then_b) as f64 * 8.0
@@ -160,6 +151,28 @@ fn adapt_capacity(
         if let (Some(at), Some(b)) = (reading.at, reading.root_bytes[d]) {
             a.root_bytes[d] = Some((at, b));
         }
+        carried
+    })
+}
+
+/// Steps each direction's adaptive capacity and puts a change in force:
+/// the trees rebuilt at the new capacities, a log line and a gateway event
+/// per change. With `adapt = false` a capacity still adapted goes back to
+/// the contract.
+fn adapt_capacity(
+    state: &AppState,
+    policy: &Policy,
+    carried: [u64; DIRECTIONS],
+    now: DateTime<Utc>,
+    delivered: [Option<u64>; 2],
+    congested: bool,
+) {
+    let mut a = lock(&state.adaptive);
+    let mut changes = Vec::new();
+    for dir in Direction::all() {
+        let d = dir.index();
+        let contract = policy.capacity(dir).bits_per_second();
+        let carried = carried[d];
         let controller = &mut a.controllers[d];
         let change = if policy.gateway.shaping.adapt {
             controller.step(&adapt::Input {

@@ -436,7 +436,8 @@ fn while_the_gateway_holds_the_traffic_at_its_adapted_capacity_the_figure_stands
     for s in 0..120 {
         let r = steady(&mut rng);
         f.held(&r);
-        f.est.hold_basis(formed.bps, effective);
+        // The root class sends its rate, within HTB's percent or two.
+        f.est.hold_basis(formed.bps, effective, (0.98 * effective as f64) as u64);
         let d = f.est.delivered().expect("held");
         assert!(within(d.bps, formed.bps as f64, 0.05), "second {s}: {d:?}");
         assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
@@ -447,13 +448,63 @@ fn while_the_gateway_holds_the_traffic_at_its_adapted_capacity_the_figure_stands
     for s in 1..=70 {
         let r = [3.0 * M, 4.0 * M, 5.0 * M];
         f.held(&r);
-        f.est.hold_basis(formed.bps, effective);
+        f.est.hold_basis(formed.bps, effective, (12.0 * M) as u64);
         if f.est.delivered().is_none() {
             gone = Some(s);
             break;
         }
     }
     assert_eq!(gone, Some(LULL_DROP_S as i32), "dropped after {gone:?} s");
+}
+
+/// After a probe the offices' demand, not the gateway, sets the traffic:
+/// their counted rates (which include what their own classes drop at
+/// their ceilings) still add up to about the gateway's capacity, but its
+/// root class sends less than that. Nothing holds the figure.
+#[test]
+fn offices_short_of_the_gateways_capacity_do_not_hold_the_figure() {
+    let (mut f, mut rng) = capped_for_40_s(53);
+    let formed = f.est.delivered().cloned().expect("an estimate");
+    let effective = 25_500_000;
+    let mut gone = None;
+    for s in 1..=70 {
+        let r = [6.0, 8.5, 11.0].map(|share: f64| rng.around(share * M, 0.01));
+        f.held(&r);
+        f.est.hold_basis(formed.bps, effective, (0.88 * effective as f64) as u64);
+        if f.est.delivered().is_none() {
+            gone = Some(s);
+            break;
+        }
+    }
+    // A few seconds of the old window's plateau, then a lull's minute.
+    assert!(
+        gone.is_some_and(|s| s <= LULL_DROP_S as i32 + 8),
+        "dropped after {gone:?} s"
+    );
+}
+
+/// The gateway adapts on the second a figure is medium; the next second's
+/// plateau may judge it low (upload's conservation ratio hovers about the
+/// medium bound). The figure keeps the confidence the gateway acted on.
+#[test]
+fn the_figure_keeps_the_confidence_the_gateway_adapted_on() {
+    let (mut f, mut rng) = capped_for_40_s(47);
+    let formed = f.est.delivered().cloned().expect("an estimate");
+    assert!(formed.confidence >= Confidence::Medium, "{formed:?}");
+    // Adapted to 30 less 5 %; the ISP still carries 30, and one office of
+    // three is now at its own ceiling: two held OPDs make a low plateau.
+    let effective = 28_500_000;
+    let classes = [OpdClass::Held, OpdClass::Held, OpdClass::SelfLimited];
+    for s in 0..30 {
+        let r = capped(30.0 * M, &THREE, &mut rng);
+        let d = f.classed(&r, &classes, 0.0).expect("held");
+        if s == 0 {
+            assert_eq!(d.confidence, Confidence::Low, "the plateau alone: {d:?}");
+        }
+        f.est.hold_basis(formed.bps, effective, effective);
+        let d = f.est.delivered().expect("held");
+        assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
+    }
 }
 
 #[test]

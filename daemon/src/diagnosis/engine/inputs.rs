@@ -142,6 +142,10 @@ pub struct Tick {
     /// What the uplink delivered when jatah adapted to it: the figure
     /// that stands while the gateway holds traffic at `effective_bps`.
     pub basis_bps: [u64; 2],
+    /// What the gateway's root class sent in this second where jatah
+    /// adapted (0 elsewhere): at its capacity, the gateway holds the
+    /// traffic; well below, the offices ask no more.
+    pub carried_bps: [u64; 2],
     /// Bits/s of traffic that matched no OPD in this second, download then
     /// upload: it shares the uplink, so it counts in the delivered
     /// aggregate.

@@ -534,6 +534,7 @@ fn uplink_tick(second: i64, opds: Vec<(&'static str, OpdSignals)>) -> Tick {
         capacity_bps: [200_000_000, 50_000_000],
         effective_bps: [0, 0],
             basis_bps: [0, 0],
+            carried_bps: [0, 0],
         unclassified_bps: [0, 0],
     }
 }
@@ -640,3 +641,4 @@ fn a_delivered_figure_reads_in_both_languages_with_decimals_below_ten() {
 
 mod baselines;
 mod loss;
+

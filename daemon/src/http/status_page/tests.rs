@@ -313,6 +313,7 @@ fn fault_dinkes(state: &AppState) -> DateTime<Utc> {
             capacity_bps: [100_000_000, 50_000_000],
             effective_bps: [0, 0],
             basis_bps: [0, 0],
+            carried_bps: [0, 0],
             unclassified_bps: [0, 0],
         });
     }

@@ -200,6 +200,10 @@ impl Engine {
         }
         let (gw_state, gw_evidence) = self.gateway_verdict(tick, &t, &uplink);
         let plateau_since = self.delivers_less_since(&gw_evidence);
+        // The verdict this one replaces began then: a new one cannot begin
+        // before it (a plateau reaching back past a healthy spell would
+        // list the new verdict before the healthy one in the history).
+        let previous_since = self.gateway.current.as_ref().map(|v| v.since);
         if self.gateway.seconds.len() >= WARM_UP_S
             && let Some(mut c) = self
                 .gateway
@@ -207,6 +211,10 @@ impl Engine {
         {
             // The uplink delivered less from the start of the plateau, not
             // from when the verdict was confirmed.
+            let plateau_since = plateau_since.map(|since| match previous_since {
+                Some(p) => since.max(p + chrono::Duration::seconds(1)),
+                None => since,
+            });
             if let Some(since) = plateau_since
                 && since < c.verdict.since
             {

@@ -642,3 +642,85 @@ fn a_delivered_figure_reads_in_both_languages_with_decimals_below_ten() {
 mod baselines;
 mod loss;
 
+/// The three OPDs of [`uplink_second`] held steady by the gateway's classes
+/// at their shares of `total` (jatah adapted: no rate traded).
+fn steady_second(rng: &mut Rng, total: f64) -> Vec<(&'static str, OpdSignals)> {
+    ["a", "b", "c"]
+        .into_iter()
+        .zip([15.0 / 70.0, 25.0 / 70.0, 30.0 / 70.0])
+        .map(|(id, share)| {
+            let mut s = busy(rng.around(total * share, 0.01) as u64);
+            s.ceiling_bps = [100_000_000, 20_000_000];
+            s.probes = vec![Probe::Answered(Duration::from_millis(1))];
+            (id, s)
+        })
+        .collect()
+}
+
+/// A second with jatah's download adapted to 25.5M after the uplink
+/// delivered 30M, its root class sending `carried`.
+fn adapted_tick(second: i64, opds: Vec<(&'static str, OpdSignals)>, carried: f64) -> Tick {
+    Tick {
+        effective_bps: [25_500_000, 0],
+        basis_bps: [30_000_000, 0],
+        carried_bps: [carried as u64, 0],
+        ..uplink_tick(second, opds)
+    }
+}
+
+/// A figure held through a healthy spell (the offices asked less than the
+/// gateway allowed, then more again) brings the verdict back; the new
+/// verdict begins after the healthy one, not where the figure's plateau
+/// began, so the history lists the changes in the order they happened.
+#[test]
+fn a_verdict_never_begins_before_the_one_it_replaces() {
+    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let mut engine = Engine::new(Thresholds::default());
+    let mut changes = Vec::new();
+    let mut second = 0;
+    for _ in 0..60 {
+        changes.extend(engine.step(&uplink_tick(second, uplink_second(&mut rng, None))));
+        second += 1;
+    }
+    for _ in 0..30 {
+        changes.extend(engine.step(&uplink_tick(second, uplink_second(&mut rng, Some(30e6)))));
+        second += 1;
+    }
+    assert_eq!(engine.gateway().unwrap().state, State::UpstreamDegraded);
+    // Adapted: the gateway holds the offices at 25.5M; the figure stands.
+    for _ in 0..30 {
+        changes.extend(engine.step(&adapted_tick(second, steady_second(&mut rng, 25.5e6), 25.4e6)));
+        second += 1;
+    }
+    assert_eq!(engine.gateway().unwrap().state, State::UpstreamDegraded);
+    // The offices ask 12M: nothing holds the figure, the verdict goes.
+    let mut healthy_since = None;
+    for _ in 0..60 {
+        changes.extend(engine.step(&adapted_tick(second, steady_second(&mut rng, 12e6), 12e6)));
+        second += 1;
+        if engine.gateway().unwrap().state == State::Healthy {
+            healthy_since = Some(engine.gateway().unwrap().since);
+            break;
+        }
+    }
+    let healthy_since = healthy_since.expect("healthy while the offices ask less");
+    assert!(engine.delivered()[0].is_some(), "the figure outlives the verdict");
+    // They ask more again: the gateway holds them, the figure stands again.
+    let mut back = None;
+    for _ in 0..30 {
+        changes.extend(engine.step(&adapted_tick(second, steady_second(&mut rng, 25.5e6), 25.4e6)));
+        second += 1;
+        if engine.gateway().unwrap().state == State::UpstreamDegraded {
+            back = Some(engine.gateway().unwrap().clone());
+            break;
+        }
+    }
+    let back = back.expect("upstream_degraded again");
+    assert!(back.since > healthy_since, "{} vs healthy {}", back.since, healthy_since);
+    let gateway: Vec<_> = changes.iter().filter(|c| c.opd.is_none()).collect();
+    assert!(
+        gateway.windows(2).all(|w| w[0].verdict.since < w[1].verdict.since),
+        "{:?}",
+        gateway.iter().map(|c| (c.verdict.state, c.verdict.since)).collect::<Vec<_>>()
+    );
+}

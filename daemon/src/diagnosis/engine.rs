@@ -54,6 +54,9 @@ pub struct Engine {
     upstream_baselines: BTreeMap<String, Baseline>,
     /// The path's congestion signs of the last second.
     co: CoSignals,
+    /// TCP loss beyond the gateway at half the OPDs last second, per
+    /// direction.
+    wan_loss_toward: [bool; 2],
 }
 
 impl Engine {
@@ -67,20 +70,24 @@ impl Engine {
             capacity: [Estimator::new(), Estimator::counted_before_loss()],
             upstream_baselines: BTreeMap::new(),
             co: CoSignals::default(),
+            wan_loss_toward: [false; 2],
         }
     }
 
-    /// Whether the path beyond the gateway showed congestion last second:
-    /// inflated upstream probes or WAN handshakes, lost probes, TCP loss
-    /// beyond the gateway. None of these comes from the gateway's own
-    /// queues, so the adaptive capacity reads them to know a probe went
-    /// above what the ISP delivers.
-    pub fn uplink_congested(&self) -> bool {
+    /// Whether the path beyond the gateway showed congestion last second,
+    /// download then upload: inflated upstream probes or WAN handshakes
+    /// and lost probes (either direction's queue can cause them), TCP loss
+    /// beyond the gateway in that direction. None of these comes from the
+    /// gateway's own queues, so the adaptive capacity reads them to know a
+    /// probe went above what the ISP delivers. Per direction, so a limited
+    /// upload does not keep download adapted (its probes and its return to
+    /// the contract wait for an uncongested second).
+    pub fn uplink_congested(&self) -> [bool; 2] {
         let c = &self.co;
-        c.probes_inflated
+        let either = c.probes_inflated
             || c.wan_handshakes_inflated
-            || c.probe_loss.is_some_and(|l| l >= self.thresholds.upstream_loss_ratio)
-            || c.wan_tcp_loss
+            || c.probe_loss.is_some_and(|l| l >= self.thresholds.upstream_loss_ratio);
+        self.wan_loss_toward.map(|lossy| either || lossy)
     }
 
     /// New thresholds (a policy reload); verdicts and windows are kept.
@@ -164,18 +171,17 @@ impl Engine {
         let uplink = self.uplink(&t);
         let co = uplink.co_signals(self.upstream_probes().0);
         self.co = co.clone();
+        self.wan_loss_toward = [uplink.tcp.up_toward(0), uplink.tcp.up_toward(1)];
         for (dir, name) in DIRECTION_NAMES.into_iter().enumerate() {
             let sources = self.sources(tick, dir, &t);
             // Upload rates are corrected by their WAN-side duplicates, the
             // same counts that make the loss co-signal: a signal does not
-            // vouch for a figure derived from itself.
-            let co = if dir == 1 {
-                CoSignals {
-                    wan_tcp_loss: false,
-                    ..co.clone()
-                }
-            } else {
-                co.clone()
+            // vouch for a figure derived from itself. Download's figure is
+            // vouched for by download's own loss beyond the gateway, not
+            // by an upload limit's.
+            let co = CoSignals {
+                wan_tcp_loss: dir == 0 && self.wan_loss_toward[0],
+                ..co.clone()
             };
             let _span = tracing::debug_span!(
                 target: "jatah::diagnosis::capacity",

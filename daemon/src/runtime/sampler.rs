@@ -165,7 +165,7 @@ fn adapt_capacity(
     carried: [u64; DIRECTIONS],
     now: DateTime<Utc>,
     delivered: [Option<u64>; 2],
-    congested: bool,
+    congested: [bool; DIRECTIONS],
 ) {
     let mut a = lock(&state.adaptive);
     let mut changes = Vec::new();
@@ -179,7 +179,7 @@ fn adapt_capacity(
                 contract_bps: contract,
                 carried_bps: carried,
                 delivered_bps: delivered[d],
-                congested,
+                congested: congested[d],
                 margin: match dir {
                     Direction::Download => adapt::MARGIN_DOWNLOAD,
                     Direction::Upload => adapt::MARGIN_UPLOAD,

@@ -98,6 +98,9 @@ pub(super) struct Wan {
     /// Pooled over the judged OPDs: segments sent again / judged, in the
     /// direction that loses more.
     pub pooled: Option<f64>,
+    /// Per direction: OPDs judged in it, and those losing at least
+    /// [`WAN_LOSS`] in it.
+    pub toward: [(usize, usize); 2],
 }
 
 impl Wan {
@@ -105,6 +108,13 @@ impl Wan {
     /// talking to one lossy server is not the uplink.
     pub fn up(&self) -> bool {
         self.judged >= 2 && self.lossy * 2 >= self.judged
+    }
+
+    /// The same test in one direction: what the adaptive capacity of that
+    /// direction reads (an upload limit must not stop download's probes).
+    pub fn up_toward(&self, dir: usize) -> bool {
+        let (judged, lossy) = self.toward[dir];
+        judged >= 2 && lossy * 2 >= judged
     }
 
     pub fn evidence(&self, ev: &mut Map<String, Value>) {
@@ -125,6 +135,7 @@ pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
         judged: 0,
         lossy: 0,
         pooled: None,
+        toward: [(0, 0); 2],
     };
     // Pooled per direction: the upload of a download-heavy office must
     // not dilute its download's loss.
@@ -140,6 +151,10 @@ pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
             if let Some((n, l)) = counts(tr, side, dir) {
                 segs[dir] += n;
                 lost[dir] += l;
+            }
+            if let Some(r) = ratio(tr, side, dir) {
+                w.toward[dir].0 += 1;
+                w.toward[dir].1 += usize::from(r >= WAN_LOSS);
             }
         }
     }

@@ -271,3 +271,25 @@ fn wan_loss_is_judged_against_what_the_offices_received_not_what_was_offered() {
     let ev = &r.engine.gateway().unwrap().evidence;
     assert_eq!(ev["download_bps_10s"], 72_000_000, "{ev}");
 }
+
+/// Loss beyond the gateway in one direction is congestion for that
+/// direction's adaptive capacity only: an upload limit must not hold
+/// download's probes and its return to the contract.
+#[test]
+fn wan_loss_congests_only_the_direction_that_loses() {
+    let mut r = Run::new();
+    let up = [
+        ("a", lossy(4_000_000, WAN, 1, 50)),
+        ("b", lossy(4_000_000, WAN, 1, 50)),
+        ("c", clean(4_000_000)),
+    ];
+    r.feed(15, &up, &[ISP_OK]);
+    assert_eq!(r.engine.uplink_congested(), [false, true]);
+    let down = [
+        ("a", lossy(4_000_000, WAN, 0, 50)),
+        ("b", lossy(4_000_000, WAN, 0, 50)),
+        ("c", clean(4_000_000)),
+    ];
+    r.feed(15, &down, &[ISP_OK]);
+    assert_eq!(r.engine.uplink_congested(), [true, false]);
+}

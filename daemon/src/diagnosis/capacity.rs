@@ -356,6 +356,49 @@ impl Estimator {
         }
     }
 
+    /// While the gateway is adapted, its last probe met congestion beyond
+    /// the gateway carrying `bps`: the ISP delivers that now. A figure
+    /// that holds at medium or better stands; otherwise this becomes the
+    /// figure, at medium, with `probe_met_congestion` among its co-signals
+    /// (a partly recovered ISP, found by the probes while the gateway held
+    /// the traffic just under it, where no plateau shows the sources
+    /// trading rate and no queue forms at the ISP).
+    pub fn probed(&mut self, at: DateTime<Utc>, bps: u64) {
+        const SIGN: &str = "probe_met_congestion";
+        match &mut self.held {
+            Some(d) if d.confidence >= Confidence::Medium => {}
+            Some(d) => {
+                d.bps = bps;
+                d.confidence = Confidence::Medium;
+                if !d.evidence.co_signals.iter().any(|c| c == SIGN) {
+                    d.evidence.co_signals.push(SIGN.to_string());
+                }
+            }
+            None => {
+                self.over.clear();
+                self.held = Some(Delivered {
+                    bps,
+                    confidence: Confidence::Medium,
+                    since: at,
+                    evidence: PlateauEvidence {
+                        p90_bps: bps,
+                        mean_bps: bps,
+                        cv: 0.0,
+                        conservation: None,
+                        bound_bps: 0,
+                        held: Vec::new(),
+                        window_s: 0,
+                        co_signals: vec![SIGN.to_string()],
+                        unconfirmed_s: 0,
+                    },
+                });
+            }
+        }
+        self.adapted_from = Some(Confidence::Medium);
+        self.unconfirmed_s = 0;
+        self.unconfirmed_from = None;
+    }
+
     /// Feeds one second: every source's rate with its class, and the
     /// contracted (effective) capacity of this direction.
     pub fn step(

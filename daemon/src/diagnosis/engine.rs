@@ -190,6 +190,9 @@ impl Engine {
             )
             .entered();
             self.capacity[dir].step(tick.at, sources, tick.capacity_bps[dir], &co);
+            if tick.probed_bps[dir] > 0 {
+                self.capacity[dir].probed(tick.at, tick.probed_bps[dir]);
+            }
             if tick.effective_bps[dir] > 0 {
                 self.capacity[dir].hold_basis(
                     tick.basis_bps[dir],

@@ -157,6 +157,10 @@ pub struct Controller {
     probe_carried: (u64, u32),
     /// What the uplink delivered when the capacity was last lowered.
     basis: Option<u64>,
+    /// What the last probe carried when it met congestion beyond the
+    /// gateway: what the ISP delivers now, found while the gateway held
+    /// the traffic below it (see [`Controller::probed`]).
+    probed: Option<u64>,
 }
 
 impl Controller {
@@ -192,6 +196,16 @@ impl Controller {
         self.basis.filter(|_| self.adapted())
     }
 
+    /// While adapted, what the last probe carried when it met congestion
+    /// beyond the gateway, until a probe holds or an estimate lowers the
+    /// capacity again. After an ISP partly recovers (15% of the contract,
+    /// then 40%), the gateway can sit just under the ISP's new rate (at
+    /// its floor): no queue forms at the ISP, no estimate forms, and only
+    /// a probe shows the ISP still limits.
+    pub fn probed(&self) -> Option<u64> {
+        self.probed.filter(|_| self.adapted())
+    }
+
     /// One second; a change to put in force, if any.
     pub fn step(&mut self, i: &Input) -> Option<Change> {
         self.since_change = self.since_change.saturating_add(1);
@@ -218,6 +232,7 @@ impl Controller {
             if (target as f64) < (1.0 - MIN_CHANGE) * cap as f64 {
                 self.probing = None;
                 self.basis = Some(d);
+                self.probed = None;
                 self.probe_wait = self.probe_wait.max(PROBE_FIRST_S);
                 return self.set(cap, Some(target), Reason::IspDeliversLess);
             }
@@ -256,6 +271,11 @@ impl Controller {
                         return None;
                     }
                 }
+                if i.congested {
+                    // The ISP's limit, met: what the probe carried (its
+                    // mean once past its first second) is what it delivers.
+                    self.probed = Some(if n > 0 { mean as u64 } else { i.carried_bps });
+                }
                 self.probing = None;
                 self.probe_wait = (self.probe_wait * 2).clamp(PROBE_FIRST_S, PROBE_MAX_S);
                 return self.set(cap, Some(before), Reason::ProbeFailed);
@@ -265,6 +285,7 @@ impl Controller {
             }
             // Held: the uplink carries at least this; the next step at once.
             self.probing = None;
+            self.probed = None;
             self.probe_wait = PROBE_FIRST_S;
             self.basis = self.basis.max(Some(cap));
             return self.probe(cap, contract);
@@ -301,6 +322,7 @@ impl Controller {
     /// carried `carried`, and the next probe may follow.
     fn keep_probe(&mut self, carried: u64) -> Option<Change> {
         self.probing = None;
+        self.probed = None;
         self.basis = Some(carried);
         self.probe_wait = PROBE_FIRST_S;
         self.since_change = 0;
@@ -329,6 +351,7 @@ impl Controller {
         self.cap = to.filter(|&c| c < self.contract);
         if self.cap.is_none() {
             self.probing = None;
+            self.probed = None;
             self.probe_wait = 0;
         }
         self.since_change = 0;
@@ -521,6 +544,31 @@ mod tests {
         });
         assert!(changes.iter().any(|c| c.reason == Reason::ProbeFailed), "{changes:?}");
         assert!(c.settled(C) < isp, "in force {}: {changes:?}", c.settled(C));
+    }
+
+    /// A probe that meets congestion says what the ISP delivers; one that
+    /// holds says it no longer limits there.
+    #[test]
+    fn a_probe_that_meets_congestion_measures_the_isp() {
+        let mut c = Controller::default();
+        run(&mut c, 30, world(C, 2 * C));
+        run(&mut c, 10, world(40_000_000, 2 * C));
+        assert!(c.adapted());
+        assert_eq!(c.probed(), None, "no probe yet");
+        let changes = run(&mut c, 60, world(40_000_000, 2 * C));
+        assert!(changes.iter().any(|c| c.reason == Reason::ProbeFailed), "{changes:?}");
+        assert_eq!(c.probed(), Some(40_000_000));
+        // The ISP recovers: a probe holds, and the measure goes.
+        let mut gone = None;
+        for s in 0..120 {
+            let cap = c.effective(C);
+            c.step(&world(C, 2 * C)(s, cap));
+            if c.probed().is_none() {
+                gone = Some(s);
+                break;
+            }
+        }
+        assert!(gone.is_some(), "still {:?}", c.probed());
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub fn sample_once(
                 tick.effective_bps[d] = c.effective(tick.capacity_bps[d]);
                 tick.basis_bps[d] = c.basis().unwrap_or(0);
                 tick.carried_bps[d] = carried[d];
+                tick.probed_bps[d] = c.probed().unwrap_or(0);
             }
         }
         carried

@@ -507,6 +507,46 @@ fn the_figure_keeps_the_confidence_the_gateway_adapted_on() {
     }
 }
 
+/// The gateway held at its floor just under a partly recovered ISP: no
+/// plateau trades rate, so no figure holds at medium; a probe that met
+/// congestion carrying 6.4 Mbit/s becomes the figure, and stands while
+/// the gateway holds the traffic.
+#[test]
+fn a_probe_that_met_congestion_is_the_figure_while_the_gateway_holds_the_traffic() {
+    let mut rng = Rng::new(59);
+    let mut f = Feed::counted_before_loss();
+    let effective = 6_000_000;
+    let steady = |rng: &mut Rng| [1.5, 2.0, 2.5].map(|m: f64| rng.around(m * M, 0.01));
+    for _ in 0..30 {
+        f.held(&steady(&mut rng));
+        f.est.hold_basis(2_400_000, effective, effective);
+    }
+    assert!(
+        f.est.delivered().is_none_or(|d| d.confidence < Confidence::Medium),
+        "{:?}",
+        f.est.delivered()
+    );
+    let at = f.now();
+    f.est.probed(at, 6_400_000);
+    for s in 0..60 {
+        f.held(&steady(&mut rng));
+        f.est.probed(f.now(), 6_400_000);
+        f.est.hold_basis(2_400_000, effective, effective);
+        let d = f.est.delivered().expect("held");
+        assert_eq!(d.bps, 6_400_000, "second {s}");
+        assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
+        assert!(d.evidence.co_signals.iter().any(|c| c == "probe_met_congestion"));
+    }
+    // A probe holds (the ISP recovered): no more measure, the traffic
+    // climbs, and the figure goes.
+    let gone = (1..=10).find(|_| {
+        f.held(&[3.0 * M, 4.0 * M, 5.0 * M]);
+        f.est.hold_basis(2_400_000, 7_500_000, 7_500_000);
+        f.est.delivered().is_none()
+    });
+    assert!(gone.is_some_and(|s| s <= 4), "dropped after {gone:?} s");
+}
+
 #[test]
 fn unclassified_traffic_counts_in_the_aggregate() {
     // A quarter of the capped 40 Mbit/s matches no OPD.

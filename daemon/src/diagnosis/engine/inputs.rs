@@ -146,6 +146,10 @@ pub struct Tick {
     /// adapted (0 elsewhere): at its capacity, the gateway holds the
     /// traffic; well below, the offices ask no more.
     pub carried_bps: [u64; 2],
+    /// Where jatah adapted, what its last probe carried when it met
+    /// congestion beyond the gateway (0: none since): what the ISP
+    /// delivers now.
+    pub probed_bps: [u64; 2],
     /// Bits/s of traffic that matched no OPD in this second, download then
     /// upload: it shares the uplink, so it counts in the delivered
     /// aggregate.

@@ -535,6 +535,7 @@ fn uplink_tick(second: i64, opds: Vec<(&'static str, OpdSignals)>) -> Tick {
         effective_bps: [0, 0],
             basis_bps: [0, 0],
             carried_bps: [0, 0],
+            probed_bps: [0, 0],
         unclassified_bps: [0, 0],
     }
 }

@@ -314,6 +314,7 @@ fn fault_dinkes(state: &AppState) -> DateTime<Utc> {
             effective_bps: [0, 0],
             basis_bps: [0, 0],
             carried_bps: [0, 0],
+            probed_bps: [0, 0],
             unclassified_bps: [0, 0],
         });
     }

@@ -547,6 +547,25 @@ fn a_probe_that_met_congestion_is_the_figure_while_the_gateway_holds_the_traffic
     assert!(gone.is_some_and(|s| s <= 4), "dropped after {gone:?} s");
 }
 
+/// While adapted, a plateau at the gateway's own capacity reads the
+/// basis; one clearly above it was offered through the ISP and stands.
+#[test]
+fn a_plateau_above_the_adapted_capacity_is_not_replaced_by_the_basis() {
+    let effective = 25_500_000;
+    for (level, expect) in [(25.8, 30.0), (26.4, 26.4)] {
+        let (mut f, mut rng) = capped_for_40_s(61);
+        // The ISP now carries `level`: the offices trade rate below it.
+        let mut last = None;
+        for _ in 0..40 {
+            f.held(&capped(level * M, &THREE, &mut rng));
+            f.est.hold_basis(30_000_000, effective, effective);
+            last = f.est.delivered().cloned();
+        }
+        let d = last.expect("held");
+        assert!(within(d.bps, expect * M, 0.03), "plateau {level}: {d:?}");
+    }
+}
+
 #[test]
 fn unclassified_traffic_counts_in_the_aggregate() {
     // A quarter of the capped 40 Mbit/s matches no OPD.

@@ -327,9 +327,8 @@ impl Estimator {
     /// Nor does a second in which the gateway's root class sent
     /// (`carried_bps`) about its own capacity count as unconfirmed: the
     /// offices' shares are then set by jatah's classes, steady, so no
-    /// plateau shows the sources trading
-    /// rate, and no queue forms at the ISP to inflate a round trip. The
-    /// ISP is out of sight behind the gateway; the adaptive probes test it
+    /// plateau shows the sources trading rate, and no queue forms at the
+    /// ISP to inflate a round trip. The ISP is out of sight behind the gateway; the adaptive probes test it
     /// (`runtime::adapt`), and one that holds lifts the traffic above the
     /// figure, which drops it. Without this the figure faded to low
     /// confidence 20 s after the gateway adapted, and the verdict went

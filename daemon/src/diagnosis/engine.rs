@@ -52,11 +52,9 @@ pub struct Engine {
     capacity: [Estimator; 2],
     /// Each upstream target's learned round trip.
     upstream_baselines: BTreeMap<String, Baseline>,
-    /// The path's congestion signs of the last second.
-    co: CoSignals,
-    /// TCP loss beyond the gateway at half the OPDs last second, per
-    /// direction.
-    wan_loss_toward: [bool; 2],
+    /// Congestion beyond the gateway last second, download then upload
+    /// (see [`Engine::uplink_congested`]).
+    congested: [bool; 2],
 }
 
 impl Engine {
@@ -69,8 +67,7 @@ impl Engine {
             last_at: None,
             capacity: [Estimator::new(), Estimator::counted_before_loss()],
             upstream_baselines: BTreeMap::new(),
-            co: CoSignals::default(),
-            wan_loss_toward: [false; 2],
+            congested: [false; 2],
         }
     }
 
@@ -83,11 +80,7 @@ impl Engine {
     /// upload does not keep download adapted (its probes and its return to
     /// the contract wait for an uncongested second).
     pub fn uplink_congested(&self) -> [bool; 2] {
-        let c = &self.co;
-        let either = c.probes_inflated
-            || c.wan_handshakes_inflated
-            || c.probe_loss.is_some_and(|l| l >= self.thresholds.upstream_loss_ratio);
-        self.wan_loss_toward.map(|lossy| either || lossy)
+        self.congested
     }
 
     /// New thresholds (a policy reload); verdicts and windows are kept.
@@ -169,20 +162,11 @@ impl Engine {
         // this second's verdicts: an OPD that is locally broken is never
         // evidence about the uplink.
         let uplink = self.uplink(&t);
-        let co = uplink.co_signals(self.upstream_probes().0);
-        self.co = co.clone();
-        self.wan_loss_toward = [uplink.tcp.up_toward(0), uplink.tcp.up_toward(1)];
+        let probe_loss = self.upstream_probes().0;
+        self.congested = uplink.congested(probe_loss, t.upstream_loss_ratio);
         for (dir, name) in DIRECTION_NAMES.into_iter().enumerate() {
             let sources = self.sources(tick, dir, &t);
-            // Upload rates are corrected by their WAN-side duplicates, the
-            // same counts that make the loss co-signal: a signal does not
-            // vouch for a figure derived from itself. Download's figure is
-            // vouched for by download's own loss beyond the gateway, not
-            // by an upload limit's.
-            let co = CoSignals {
-                wan_tcp_loss: dir == 0 && self.wan_loss_toward[0],
-                ..co.clone()
-            };
+            let co = uplink.co_signals(probe_loss, dir);
             let _span = tracing::debug_span!(
                 target: "jatah::diagnosis::capacity",
                 "capacity",
@@ -449,15 +433,28 @@ struct Uplink {
 }
 
 impl Uplink {
-    /// Whether the path itself shows congestion: the same tests the
-    /// gateway verdict uses.
-    fn co_signals(&self, probe_loss: Option<f64>) -> CoSignals {
+    /// Whether the path itself shows congestion, as `dir`'s estimator
+    /// reads it: the same tests the gateway verdict uses. TCP loss beyond
+    /// the gateway vouches for download's figure, and only download's own
+    /// loss: upload rates are corrected by their WAN-side duplicates, the
+    /// same counts that make the loss co-signal, and a signal does not
+    /// vouch for a figure derived from itself.
+    fn co_signals(&self, probe_loss: Option<f64>, dir: usize) -> CoSignals {
         CoSignals {
             probes_inflated: self.probes_inflated,
             wan_handshakes_inflated: self.wan.up(),
             probe_loss,
-            wan_tcp_loss: self.tcp.up(),
+            wan_tcp_loss: dir == 0 && self.tcp.up_toward(0),
         }
+    }
+
+    /// Congestion beyond the gateway per direction, for the adaptive
+    /// capacity: inflated probes or WAN handshakes and lost probes (either
+    /// direction's queue can cause them), TCP loss in that direction.
+    fn congested(&self, probe_loss: Option<f64>, loss_ratio: f64) -> [bool; 2] {
+        let either =
+            self.probes_inflated || self.wan.up() || probe_loss.is_some_and(|l| l >= loss_ratio);
+        [0, 1].map(|dir| either || self.tcp.up_toward(dir))
     }
 }
 

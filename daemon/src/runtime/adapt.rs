@@ -252,7 +252,11 @@ impl Controller {
                 let (sum, n) = self.probe_carried;
                 let mean = sum as f64 / n.max(1) as f64;
                 let basis = self.basis.unwrap_or(before) as f64;
-                if !i.congested {
+                if i.congested {
+                    // The ISP's limit, met: what the probe carried (its
+                    // mean once past its first second) is what it delivers.
+                    self.probed = Some(if n > 0 { mean as u64 } else { i.carried_bps });
+                } else {
                     // Short, but clearly more than the uplink was known
                     // to carry and no sign of congestion: the offices
                     // asked no more (an ISP that still limits carries
@@ -270,11 +274,6 @@ impl Controller {
                     if !confirmed && mean > ABOVE_BASIS * basis {
                         return None;
                     }
-                }
-                if i.congested {
-                    // The ISP's limit, met: what the probe carried (its
-                    // mean once past its first second) is what it delivers.
-                    self.probed = Some(if n > 0 { mean as u64 } else { i.carried_bps });
                 }
                 self.probing = None;
                 self.probe_wait = (self.probe_wait * 2).clamp(PROBE_FIRST_S, PROBE_MAX_S);

@@ -510,6 +510,12 @@ fn uplink_second(rng: &mut Rng, limit: Option<f64>) -> Vec<(&'static str, OpdSig
             shares.iter().map(|s| sum * s / all).collect()
         }
     };
+    uplink_opds(rates)
+}
+
+/// The three OPDs "a", "b" and "c" of the uplink tests at these download
+/// rates.
+fn uplink_opds(rates: impl IntoIterator<Item = f64>) -> Vec<(&'static str, OpdSignals)> {
     ["a", "b", "c"]
         .into_iter()
         .zip(rates)
@@ -646,16 +652,7 @@ mod loss;
 /// The three OPDs of [`uplink_second`] held steady by the gateway's classes
 /// at their shares of `total` (jatah adapted: no rate traded).
 fn steady_second(rng: &mut Rng, total: f64) -> Vec<(&'static str, OpdSignals)> {
-    ["a", "b", "c"]
-        .into_iter()
-        .zip([15.0 / 70.0, 25.0 / 70.0, 30.0 / 70.0])
-        .map(|(id, share)| {
-            let mut s = busy(rng.around(total * share, 0.01) as u64);
-            s.ceiling_bps = [100_000_000, 20_000_000];
-            s.probes = vec![Probe::Answered(Duration::from_millis(1))];
-            (id, s)
-        })
-        .collect()
+    uplink_opds([15.0, 25.0, 30.0].map(|m| rng.around(total * m / 70.0, 0.01)))
 }
 
 /// A second with jatah's download adapted to 25.5M after the uplink

@@ -98,6 +98,11 @@ const LULL_DROP_S: u32 = 60;
 /// than the gateway allows, counted 0.88 of it and kept a figure standing
 /// for minutes after the ISP recovered.
 const GATEWAY_FILLED: f64 = 0.93;
+/// Seconds at one adapted capacity before congestion beyond the gateway
+/// speaks for a lower plateau: the engine judges congestion over 10 s
+/// windows, so for that long after the gateway adapts it still reports
+/// the ISP's queue or losses from before, which the gateway then ended.
+const SETTLE_S: u32 = 12;
 /// A gap between seconds longer than this discards the window.
 const MAX_GAP_S: i64 = 5;
 
@@ -286,6 +291,9 @@ pub struct Estimator {
     /// the adaptive capacity acted on, before this second's plateau
     /// judged it again.
     reported: Option<Confidence>,
+    /// The adapted capacity last held to, and the seconds since it
+    /// changed (see [`Estimator::hold_basis`]).
+    at_capacity: Option<(u64, u32)>,
     /// Capacity and ceilings last seen: a reload that changes them drops
     /// the estimate.
     shape: Option<(u64, Vec<(String, u64)>)>,
@@ -324,6 +332,18 @@ impl Estimator {
     /// offered to a gateway at 12.25 behind an ISP at 12.8, replaced by a
     /// basis of 14.4 taken from a window that mixed a probe with the drop).
     ///
+    /// A plateau clearly below the capacity is news only while the path
+    /// beyond the gateway is `congested` in this direction, judged on
+    /// seconds after the capacity last changed (`SETTLE_S`). Without
+    /// congestion the ISP carries all it is offered, and the plateau is
+    /// the gateway's own: in the lab, an ISP policing upload to 6.4
+    /// Mbit/s, the gateway at its floor of 6.0, upload counted before
+    /// the gateway's classes read 5.6 a few seconds after it adapted,
+    /// while the loss of the 10 s before still showed. That figure
+    /// replaced the basis of 6.12, was under 95 % of the capacity, and
+    /// so stopped every probe: the gateway stayed at 6.0 for over a
+    /// minute after the ISP recovered.
+    ///
     /// Nor does a second in which the gateway's root class sent
     /// (`carried_bps`) about its own capacity count as unconfirmed: the
     /// offices' shares are then set by jatah's classes, steady, so no
@@ -333,8 +353,26 @@ impl Estimator {
     /// figure, which drops it. Without this the figure faded to low
     /// confidence 20 s after the gateway adapted, and the verdict went
     /// healthy while the ISP still delivered 40 % of the contract.
-    pub fn hold_basis(&mut self, basis_bps: u64, effective_bps: u64, carried_bps: u64) {
+    pub fn hold_basis(
+        &mut self,
+        basis_bps: u64,
+        effective_bps: u64,
+        carried_bps: u64,
+        congested: bool,
+    ) {
+        if effective_bps == 0 {
+            // At the contract: nothing to hold, and the next adaptation
+            // starts afresh.
+            self.at_capacity = None;
+            self.adapted_from = None;
+            return;
+        }
         let e = effective_bps as f64;
+        let settled = match self.at_capacity {
+            Some((cap, s)) if cap == effective_bps => s.saturating_add(1),
+            _ => 0,
+        };
+        self.at_capacity = Some((effective_bps, settled));
         let Some(d) = self.held.as_mut().filter(|_| basis_bps > 0) else {
             self.adapted_from = None;
             return;
@@ -347,7 +385,10 @@ impl Estimator {
         // left the verdict healthy while the ISP delivered 40 %.
         let reported = self.reported.unwrap_or(Confidence::Low);
         let from = *self.adapted_from.get_or_insert(d.confidence.max(reported));
-        if basis_bps > d.bps && (0.95 * e..=1.03 * e).contains(&(d.bps as f64)) {
+        let news_below = congested && settled >= SETTLE_S;
+        let at_gateway = (0.95 * e..=1.03 * e).contains(&(d.bps as f64));
+        let below = (d.bps as f64) < 0.95 * e;
+        if basis_bps > d.bps && (at_gateway || (below && !news_below)) {
             d.bps = basis_bps;
         }
         if carried_bps as f64 >= GATEWAY_FILLED * e {

@@ -177,13 +177,12 @@ impl Engine {
             if tick.probed_bps[dir] > 0 {
                 self.capacity[dir].probed(tick.at, tick.probed_bps[dir]);
             }
-            if tick.effective_bps[dir] > 0 {
-                self.capacity[dir].hold_basis(
-                    tick.basis_bps[dir],
-                    tick.effective_bps[dir],
-                    tick.carried_bps[dir],
-                );
-            }
+            self.capacity[dir].hold_basis(
+                tick.basis_bps[dir],
+                tick.effective_bps[dir],
+                tick.carried_bps[dir],
+                self.congested[dir],
+            );
         }
 
         let mut changes = Vec::new();

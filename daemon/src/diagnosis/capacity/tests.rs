@@ -437,7 +437,7 @@ fn while_the_gateway_holds_the_traffic_at_its_adapted_capacity_the_figure_stands
         let r = steady(&mut rng);
         f.held(&r);
         // The root class sends its rate, within HTB's percent or two.
-        f.est.hold_basis(formed.bps, effective, (0.98 * effective as f64) as u64);
+        f.est.hold_basis(formed.bps, effective, (0.98 * effective as f64) as u64, false);
         let d = f.est.delivered().expect("held");
         assert!(within(d.bps, formed.bps as f64, 0.05), "second {s}: {d:?}");
         assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
@@ -448,7 +448,7 @@ fn while_the_gateway_holds_the_traffic_at_its_adapted_capacity_the_figure_stands
     for s in 1..=70 {
         let r = [3.0 * M, 4.0 * M, 5.0 * M];
         f.held(&r);
-        f.est.hold_basis(formed.bps, effective, (12.0 * M) as u64);
+        f.est.hold_basis(formed.bps, effective, (12.0 * M) as u64, false);
         if f.est.delivered().is_none() {
             gone = Some(s);
             break;
@@ -470,7 +470,7 @@ fn offices_short_of_the_gateways_capacity_do_not_hold_the_figure() {
     for s in 1..=70 {
         let r = [6.0, 8.5, 11.0].map(|share: f64| rng.around(share * M, 0.01));
         f.held(&r);
-        f.est.hold_basis(formed.bps, effective, (0.88 * effective as f64) as u64);
+        f.est.hold_basis(formed.bps, effective, (0.88 * effective as f64) as u64, false);
         if f.est.delivered().is_none() {
             gone = Some(s);
             break;
@@ -501,7 +501,7 @@ fn the_figure_keeps_the_confidence_the_gateway_adapted_on() {
         if s == 0 {
             assert_eq!(d.confidence, Confidence::Low, "the plateau alone: {d:?}");
         }
-        f.est.hold_basis(formed.bps, effective, effective);
+        f.est.hold_basis(formed.bps, effective, effective, false);
         let d = f.est.delivered().expect("held");
         assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
     }
@@ -523,7 +523,7 @@ fn a_probe_that_met_congestion_is_the_figure_while_the_gateway_holds_the_traffic
     let steady = |rng: &mut Rng| [1.5, 2.0, 2.5].map(|m: f64| rng.around(m * M, 0.01));
     for _ in 0..30 {
         f.held(&steady(&mut rng));
-        f.est.hold_basis(2_400_000, effective, effective);
+        f.est.hold_basis(2_400_000, effective, effective, false);
     }
     assert!(
         f.est.delivered().is_none_or(|d| d.confidence < Confidence::Medium),
@@ -535,7 +535,7 @@ fn a_probe_that_met_congestion_is_the_figure_while_the_gateway_holds_the_traffic
     for s in 0..60 {
         f.held(&steady(&mut rng));
         f.est.probed(f.now(), 6_400_000);
-        f.est.hold_basis(2_400_000, effective, effective);
+        f.est.hold_basis(2_400_000, effective, effective, false);
         let d = f.est.delivered().expect("held");
         assert_eq!(d.bps, 6_400_000, "second {s}");
         assert!(d.confidence >= Confidence::Medium, "second {s}: {d:?}");
@@ -545,7 +545,7 @@ fn a_probe_that_met_congestion_is_the_figure_while_the_gateway_holds_the_traffic
     // climbs, and the figure goes.
     let gone = (1..=10).find(|_| {
         f.held(&[3.0 * M, 4.0 * M, 5.0 * M]);
-        f.est.hold_basis(2_400_000, 7_500_000, 7_500_000);
+        f.est.hold_basis(2_400_000, 7_500_000, 7_500_000, false);
         f.est.delivered().is_none()
     });
     assert!(gone.is_some_and(|s| s <= 4), "dropped after {gone:?} s");
@@ -562,12 +562,48 @@ fn a_plateau_above_the_adapted_capacity_is_not_replaced_by_the_basis() {
         let mut last = None;
         for _ in 0..40 {
             f.held(&capped(level * M, &THREE, &mut rng));
-            f.est.hold_basis(30_000_000, effective, effective);
+            f.est.hold_basis(30_000_000, effective, effective, false);
             last = f.est.delivered().cloned();
         }
         let d = last.expect("held");
         assert!(within(d.bps, expect * M, 0.03), "plateau {level}: {d:?}");
     }
+}
+
+/// While adapted, a plateau clearly below the gateway's capacity is the
+/// ISP's only with congestion beyond the gateway, judged after the
+/// capacity settled: the congestion of the 10 s before the gateway
+/// adapted does not make its own shaped rate the ISP's figure.
+#[test]
+fn a_plateau_below_the_adapted_capacity_needs_congestion_after_it_settled() {
+    // Adapted to 30 less 15 %; the offices now trade rate at 22 (the
+    // gateway's own classes, or an ISP that fell further).
+    let effective = 25_500_000;
+    let run = |congested: &dyn Fn(u32) -> bool| {
+        let (mut f, mut rng) = capped_for_40_s(67);
+        let mut figures = Vec::new();
+        for s in 0..40 {
+            f.held(&capped(22.0 * M, &THREE, &mut rng));
+            f.est.hold_basis(30_000_000, effective, effective, congested(s));
+            figures.push(f.est.delivered().expect("held").bps);
+        }
+        figures
+    };
+    // No congestion, or only the lingering one of the first 10 s: the
+    // basis stands throughout.
+    for figures in [run(&|_| false), run(&|s| s < 10)] {
+        assert!(
+            figures.iter().all(|&b| within(b, 30.0 * M, 0.03)),
+            "{figures:?}"
+        );
+    }
+    // Congested throughout: the basis until the capacity settled, then
+    // the lower plateau is news.
+    let figures = run(&|_| true);
+    let before = &figures[..SETTLE_S as usize];
+    assert!(before.iter().all(|&b| within(b, 30.0 * M, 0.03)), "{figures:?}");
+    let last = *figures.last().unwrap();
+    assert!(within(last, 22.0 * M, 0.05), "{figures:?}");
 }
 
 #[test]

@@ -658,12 +658,20 @@ impl Estimator {
             .sum();
         let rho = (var_sum.sqrt() >= INCONCLUSIVE_SHARE * avg).then(|| var_a / var_sum);
         let co_signals = co.present();
+        // Rates counted before the loss are corrected by the same WAN-side
+        // duplicates that make the loss co-signal: alone, it vouches for
+        // such a plateau up to medium, not high (once, as high, a weak
+        // upload plateau read 8.7 where a policer passed 6.4 Mbit/s).
+        let self_derived = |c: &String| self.figure == Figure::Mean && c == "wan_tcp_loss";
+        let vouched = co_signals.iter().any(|c| !self_derived(c));
         let confidence = match rho {
             Some(r) if r <= MAX_RHO => {
-                if !co_signals.is_empty() {
+                if vouched {
                     Confidence::High
                 } else if held.len() >= MEDIUM_HELD
-                    && (r <= MEDIUM_RHO_SHORT || (r <= MEDIUM_RHO && w >= MEDIUM_WINDOW_S))
+                    && (!co_signals.is_empty()
+                        || r <= MEDIUM_RHO_SHORT
+                        || (r <= MEDIUM_RHO && w >= MEDIUM_WINDOW_S))
                 {
                     Confidence::Medium
                 } else {

@@ -433,17 +433,17 @@ struct Uplink {
 
 impl Uplink {
     /// Whether the path itself shows congestion, as `dir`'s estimator
-    /// reads it: the same tests the gateway verdict uses. TCP loss beyond
-    /// the gateway vouches for download's figure, and only download's own
-    /// loss: upload rates are corrected by their WAN-side duplicates, the
-    /// same counts that make the loss co-signal, and a signal does not
-    /// vouch for a figure derived from itself.
+    /// reads it: the same tests the gateway verdict uses, TCP loss beyond
+    /// the gateway in that direction only. Upload rates are corrected by
+    /// the same WAN-side duplicates that make its loss co-signal, so the
+    /// estimator lets that one raise an upload plateau to medium, not
+    /// high (see `capacity`).
     fn co_signals(&self, probe_loss: Option<f64>, dir: usize) -> CoSignals {
         CoSignals {
             probes_inflated: self.probes_inflated,
             wan_handshakes_inflated: self.wan.up(),
             probe_loss,
-            wan_tcp_loss: dir == 0 && self.tcp.up_toward(0),
+            wan_tcp_loss: self.tcp.up_toward(dir),
         }
     }
 

@@ -606,6 +606,29 @@ fn a_plateau_below_the_adapted_capacity_needs_congestion_after_it_settled() {
     assert!(within(last, 22.0 * M, 0.05), "{figures:?}");
 }
 
+/// TCP loss beyond the gateway raises a download plateau to high; an
+/// upload one, whose rates it corrected, to medium at most.
+#[test]
+fn the_loss_co_signal_raises_an_upload_plateau_to_medium_only() {
+    let loss = CoSignals {
+        wan_tcp_loss: true,
+        ..CoSignals::default()
+    };
+    let mut best = Vec::new();
+    for mut f in [Feed::new(), Feed::counted_before_loss()] {
+        f.co = loss.clone();
+        let mut rng = Rng::new(71);
+        let mut top = None;
+        for _ in 0..40 {
+            if let Some(d) = f.held(&capped(30.0 * M, &THREE, &mut rng)) {
+                top = top.max(Some(d.confidence));
+            }
+        }
+        best.push(top);
+    }
+    assert_eq!(best, [Some(Confidence::High), Some(Confidence::Medium)]);
+}
+
 #[test]
 fn unclassified_traffic_counts_in_the_aggregate() {
     // A quarter of the capped 40 Mbit/s matches no OPD.

@@ -24,7 +24,7 @@ use std::process::{Child, Stdio};
 use anyhow::{Result, bail};
 
 use super::netns::NetNs;
-use super::testkit::uplink_qdisc;
+use super::testkit::{LOSS_TABLE, uplink_qdisc};
 use super::{Lab, iperf_port};
 use crate::policy::Direction;
 
@@ -53,6 +53,18 @@ fn delete_table(ns: &NetNs, family: &str, name: &str) -> Result<()> {
         ns.run("nft", ["delete", "table", family, name])?;
     }
     Ok(())
+}
+
+/// The bytes of the loss chain's last rule, the bare counter after the
+/// drop: `counter packets P bytes B`, alone or after an interface match.
+fn passed_bytes(listing: &str) -> Option<u64> {
+    let rule = listing
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.contains("counter packets") && !l.contains("drop"))?;
+    let mut words = rule.split_whitespace();
+    words.find(|w| *w == "bytes")?;
+    words.next()?.parse().ok()
 }
 
 fn check_percent(percent: u32) -> Result<()> {
@@ -132,12 +144,33 @@ impl Lab {
         let only_tcp = if spare_icmp { "meta l4proto tcp " } else { "" };
         let rules = format!(
             "table inet {WAN_LOSS_UP_TABLE} {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
-             iifname \"wan0\" {only_tcp}numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+             iifname \"wan0\" {only_tcp}numgen random mod 100 < {percent} counter drop\n  \
+             iifname \"wan0\" counter\n }}\n}}\n"
         );
         let path = self.dir().join("wan-loss-up.nft");
         std::fs::write(&path, rules)?;
         self.inet.run("nft", ["-f", &path.display().to_string()])?;
         Ok(())
+    }
+
+    /// Bytes the WAN loss of `dir` let through since it was set (what the
+    /// lossy uplink delivered; the rule after the drop counts them), None
+    /// while no loss is set in that direction.
+    pub fn wan_loss_passed_bytes(&self, dir: Direction) -> Result<Option<u64>> {
+        let (ns, family, table) = match dir {
+            Direction::Download => (&self.isp, "netdev", LOSS_TABLE),
+            Direction::Upload => (&self.inet, "inet", WAN_LOSS_UP_TABLE),
+        };
+        let out = ns
+            .command("nft")
+            .args(["list", "table", family, table])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(passed_bytes(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Removes the WAN loss of both directions.
@@ -233,5 +266,21 @@ impl Lab {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passed_bytes;
+
+    #[test]
+    fn the_pass_counter_is_the_rule_after_the_drop() {
+        let down = "table netdev jatah_lab_wan_loss {\n\tchain ingress {\n\t\ttype filter hook ingress device \"up0\" priority filter; policy accept;\n\t\tnumgen random mod 100 < 3 counter packets 31 bytes 46810 drop\n\t\tcounter packets 1002 bytes 1513020\n\t}\n}\n";
+        assert_eq!(passed_bytes(down), Some(1_513_020));
+        let up = "table inet jatah_lab_wan_loss_up {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tiifname \"wan0\" numgen random mod 100 < 1 counter packets 5 bytes 7240 drop\n\t\tiifname \"wan0\" counter packets 498 bytes 721104\n\t}\n}\n";
+        assert_eq!(passed_bytes(up), Some(721_104));
+        // A table from before the pass counter: nothing to read.
+        let old = "table netdev t {\n\tchain ingress {\n\t\tnumgen random mod 100 < 3 counter packets 31 bytes 46810 drop\n\t}\n}\n";
+        assert_eq!(passed_bytes(old), None);
     }
 }

@@ -28,7 +28,7 @@ use crate::shaper::{ClassStats, Shaper};
 pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
 
 /// The nftables table [`Lab::wan_loss`] puts in the ISP namespace.
-const LOSS_TABLE: &str = "jatah_lab_wan_loss";
+pub(super) const LOSS_TABLE: &str = "jatah_lab_wan_loss";
 
 /// A policy for the lab's gateway naming `n` OPDs (10.100.0.0/24 upward),
 /// each guaranteed 1M with a 100M ceiling, under a 40G uplink: for
@@ -316,7 +316,7 @@ impl Lab {
         let only_tcp = if spare_icmp { "ip protocol tcp " } else { "" };
         let rules = format!(
             "table netdev {LOSS_TABLE} {{\n chain ingress {{\n  type filter hook ingress device \"up0\" priority 0; policy accept;\n  \
-             {only_tcp}numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+             {only_tcp}numgen random mod 100 < {percent} counter drop\n  counter\n }}\n}}\n"
         );
         let path = self.dir().join("wan-loss.nft");
         std::fs::write(&path, rules)?;

@@ -182,12 +182,14 @@ impl Impairment {
         matches!(self, Impairment::Police { .. } | Impairment::Queue { .. })
     }
 
-    /// What the limit has sent so far (None without a limit).
+    /// What the limit has sent, or the loss let through, so far (None
+    /// for what is neither).
     pub fn sent_bytes(self, lab: &Lab) -> Result<Option<u64>> {
         match self {
             Impairment::Police { dir, .. } | Impairment::Queue { dir, .. } => {
                 lab.uplink_sent_bytes_toward(dir)
             }
+            Impairment::WanLoss { dir, .. } => lab.wan_loss_passed_bytes(dir),
             _ => Ok(None),
         }
     }

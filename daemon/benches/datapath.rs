@@ -186,6 +186,8 @@ fn lanes_cost(rounds: usize) {
         "| packet | lanes off ns | lanes on, first bytes off ns | lanes on (default) ns | on, first bytes off / off | default / off |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
+    // Each case's per-round costs, off and default, for the mixes below.
+    let mut rounds_of: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     for (name, prog, frame) in cases {
         let (mut off, mut plain, mut on) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
@@ -207,6 +209,42 @@ fn lanes_cost(rounds: usize) {
             ratio(&plain),
             ratio(&on)
         );
+        rounds_of.push((off, on));
+    }
+    println!();
+    // The target is an average per packet: the cases weighted by what an
+    // office's traffic is made of (shares of packets, in the cases'
+    // order), each round's weighted cost on against off.
+    let mixes: [(&str, [f64; 5]); 3] = [
+        (
+            "bulk download: two data segments to the office per ACK it sends",
+            [2.0, 0.0, 0.0, 0.0, 1.0],
+        ),
+        (
+            "both ways at once: each direction's data and ACKs as above",
+            [2.0, 0.0, 1.0, 2.0, 1.0],
+        ),
+        (
+            "browsing: every download segment in a new connection's first 32 KiB",
+            [0.0, 2.0, 0.0, 0.0, 1.0],
+        ),
+    ];
+    println!("| traffic mix (lanes on, default, against off) | average per packet, on / off |");
+    println!("|---|---:|");
+    for (name, w) in mixes {
+        let per_round: Vec<f64> = (0..rounds)
+            .map(|r| {
+                let cost = |on: bool| -> f64 {
+                    rounds_of
+                        .iter()
+                        .zip(w)
+                        .map(|((off, def), w)| w * if on { def[r] } else { off[r] })
+                        .sum()
+                };
+                cost(true) / cost(false)
+            })
+            .collect();
+        println!("| {name} | {:.3} |", median(&per_round));
     }
     println!();
 }

@@ -182,6 +182,12 @@ impl Impairment {
         matches!(self, Impairment::Police { .. } | Impairment::Queue { .. })
     }
 
+    /// Whether it is random loss on the uplink (which may leave more than
+    /// 70 % of the demand: then no verdict is asked).
+    pub fn is_loss(self) -> bool {
+        matches!(self, Impairment::WanLoss { .. })
+    }
+
     /// What the limit has sent, or the loss let through, so far (None
     /// for what is neither).
     pub fn sent_bytes(self, lab: &Lab) -> Result<Option<u64>> {

@@ -98,14 +98,11 @@ const LULL_DROP_S: u32 = 60;
 /// than the gateway allows, counted 0.88 of it and kept a figure standing
 /// for minutes after the ISP recovered.
 const GATEWAY_FILLED: f64 = 0.93;
-/// Seconds at one adapted capacity before a lower plateau can be news
-/// (see [`Estimator::hold_basis`]): the engine's congestion signs look
-/// back up to 30 s (WAN handshakes; probes and TCP loss 10 s), so for
-/// that long after the gateway adapts they still report the ISP's queue
-/// or losses from before, which the gateway then ended.
-const SETTLE_S: u32 = 30;
-/// The co-signal of a figure a probe measured (see [`Estimator::probed`]).
-const PROBE_SIGN: &str = "probe_met_congestion";
+/// Seconds at one adapted capacity before congestion beyond the gateway
+/// speaks for a lower plateau: the engine judges congestion over 10 s
+/// windows, so for that long after the gateway adapts it still reports
+/// the ISP's queue or losses from before, which the gateway then ended.
+const SETTLE_S: u32 = 12;
 /// A gap between seconds longer than this discards the window.
 const MAX_GAP_S: i64 = 5;
 
@@ -335,19 +332,17 @@ impl Estimator {
     /// offered to a gateway at 12.25 behind an ISP at 12.8, replaced by a
     /// basis of 14.4 taken from a window that mixed a probe with the drop).
     ///
-    /// A plateau clearly below the capacity is news only once the
-    /// capacity has held `SETTLE_S`, and then only while the path beyond
-    /// the gateway is `congested` in this direction or the root class
-    /// sends less than its capacity (the traffic is held somewhere else).
-    /// While the root class sends its capacity without congestion beyond,
-    /// the gateway is what holds the traffic, and the lower plateau is its
-    /// own: in the lab, an ISP policing upload to 6.4 Mbit/s, the gateway
-    /// at its floor of 6.0, upload counted before the gateway's classes
-    /// read 5.6 a few seconds after it adapted, while the loss of the 10 s
-    /// before still showed. That figure replaced the basis of 6.12, was
-    /// under 95 % of the capacity, and so stopped every probe: the gateway
-    /// stayed at 6.0 for over a minute after the ISP recovered. A figure a
-    /// probe measured (`probe_met_congestion`) is the ISP's and stays.
+    /// A plateau clearly below the capacity is news only while the path
+    /// beyond the gateway is `congested` in this direction, judged on
+    /// seconds after the capacity last changed (`SETTLE_S`). Without
+    /// congestion the ISP carries all it is offered, and the plateau is
+    /// the gateway's own: in the lab, an ISP policing upload to 6.4
+    /// Mbit/s, the gateway at its floor of 6.0, upload counted before
+    /// the gateway's classes read 5.6 a few seconds after it adapted,
+    /// while the loss of the 10 s before still showed. That figure
+    /// replaced the basis of 6.12, was under 95 % of the capacity, and
+    /// so stopped every probe: the gateway stayed at 6.0 for over a
+    /// minute after the ISP recovered.
     ///
     /// Nor does a second in which the gateway's root class sent
     /// (`carried_bps`) about its own capacity count as unconfirmed: the
@@ -390,15 +385,13 @@ impl Estimator {
         // left the verdict healthy while the ISP delivered 40 %.
         let reported = self.reported.unwrap_or(Confidence::Low);
         let from = *self.adapted_from.get_or_insert(d.confidence.max(reported));
-        let filled = carried_bps as f64 >= GATEWAY_FILLED * e;
-        let news_below = settled >= SETTLE_S && (congested || !filled);
+        let news_below = congested && settled >= SETTLE_S;
         let at_gateway = (0.95 * e..=1.03 * e).contains(&(d.bps as f64));
         let below = (d.bps as f64) < 0.95 * e;
-        let probed = d.evidence.co_signals.iter().any(|c| c == PROBE_SIGN);
-        if basis_bps > d.bps && !probed && (at_gateway || (below && !news_below)) {
+        if basis_bps > d.bps && (at_gateway || (below && !news_below)) {
             d.bps = basis_bps;
         }
-        if filled {
+        if carried_bps as f64 >= GATEWAY_FILLED * e {
             // Nor does a plateau diluted by those steady seconds (a
             // conservation ratio drifting up) lower the confidence.
             d.confidence = d.confidence.max(from);
@@ -420,6 +413,7 @@ impl Estimator {
     /// ISP drops what it cannot carry, so what an upload probe carried is
     /// what was offered (8.05 Mbit/s read for an ISP at 6.4 in the lab).
     pub fn probed(&mut self, at: DateTime<Utc>, bps: u64) {
+        const SIGN: &str = "probe_met_congestion";
         if self.figure == Figure::Mean {
             return;
         }
@@ -428,8 +422,8 @@ impl Estimator {
             Some(d) => {
                 d.bps = bps;
                 d.confidence = Confidence::Medium;
-                if !d.evidence.co_signals.iter().any(|c| c == PROBE_SIGN) {
-                    d.evidence.co_signals.push(PROBE_SIGN.to_string());
+                if !d.evidence.co_signals.iter().any(|c| c == SIGN) {
+                    d.evidence.co_signals.push(SIGN.to_string());
                 }
             }
             None => {
@@ -446,7 +440,7 @@ impl Estimator {
                         bound_bps: 0,
                         held: Vec::new(),
                         window_s: 0,
-                        co_signals: vec![PROBE_SIGN.to_string()],
+                        co_signals: vec![SIGN.to_string()],
                         unconfirmed_s: 0,
                     },
                 });
@@ -684,9 +678,8 @@ impl Estimator {
                     Confidence::Low
                 }
             }
-            // Steady flows behind a queue: only the path's own signs tell
-            // (not the loss that corrected the rates themselves).
-            None if vouched => Confidence::Medium,
+            // Steady flows behind a queue: only the path's own signs tell.
+            None if !co_signals.is_empty() => Confidence::Medium,
             _ => {
                 return no_plateau(format_args!(
                     "sources not trading rate: conservation {rho:?}, co-signals none"

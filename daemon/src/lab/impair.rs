@@ -39,17 +39,24 @@ const FAR_ROUTER: &str = "203.0.113.254";
 const WAN_LOSS_UP_TABLE: &str = "jatah_lab_wan_loss_up";
 const LAN_LOSS_TABLE: &str = "jatah_lab_lan_loss";
 
-/// Deletes nftables table `family name` in `ns` if it exists.
-fn delete_table(ns: &NetNs, family: &str, name: &str) -> Result<()> {
-    let exists = ns
+/// nftables table `family name` in `ns` as `nft list` prints it, None if
+/// it does not exist.
+fn list_table(ns: &NetNs, family: &str, name: &str) -> Result<Option<String>> {
+    let out = ns
         .command("nft")
         .args(["list", "table", family, name])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()?
-        .success();
-    if exists {
+        .output()?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Deletes nftables table `family name` in `ns` if it exists.
+fn delete_table(ns: &NetNs, family: &str, name: &str) -> Result<()> {
+    if list_table(ns, family, name)?.is_some() {
         ns.run("nft", ["delete", "table", family, name])?;
     }
     Ok(())
@@ -161,16 +168,7 @@ impl Lab {
             Direction::Download => (&self.isp, "netdev", LOSS_TABLE),
             Direction::Upload => (&self.inet, "inet", WAN_LOSS_UP_TABLE),
         };
-        let out = ns
-            .command("nft")
-            .args(["list", "table", family, table])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            return Ok(None);
-        }
-        Ok(passed_bytes(&String::from_utf8_lossy(&out.stdout)))
+        Ok(list_table(ns, family, table)?.and_then(|l| passed_bytes(&l)))
     }
 
     /// Removes the WAN loss of both directions.

@@ -34,6 +34,10 @@ fn a_short_uplink_is_shared_closer_to_the_guarantees_and_the_contract_comes_back
         Duration::from_secs(90),
     )
     .unwrap();
+    // On failure, the gateway's capacity changes say why.
+    for line in lab.daemon_log().lines().filter(|l| l.contains("capacity")) {
+        eprintln!("{line}");
+    }
     for (what, f) in [("not adapting", &before), ("adapting", &after)] {
         eprintln!(
             "{what}: shares of the guarantee-proportional part {:?}, added ping {:.1} / {:.1} ms, \

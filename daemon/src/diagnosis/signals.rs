@@ -36,6 +36,9 @@ pub struct Reading {
     /// Bytes the root class (`1:1`) carried so far, per direction; None
     /// where the dump failed.
     pub root_bytes: [Option<u64>; DIRECTIONS],
+    /// Bytes queued in the direction's leaves now; None where the dump
+    /// failed.
+    pub backlog_bytes: [Option<u64>; DIRECTIONS],
     /// Bytes each class sent so far, by minor, per direction.
     pub class_bytes: [BTreeMap<u16, u64>; DIRECTIONS],
     /// Traffic that matched no OPD.

@@ -21,7 +21,8 @@
 //!   to [`PROBE_MAX_S`]), a step of [`PROBE_STEP`] up from the capacity
 //!   or from what the ISP last delivered, the higher. The probe holds if
 //!   after [`PROBE_CHECK_S`] the traffic carries [`PROBE_HELD`] of the new
-//!   capacity, and the next one follows at once; a congestion sign, or
+//!   capacity (less what drained from the gateway's own queues, which a
+//!   probe empties first), and the next one follows at once; a congestion sign, or
 //!   traffic that stays below (the ISP still limits), takes it back. A
 //!   probe short of demand rather than of uplink (no congestion sign, and
 //!   [`DEMAND_LIMITED`] times what the ISP was known to deliver carried)
@@ -89,6 +90,10 @@ pub struct Input {
     pub contract_bps: u64,
     /// What the gateway's root class carried this second, bit/s.
     pub carried_bps: u64,
+    /// How fast the gateway's own queues in this direction emptied this
+    /// second, bit/s (0 when they grew): that much of what the root
+    /// carried had waited there, and was not the uplink's this second.
+    pub drained_bps: u64,
     /// What the uplink delivers, when the diagnosis engine holds an
     /// estimate at medium confidence or better, bit/s.
     pub delivered_bps: Option<u64>,
@@ -134,6 +139,8 @@ pub struct Change {
     pub from_bps: u64,
     pub to_bps: u64,
     pub reason: Reason,
+    /// For a probe taken back: what the uplink carried during it, bit/s.
+    pub measured_bps: Option<u64>,
 }
 
 /// One direction's adaptive capacity.
@@ -153,7 +160,8 @@ pub struct Controller {
     probe_wait: u32,
     /// The capacity before the probe in progress.
     probing: Option<u64>,
-    /// Traffic carried since the probe began: sum (bit/s) and seconds.
+    /// Traffic carried since the probe began, less what drained from the
+    /// gateway's own queues: sum (bit/s) and seconds.
     probe_carried: (u64, u32),
     /// What the uplink delivered when the capacity was last lowered.
     basis: Option<u64>,
@@ -240,12 +248,19 @@ impl Controller {
         // At the contract only a decrease (above) moves anything.
         self.cap?;
         // A probe in progress: held if the new capacity fills, else undone.
+        // Judged on what the uplink carried: the root's traffic less what
+        // drained from the gateway's own queues. Those filled while the
+        // gateway held the offices below the ISP, and empty at the probe's
+        // rate first: for seconds a probe above an ISP that still limits
+        // carries its full rate, and without this would be held (in the
+        // lab, a 40M ISP kept a probe to 50M).
         if let Some(before) = self.probing {
-            let short = carried < PROBE_HELD * cap as f64;
+            let fresh = i.carried_bps.saturating_sub(i.drained_bps);
+            let short = (fresh as f64) < PROBE_HELD * cap as f64;
             // What the probe carried so far, its first second (the
             // senders ramping up) left out.
             if self.since_change > 1 {
-                self.probe_carried.0 += i.carried_bps;
+                self.probe_carried.0 += fresh;
                 self.probe_carried.1 += 1;
             }
             if i.congested || (self.since_change >= PROBE_CHECK_S && short) {
@@ -255,7 +270,7 @@ impl Controller {
                 if i.congested {
                     // The ISP's limit, met: what the probe carried (its
                     // mean once past its first second) is what it delivers.
-                    self.probed = Some(if n > 0 { mean as u64 } else { i.carried_bps });
+                    self.probed = Some(if n > 0 { mean as u64 } else { fresh });
                 } else {
                     // Short, but clearly more than the uplink was known
                     // to carry and no sign of congestion: the offices
@@ -277,7 +292,13 @@ impl Controller {
                 }
                 self.probing = None;
                 self.probe_wait = (self.probe_wait * 2).clamp(PROBE_FIRST_S, PROBE_MAX_S);
-                return self.set(cap, Some(before), Reason::ProbeFailed);
+                let measured = if n > 0 { mean as u64 } else { fresh };
+                return self
+                    .set(cap, Some(before), Reason::ProbeFailed)
+                    .map(|c| Change {
+                        measured_bps: Some(measured),
+                        ..c
+                    });
             }
             if self.since_change < PROBE_CHECK_S {
                 return None;
@@ -361,6 +382,7 @@ impl Controller {
             from_bps: from,
             to_bps,
             reason,
+            measured_bps: None,
         })
     }
 }
@@ -375,6 +397,7 @@ mod tests {
         Input {
             contract_bps: C,
             carried_bps: carried,
+            drained_bps: 0,
             delivered_bps: delivered,
             congested,
             margin: MARGIN_UPLOAD,
@@ -469,6 +492,47 @@ mod tests {
                 .filter(|c| c.reason == Reason::Probe)
                 .all(|c| c.to_bps >= 50_000_000),
             "every probe reaches 1.25x the 40M delivered: {changes:?}"
+        );
+        assert_eq!(c.settled(C), 34_000_000, "{changes:?}");
+    }
+
+    /// The gateway's own queues fill while it holds the offices below the
+    /// ISP, and empty at a probe's rate first: above an ISP that still
+    /// delivers 40M, a probe to 50M carries 50M for two seconds. What
+    /// drained is not the uplink's; the probe must still be taken back (in
+    /// the lab it was kept, and the offices shared the ISP's queue again).
+    #[test]
+    fn a_probe_is_judged_without_what_drains_from_the_gateways_queues() {
+        let isp = 40_000_000;
+        let mut c = Controller::default();
+        run(&mut c, 30, world(C, 2 * C));
+        run(&mut c, 20, |s, cap| Input {
+            margin: MARGIN_DOWNLOAD,
+            ..world(isp, 2 * C)(s, cap)
+        });
+        assert_eq!(c.effective(C), 34_000_000);
+        // 24 Mbit queued at the gateway whenever it holds below the ISP.
+        let mut queued = 0;
+        let changes = run(&mut c, 300, |_, cap| {
+            if cap <= isp {
+                queued = 24_000_000;
+            }
+            let drained = queued.min(cap.saturating_sub(isp));
+            queued -= drained;
+            Input {
+                margin: MARGIN_DOWNLOAD,
+                drained_bps: drained,
+                ..input(isp.min(cap) + drained, (cap > isp).then_some(isp), false)
+            }
+        });
+        let failed: Vec<_> = changes
+            .iter()
+            .filter(|c| c.reason == Reason::ProbeFailed)
+            .collect();
+        assert!(!failed.is_empty(), "{changes:?}");
+        assert!(
+            failed.iter().all(|c| c.measured_bps == Some(isp)),
+            "each probe measured the ISP's 40M: {failed:?}"
         );
         assert_eq!(c.settled(C), 34_000_000, "{changes:?}");
     }

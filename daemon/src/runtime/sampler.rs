@@ -105,7 +105,7 @@ pub fn sample_once(
             if c.adapted() {
                 tick.effective_bps[d] = c.effective(tick.capacity_bps[d]);
                 tick.basis_bps[d] = c.basis().unwrap_or(0);
-                tick.carried_bps[d] = carried[d];
+                tick.carried_bps[d] = carried[d].0;
                 tick.probed_bps[d] = c.probed().unwrap_or(0);
             }
         }
@@ -138,21 +138,28 @@ pub fn sample_once(
     }
 }
 
-/// What each direction's root class carried since the last reading, bit/s
-/// (0 without two readings to compare), and the reading kept for the next.
-fn root_carried(a: &mut Adaptive, reading: &Reading) -> [u64; DIRECTIONS] {
+/// What each direction's root class carried since the last reading, and
+/// how fast the gateway's own queues emptied meanwhile, bit/s (0 without
+/// two readings to compare); the reading kept for the next.
+fn root_carried(a: &mut Adaptive, reading: &Reading) -> [(u64, u64); DIRECTIONS] {
     std::array::from_fn(|d| {
-        let carried = match (reading.at, reading.root_bytes[d], a.root_bytes[d]) {
+        let rates = match (reading.at, reading.root_bytes[d], a.root_bytes[d]) {
             (Some(at), Some(now_b), Some((then, then_b))) if at > then => {
-                (now_b.saturating_sub(then_b) as f64 * 8.0
-                    / at.duration_since(then).as_secs_f64()) as u64
+                let secs = at.duration_since(then).as_secs_f64();
+                let rate = |bytes: u64| (bytes as f64 * 8.0 / secs) as u64;
+                let drained = match (a.backlog_bytes[d], reading.backlog_bytes[d]) {
+                    (Some(before), Some(now)) => rate(before.saturating_sub(now)),
+                    _ => 0,
+                };
+                (rate(now_b.saturating_sub(then_b)), drained)
             }
-            _ => 0,
+            _ => (0, 0),
         };
         if let (Some(at), Some(b)) = (reading.at, reading.root_bytes[d]) {
             a.root_bytes[d] = Some((at, b));
+            a.backlog_bytes[d] = reading.backlog_bytes[d];
         }
-        carried
+        rates
     })
 }
 
@@ -163,7 +170,7 @@ fn root_carried(a: &mut Adaptive, reading: &Reading) -> [u64; DIRECTIONS] {
 fn adapt_capacity(
     state: &AppState,
     policy: &Policy,
-    carried: [u64; DIRECTIONS],
+    carried: [(u64, u64); DIRECTIONS],
     now: DateTime<Utc>,
     delivered: [Option<u64>; 2],
     congested: [bool; DIRECTIONS],
@@ -173,12 +180,13 @@ fn adapt_capacity(
     for dir in Direction::all() {
         let d = dir.index();
         let contract = policy.capacity(dir).bits_per_second();
-        let carried = carried[d];
+        let (carried, drained) = carried[d];
         let controller = &mut a.controllers[d];
         let change = if policy.gateway.shaping.adapt {
             controller.step(&adapt::Input {
                 contract_bps: contract,
                 carried_bps: carried,
+                drained_bps: drained,
                 delivered_bps: delivered[d],
                 congested: congested[d],
                 margin: match dir {
@@ -193,6 +201,7 @@ fn adapt_capacity(
                 from_bps: from,
                 to_bps: contract,
                 reason: adapt::Reason::Contract,
+                measured_bps: None,
             })
         } else {
             None
@@ -235,13 +244,22 @@ fn record_capacity_change(
     let mbit = |b: u64| format!("{:.1}", b as f64 / 1e6);
     let percent = (c.to_bps * 100).checked_div(contract).unwrap_or(100);
     let adapted = c.to_bps < contract;
+    // A probe taken back says what the uplink carried during it.
+    let why = match c.measured_bps {
+        Some(m) => format!(
+            "{}: the uplink carried {} of the probe's {}",
+            c.reason.as_str(),
+            mbit(m),
+            mbit(c.from_bps)
+        ),
+        None => c.reason.as_str().to_string(),
+    };
     let message = if adapted {
         format!(
-            "{} capacity set to {} Mbit/s of the contracted {} ({}): guarantees scaled to {percent}%",
+            "{} capacity set to {} Mbit/s of the contracted {} ({why}): guarantees scaled to {percent}%",
             dir.as_str(),
             mbit(c.to_bps),
             mbit(contract),
-            c.reason.as_str()
         )
     } else {
         format!(
@@ -257,6 +275,7 @@ fn record_capacity_change(
         to_bps = c.to_bps,
         contract_bps = contract,
         reason = c.reason.as_str(),
+        measured_bps = c.measured_bps,
         "{message}"
     );
     let state_name = |bps: u64| {
@@ -279,6 +298,7 @@ fn record_capacity_change(
                 "contract_bps": contract,
                 "scale_percent": percent,
                 "reason": c.reason.as_str(),
+                "measured_bps": c.measured_bps,
             }),
             message,
         };
@@ -341,6 +361,9 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
             .iter()
             .find(|c| u32::from(c.minor) == jatah_common::ROOT_CLASS_MINOR)
             .map(|c| c.bytes)
+    });
+    reading.backlog_bytes = std::array::from_fn(|d| {
+        (!stats[d].is_empty()).then(|| stats[d].iter().map(|c| u64::from(c.backlog_bytes)).sum())
     });
     reading
 }

@@ -327,11 +327,13 @@ pub struct Controller {
 }
 
 /// The adaptive capacity of each direction (`runtime::adapt`), the root
-/// classes' last byte counts its rates come from, and the last change.
+/// classes' last byte counts and queued bytes its rates come from, and the
+/// last change.
 #[derive(Debug, Default)]
 pub struct Adaptive {
     pub controllers: [crate::runtime::adapt::Controller; DIRECTIONS],
     pub root_bytes: [Option<(std::time::Instant, u64)>; DIRECTIONS],
+    pub backlog_bytes: [Option<u64>; DIRECTIONS],
     pub last_change: [Option<(DateTime<Utc>, crate::runtime::adapt::Change)>; DIRECTIONS],
 }
 

@@ -156,6 +156,20 @@ pub struct CoSignals {
 }
 
 impl CoSignals {
+    /// Whether any sign shows, lost probes counted from `loss_bar` up.
+    pub fn any(&self, loss_bar: f64) -> bool {
+        self.beyond_tcp_loss(loss_bar) || self.wan_tcp_loss
+    }
+
+    /// Whether a sign other than TCP loss shows: the one that does not
+    /// come from the same WAN-side duplicates upload's rates are
+    /// corrected by.
+    fn beyond_tcp_loss(&self, loss_bar: f64) -> bool {
+        self.probes_inflated
+            || self.wan_handshakes_inflated
+            || self.probe_loss.is_some_and(|l| l >= loss_bar)
+    }
+
     /// The names of the co-signals present, for the evidence.
     fn present(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -662,8 +676,10 @@ impl Estimator {
         // duplicates that make the loss co-signal: alone, it vouches for
         // such a plateau up to medium, not high (once, as high, a weak
         // upload plateau read 8.7 where a policer passed 6.4 Mbit/s).
-        let self_derived = |c: &String| self.figure == Figure::Mean && c == "wan_tcp_loss";
-        let vouched = co_signals.iter().any(|c| !self_derived(c));
+        let vouched = match self.figure {
+            Figure::Mean => co.beyond_tcp_loss(PROBE_LOSS),
+            Figure::Top => !co_signals.is_empty(),
+        };
         let confidence = match rho {
             Some(r) if r <= MAX_RHO => {
                 if vouched {

@@ -451,9 +451,7 @@ impl Uplink {
     /// capacity: inflated probes or WAN handshakes and lost probes (either
     /// direction's queue can cause them), TCP loss in that direction.
     fn congested(&self, probe_loss: Option<f64>, loss_ratio: f64) -> [bool; 2] {
-        let either =
-            self.probes_inflated || self.wan.up() || probe_loss.is_some_and(|l| l >= loss_ratio);
-        [0, 1].map(|dir| either || self.tcp.up_toward(dir))
+        [0, 1].map(|dir| self.co_signals(probe_loss, dir).any(loss_ratio))
     }
 }
 

@@ -24,7 +24,7 @@ use std::process::{Child, Stdio};
 use anyhow::{Result, bail};
 
 use super::netns::NetNs;
-use super::testkit::{LOSS_TABLE, uplink_qdisc};
+use super::testkit::{LOSS_TABLE, delete_table, list_table, uplink_qdisc};
 use super::{Lab, iperf_port};
 use crate::policy::Direction;
 
@@ -38,29 +38,6 @@ const FAR_ROUTER: &str = "203.0.113.254";
 /// with them).
 const WAN_LOSS_UP_TABLE: &str = "jatah_lab_wan_loss_up";
 const LAN_LOSS_TABLE: &str = "jatah_lab_lan_loss";
-
-/// nftables table `family name` in `ns` as `nft list` prints it, None if
-/// it does not exist.
-fn list_table(ns: &NetNs, family: &str, name: &str) -> Result<Option<String>> {
-    let out = ns
-        .command("nft")
-        .args(["list", "table", family, name])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-/// Deletes nftables table `family name` in `ns` if it exists.
-fn delete_table(ns: &NetNs, family: &str, name: &str) -> Result<()> {
-    if list_table(ns, family, name)?.is_some() {
-        ns.run("nft", ["delete", "table", family, name])?;
-    }
-    Ok(())
-}
 
 /// The bytes of the loss chain's last rule, the bare counter after the
 /// drop: `counter packets P bytes B`, alone or after an interface match.

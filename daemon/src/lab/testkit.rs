@@ -18,6 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use jatah_common::{HTB_MAJOR, htb_class_id, opd_class_minor};
 
 use super::{GW_LISTEN, GW_STATUS_PORT, GW_WAN_ADDR, LAB_ADMIN_TOKEN, Lab};
+use super::netns::NetNs;
 use crate::cli::client;
 use crate::datapath::PinnedCounters;
 use crate::lab::netns::run_checked;
@@ -326,19 +327,7 @@ impl Lab {
 
     /// Removes the loss [`Lab::wan_loss`] set (nothing to do if none).
     pub fn clear_wan_loss(&self) -> Result<()> {
-        let out = self
-            .isp
-            .command("nft")
-            .args(["list", "table", "netdev", LOSS_TABLE])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if out.success() {
-            self.isp
-                .run("nft", ["delete", "table", "netdev", LOSS_TABLE])?;
-        }
-        Ok(())
+        delete_table(&self.isp, "netdev", LOSS_TABLE)
     }
 
     /// Switches OPD `i`'s router off while its link stays up: its address
@@ -447,6 +436,29 @@ pub(super) struct UplinkQdisc {
     pub(super) sent_bytes: u64,
     dropped_packets: u64,
     backlog_bytes: u64,
+}
+
+/// nftables table `family name` in `ns` as `nft list` prints it, None if
+/// it does not exist.
+pub(super) fn list_table(ns: &NetNs, family: &str, name: &str) -> Result<Option<String>> {
+    let out = ns
+        .command("nft")
+        .args(["list", "table", family, name])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Deletes nftables table `family name` in `ns` if it exists.
+pub(super) fn delete_table(ns: &NetNs, family: &str, name: &str) -> Result<()> {
+    if list_table(ns, family, name)?.is_some() {
+        ns.run("nft", ["delete", "table", family, name])?;
+    }
+    Ok(())
 }
 
 /// The root tbf's statistics on `dev` in namespace `ns` (the uplink

@@ -139,19 +139,20 @@ pub fn sample_once(
 }
 
 /// What each direction's root class carried since the last reading, and
-/// how fast the gateway's own queues emptied meanwhile, bit/s (0 without
-/// two readings to compare); the reading kept for the next.
-fn root_carried(a: &mut Adaptive, reading: &Reading) -> [(u64, u64); DIRECTIONS] {
+/// how fast the gateway's own queues grew meanwhile (negative: drained),
+/// bit/s (0 without two readings to compare); the reading kept for the
+/// next.
+fn root_carried(a: &mut Adaptive, reading: &Reading) -> [(u64, i64); DIRECTIONS] {
     std::array::from_fn(|d| {
         let rates = match (reading.at, reading.root_bytes[d], a.root_bytes[d]) {
             (Some(at), Some(now_b), Some((then, then_b))) if at > then => {
                 let secs = at.duration_since(then).as_secs_f64();
-                let rate = |bytes: u64| (bytes as f64 * 8.0 / secs) as u64;
-                let drained = match (a.backlog_bytes[d], reading.backlog_bytes[d]) {
-                    (Some(before), Some(now)) => rate(before.saturating_sub(now)),
+                let rate = |bytes: f64| bytes * 8.0 / secs;
+                let queued = match (a.backlog_bytes[d], reading.backlog_bytes[d]) {
+                    (Some(before), Some(now)) => rate(now as f64 - before as f64) as i64,
                     _ => 0,
                 };
-                (rate(now_b.saturating_sub(then_b)), drained)
+                (rate(now_b.saturating_sub(then_b) as f64) as u64, queued)
             }
             _ => (0, 0),
         };
@@ -170,7 +171,7 @@ fn root_carried(a: &mut Adaptive, reading: &Reading) -> [(u64, u64); DIRECTIONS]
 fn adapt_capacity(
     state: &AppState,
     policy: &Policy,
-    carried: [(u64, u64); DIRECTIONS],
+    carried: [(u64, i64); DIRECTIONS],
     now: DateTime<Utc>,
     delivered: [Option<u64>; 2],
     congested: [bool; DIRECTIONS],
@@ -180,13 +181,13 @@ fn adapt_capacity(
     for dir in Direction::all() {
         let d = dir.index();
         let contract = policy.capacity(dir).bits_per_second();
-        let (carried, drained) = carried[d];
+        let (carried, queued) = carried[d];
         let controller = &mut a.controllers[d];
         let change = if policy.gateway.shaping.adapt {
             controller.step(&adapt::Input {
                 contract_bps: contract,
                 carried_bps: carried,
-                drained_bps: drained,
+                queued_bps: queued,
                 delivered_bps: delivered[d],
                 congested: congested[d],
                 margin: match dir {

@@ -22,8 +22,8 @@
 //!   or from what the ISP last delivered, the higher. The probe holds if
 //!   after [`PROBE_CHECK_S`] the traffic carries [`PROBE_HELD`] of the new
 //!   capacity, judged once the gateway's own queues (which a probe empties
-//!   first) no longer drain, and the next one follows at once; a congestion sign, or
-//!   traffic that stays below (the ISP still limits), takes it back. A
+//!   first) no longer drain, and the next one follows at once; a
+//!   congestion sign, or traffic that stays below (the ISP still limits), takes it back. A
 //!   probe short of demand rather than of uplink (no congestion sign, and
 //!   [`DEMAND_LIMITED`] times what the ISP was known to deliver carried)
 //!   is kept: a recovered ISP is not held below what the offices ask.
@@ -446,6 +446,25 @@ mod tests {
         }
     }
 
+    /// Steps up to `n` seconds with `f(second, cap)` until the capacity is
+    /// back at the contract: the second it was (None: not within `n`), and
+    /// the changes made.
+    fn until_contract(
+        c: &mut Controller,
+        n: u32,
+        mut f: impl FnMut(u32, u64) -> Input,
+    ) -> (Option<u32>, Vec<Change>) {
+        let mut changes = Vec::new();
+        for s in 0..n {
+            let cap = c.effective(C);
+            changes.extend(c.step(&f(s, cap)));
+            if !c.adapted() {
+                return (Some(s), changes);
+            }
+        }
+        (None, changes)
+    }
+
     #[test]
     fn at_the_contract_nothing_moves() {
         let mut c = Controller::default();
@@ -669,44 +688,29 @@ mod tests {
         run(&mut c, 30, world(C, 2 * C));
         run(&mut c, 120, world(40_000_000, 2 * C));
         assert!(c.adapted());
-        let mut took = None;
-        for s in 0..120 {
-            let cap = c.effective(C);
-            c.step(&world(C, 2 * C)(s, cap));
-            if !c.adapted() {
-                took = Some(s);
-                break;
-            }
-        }
+        let (took, _) = until_contract(&mut c, 120, world(C, 2 * C));
         let took = took.expect("back at the contract");
         assert!(took <= 60, "{took} s");
     }
 
     /// The gateway's queues swing from second to second while it holds
-    /// the offices (a leaf of 1000 packets is a second of 12 Mbit/s):
-    /// what reached them is the root's rate plus the swing, growth
-    /// included, or every other second reads short and the recovered
-    /// ISP's contract comes back late.
+    /// the offices (a leaf of 1000 packets is a second of 12 Mbit/s): the
+    /// seconds they shrink are not judged, and the others carry the
+    /// capacity, so no probe fails on a recovered ISP (judged on what
+    /// reached the queues, every other second read short).
     #[test]
     fn the_gateways_queue_swings_do_not_fail_probes_on_a_recovered_isp() {
         let mut c = Controller::default();
         run(&mut c, 30, world(C, 2 * C));
         run(&mut c, 120, world(40_000_000, 2 * C));
         assert!(c.adapted());
-        let mut took = None;
-        let mut changes = Vec::new();
-        for s in 0..120u32 {
-            let cap = c.effective(C);
+        let (took, changes) = until_contract(&mut c, 120, |s, cap| {
             let swing = (cap / 5) as i64;
-            changes.extend(c.step(&Input {
+            Input {
                 queued_bps: if s % 2 == 0 { swing } else { -swing },
                 ..world(C, 2 * C)(s, cap)
-            }));
-            if !c.adapted() {
-                took = Some(s);
-                break;
             }
-        }
+        });
         let took = took.expect("back at the contract");
         assert!(
             changes.iter().all(|c| c.reason != Reason::ProbeFailed),

@@ -19,6 +19,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -150,6 +151,21 @@ pub fn check_owner_only(path: &Path, meta: &std::fs::Metadata, what: &str) -> Re
         ));
     }
     Ok(())
+}
+
+/// What identifies a version of a secret file on disk: its mtime, size,
+/// inode and mode. The mode counts because a chmod that lets group or
+/// others read the file must be noticed, so the file is read again and
+/// refused ([`check_owner_only`]).
+pub type Fingerprint = (SystemTime, u64, u64, u32);
+
+/// The [`Fingerprint`] of the file at `path`; None if it cannot be looked
+/// at. The tokens watcher and the TLS watcher both use this one, so a
+/// chmod counts the same for every secret file.
+pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino(), m.mode()))
 }
 
 /// Reads a tokens file, refusing it unless only its owner may read it

@@ -23,7 +23,7 @@ use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rustls::ServerConfig;
@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::http::auth::check_owner_only;
+use crate::http::auth::{Fingerprint, check_owner_only, fingerprint};
 use crate::http::conn::RefusalLog;
 use crate::http::host::ServerNames;
 
@@ -187,15 +187,6 @@ fn read_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey
     }
 }
 
-/// What identifies a version of a file on disk.
-type Fingerprint = Option<(SystemTime, u64, u64, u32)>;
-
-fn fingerprint(path: &Path) -> Fingerprint {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino(), m.mode()))
-}
-
 /// The certificate a TLS listener serves; [`Certificate::reload`]
 /// replaces it for the handshakes that follow.
 #[derive(Debug)]
@@ -240,7 +231,7 @@ impl Certificate {
             .unwrap_or_default()
     }
 
-    fn fingerprint(&self) -> (Fingerprint, Fingerprint) {
+    fn fingerprint(&self) -> Fingerprints {
         (fingerprint(&self.files.cert), fingerprint(&self.files.key))
     }
 
@@ -433,7 +424,9 @@ pub async fn watch(
     }
 }
 
-type Fingerprints = (Fingerprint, Fingerprint);
+/// The certificate's and the key's [`Fingerprint`]; None for a file that
+/// cannot be looked at.
+type Fingerprints = (Option<Fingerprint>, Option<Fingerprint>);
 
 /// When a pair whose files change is read again: once they have looked
 /// the same at two looks in a row, so a renewal that replaces the

@@ -6,27 +6,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::http::auth::Tokens;
+use crate::http::auth::{Tokens, fingerprint};
 use crate::runtime::state::{AppState, TokenCell};
 
 /// How often the file is looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// What identifies a version of the file on disk (a chmod counts: a file
-/// made readable by others must be noticed, and refused).
-type Fingerprint = (SystemTime, u64, u64, u32);
-
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino(), m.mode()))
-}
 
 /// What a reload changed, by token name.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -41,6 +41,9 @@ pub struct Reading {
     pub backlog_bytes: [Option<u64>; DIRECTIONS],
     /// Bytes each class sent so far, by minor, per direction.
     pub class_bytes: [BTreeMap<u16, u64>; DIRECTIONS],
+    /// Bytes queued in each OPD's leaves now, by the OPD class's minor,
+    /// per direction.
+    pub queued: [BTreeMap<u16, u64>; DIRECTIONS],
     /// Traffic that matched no OPD.
     /// None when reading it failed this second.
     pub unclassified: Option<Counters>,
@@ -109,6 +112,8 @@ struct Previous {
     /// Cumulative bytes the OPD's class sent, per direction, with the
     /// classifier's byte count at the same reading.
     sent: [Option<(u64, u64)>; DIRECTIONS],
+    /// Bytes queued in the OPD's leaves at the same reading.
+    queued: [Option<u64>; DIRECTIONS],
     /// The rates of the last second with a good reading, held for a
     /// second whose read failed.
     packets: [u64; 2],
@@ -184,6 +189,8 @@ impl Watcher {
             // not zero: the next good dump must not count old drops as new.
             let drop_now: [Option<u64>; DIRECTIONS] =
                 std::array::from_fn(|d| reading.drops[d].get(&minor).copied());
+            let queued_now: [Option<u64>; DIRECTIONS] =
+                std::array::from_fn(|d| reading.queued[d].get(&minor).copied());
             let sent_now = |c: &Counters| -> [Option<(u64, u64)>; DIRECTIONS] {
                 std::array::from_fn(|d| {
                     reading.class_bytes[d]
@@ -226,11 +233,17 @@ impl Watcher {
                         }
                         _ => None,
                     });
+                    s.queue_growth_bytes =
+                        std::array::from_fn(|d| match (queued_now[d], prev.queued[d]) {
+                            (Some(q1), Some(q0)) => Some(q1 as i64 - q0 as i64),
+                            _ => None,
+                        });
                     *prev = Previous {
                         at: now,
                         counters,
                         rtt,
                         sent,
+                        queued: queued_now,
                         drops: std::array::from_fn(|d| drop_now[d].or(prev.drops[d])),
                         packets: s.packets,
                         bps: s.bps,
@@ -247,6 +260,7 @@ impl Watcher {
                             counters,
                             rtt,
                             sent: sent_now(&counters),
+                            queued: queued_now,
                             drops: drop_now,
                             packets: [0; 2],
                             bps: [0; 2],
@@ -441,6 +455,32 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         assert_eq!(tick(1, Some(510)), 10);
         assert_eq!(tick(2, None), 0, "a failed dump reads as no new drops");
         assert_eq!(tick(3, Some(515)), 5, "not 515: the cumulative count is kept");
+    }
+
+    #[test]
+    fn an_opds_queue_growth_is_its_lanes_backlog_change_and_unknown_after_a_failed_dump() {
+        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
+        let slots = BTreeMap::from([("a".to_string(), 0)]);
+        let minor = opd_class_minor(0) as u16;
+        let t0 = Instant::now();
+        let mut w = Watcher::default();
+        let mut tick = |s: u64, queued: Option<u64>| {
+            let mut reading = Reading {
+                at: Some(t0 + Duration::from_secs(s)),
+                ..Reading::default()
+            };
+            reading.counters.insert(0, counters(1000 * (s + 1)));
+            if let Some(q) = queued {
+                reading.queued[0].insert(minor, q);
+            }
+            w.tick(&reading, &policy, &slots, &[], Utc::now()).opds["a"].queue_growth_bytes[0]
+        };
+        assert_eq!(tick(0, Some(30_000)), None, "the first reading is the base");
+        assert_eq!(tick(1, Some(50_000)), Some(20_000));
+        assert_eq!(tick(2, Some(5_000)), Some(-45_000), "a queue draining");
+        assert_eq!(tick(3, None), None, "a failed dump");
+        assert_eq!(tick(4, Some(6_000)), None, "no change against an unknown backlog");
+        assert_eq!(tick(5, Some(6_000)), Some(0));
     }
 
     #[test]

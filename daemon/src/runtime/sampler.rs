@@ -31,7 +31,9 @@ use crate::gateway;
 use crate::policy::{Direction, Policy};
 use crate::history::{CounterReading, DeliveredSecond, HistoryStore};
 use crate::runtime::adapt;
-use crate::runtime::state::{Adaptive, AppState, KernelStatus, PolicyView, drops_by_minor, lock};
+use crate::runtime::state::{
+    Adaptive, AppState, KernelStatus, PolicyView, drops_by_minor, lock, queued_by_minor,
+};
 
 /// Runs the loop until `shutdown` fires.
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
@@ -355,6 +357,7 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
     }
     let stats = kernel.htb_stats();
     reading.drops = drops_by_minor(&stats);
+    reading.queued = queued_by_minor(&stats);
     reading.class_bytes =
         std::array::from_fn(|d| stats[d].iter().map(|c| (c.minor, c.bytes)).collect());
     reading.root_bytes = std::array::from_fn(|d| {

@@ -301,11 +301,26 @@ impl KernelStatus {
 
 /// HTB drops per class minor, per direction.
 pub fn drops_by_minor(stats: &[Vec<ClassStats>; DIRECTIONS]) -> [BTreeMap<u16, u64>; DIRECTIONS] {
+    by_owner(stats, |c| c.drops)
+}
+
+/// Bytes queued in each OPD's leaves now, by the OPD class's minor, per
+/// direction. HTB reports a backlog on leaves only, and an OPD with lanes
+/// is an inner class over them.
+pub fn queued_by_minor(stats: &[Vec<ClassStats>; DIRECTIONS]) -> [BTreeMap<u16, u64>; DIRECTIONS] {
+    by_owner(stats, |c| u64::from(c.backlog_bytes))
+}
+
+/// `value` of every class summed by the class that owns it: a lane's
+/// counts are its OPD's.
+fn by_owner(
+    stats: &[Vec<ClassStats>; DIRECTIONS],
+    value: impl Fn(&ClassStats) -> u64,
+) -> [BTreeMap<u16, u64>; DIRECTIONS] {
     [DOWNLOAD, UPLOAD].map(|d| {
         let mut by_minor = BTreeMap::new();
         for c in &stats[d] {
-            // A lane's drops are its OPD's.
-            *by_minor.entry(lane_owner(u32::from(c.minor)) as u16).or_insert(0) += c.drops;
+            *by_minor.entry(lane_owner(u32::from(c.minor)) as u16).or_insert(0) += value(c);
         }
         by_minor
     })

@@ -109,6 +109,10 @@ pub struct OpdSignals {
     /// A dropped GRO packet is one drop but up to 44 segments: bytes say
     /// how much TCP lost.
     pub unsent_bytes: [Option<i64>; 2],
+    /// How much the bytes queued in the OPD's leaves grew in this second
+    /// (negative: they drained); None where a dump missed its classes.
+    /// [`OpdSignals::unsent_bytes`] less this is what its classes dropped.
+    pub queue_growth_bytes: [Option<i64>; 2],
     pub ceiling_bps: [u64; 2],
     /// Probes of the OPD's router completed in this second (oldest first);
     /// `probe_configured` false when the policy names no router.

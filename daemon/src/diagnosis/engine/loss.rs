@@ -56,21 +56,29 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
     let (segments, lost) = counts(tr, side, dir)?;
     let mut r = lost as f64 / segments as f64;
     if side == own_drop_side(dir) {
-        // Less the share its own class did not send (dropped): bytes the
-        // classifier counted less bytes the class sent. HTB counts a
-        // dropped GRO packet of up to 44 segments as one drop, and the
-        // bulk lane's byte FIFO drops the large ones first, so bytes, not
-        // packets, say how many segments TCP lost there. Without byte
-        // counts, the share of packets dropped.
+        // Less the share its own class dropped: bytes the classifier
+        // counted, less bytes the class sent, less what its queues grew.
+        // HTB counts a dropped GRO packet of up to 44 segments as one
+        // drop, and the bulk lane's byte FIFO drops the large ones first,
+        // so bytes, not packets, say how many segments TCP lost there.
+        // Without byte counts, the share of packets dropped.
         let n = window(tr);
-        let unsent: Option<i64> = tr.last(n).map(|s| s.unsent_bytes[dir]).sum();
-        let share = match unsent {
-            Some(unsent) => {
-                // Over the window: a queue that filled in one second and
-                // drained in the next sent it all.
-                let unsent = unsent.max(0) as u64;
+        let dropped: Option<i64> = tr
+            .last(n)
+            .map(|s| Some(s.unsent_bytes[dir]? - s.queue_growth_bytes[dir].unwrap_or(0)))
+            .sum();
+        let share = match dropped {
+            Some(dropped) => {
+                // Over the window, with the queue's change taken out: a
+                // queue that filled before the window and drained in it
+                // sent more than it took in, and without its change those
+                // seconds hid the drops that filled it (their segments
+                // sent again counted as lost in the office's network: an
+                // office `local_degraded` at 3.5% while the gateway,
+                // adapted below a 300 ms ISP queue, emptied its own).
+                let dropped = dropped.max(0) as u64;
                 let offered: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
-                unsent as f64 / offered.max(unsent).max(1) as f64
+                dropped as f64 / offered.max(dropped).max(1) as f64
             }
             None => {
                 let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();

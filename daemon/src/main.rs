@@ -111,8 +111,8 @@ enum Command {
         /// Serve --listen (the API, /metrics, /healthz) over HTTPS with
         /// this certificate (PEM, as --status-tls-cert), for an API reached
         /// across a network. Needs --tls-key. Prometheus then scrapes with
-        /// `scheme: https`; `jatah status` and `jatah plan` speak plain
-        /// HTTP only.
+        /// `scheme: https`; `jatah status` and `jatah plan` reach it with
+        /// `--api https://HOST:PORT` (and `--ca FILE` for a private CA).
         #[arg(
             long,
             env = "JATAH_TLS_CERT",

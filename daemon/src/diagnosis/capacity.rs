@@ -141,8 +141,8 @@ pub struct SourceRate {
 }
 
 /// Signs that the path itself is congested. The engine decides each flag
-/// (today against the absolute `wan_rtt`; learned baselines can set the
-/// same flags later without changing the estimator).
+/// (round trips against their learned normal, capped by the absolute
+/// `wan_rtt`; loss from the probes and the WAN side's retransmissions).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CoSignals {
     /// Upstream probe round trips are inflated.

@@ -100,8 +100,9 @@ pub struct Input {
     /// What the uplink delivers, when the diagnosis engine holds an
     /// estimate at medium confidence or better, bit/s.
     pub delivered_bps: Option<u64>,
-    /// A sign of congestion beyond the gateway this second (the engine's
-    /// verdict on the uplink: upstream degraded or down).
+    /// A sign of congestion beyond the gateway this second, in this
+    /// direction (`Engine::uplink_congested`: inflated probes or WAN
+    /// handshakes, lost probes, TCP loss beyond the gateway).
     pub congested: bool,
     /// Share taken off the delivered estimate ([`MARGIN_DOWNLOAD`],
     /// [`MARGIN_UPLOAD`]).

@@ -432,25 +432,34 @@ upload = { guaranteed = "5M", ceiling = "10M" }
         assert_eq!(tick(5, None), Some(0), "held for one second only");
     }
 
-    #[test]
-    fn a_failed_htb_dump_does_not_count_old_drops_as_new() {
+    /// Seconds of OPD "a" (slot 0, 1000 bytes a second) whose HTB dump
+    /// holds a value for its class, put there by `put` (None: the dump
+    /// missed the class); each gives "a"'s signals for that second.
+    fn dump_ticks(put: fn(&mut Reading, u16, u64)) -> impl FnMut(u64, Option<u64>) -> OpdSignals {
         let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
         let slots = BTreeMap::from([("a".to_string(), 0)]);
         let minor = opd_class_minor(0) as u16;
         let t0 = Instant::now();
-        let at = Utc::now();
         let mut w = Watcher::default();
-        let mut tick = |s: u64, drops: Option<u64>| {
+        move |s, value| {
             let mut reading = Reading {
                 at: Some(t0 + Duration::from_secs(s)),
                 ..Reading::default()
             };
             reading.counters.insert(0, counters(1000 * (s + 1)));
-            if let Some(d) = drops {
-                reading.drops[0].insert(minor, d);
+            if let Some(v) = value {
+                put(&mut reading, minor, v);
             }
-            w.tick(&reading, &policy, &slots, &[], at).opds["a"].drops[0]
-        };
+            w.tick(&reading, &policy, &slots, &[], Utc::now()).opds["a"].clone()
+        }
+    }
+
+    #[test]
+    fn a_failed_htb_dump_does_not_count_old_drops_as_new() {
+        let mut tick = dump_ticks(|r, minor, d| {
+            r.drops[0].insert(minor, d);
+        });
+        let mut tick = |s, d| tick(s, d).drops[0];
         assert_eq!(tick(0, Some(500)), 0);
         assert_eq!(tick(1, Some(510)), 10);
         assert_eq!(tick(2, None), 0, "a failed dump reads as no new drops");
@@ -459,22 +468,10 @@ upload = { guaranteed = "5M", ceiling = "10M" }
 
     #[test]
     fn an_opds_queue_growth_is_its_lanes_backlog_change_and_unknown_after_a_failed_dump() {
-        let policy = crate::policy::parse(POLICY, "t.toml").unwrap();
-        let slots = BTreeMap::from([("a".to_string(), 0)]);
-        let minor = opd_class_minor(0) as u16;
-        let t0 = Instant::now();
-        let mut w = Watcher::default();
-        let mut tick = |s: u64, queued: Option<u64>| {
-            let mut reading = Reading {
-                at: Some(t0 + Duration::from_secs(s)),
-                ..Reading::default()
-            };
-            reading.counters.insert(0, counters(1000 * (s + 1)));
-            if let Some(q) = queued {
-                reading.queued[0].insert(minor, q);
-            }
-            w.tick(&reading, &policy, &slots, &[], Utc::now()).opds["a"].queue_growth_bytes[0]
-        };
+        let mut tick = dump_ticks(|r, minor, q| {
+            r.queued[0].insert(minor, q);
+        });
+        let mut tick = |s, q| tick(s, q).queue_growth_bytes[0];
         assert_eq!(tick(0, Some(30_000)), None, "the first reading is the base");
         assert_eq!(tick(1, Some(50_000)), Some(20_000));
         assert_eq!(tick(2, Some(5_000)), Some(-45_000), "a queue draining");

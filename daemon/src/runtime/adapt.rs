@@ -683,12 +683,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_contract_returns_within_a_minute_of_the_isp_recovering() {
+    /// A controller adapted to an ISP at 40% of the contract, the offices
+    /// asking twice the contract.
+    fn adapted_to_an_isp_at_40m() -> Controller {
         let mut c = Controller::default();
         run(&mut c, 30, world(C, 2 * C));
         run(&mut c, 120, world(40_000_000, 2 * C));
         assert!(c.adapted());
+        c
+    }
+
+    #[test]
+    fn the_contract_returns_within_a_minute_of_the_isp_recovering() {
+        let mut c = adapted_to_an_isp_at_40m();
         let (took, _) = until_contract(&mut c, 120, world(C, 2 * C));
         let took = took.expect("back at the contract");
         assert!(took <= 60, "{took} s");
@@ -701,10 +708,7 @@ mod tests {
     /// reached the queues, every other second read short).
     #[test]
     fn the_gateways_queue_swings_do_not_fail_probes_on_a_recovered_isp() {
-        let mut c = Controller::default();
-        run(&mut c, 30, world(C, 2 * C));
-        run(&mut c, 120, world(40_000_000, 2 * C));
-        assert!(c.adapted());
+        let mut c = adapted_to_an_isp_at_40m();
         let (took, changes) = until_contract(&mut c, 120, |s, cap| {
             let swing = (cap / 5) as i64;
             Input {

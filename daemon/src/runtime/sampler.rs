@@ -366,9 +366,10 @@ pub fn take_reading(reader: &CounterReader, view: &PolicyView, kernel: &KernelSt
             .find(|c| u32::from(c.minor) == jatah_common::ROOT_CLASS_MINOR)
             .map(|c| c.bytes)
     });
-    reading.backlog_bytes = std::array::from_fn(|d| {
-        (!stats[d].is_empty()).then(|| stats[d].iter().map(|c| u64::from(c.backlog_bytes)).sum())
-    });
+    // The direction's backlog is its OPDs' (and the default class's):
+    // every leaf belongs to one of them.
+    reading.backlog_bytes =
+        std::array::from_fn(|d| (!stats[d].is_empty()).then(|| reading.queued[d].values().sum()));
     reading
 }
 

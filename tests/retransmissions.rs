@@ -207,6 +207,57 @@ fn in_order_streams_reordering_and_pure_acks_are_no_loss() {
     assert_eq!(t.retransmitted, [[0, 0], [0, 0]]);
 }
 
+/// A pure ACK from the Internet host's 443 to the OPD host's `port`,
+/// acknowledging up to `ack`.
+fn ack_to_opd(fx: &Fixture, port: u16, ack: u32) {
+    let mut f = segment(INTERNET, HOST, (443, port), ACK, 77, 0);
+    // Ethernet 14 + IPv4 20 + the ACK number's offset in TCP, 8.
+    f[42..46].copy_from_slice(&ack.to_be_bytes());
+    f.resize(60, 0);
+    let (ret, _, _) = fx
+        .dp
+        .test_run(program_names::DOWNLOAD, &f, &SkbContext::forwarded(), 1)
+        .unwrap();
+    assert_eq!(ret, -1, "never dropped");
+}
+
+#[test]
+fn upload_payload_and_what_the_far_end_acknowledged_are_counted() {
+    let fx = fixture();
+    let up = fx.stream(false, 40010, 1_000);
+    up.open();
+    // The SYN-ACK's ACK (the ISN + 1) is where counting starts.
+    ack_to_opd(&fx, 40010, up.seq(0));
+    for k in 0..10 {
+        up.data(k);
+    }
+    up.data(4);
+    ack_to_opd(&fx, 40010, up.seq(6));
+    ack_to_opd(&fx, 40010, up.seq(3));
+    ack_to_opd(&fx, 40010, up.seq(6));
+    ack_to_opd(&fx, 40010, up.seq(10));
+    let t = fx.loss();
+    assert_eq!(t.payload_bytes[UPLOAD], 11 * u64::from(MSS), "the copy too");
+    assert_eq!(
+        t.acked_bytes[UPLOAD],
+        10 * u64::from(MSS),
+        "older and duplicate ACKs count nothing"
+    );
+    // The office's own ACKs of a download count nothing: download is
+    // counted after the uplink carried it.
+    let down = fx.stream(true, 40011, 5);
+    down.open();
+    down.data(0);
+    let mut f = segment(HOST, INTERNET, (40011, 443), ACK, 9, 0);
+    f[42..46].copy_from_slice(&down.seq(1).to_be_bytes());
+    fx.dp
+        .test_run(program_names::UPLOAD_MARK, &f, &SkbContext::forwarded(), 1)
+        .unwrap();
+    let t = fx.loss();
+    assert_eq!(t.payload_bytes[DOWNLOAD], u64::from(MSS));
+    assert_eq!(t.acked_bytes, [0, 10 * u64::from(MSS)]);
+}
+
 #[test]
 fn a_connection_met_mid_stream_is_judged_from_its_second_segment() {
     let fx = fixture();
@@ -332,6 +383,21 @@ fn exported_loss(lab: &Lab, opd: &str, dir: Direction) -> (f64, [f64; 2]) {
     )
 }
 
+/// Upload payload of `opd`'s sampled connections and what their far ends
+/// acknowledged, as /metrics exports them.
+fn exported_upload_acked(lab: &Lab, opd: &str) -> (f64, f64) {
+    let (_, body) = lab.http_get("/metrics").expect("scraping /metrics");
+    let opd = format!("opd=\"{opd}\"");
+    (
+        sample(
+            &body,
+            "jatah_opd_tcp_payload_bytes_sampled_total",
+            &[&opd, "direction=\"upload\""],
+        ),
+        sample(&body, "jatah_opd_tcp_upload_acked_bytes_total", &[&opd]),
+    )
+}
+
 /// What one transfer showed: the retransmission ratio of each side (LAN,
 /// WAN), the segments judged and the segments the sender says it sent
 /// again.
@@ -339,12 +405,15 @@ struct Measured {
     ratio: [f64; 2],
     segments: f64,
     sent_again: u64,
+    /// Upload acknowledged by the far end over upload payload sent.
+    acked_share: f64,
 }
 
 /// Sends TCP through the lab in `dir` for `seconds` (two paced flows, well
 /// below every ceiling, so HTB drops nothing).
 fn measure(lab: &Lab, dir: Direction, seconds: u32) -> Measured {
     let (seg0, retx0) = exported_loss(lab, "dinsos", dir);
+    let (sent0, acked0) = exported_upload_acked(lab, "dinsos");
     let client = lab
         .spawn_iperf_args(0, dir, seconds, 0, &["-b", "40M", "-P", "2"], true)
         .expect("starting iperf3");
@@ -355,6 +424,7 @@ fn measure(lab: &Lab, dir: Direction, seconds: u32) -> Measured {
         .as_u64()
         .expect("iperf3 reports the sender's retransmissions");
     let (seg1, retx1) = exported_loss(lab, "dinsos", dir);
+    let (sent1, acked1) = exported_upload_acked(lab, "dinsos");
     let segments = seg1 - seg0;
     assert!(
         segments > 10_000.0,
@@ -364,6 +434,7 @@ fn measure(lab: &Lab, dir: Direction, seconds: u32) -> Measured {
         ratio: [0, 1].map(|s| (retx1[s] - retx0[s]) / segments),
         segments,
         sent_again,
+        acked_share: (acked1 - acked0) / (sent1 - sent0).max(1.0),
     }
 }
 
@@ -458,6 +529,22 @@ fn loss_on_one_side(lab: &Lab, dir: Direction, side: u32, dropper: &Dropper) {
         "{:.0} counted for {truth:.0} retransmissions",
         on * m.segments
     );
+    if dir == Direction::Upload {
+        // What reached the Internet host, as its ACKs say: 3 % short of
+        // what the gateway forwarded when the loss is beyond it, all of
+        // it when the loss came before.
+        eprintln!("  upload acknowledged / sent: {:.4}", m.acked_share);
+        let expected = if side == SIDE_WAN {
+            0.94..0.99
+        } else {
+            0.985..1.001
+        };
+        assert!(
+            expected.contains(&m.acked_share),
+            "acknowledged share {:.4}, expected {expected:?}",
+            m.acked_share
+        );
+    }
     // HTB dropped nothing: the duplicates were the link's losses alone.
     let (_, body) = lab.http_get("/metrics").unwrap();
     let dropped = format!("jatah_opd_{}_dropped_packets_total", dir.as_str());

@@ -20,7 +20,7 @@ pub use interactive::{
 pub use names::{map_names, program_names};
 pub use place::{NO_OPD_TAG, Place, VISIT_ENTRIES, VisitKey, place_maps};
 /// Version of the pinned map layout; part of the bpffs pin directory name.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Number of OPD slots. Slot numbers index the counter array and name the
 /// OPD's HTB classes, so they are stable for as long as the OPD exists.
@@ -365,6 +365,15 @@ pub struct TcpLoss {
     /// Retransmitted segments by the side the original was lost on
     /// (`[SIDE_LAN]`, `[SIDE_WAN]`), per direction.
     pub retransmitted: [[u64; DIRECTIONS]; SIDES as usize],
+    /// Payload bytes of those segments, per direction: what the gateway
+    /// forwarded, first copies and copies sent again alike.
+    pub payload_bytes: [u64; DIRECTIONS],
+    /// How far the other end's ACK number moved on, per direction of the
+    /// data it acknowledges: the bytes that reached it. Followed for
+    /// upload only (`[DOWNLOAD]` stays 0): upload is counted where it
+    /// enters the gateway, so this, against `payload_bytes`, is the share
+    /// the ISP carried.
+    pub acked_bytes: [u64; DIRECTIONS],
 }
 
 /// Where one direction of a followed connection stands. Sequence numbers
@@ -396,6 +405,10 @@ pub struct TcpFlow {
     pub opd_port: u16,
     pub remote_port: u16,
     pub dir: [SeqState; DIRECTIONS],
+    /// The highest ACK number the Internet's end sent for the upload
+    /// data (see [`ack_advance`]); `ack_known` 0 until the first.
+    pub ack: u32,
+    pub ack_known: u32,
 }
 
 /// Entries of the followed-connection table (a power of two).
@@ -546,6 +559,28 @@ pub fn seq_start(isn: u32, syn_payload: u32) -> SeqState {
     }
 }
 
+/// Moves a followed connection's upload ACK on to `ack` (the ACK number
+/// of a packet from the Internet's end) and returns how many bytes it
+/// acknowledges that no earlier ACK did. The first ACK seen, an older one
+/// (reordered, or a duplicate ACK) and a jump beyond [`SEQ_RESYNC_BYTES`]
+/// either way count nothing; the jump is taken as the new start.
+#[inline(always)]
+pub fn ack_advance(flow: &mut TcpFlow, ack: u32) -> u32 {
+    let ahead = ack.wrapping_sub(flow.ack);
+    if flow.ack_known == 0
+        || (ahead > SEQ_RESYNC_BYTES && flow.ack.wrapping_sub(ack) > SEQ_RESYNC_BYTES)
+    {
+        flow.ack = ack;
+        flow.ack_known = 1;
+        return 0;
+    }
+    if ahead == 0 || ahead > SEQ_RESYNC_BYTES {
+        return 0;
+    }
+    flow.ack = ack;
+    ahead
+}
+
 /// The side a retransmitted segment's first copy was lost on, for a
 /// segment of `direction` judged [`Segment::Filled`] (lost before the
 /// gateway) or [`Segment::Duplicate`] (lost after it). Download comes
@@ -595,9 +630,9 @@ const _: () = assert!(core::mem::size_of::<SlotOwner>() == 32);
 const _: () = assert!(core::mem::size_of::<RttHistogram>() == 160);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 64);
 const _: () = assert!(HANDSHAKE_ENTRIES == 1 << HANDSHAKE_BITS);
-const _: () = assert!(core::mem::size_of::<TcpLoss>() == 48);
+const _: () = assert!(core::mem::size_of::<TcpLoss>() == 80);
 const _: () = assert!(core::mem::size_of::<SeqState>() == 16);
-const _: () = assert!(core::mem::size_of::<TcpFlow>() == 68);
+const _: () = assert!(core::mem::size_of::<TcpFlow>() == 76);
 const _: () = assert!(TCP_FLOW_ENTRIES == 1 << TCP_FLOW_BITS);
 
 #[cfg(feature = "user")]
@@ -772,6 +807,24 @@ mod tests {
         let mut s = at(0);
         assert_eq!(ip(&mut s, 1, 0), Segment::Ahead);
         assert_eq!(ip(&mut s, 0, 0), Segment::Reordered);
+    }
+
+    #[test]
+    fn an_ack_counts_only_the_bytes_no_earlier_ack_did() {
+        let mut f = TcpFlow::default();
+        assert_eq!(ack_advance(&mut f, 1_000), 0, "the first ACK is the start");
+        assert_eq!(ack_advance(&mut f, 2_448), 1_448);
+        assert_eq!(ack_advance(&mut f, 2_448), 0, "a duplicate ACK");
+        assert_eq!(ack_advance(&mut f, 1_500), 0, "an older ACK, reordered");
+        assert_eq!(f.ack, 2_448, "an older ACK does not move it back");
+        assert_eq!(ack_advance(&mut f, 5_344), 2_896);
+        // Across the wrap of the sequence space.
+        let mut f = TcpFlow::default();
+        ack_advance(&mut f, u32::MAX - 99);
+        assert_eq!(ack_advance(&mut f, 100), 200);
+        // A jump farther than any window: a new start, nothing counted.
+        assert_eq!(ack_advance(&mut f, 100 + (1 << 30)), 0);
+        assert_eq!(ack_advance(&mut f, 1_100 + (1 << 30)), 1_000);
     }
 
     #[test]

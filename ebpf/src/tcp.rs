@@ -1,7 +1,8 @@
 //! Following the sampled TCP connections at the LAN-facing interface:
 //! handshake round trips on each side of the gateway (`FLAG_RTT`) and
 //! retransmissions judged against what the gateway forwarded before
-//! (`FLAG_TCP_LOSS`), per OPD.
+//! (`FLAG_TCP_LOSS`), and how much of their upload the Internet's end
+//! acknowledged, per OPD.
 
 use aya_ebpf::{
     macros::map,
@@ -12,8 +13,8 @@ use jatah_common::{
     Config, DOWNLOAD, FLAG_RTT, FLAG_TCP_LOSS, HANDSHAKE_BITS, HANDSHAKE_ENTRIES, HS_EMPTY,
     HS_IN_SYN, HS_IN_SYNACK, HS_OUT_SYN, HS_OUT_SYNACK, Handshake, MAX_OPDS, NO_IP_ID,
     RttHistogram, SIDE_LAN, SIDE_WAN, SIDES, Segment, SeqState, TCP_FLOW_BITS, TCP_FLOW_ENTRIES,
-    TcpFlow, TcpLoss, UPLOAD, handshake_hash, handshake_sampled, judge_segment, loss_side,
-    rtt_bucket, rtt_index, seq_start,
+    TcpFlow, TcpLoss, UPLOAD, ack_advance, handshake_hash, handshake_sampled, judge_segment,
+    loss_side, rtt_bucket, rtt_index, seq_start,
 };
 
 use crate::atomic_add;
@@ -175,8 +176,10 @@ fn track_segments(
 ) {
     let syn = tcp[13] & TCP_SYN != 0;
     let (payload, ip_id) = tcp_payload(ctx, h, tcp[12]);
-    if payload == 0 && !syn {
-        // Pure ACKs: the common case of the other direction.
+    // The Internet's end acknowledging upload: what reached it.
+    let acks_upload = way == Way::ToOpd && tcp[13] & TCP_ACK != 0;
+    if payload == 0 && !syn && !acks_upload {
+        // An office's pure ACKs: the common case of a download.
         return;
     }
     let Some(e) = JATAH_FLOWS.get_ptr_mut(hash >> (32 - TCP_FLOW_BITS)) else {
@@ -196,7 +199,21 @@ fn track_segments(
             opd_port,
             remote_port,
             dir: [SeqState::default(); 2],
+            ack: 0,
+            ack_known: 0,
         };
+    }
+    if acks_upload {
+        let acked = ack_advance(e, u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]));
+        if acked > 0
+            && let Some(c) = JATAH_TCP.get_ptr_mut(slot)
+        {
+            // SAFETY: per-CPU slot, only this CPU writes it while we run.
+            unsafe { (*c).acked_bytes[UPLOAD] += u64::from(acked) };
+        }
+        if payload == 0 && !syn {
+            return;
+        }
     }
     let dir = match way {
         Way::ToOpd => DOWNLOAD,
@@ -221,6 +238,7 @@ fn track_segments(
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe {
             (*c).segments[dir] += segs;
+            (*c).payload_bytes[dir] += u64::from(payload);
             if let Some(side) = loss_side(judged, dir) {
                 (*c).retransmitted[(side & 1) as usize][dir] += segs;
             }

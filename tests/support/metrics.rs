@@ -28,7 +28,7 @@ pub const CORE: [&str; 18] = [
 
 /// The rest: reload timing, history, data path health, and the diagnosis
 /// stage's states, round trips and probes.
-pub const MORE: [&str; 25] = [
+pub const MORE: [&str; 27] = [
     "jatah_policy_last_reload_duration_seconds",
     "jatah_history_available",
     "jatah_datapath_unparsed_packets_total",
@@ -48,6 +48,8 @@ pub const MORE: [&str; 25] = [
     "jatah_opd_syn_unanswered_total",
     "jatah_opd_tcp_segments_sampled_total",
     "jatah_opd_tcp_retransmissions_total",
+    "jatah_opd_tcp_payload_bytes_sampled_total",
+    "jatah_opd_tcp_upload_acked_bytes_total",
     "jatah_gateway_download_effective_capacity_bytes_per_second",
     "jatah_gateway_upload_effective_capacity_bytes_per_second",
     "jatah_interface_attached",

@@ -373,6 +373,8 @@ fn sum_tcp_loss(per_cpu: impl Iterator<Item = TcpLoss>) -> TcpLoss {
     for c in per_cpu {
         for d in 0..2 {
             total.segments[d] += c.segments[d];
+            total.payload_bytes[d] += c.payload_bytes[d];
+            total.acked_bytes[d] += c.acked_bytes[d];
             for side in 0..2 {
                 total.retransmitted[side][d] += c.retransmitted[side][d];
             }

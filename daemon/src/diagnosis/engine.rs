@@ -83,6 +83,16 @@ impl Engine {
         self.congested
     }
 
+    /// Of the upload that left the gateway over the last
+    /// [`loss::CARRIED_SHARE_S`] seconds, the share the Internet's ends
+    /// acknowledged, pooled over the OPDs' sampled connections: what the
+    /// gateway's root class sent times this is what the ISP carried (a
+    /// policer passes less than TCP offers it). None with too little
+    /// upload to judge.
+    pub fn upload_carried_share(&self) -> Option<f64> {
+        loss::carried_share(self.opds.values())
+    }
+
     /// New thresholds (a policy reload); verdicts and windows are kept.
     pub fn set_thresholds(&mut self, t: Thresholds) {
         self.thresholds = t;
@@ -279,9 +289,10 @@ impl Engine {
             .iter()
             .map(|(id, s)| SourceRate {
                 id: id.clone(),
-                bps: self.opds.get(id).map_or(s.bps[dir], |tr| {
-                    (s.bps[dir] as f64 * loss::delivered_share(tr, dir)) as u64
-                }),
+                bps: self
+                    .opds
+                    .get(id)
+                    .map_or(s.bps[dir], |tr| loss::delivered_bps(tr, s.bps[dir], dir)),
                 ceiling_bps: s.ceiling_bps[dir],
                 class: self
                     .opds

@@ -222,7 +222,7 @@ impl Watcher {
                     // A failed read (either side) gives no delta this
                     // second; the next one spans the gap.
                     if let (Some(now_t), Some(prev_t)) = (&tcp, &prev.tcp) {
-                        (s.tcp_segments, s.tcp_retransmitted) = tcp_deltas(prev_t, now_t);
+                        tcp_deltas(&mut s, prev_t, now_t);
                     }
                     let sent = sent_now(&counters);
                     s.unsent_bytes = std::array::from_fn(|d| match (sent[d], prev.sent[d]) {
@@ -345,17 +345,18 @@ fn new_round_trips(before: &RttHistogram, now: &RttHistogram) -> Vec<Duration> {
     vec![Duration::from_nanos(mean); n.min(16) as usize]
 }
 
-/// Segments judged and segments sent again (per side) between two
-/// readings of an OPD's retransmission counters, per direction.
-fn tcp_deltas(before: &TcpLoss, now: &TcpLoss) -> ([u64; 2], [[u64; 2]; 2]) {
-    (
-        std::array::from_fn(|d| now.segments[d].saturating_sub(before.segments[d])),
-        std::array::from_fn(|side| {
-            std::array::from_fn(|d| {
-                now.retransmitted[side][d].saturating_sub(before.retransmitted[side][d])
-            })
-        }),
-    )
+/// Segments judged, segments sent again (per side), their payload and the
+/// bytes acknowledged between two readings of an OPD's TCP counters, per
+/// direction, into this second's signals.
+fn tcp_deltas(s: &mut OpdSignals, before: &TcpLoss, now: &TcpLoss) {
+    let delta = |a: &[u64; 2], b: &[u64; 2]| -> [u64; 2] {
+        std::array::from_fn(|d| a[d].saturating_sub(b[d]))
+    };
+    s.tcp_segments = delta(&now.segments, &before.segments);
+    s.tcp_retransmitted =
+        std::array::from_fn(|side| delta(&now.retransmitted[side], &before.retransmitted[side]));
+    s.tcp_payload_bytes = delta(&now.payload_bytes, &before.payload_bytes);
+    s.tcp_acked_bytes = delta(&now.acked_bytes, &before.acked_bytes);
 }
 
 /// Upper bounds of the RTT histogram buckets, in seconds (the last is +Inf).
@@ -495,6 +496,8 @@ upload = { guaranteed = "5M", ceiling = "10M" }
             if let Some(n) = segments {
                 let mut t = TcpLoss {
                     segments: [n, n / 2],
+                    payload_bytes: [n * 1_448, n * 724],
+                    acked_bytes: [0, n * 600],
                     ..TcpLoss::default()
                 };
                 t.retransmitted[jatah_common::SIDE_WAN as usize] = [n / 10, 0];
@@ -502,11 +505,28 @@ upload = { guaranteed = "5M", ceiling = "10M" }
                 reading.tcp_loss.insert(0, t);
             }
             let o = &w.tick(&reading, &policy, &slots, &[], Utc::now()).opds["a"];
-            (o.tcp_segments, o.tcp_retransmitted)
+            (
+                o.tcp_segments,
+                o.tcp_retransmitted,
+                o.tcp_payload_bytes,
+                o.tcp_acked_bytes,
+            )
         };
         assert_eq!(tick(0, Some(1_000)).0, [0, 0], "the first reading is the base");
-        assert_eq!(tick(1, Some(2_000)), ([1_000, 500], [[0, 10], [100, 0]]));
-        assert_eq!(tick(2, None), ([0, 0], [[0, 0], [0, 0]]), "a failed read");
+        assert_eq!(
+            tick(1, Some(2_000)),
+            (
+                [1_000, 500],
+                [[0, 10], [100, 0]],
+                [1_448_000, 724_000],
+                [0, 600_000]
+            )
+        );
+        assert_eq!(
+            tick(2, None),
+            ([0, 0], [[0, 0], [0, 0]], [0, 0], [0, 0]),
+            "a failed read"
+        );
         assert_eq!(
             tick(3, Some(4_000)).0,
             [2_000, 1_000],

@@ -527,18 +527,25 @@ fn diagnosis_families(state: &AppState, view: &PolicyView) -> Vec<MetricFamily> 
 }
 
 /// Data segments judged and retransmitted in the sampled TCP connections,
-/// per OPD and direction, and per side for the retransmissions.
-fn tcp_retransmissions(state: &AppState, view: &PolicyView) -> [MetricFamily; 2] {
+/// per OPD and direction, and per side for the retransmissions; their
+/// payload, and the upload their far ends acknowledged.
+fn tcp_retransmissions(state: &AppState, view: &PolicyView) -> [MetricFamily; 4] {
     let (mut segments, mut retransmitted) = (Vec::new(), Vec::new());
+    let (mut payload, mut acked) = (Vec::new(), Vec::new());
     let table = SlotTable::tcp_loss(state.counters.as_ref(), view.slot_count());
     if state.counters.is_some() {
         for opd in &view.policy.opds {
             let Some(t) = view.slots.get(&opd.id).and_then(|&s| table.get(s)) else {
                 continue;
             };
+            acked.push(counter(
+                vec![label("opd", &opd.id)],
+                t.acked_bytes[UPLOAD] as f64,
+            ));
             for (d, dir) in [(DOWNLOAD, "download"), (UPLOAD, "upload")] {
                 let labels = || vec![label("opd", &opd.id), label("direction", dir)];
                 segments.push(counter(labels(), t.segments[d] as f64));
+                payload.push(counter(labels(), t.payload_bytes[d] as f64));
                 for (side, name) in [
                     (jatah_common::SIDE_LAN, "lan"),
                     (jatah_common::SIDE_WAN, "wan"),
@@ -562,6 +569,18 @@ fn tcp_retransmissions(state: &AppState, view: &PolicyView) -> [MetricFamily; 2]
             "Segments of the sampled TCP connections sent again, per OPD, direction and side the first copy was lost on: lan = between the OPD host and the gateway, wan = beyond the gateway. Includes the OPD's own HTB drops (download on the lan side, upload on the wan side; see jatah_opd_*_dropped_packets_total).",
             Kind::Counter,
             retransmitted,
+        ),
+        family(
+            "jatah_opd_tcp_payload_bytes_sampled_total",
+            "Payload bytes of those data segments, per OPD and direction, copies sent again included.",
+            Kind::Counter,
+            payload,
+        ),
+        family(
+            "jatah_opd_tcp_upload_acked_bytes_total",
+            "Upload bytes of the sampled TCP connections their far ends acknowledged, per OPD: against jatah_opd_tcp_payload_bytes_sampled_total{direction=\"upload\"}, the share the uplink carried.",
+            Kind::Counter,
+            acked,
         ),
     ]
 }

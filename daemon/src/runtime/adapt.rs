@@ -107,6 +107,13 @@ pub struct Input {
     /// Share taken off the delivered estimate ([`MARGIN_DOWNLOAD`],
     /// [`MARGIN_UPLOAD`]).
     pub margin: f64,
+    /// Of what the root class carried, the share that arrived beyond the
+    /// ISP, where that is known (upload: what the far ends acknowledged,
+    /// `Engine::upload_carried_share`); None: all of it (download is
+    /// counted after the ISP). A probe is judged on what arrived: TCP
+    /// offers a policer more than it passes, so the root's own count of
+    /// a probe above a policer reads as carried.
+    pub arrived_share: Option<f64>,
 }
 
 /// Why the effective capacity changed.
@@ -260,6 +267,11 @@ impl Controller {
         // reached the queues instead: on a recovered ISP the senders speed
         // up only as the queue empties, and such probes failed.
         if let Some(before) = self.probing {
+            let i = &Input {
+                carried_bps: (i.carried_bps as f64 * i.arrived_share.unwrap_or(1.0)) as u64,
+                ..*i
+            };
+            let carried = i.carried_bps as f64;
             let draining = (i.queued_bps as f64) < -DRAINING * cap as f64
                 && self.since_change < PROBE_CONFIRM_S;
             let short = carried < PROBE_HELD * cap as f64;
@@ -413,6 +425,7 @@ mod tests {
             delivered_bps: delivered,
             congested,
             margin: MARGIN_UPLOAD,
+            arrived_share: None,
         }
     }
 
@@ -501,6 +514,42 @@ mod tests {
     /// ISP still limits. Download's margin leaves the capacity at 34M
     /// under a 40M ISP, so a probe sized from the capacity (42.5M) would
     /// be 94% carried and hold.
+    #[test]
+    fn an_upload_probe_above_a_policer_is_judged_on_what_arrived() {
+        // Upload policed to 40M, no sign beyond: TCP offers the root all
+        // the capacity in force, the far ends acknowledge 40M of it.
+        let isp = 40_000_000;
+        let policed = |arrived: bool| {
+            move |_: u32, cap: u64| Input {
+                arrived_share: arrived.then(|| (isp as f64 / cap as f64).min(1.0)),
+                ..input(cap, (cap > isp).then_some(isp), false)
+            }
+        };
+        let adapted = || {
+            let mut c = Controller::default();
+            run(&mut c, 30, world(C, 2 * C));
+            run(&mut c, 20, world(isp, 2 * C));
+            assert_eq!(c.effective(C), 38_000_000, "40M less 5%");
+            c
+        };
+        // A probe held is followed at once by the next, from its rate.
+        let held = |changes: &[Change]| {
+            changes
+                .iter()
+                .any(|c| c.reason == Reason::Probe && c.from_bps > 38_000_000)
+        };
+        let mut c = adapted();
+        let changes = run(&mut c, 300, policed(true));
+        assert!(changes.iter().any(|c| c.reason == Reason::ProbeFailed), "{changes:?}");
+        assert!(!held(&changes), "every probe taken back: {changes:?}");
+        assert_eq!(c.settled(C), 38_000_000, "{changes:?}");
+        // Judged on the root's count alone, the probes hold, step after
+        // step, over a policer at 40%.
+        let mut c = adapted();
+        let changes = run(&mut c, 300, policed(false));
+        assert!(held(&changes), "{changes:?}");
+    }
+
     #[test]
     fn a_probe_fails_on_the_traffic_alone_when_the_isp_still_limits() {
         let isp = 40_000_000;

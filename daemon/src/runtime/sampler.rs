@@ -113,13 +113,14 @@ pub fn sample_once(
         }
         carried
     };
-    let (changes, delivered, congested) = {
+    let (changes, delivered, congested, upload_share) = {
         let mut engine = lock(&state.diagnosis.engine);
         let changes = engine.step(&tick);
         (
             changes,
             delivered_seconds(&engine, tick.capacity_bps),
             engine.uplink_congested(),
+            engine.upload_carried_share(),
         )
     };
     for c in &changes {
@@ -132,6 +133,7 @@ pub fn sample_once(
         now,
         delivered.map(|d| d.map(|d| d.bps)),
         congested,
+        [None, upload_share],
     );
     if delivered.iter().any(Option::is_some)
         && let Some(store) = lock(&state.history.store).as_mut()
@@ -177,6 +179,7 @@ fn adapt_capacity(
     now: DateTime<Utc>,
     delivered: [Option<u64>; 2],
     congested: [bool; DIRECTIONS],
+    arrived_share: [Option<f64>; DIRECTIONS],
 ) {
     let mut a = lock(&state.adaptive);
     let mut changes = Vec::new();
@@ -196,6 +199,7 @@ fn adapt_capacity(
                     Direction::Download => adapt::MARGIN_DOWNLOAD,
                     Direction::Upload => adapt::MARGIN_UPLOAD,
                 },
+                arrived_share: arrived_share[d],
             })
         } else if controller.adapted() {
             let from = controller.effective(contract);

@@ -130,6 +130,11 @@ pub struct OpdSignals {
     /// OPD's own HTB drops (on the LAN side for download, the WAN side for
     /// upload): compare with `drops`.
     pub tcp_retransmitted: [[u64; 2]; 2],
+    /// Payload bytes of those segments, download then upload.
+    pub tcp_payload_bytes: [u64; 2],
+    /// Bytes of their data the other end acknowledged for the first time
+    /// in this second; upload only (download stays 0).
+    pub tcp_acked_bytes: [u64; 2],
 }
 
 /// One second of signals.

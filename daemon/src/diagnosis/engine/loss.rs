@@ -56,39 +56,42 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
     let (segments, lost) = counts(tr, side, dir)?;
     let mut r = lost as f64 / segments as f64;
     if side == own_drop_side(dir) {
-        // Less the share its own class dropped: bytes the classifier
-        // counted, less bytes the class sent, less what its queues grew.
-        // HTB counts a dropped GRO packet of up to 44 segments as one
-        // drop, and the bulk lane's byte FIFO drops the large ones first,
-        // so bytes, not packets, say how many segments TCP lost there.
-        // Without byte counts, the share of packets dropped.
-        let n = window(tr);
-        let dropped: Option<i64> = tr
-            .last(n)
-            .map(|s| Some(s.unsent_bytes[dir]? - s.queue_growth_bytes[dir].unwrap_or(0)))
-            .sum();
-        let share = match dropped {
-            Some(dropped) => {
-                // Over the window, with the queue's change taken out: a
-                // queue that filled before the window and drained in it
-                // sent more than it took in, and without its change those
-                // seconds hid the drops that filled it (their segments
-                // sent again counted as lost in the office's network: an
-                // office `local_degraded` at 3.5% while the gateway,
-                // adapted below a 300 ms ISP queue, emptied its own).
-                let dropped = dropped.max(0) as u64;
-                let offered: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
-                dropped as f64 / offered.max(dropped).max(1) as f64
-            }
-            None => {
-                let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
-                let packets: u64 = tr.last(n).map(|s| s.packets[dir]).sum();
-                drops as f64 / packets.max(drops).max(1) as f64
-            }
-        };
-        r = (r - share).max(0.0);
+        r = (r - own_drop_share(tr, dir, window(tr))).max(0.0);
     }
     Some(r)
+}
+
+/// The share of what the classifier counted of an OPD in `dir` over the
+/// last `n` seconds that its own HTB classes dropped: bytes the classifier
+/// counted, less bytes the classes sent, less what their queues grew.
+/// HTB counts a dropped GRO packet of up to 44 segments as one drop, and
+/// the bulk lane's byte FIFO drops the large ones first, so bytes, not
+/// packets, say how many segments TCP lost there. Without byte counts,
+/// the share of packets dropped.
+fn own_drop_share(tr: &Track, dir: usize, n: usize) -> f64 {
+    let dropped: Option<i64> = tr
+        .last(n)
+        .map(|s| Some(s.unsent_bytes[dir]? - s.queue_growth_bytes[dir].unwrap_or(0)))
+        .sum();
+    match dropped {
+        Some(dropped) => {
+            // Over the window, with the queue's change taken out: a
+            // queue that filled before the window and drained in it sent
+            // more than it took in, and without its change those seconds
+            // hid the drops that filled it (their segments sent again
+            // counted as lost in the office's network: an office
+            // `local_degraded` at 3.5% while the gateway, adapted below a
+            // 300 ms ISP queue, emptied its own).
+            let dropped = dropped.max(0) as u64;
+            let offered: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
+            dropped as f64 / offered.max(dropped).max(1) as f64
+        }
+        None => {
+            let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
+            let packets: u64 = tr.last(n).map(|s| s.packets[dir]).sum();
+            drops as f64 / packets.max(drops).max(1) as f64
+        }
+    }
 }
 
 /// The OPD's worst ratio on `side` over both directions.
@@ -173,18 +176,81 @@ pub(super) fn wan(opds: &BTreeMap<String, Track>) -> Wan {
     w
 }
 
-/// The share of an OPD's counted bytes in `dir` that crossed the uplink.
-/// Upload is counted where it enters the gateway: a segment dropped after
-/// that (by its own class or by the ISP) is counted and never delivered,
-/// and TCP sends it again, so it is counted twice. The WAN-side
-/// duplicates of the sampled connections, own drops included, say how
-/// much. Download is counted after the uplink carried it: all of it.
-pub(super) fn delivered_share(tr: &Track, dir: usize) -> f64 {
-    match counts(tr, SIDE_WAN as usize, dir) {
-        Some((segments, lost)) if dir == 1 => {
-            (1.0 - lost as f64 / segments as f64).clamp(0.0, 1.0)
+/// Payload an OPD's sampled upload connections must have sent over the
+/// window for what their far ends acknowledged to say how much arrived.
+pub(super) const MIN_SENT_BYTES: u64 = 64 * 1024;
+/// Seconds over which the adaptive capacity's share of upload carried is
+/// taken: a probe lasts a few seconds, and an ACK comes a round trip (and
+/// the ISP's queue) after its segment.
+pub(super) const CARRIED_SHARE_S: usize = 2;
+
+/// Payload the OPD's sampled connections sent in `dir` over the last `n`
+/// seconds, and how much of it their far ends acknowledged.
+fn sent_and_acked(tr: &Track, dir: usize, n: usize) -> (u64, u64) {
+    tr.last(n).fold((0, 0), |(sent, acked), s| {
+        (sent + s.tcp_payload_bytes[dir], acked + s.tcp_acked_bytes[dir])
+    })
+}
+
+/// An OPD's rate in `dir` this second (`bps`, as the classifier counted
+/// it) as it crossed the uplink. Download is counted after the uplink
+/// carried it: all of it. Upload is counted where it enters the gateway:
+/// a segment dropped after that (by its own class or by the ISP) is
+/// counted and never delivered, and TCP sends it again, so it is counted
+/// twice. So upload is what the far ends of the sampled connections
+/// acknowledged this second, scaled from their payload to what the
+/// classifier counted over the window (headers, and the connections
+/// outside the sample): behind a policer the offices' sum of it is flat
+/// at the policer's rate, however unevenly TCP offers it. With too little
+/// sampled payload for that, this second's rate less the share of WAN-side
+/// duplicates (own drops included), which errs either way each second (a
+/// needless copy counts, a copy lost again does not).
+pub(super) fn delivered_bps(tr: &Track, bps: u64, dir: usize) -> u64 {
+    if dir == 0 {
+        return bps;
+    }
+    let n = window(tr);
+    let (sent, _) = sent_and_acked(tr, dir, n);
+    if sent >= MIN_SENT_BYTES {
+        let counted: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
+        let acked = tr.seconds.back().map_or(0, |s| s.tcp_acked_bytes[dir]);
+        return (acked as f64 * 8.0 * counted as f64 / sent as f64) as u64;
+    }
+    let share = match counts(tr, SIDE_WAN as usize, dir) {
+        Some((segments, lost)) => (1.0 - lost as f64 / segments as f64).clamp(0.0, 1.0),
+        None => 1.0,
+    };
+    (bps as f64 * share) as u64
+}
+
+/// Of the upload that left the gateway over the last [`CARRIED_SHARE_S`]
+/// seconds, the share the far ends acknowledged, pooled over these OPDs:
+/// each OPD's sampled payload times the share of its counted bytes its
+/// classes sent (what they dropped never left, what they still queue has
+/// not left yet, and an ACK comes a round trip after its segment left,
+/// not after it arrived), against what was acknowledged. None with less
+/// than [`MIN_SENT_BYTES`] sent in all.
+pub(super) fn carried_share<'a>(tracks: impl Iterator<Item = &'a Track>) -> Option<f64> {
+    let (left, acked) = tracks.fold((0.0, 0u64), |(left, acked), tr| {
+        let n = CARRIED_SHARE_S.min(tr.settled());
+        let (s, a) = sent_and_acked(tr, 1, n);
+        (left + s as f64 * sent_by_classes(tr, 1, n), acked + a)
+    });
+    (left >= MIN_SENT_BYTES as f64).then(|| (acked as f64 / left).clamp(0.0, 1.0))
+}
+
+/// The share of what the classifier counted of an OPD in `dir` over the
+/// last `n` seconds that its classes sent on; without the classes' byte
+/// counts, all of it less the share of packets they dropped.
+fn sent_by_classes(tr: &Track, dir: usize, n: usize) -> f64 {
+    let unsent: Option<i64> = tr.last(n).map(|s| s.unsent_bytes[dir]).sum();
+    match unsent {
+        Some(unsent) => {
+            let unsent = unsent.max(0) as u64;
+            let counted: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
+            1.0 - unsent as f64 / counted.max(unsent).max(1) as f64
         }
-        _ => 1.0,
+        None => 1.0 - own_drop_share(tr, dir, n),
     }
 }
 

@@ -215,6 +215,72 @@ fn upload_dropped_beyond_the_gateway_does_not_count_as_delivered() {
 }
 
 #[test]
+fn upload_acknowledged_is_what_crossed_the_uplink_whatever_the_duplicates_say() {
+    // A policer passes 60 % of the upload the gateway counted; the far
+    // ends acknowledge that much. The duplicates read 10 % (a lost copy
+    // sent again can be lost again, and count once): the ACKs decide.
+    let mut r = Run::new();
+    let mut s = busy(4_000_000);
+    s.bps[1] = 10_000_000;
+    s.tcp_segments = [100, 1000];
+    s.tcp_retransmitted[WAN][1] = 100;
+    s.tcp_payload_bytes[1] = 1_200_000;
+    s.tcp_acked_bytes[1] = 720_000;
+    r.feed(12, &[("a", s.clone())], &[ISP_OK]);
+    let tick = Tick {
+        opds: [("a".to_string(), s.clone())].into(),
+        ..Default::default()
+    };
+    let t = Thresholds::default();
+    assert_eq!(r.engine.sources(&tick, 1, &t)[0].bps, 6_000_000);
+    // Too little sent for the ACKs to say (under 64 KiB in 10 s): the
+    // duplicates.
+    let mut r = Run::new();
+    s.tcp_payload_bytes[1] = 6_000;
+    s.tcp_acked_bytes[1] = 600;
+    r.feed(12, &[("a", s.clone())], &[ISP_OK]);
+    assert_eq!(r.engine.sources(&tick, 1, &t)[0].bps, 9_000_000);
+}
+
+#[test]
+fn upload_carried_beyond_the_gateway_leaves_out_what_its_own_classes_did_not_send() {
+    let mut r = Run::new();
+    assert_eq!(r.engine.upload_carried_share(), None, "nothing sent yet");
+    // Office a: its class drops a tenth of what it counted (1 Mbit/s of
+    // 10), so 900 kB of its 1 MB payload a second left the gateway, and
+    // 720 kB arrived. Office b: nothing dropped, 300 of 500 kB arrived.
+    let mut a = busy(4_000_000);
+    a.bps[1] = 10_000_000;
+    a.unsent_bytes[1] = Some(125_000);
+    a.queue_growth_bytes[1] = Some(0);
+    a.tcp_payload_bytes[1] = 1_000_000;
+    a.tcp_acked_bytes[1] = 720_000;
+    let mut b = busy(4_000_000);
+    b.bps[1] = 5_000_000;
+    b.unsent_bytes[1] = Some(0);
+    b.queue_growth_bytes[1] = Some(0);
+    b.tcp_payload_bytes[1] = 500_000;
+    b.tcp_acked_bytes[1] = 300_000;
+    r.feed(5, &[("a", a.clone()), ("b", b.clone())], &[ISP_OK]);
+    let share = r.engine.upload_carried_share().unwrap();
+    assert!((share - 1_020_000.0 / 1_400_000.0).abs() < 1e-9, "{share}");
+    // Queued instead of dropped, it has not left either: its ACKs come
+    // a round trip after it leaves.
+    a.queue_growth_bytes[1] = Some(125_000);
+    r.feed(5, &[("a", a.clone()), ("b", b.clone())], &[ISP_OK]);
+    let share = r.engine.upload_carried_share().unwrap();
+    assert!((share - 1_020_000.0 / 1_400_000.0).abs() < 1e-9, "{share}");
+    // A queue that drains sends more than came in: more left than the
+    // classifier counted in those seconds, and all of it arrived.
+    a.unsent_bytes[1] = Some(-125_000);
+    a.queue_growth_bytes[1] = Some(-125_000);
+    a.tcp_acked_bytes[1] = 1_000_000;
+    b.tcp_acked_bytes[1] = 500_000;
+    r.feed(5, &[("a", a), ("b", b)], &[ISP_OK]);
+    assert_eq!(r.engine.upload_carried_share(), Some(1.0));
+}
+
+#[test]
 fn heavy_loss_beyond_the_gateway_is_not_read_as_a_lossy_lan() {
     // 25 % of download lost before the gateway; 4 % read as LAN-side
     // duplicates (fills of gaps the classifier did not follow, and

@@ -419,13 +419,12 @@ fn upload_policed_to_40pct_of_demand_is_upstream_degraded() {
     lab.police_uplink_toward(Direction::Upload, "6400kbit")
         .unwrap();
     // Upload is counted where it enters the gateway, before the policer
-    // drops 40 % of it: the verdict comes from the retransmissions; a
-    // figure, where one forms, is checked.
+    // drops 40 % of it: the figure is what the far ends acknowledged.
     degraded_then_recovers(
         &lab,
         Direction::Upload,
         "upload policed to 6.4M",
-        Estimate::IfAny,
+        Estimate::Required,
         |lab| lab.restore_uplink_toward(Direction::Upload).unwrap(),
     );
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use jatah_common::{SIDE_LAN, SIDE_WAN};
 use serde_json::{Map, Value, json};
 
+use super::inputs::OpdSignals;
 use super::track::Track;
 
 /// Judged segments an OPD needs in 10 s, in one direction, for its ratio
@@ -66,25 +67,36 @@ pub(super) fn ratio(tr: &Track, side: usize, dir: usize) -> Option<f64> {
 /// counted, less bytes the classes sent, less what their queues grew.
 /// HTB counts a dropped GRO packet of up to 44 segments as one drop, and
 /// the bulk lane's byte FIFO drops the large ones first, so bytes, not
-/// packets, say how many segments TCP lost there. Without byte counts,
-/// the share of packets dropped.
+/// packets, say how many segments TCP lost there.
+///
+/// Over the window, with the queue's change taken out: a queue that
+/// filled before the window and drained in it sent more than it took in,
+/// and without its change those seconds hid the drops that filled it
+/// (their segments sent again counted as lost in the office's network: an
+/// office `local_degraded` at 3.5% while the gateway, adapted below a
+/// 300 ms ISP queue, emptied its own).
 fn own_drop_share(tr: &Track, dir: usize, n: usize) -> f64 {
-    let dropped: Option<i64> = tr
-        .last(n)
-        .map(|s| Some(s.unsent_bytes[dir]? - s.queue_growth_bytes[dir].unwrap_or(0)))
-        .sum();
-    match dropped {
-        Some(dropped) => {
-            // Over the window, with the queue's change taken out: a
-            // queue that filled before the window and drained in it sent
-            // more than it took in, and without its change those seconds
-            // hid the drops that filled it (their segments sent again
-            // counted as lost in the office's network: an office
-            // `local_degraded` at 3.5% while the gateway, adapted below a
-            // 300 ms ISP queue, emptied its own).
-            let dropped = dropped.max(0) as u64;
-            let offered: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
-            dropped as f64 / offered.max(dropped).max(1) as f64
+    not_passed_on(tr, dir, n, |s| {
+        Some(s.unsent_bytes[dir]? - s.queue_growth_bytes[dir].unwrap_or(0))
+    })
+}
+
+/// The share of what the classifier counted of an OPD in `dir` over the
+/// last `n` seconds that its classes did not pass on: `bytes` of each
+/// second (None where a dump missed the classes) summed over the window
+/// against the bytes counted, a negative sum taken as none. Without byte
+/// counts, the share of packets the classes dropped.
+fn not_passed_on(
+    tr: &Track,
+    dir: usize,
+    n: usize,
+    bytes: impl Fn(&OpdSignals) -> Option<i64>,
+) -> f64 {
+    match tr.last(n).map(bytes).sum::<Option<i64>>() {
+        Some(b) => {
+            let b = b.max(0) as u64;
+            let counted: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
+            b as f64 / counted.max(b).max(1) as f64
         }
         None => {
             let drops: u64 = tr.last(n).map(|s| s.drops[dir]).sum();
@@ -240,18 +252,10 @@ pub(super) fn carried_share<'a>(tracks: impl Iterator<Item = &'a Track>) -> Opti
 }
 
 /// The share of what the classifier counted of an OPD in `dir` over the
-/// last `n` seconds that its classes sent on; without the classes' byte
-/// counts, all of it less the share of packets they dropped.
+/// last `n` seconds that its classes sent on: what they dropped never
+/// left, what they still queue has not left yet.
 fn sent_by_classes(tr: &Track, dir: usize, n: usize) -> f64 {
-    let unsent: Option<i64> = tr.last(n).map(|s| s.unsent_bytes[dir]).sum();
-    match unsent {
-        Some(unsent) => {
-            let unsent = unsent.max(0) as u64;
-            let counted: u64 = tr.last(n).map(|s| s.bps[dir] / 8).sum();
-            1.0 - unsent as f64 / counted.max(unsent).max(1) as f64
-        }
-        None => 1.0 - own_drop_share(tr, dir, n),
-    }
+    1.0 - not_passed_on(tr, dir, n, |s| s.unsent_bytes[dir])
 }
 
 /// The OPD's own network loses: its LAN-side ratio at or above

@@ -28,6 +28,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "test.sh: cargo clippy -p jatah --bin jatah (the shipped build, no testkit)"
 cargo clippy -p jatah --bin jatah --quiet -- -D warnings
 echo "test.sh: cargo test"
+# The labs' daemons also log why a delivered-capacity figure did not form
+# each second (a capacity test that fails prints those lines).
+export JATAH_LAB_LOG=${JATAH_LAB_LOG:-info,jatah::diagnosis::capacity=debug}
 log=$(mktemp /tmp/jatah-test.XXXXXX.log)
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" | grep -vE '^warning: jatah@' || status=${PIPESTATUS[0]}

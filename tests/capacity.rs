@@ -24,8 +24,8 @@ use jatah::lab::netns::require_root;
 use jatah::policy::Direction;
 use support::fixtures::{DIAGNOSIS_OPDS as OPDS, diagnosis_lab};
 use support::verdicts::{
-    gateway_state, get, no_local_blame, no_upstream_verdict, now_rfc3339, state, until_gateway,
-    until_state, within,
+    gateway_state, get, no_local_blame, no_upstream_verdict, now_rfc3339, poll, state,
+    until_gateway, until_state, within,
 };
 use support::{Children, jatah, one_lab_at_a_time};
 
@@ -42,6 +42,11 @@ const DEMAND: [&str; 4] = [
 /// Healthy traffic before the limit: jatah learns its round-trip
 /// baselines from 30 s of clean time.
 const WARM_UP: Duration = Duration::from_secs(35);
+
+/// How long after a limit begins its delivered figure must be given (the
+/// verdict itself within 30 s, and from TCP loss often before a figure):
+/// the plateau needs 8 s at its new level and 3 more to form.
+const FIGURE_WITHIN: Duration = Duration::from_secs(45);
 
 /// The headline limit: 30 % of the 40M contract, policed.
 const POLICED_RATE: &str = "12mbit";
@@ -354,8 +359,36 @@ fn degraded_then_recovers(
     lift: impl FnOnce(&Lab),
 ) {
     let since = now_rfc3339();
+    let limited = Instant::now();
     let took = until_gateway(lab, "upstream_degraded", Duration::from_secs(30));
     eprintln!("{what}: upstream_degraded after {took:.1} s");
+    let field = format!("{}_delivered_bps", dir.as_str());
+    if estimate == Estimate::Required {
+        // A verdict from TCP loss can come seconds before the plateau has
+        // held long enough to give a figure; the figure must follow.
+        let wait = FIGURE_WITHIN.saturating_sub(limited.elapsed());
+        let formed = poll(wait, || {
+            get(lab, "/api/v1/gateway")["diagnosis"]["evidence"][&field].is_number()
+        });
+        if formed.is_none() {
+            // Why the figure did not form, where the lab logs it
+            // (JATAH_LAB_LOG with jatah::diagnosis::capacity=debug, as
+            // scripts/test.sh sets).
+            let log = lab.daemon_log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(dir.as_str())).collect();
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+            panic!(
+                "{what}: no {field} within {FIGURE_WITHIN:?} of the limit; gateway: {}",
+                get(lab, "/api/v1/gateway")["diagnosis"]
+            );
+        }
+        eprintln!(
+            "{what}: {field} given {:.1} s after the limit began",
+            limited.elapsed().as_secs_f64()
+        );
+    }
     let sent = || lab.uplink_sent_bytes_toward(dir).expect("reading the tbf");
     let (s0, t0) = (sent(), Instant::now());
     std::thread::sleep(Duration::from_secs(10));
@@ -365,7 +398,6 @@ fn degraded_then_recovers(
     assert_eq!(g["diagnosis"]["state"], "upstream_degraded", "held");
     if let (Some(s0), Some(s1)) = (s0, s1) {
         let truth = (s1 - s0) as f64 * 8.0 / (t1 - t0).as_secs_f64();
-        let field = format!("{}_delivered_bps", dir.as_str());
         let given = g["diagnosis"]["evidence"][&field].as_f64();
         if given.is_none() && estimate == Estimate::IfAny {
             eprintln!("{what}: no {field} (not required here)");

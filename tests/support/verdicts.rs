@@ -29,7 +29,7 @@ pub fn gateway_state(lab: &Lab) -> Option<String> {
 
 /// Polls every 250 ms until `check` holds: the seconds it took, or None
 /// after `limit` (or after as many checks as fit in it).
-fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> Option<f64> {
+pub fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> Option<f64> {
     let start = Instant::now();
     let tries = limit.as_millis() / 250 + 2;
     for _ in 0..tries {

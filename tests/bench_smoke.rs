@@ -5,21 +5,10 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use jatah::bench::compare::{self, SECTIONS, Settings};
 use jatah::bench::report::{self, BEGIN, Cell, END};
 use jatah::lab::netns::require_root;
-use support::{jatah, one_lab_at_a_time};
-
-/// A scratch directory removed when the test ends, passing or not.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{Scratch, jatah, one_lab_at_a_time};
 
 /// Names of network namespaces this process created with `prefix`.
 fn our_namespaces(prefix: &str) -> Vec<String> {
@@ -39,10 +28,8 @@ fn our_namespaces(prefix: &str) -> Vec<String> {
 fn the_comparison_runs_and_writes_every_section_with_positive_numbers() {
     let _one = one_lab_at_a_time();
     require_root();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("jatah-bench-smoke-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).unwrap();
-    let file = scratch.0.join("BENCHMARKS.md");
+    let scratch = Scratch::new("bench-smoke");
+    let file = scratch.join("BENCHMARKS.md");
     let hand_written = "# Benchmarks\n\nHand-written text that must stay.\n";
     std::fs::write(&file, hand_written).unwrap();
 

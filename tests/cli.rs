@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::jatah;
+use support::{Scratch, jatah};
 
 fn run_jatah(args: &[&str]) -> Output {
     Command::new(jatah())
@@ -19,12 +19,13 @@ fn policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-fn temp_policy(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jatah-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// The policy written into a scratch directory of its own; the directory
+/// goes when the returned guard drops.
+fn temp_policy(name: &str, text: &str) -> (Scratch, PathBuf) {
+    let dir = Scratch::new("cli");
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
-    p
+    (dir, p)
 }
 
 #[test]
@@ -49,7 +50,7 @@ fn every_example_policy_passes_check() {
 
 #[test]
 fn a_broken_policy_is_reported_with_file_line_and_column_and_exit_code_1() {
-    let p = temp_policy(
+    let (_dir, p) = temp_policy(
         "broken.toml",
         "[gateway]\nwan = \"eth0\"\nlan = [\"eth1\"]\ndownload = \"100M\"\nupload = \"100M\"\n\n\
          [[opd]]\nid = \"dinkes\"\nname = \"Dinas Kesehatan\"\nsubnets = [\"10.20.1.0/24\"]\n\
@@ -89,7 +90,7 @@ fn opds_policy(n: usize) -> String {
 #[test]
 fn check_holds_a_policy_to_the_data_paths_limits_as_run_does() {
     let max = jatah_common::MAX_OPDS as usize;
-    let p = temp_policy("max-opds.toml", &opds_policy(max));
+    let (_dir, p) = temp_policy("max-opds.toml", &opds_policy(max));
     let out = run_jatah(&["check", p.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -98,7 +99,7 @@ fn check_holds_a_policy_to_the_data_paths_limits_as_run_does() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{max} OPDs")));
 
-    let p = temp_policy("too-many-opds.toml", &opds_policy(max + 1));
+    let (_dir, p) = temp_policy("too-many-opds.toml", &opds_policy(max + 1));
     let out = run_jatah(&["check", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -119,8 +120,8 @@ const NO_SUCH_INTERFACES: &str = "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtno
 #[test]
 fn run_refuses_a_missing_bpffs_at_once() {
     jatah::lab::netns::require_root();
-    let p = temp_policy("nobpffs.toml", NO_SUCH_INTERFACES);
-    let run_dir = std::env::temp_dir().join(format!("jatah-cli-run-{}", std::process::id()));
+    let (dir, p) = temp_policy("nobpffs.toml", NO_SUCH_INTERFACES);
+    let run_dir = dir.join("run");
     let out = run_jatah(&[
         "run",
         "--policy",
@@ -144,8 +145,7 @@ fn run_refuses_a_missing_bpffs_at_once() {
 fn run_waits_for_interfaces_that_do_not_exist_yet_and_changes_nothing_meanwhile() {
     jatah::lab::netns::require_root();
     let bpffs = jatah::lab::netns::BpffsMount::new("jt-cli").unwrap();
-    let p = temp_policy("noiface.toml", NO_SUCH_INTERFACES);
-    let dir = p.parent().unwrap().to_owned();
+    let (dir, p) = temp_policy("noiface.toml", NO_SUCH_INTERFACES);
     let log_path = dir.join("noiface.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(jatah())
@@ -237,8 +237,7 @@ fn the_systemd_unit_is_valid() {
         assert!(unit.contains(cap), "the unit lacks {cap}");
     }
     // systemd-analyze checks every directive; point it at the built binary.
-    let dir = std::env::temp_dir().join(format!("jatah-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("unit");
     let path = dir.join("jatah.service");
     std::fs::write(
         &path,
@@ -275,5 +274,4 @@ fn the_systemd_unit_is_valid() {
         .unwrap_or_else(|| panic!("no exposure level in: {text}"));
     eprintln!("systemd-analyze security: exposure {score}");
     assert!(score < 4.0, "the unit's exposure is {score}:\n{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

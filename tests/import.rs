@@ -7,10 +7,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use support::jatah;
+use support::{Scratch, jatah};
 
 fn run(args: &[&str]) -> Output {
     Command::new(jatah())
@@ -27,11 +27,8 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jatah-import-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(test: &str) -> Scratch {
+    Scratch::new(&format!("import-{test}"))
 }
 
 /// Imports, checks the result with `jatah check` and returns it parsed,
@@ -41,7 +38,8 @@ fn import_and_check(args: &[&str], test: &str) -> (toml::Table, String, String) 
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "import failed: {stderr}");
     let text = String::from_utf8(out.stdout).unwrap();
-    let path = temp_dir(test).join("policy.toml");
+    let dir = temp_dir(test);
+    let path = dir.join("policy.toml");
     std::fs::write(&path, &text).unwrap();
     let check = run(&["check", path.to_str().unwrap()]);
     assert!(
@@ -153,7 +151,8 @@ fn a_mikrotik_export_becomes_a_policy_that_passes_check() {
         enabled.push_str(line);
         enabled.push('\n');
     }
-    let path = temp_dir("enabled").join("policy.toml");
+    let dir = temp_dir("enabled");
+    let path = dir.join("policy.toml");
     std::fs::write(&path, &enabled).unwrap();
     let check = run(&["check", path.to_str().unwrap()]);
     assert!(

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use jatah::policy::Direction;
 use jatah::runtime::state::{AppState, PolicyView};
 use serde_json::Value;
 use support::fixtures::dinsos_and_bpbd_lab;
-use support::{jatah, one_lab_at_a_time};
+use support::{Scratch, jatah, one_lab_at_a_time};
 use tower::ServiceExt;
 
 const POLICY: &str = r#"
@@ -52,26 +52,6 @@ upload = { guaranteed = "5M", ceiling = "10M" }
 
 const ADMIN: &str = "admin-secret";
 const DINKES: &str = "dinkes-secret";
-
-/// A directory removed on Drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!(
-            "jatah-reports-{name}-{}",
-            jatah::lab::netns::unique_token()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A minute two days ago whose next 101 minutes lie in the same WITA
 /// month (so within the minute retention whatever today is).
@@ -166,11 +146,11 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn jatah_report_prints_a_known_month_exactly_while_the_store_is_open_for_writing() {
-    let dir = TempDir::new("cli");
-    let data = dir.0.join("data");
+    let dir = Scratch::new("reports-cli");
+    let data = dir.join("data");
     let b = base_minute();
     write_known_month(&data, b);
-    let policy = dir.0.join("policy.toml");
+    let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
     // The daemon's own connection stays open meanwhile.
     let _writer = HistoryStore::open(&data, Asia::Makassar).unwrap();
@@ -263,7 +243,7 @@ fn jatah_report_prints_a_known_month_exactly_while_the_store_is_open_for_writing
         "{}",
         text(&out.stderr)
     );
-    let missing = dir.0.join("nowhere");
+    let missing = dir.join("nowhere");
     let out = run_report(&["--month", &month, "--data-dir", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -322,11 +302,11 @@ async fn get(
 
 #[tokio::test]
 async fn the_api_serves_the_same_month_as_json_and_csv_scoped_to_the_token() {
-    let dir = TempDir::new("api");
+    let dir = Scratch::new("reports-api");
     let b = base_minute();
-    write_known_month(&dir.0, b);
+    write_known_month(dir.path(), b);
     let month = month_of(b);
-    let state = app_state(Some(&dir.0));
+    let state = app_state(Some(dir.path()));
     let path = format!("/api/v1/reports/monthly?month={month}");
 
     let (s, ctype, body) = get(&state, &path, Some(ADMIN)).await;

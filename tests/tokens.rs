@@ -6,13 +6,13 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use jatah::lab::netns::require_root;
 use jatah::lab::{Lab, LabOpd, LabSpec};
-use support::{jatah, one_lab_at_a_time};
+use support::{Scratch, jatah, one_lab_at_a_time};
 
 fn run_jatah(args: &[&str]) -> Output {
     Command::new(jatah())
@@ -26,12 +26,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A fresh directory for one test.
-fn temp_dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("jatah-tokens-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory for one test, removed when it ends.
+fn temp_dir(test: &str) -> Scratch {
+    Scratch::new(&format!("tokens-{test}"))
 }
 
 fn mode(path: &Path) -> u32 {
@@ -166,7 +163,6 @@ fn new_list_and_revoke_keep_the_file_private_and_free_of_tokens() {
         );
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -197,7 +193,6 @@ fn run_refuses_a_tokens_file_group_or_others_may_read() {
             "{err}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Polls `f` every 50 ms until it holds, for at most `limit`: the time it

@@ -14,7 +14,10 @@
 //!   in force: the capacity becomes the estimate less a margin
 //!   ([`MARGIN_DOWNLOAD`], [`MARGIN_UPLOAD`]), never below [`FLOOR`] of
 //!   the contract. That estimate is kept as the basis: what the ISP
-//!   delivered, while the gateway holds the traffic below it.
+//!   delivered, while the gateway holds the traffic below it. Once
+//!   adapted, a lower estimate counts only with a sign of congestion
+//!   beyond the gateway (the ISP worsened); without one it is the figure
+//!   the gateway adapted to, still held.
 //! - **Probe**, while adapted: once the office traffic fills the capacity
 //!   (at least [`FULL`] of it) with no sign of congestion beyond the
 //!   gateway, for [`PROBE_FIRST_S`] (doubling after each failed probe, up
@@ -242,10 +245,18 @@ impl Controller {
         let carried = i.carried_bps as f64;
         let floor = (FLOOR * contract as f64) as u64;
 
-        // The ISP delivers less than we allow.
+        // The ISP delivers less than we allow. While adapted, only with a
+        // sign of congestion beyond the gateway: the figure then is the
+        // one the gateway adapted to, held while it keeps the traffic
+        // below the ISP (`Estimator::hold_basis`), and below a probe that
+        // is still in doubt or was kept because the offices asked no more
+        // it says nothing new. Taken as news, it undid such probes at the
+        // cooldown, before they were judged, and after a lossy uplink
+        // recovered the gateway stayed at the figure for minutes.
         if let Some(d) = i.delivered_bps
             && (d as f64) < 0.95 * cap as f64
             && self.since_change >= COOLDOWN_S
+            && (self.cap.is_none() || i.congested)
         {
             let target = ((d as f64 * (1.0 - i.margin)) as u64).max(floor);
             if (target as f64) < (1.0 - MIN_CHANGE) * cap as f64 {

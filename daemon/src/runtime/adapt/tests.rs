@@ -253,6 +253,42 @@ fn a_probe_a_little_above_the_basis_is_kept_when_no_congestion_shows() {
     assert!(kept <= 10 + PROBE_CONFIRM_S + 2, "kept after {kept} s");
 }
 
+/// The figure the gateway adapted to stays while the gateway holds the
+/// traffic below it (`Estimator::hold_basis`, then fading over a minute),
+/// so after the ISP recovers it still reads below every probe. Without a
+/// sign of congestion it is no news: a probe in doubt is judged at
+/// [`PROBE_CONFIRM_S`], not undone at the cooldown by that figure, and a
+/// kept one is not taken back by it (seen in the lab after 3% random
+/// upload loss ended: probes undone every 30 s, "isp_delivers_less").
+#[test]
+fn the_held_figure_without_congestion_undoes_no_probe() {
+    let mut c = Controller::default();
+    run(&mut c, 30, world(C, 2 * C));
+    run(&mut c, 30, world(40_000_000, 2 * C));
+    assert_eq!(c.effective(C), 38_000_000);
+    // The ISP is back; the offices ask 43M; the figure still reads 40M.
+    let demand = 43_000_000;
+    let changes = run(&mut c, 120, |_, cap| {
+        input(demand.min(cap), Some(40_000_000), false)
+    });
+    assert!(
+        c.settled(C) > demand,
+        "in force {}: {changes:?}",
+        c.settled(C)
+    );
+    assert!(
+        !changes.iter().any(|ch| ch.reason == Reason::IspDeliversLess),
+        "{changes:?}"
+    );
+    // The same figure with congestion beyond the gateway: the ISP limits
+    // again, and the gateway follows it down.
+    let changes = run(&mut c, 30, |_, cap| {
+        input(40_000_000.min(cap), Some(40_000_000), true)
+    });
+    assert_eq!(changes.last().map(|ch| ch.reason), Some(Reason::IspDeliversLess));
+    assert_eq!(c.effective(C), 38_000_000);
+}
+
 /// A probe in doubt that meets congestion within its wait is undone.
 #[test]
 fn a_probe_in_doubt_that_meets_congestion_is_undone() {

@@ -4,6 +4,8 @@
 //! (Debian's prometheus-alertmanager) that sends to a webhook on loopback
 //! in place of Telegram.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, Timelike, Weekday};
+use support::Scratch;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -211,16 +214,7 @@ fn a_real_alertmanager_pages_outages_at_any_hour_and_office_faults_in_office_hou
     let hook_port = hook.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || webhook(hook, tx));
-    let dir = std::env::temp_dir().join(format!("jt-alertmanager-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Gone(PathBuf);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _gone = Gone(dir.clone());
+    let dir = Scratch::new("alertmanager");
     std::fs::write(dir.join("alertmanager.yml"), config_with_webhook(hook_port)).unwrap();
     let am = free_port();
     let _server = Killed(

@@ -8,8 +8,11 @@
 //! It reads the source as text (comments stripped), needs no root and no
 //! kernel.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use support::Scratch;
 
 const MAX_LINES: usize = 800;
 
@@ -446,20 +449,13 @@ fn the_daemons_modules_form_no_cycle() {
 
 /// Writes a made-up crate, returns its cycles as module names.
 fn cycles_of(files: &[(&str, &str)]) -> Vec<BTreeSet<String>> {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "jatah-layout-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = Scratch::new("layout");
     for (path, text) in files {
         let f = dir.join(path);
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(f, text).unwrap();
     }
     let g = graph(&dir);
-    std::fs::remove_dir_all(&dir).unwrap();
     cycles(&g)
         .iter()
         .map(|c| c.iter().map(|m| name(m)).collect())

@@ -6,6 +6,8 @@
 //! restart; and `jatah run` refusing bad TLS options before it touches
 //! anything.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +22,7 @@ use jatah::http::host::ServerNames;
 use jatah::http::tls::Certificate;
 use jatah::runtime::state::{AppState, PolicyView};
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::Scratch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -29,16 +32,11 @@ const POLICY: &str = "[gateway]\nwan = \"jtnoexist0\"\nlan = [\"jtnoexist1\"]\n\
     upload = { guaranteed = \"1M\", ceiling = \"5M\" }\n";
 
 /// A directory of its own, removed at the end.
-struct Dir(PathBuf);
+struct Dir(Scratch);
 
 impl Dir {
     fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "jatah-tls-{name}-{}",
-            jatah::lab::netns::unique_token()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
+        Dir(Scratch::new(&format!("tls-{name}")))
     }
 
     fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
@@ -53,12 +51,6 @@ impl Dir {
 
     fn path(&self, name: &str) -> String {
         self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -256,7 +256,7 @@ impl Controller {
         if let Some(d) = i.delivered_bps
             && (d as f64) < 0.95 * cap as f64
             && self.since_change >= COOLDOWN_S
-            && (self.cap.is_none() || i.congested)
+            && (!self.adapted() || i.congested)
         {
             let target = ((d as f64 * (1.0 - i.margin)) as u64).max(floor);
             if (target as f64) < (1.0 - MIN_CHANGE) * cap as f64 {

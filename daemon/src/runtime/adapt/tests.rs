@@ -45,6 +45,16 @@ fn world(isp: u64, demand: u64) -> impl Fn(u32, u64) -> Input {
     }
 }
 
+/// A controller adapted to an ISP that delivers 40M of the contract:
+/// 38M in force (the upload margin), basis 40M.
+fn adapted_to_40m() -> Controller {
+    let mut c = Controller::default();
+    run(&mut c, 30, world(C, 2 * C));
+    run(&mut c, 30, world(40_000_000, 2 * C));
+    assert_eq!(c.effective(C), 38_000_000);
+    c
+}
+
 /// Steps up to `n` seconds with `f(second, cap)` until the capacity is
 /// back at the contract: the second it was (None: not within `n`), and
 /// the changes made.
@@ -233,10 +243,7 @@ fn a_probe_short_of_demand_on_a_recovered_isp_is_kept() {
 /// [`PROBE_CONFIRM_S`], and the gateway stops holding them back.
 #[test]
 fn a_probe_a_little_above_the_basis_is_kept_when_no_congestion_shows() {
-    let mut c = Controller::default();
-    run(&mut c, 30, world(C, 2 * C));
-    run(&mut c, 30, world(40_000_000, 2 * C));
-    assert_eq!(c.effective(C), 38_000_000);
+    let mut c = adapted_to_40m();
     assert_eq!(c.basis(), Some(40_000_000));
     // The ISP is back; the offices ask 42M, 5% over the basis.
     let demand = 42_000_000;
@@ -262,10 +269,7 @@ fn a_probe_a_little_above_the_basis_is_kept_when_no_congestion_shows() {
 /// upload loss ended: probes undone every 30 s, "isp_delivers_less").
 #[test]
 fn the_held_figure_without_congestion_undoes_no_probe() {
-    let mut c = Controller::default();
-    run(&mut c, 30, world(C, 2 * C));
-    run(&mut c, 30, world(40_000_000, 2 * C));
-    assert_eq!(c.effective(C), 38_000_000);
+    let mut c = adapted_to_40m();
     // The ISP is back; the offices ask 43M; the figure still reads 40M.
     let demand = 43_000_000;
     let changes = run(&mut c, 120, |_, cap| {
@@ -292,9 +296,7 @@ fn the_held_figure_without_congestion_undoes_no_probe() {
 /// A probe in doubt that meets congestion within its wait is undone.
 #[test]
 fn a_probe_in_doubt_that_meets_congestion_is_undone() {
-    let mut c = Controller::default();
-    run(&mut c, 30, world(C, 2 * C));
-    run(&mut c, 30, world(40_000_000, 2 * C));
+    let mut c = adapted_to_40m();
     // The ISP now delivers 42M: the probe carries 5% over the basis,
     // and the ISP's queue shows 6 s into it.
     let isp = 42_000_000;

@@ -33,6 +33,9 @@ const DIRECTION_NAMES: [&str; 2] = ["download", "upload"];
 /// Least 10 s rate of an active OPD, whatever its ceiling: below it, its
 /// rate says nothing about the uplink.
 const MIN_ACTIVE_BPS: u64 = 256_000;
+/// Share of its ceiling from which an OPD dropping in its own class is
+/// limited by that class rather than held by the uplink.
+const NEAR_CEILING: f64 = 0.7;
 /// A gap between ticks longer than this discards the windows: verdicts
 /// need recent, continuous evidence.
 const MAX_GAP_S: i64 = 5;
@@ -485,10 +488,16 @@ fn opd_class(tr: &Track, dir: usize, t: &Thresholds) -> OpdClass {
     if local || lan_lossy || rtt::lan(tr, t).slow || loss::lan_lossy(tr).is_some() {
         return OpdClass::Excluded;
     }
-    // At its own ceiling or dropping in its own class: with the aggregate
-    // below the contract, those drops come from its own HTB class.
+    // At its own ceiling, or near it and dropping in its own class: with
+    // the aggregate below the contract, those drops come from its own HTB
+    // class. Drops well below the ceiling are bursts its queue did not
+    // hold (a short one, `queue_target`, drops them at any rate): an
+    // office the uplink keeps at half its ceiling is held by the uplink,
+    // not by its class, whatever a burst met.
     let drops: u64 = tr.last(10).map(|s| s.drops[dir]).sum();
-    if (ceil > 0 && rate as f64 >= t.saturated_ratio * ceil as f64) || drops > 0 {
+    let at_ceiling = ceil > 0 && rate as f64 >= t.saturated_ratio * ceil as f64;
+    let near_ceiling = ceil == 0 || rate as f64 >= NEAR_CEILING * ceil as f64;
+    if at_ceiling || (drops > 0 && near_ceiling) {
         return OpdClass::SelfLimited;
     }
     OpdClass::Held

@@ -30,7 +30,8 @@
 //!   probe short of demand rather than of uplink (no congestion sign, and
 //!   [`DEMAND_LIMITED`] times what the ISP was known to deliver carried)
 //!   is kept: a recovered ISP is not held below what the offices ask.
-//! - **Back to the contract** when a probe reaches it, or after
+//! - **Back to the contract** when a probe reaches it (or ends within
+//!   [`MIN_CHANGE`] of it), or after
 //!   [`IDLE_S`] of traffic under half the capacity in force (nothing to
 //!   learn from; the guarantees need not stay scaled).
 
@@ -385,7 +386,8 @@ impl Controller {
         None
     }
 
-    /// A step up from `cap`, or the contract if the step reaches it. The
+    /// A step up from `cap`, or the contract if the step reaches it (or
+    /// ends within [`MIN_CHANGE`] of it). The
     /// step starts from what the ISP last delivered when that is higher
     /// (the margin keeps the capacity below it): a probe that only
     /// reached the delivered figure would be carried by an ISP that still
@@ -394,7 +396,11 @@ impl Controller {
     fn probe(&mut self, cap: u64, contract: u64) -> Option<Change> {
         let from = cap.max(self.basis.unwrap_or(0));
         let up = (from as f64 * PROBE_STEP) as u64;
-        if up >= contract {
+        // A step that ends within MIN_CHANGE of the contract is the
+        // contract: from there the next step needs the offices to fill
+        // 85% of it, and offices asking 80% left the gateway at 98% of its
+        // contract, its guarantees scaled, for good.
+        if up as f64 >= (1.0 - MIN_CHANGE) * contract as f64 {
             return self.set(cap, None, Reason::Contract);
         }
         self.probing = Some(cap);

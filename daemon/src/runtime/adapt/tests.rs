@@ -430,3 +430,19 @@ fn small_differences_make_no_change_and_a_new_contract_clears_the_cap() {
     assert!(!c.adapted());
     assert_eq!(c.effective(30_000_000), 30_000_000);
 }
+
+/// A probe that would end a little below the contract (78M delivered,
+/// 1.25x is 97.5M of 100M) goes to the contract: offices asking 80% of
+/// it could never fill a gateway at 97.5M enough for the last step, and
+/// left it scaled for good.
+#[test]
+fn a_step_that_ends_just_below_the_contract_is_the_contract() {
+    let mut c = Controller::default();
+    run(&mut c, 30, world(C, 2 * C));
+    run(&mut c, 30, world(78_000_000, 2 * C));
+    assert_eq!(c.effective(C), 74_100_000);
+    let (back, changes) = until_contract(&mut c, 120, world(C, 80_000_000));
+    assert!(back.is_some(), "still adapted: {changes:?}");
+    assert_eq!(changes.len(), 1, "one step, to the contract: {changes:?}");
+    assert_eq!(changes[0].to_bps, C);
+}

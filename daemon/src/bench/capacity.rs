@@ -4,9 +4,11 @@
 //! new one are measured in one run on the same machine.
 //!
 //! One lab and one daemon per binary: a warm-up of clean traffic, then for
-//! each scenario its demand (restarted only when it changes, then left to
-//! settle), the impairment for a while, the impairment lifted, up to a
-//! minute for the gateway to recover, and a short gap. Every figure is
+//! each scenario up to two minutes for the gateway to be back at its
+//! contract if the row before left it adapted, its demand (restarted only
+//! when it changes, then left to settle), the impairment for a while, the
+//! impairment lifted, up to a minute for the gateway to recover, and a
+//! short gap. Every figure is
 //! the median over the rounds. Truth for the delivered estimate is what
 //! the limit (a tbf) sent over the last 10 s of it, or, when jatah held
 //! that direction below the limit's rate by then (adapted), the rate: the
@@ -77,6 +79,10 @@ pub struct Settings {
     pub recover_max: Duration,
     /// Between scenarios.
     pub gap: Duration,
+    /// Before each scenario, the most to wait for the gateway to be back
+    /// at its contract (adapted after the row before, it probes its way
+    /// back): a row that starts adapted measures the row before too.
+    pub contract_max: Duration,
     /// The healthy run with changing demand, minutes (0: none).
     pub soak_minutes: u64,
     /// Only the healthy run, no scenario.
@@ -97,6 +103,7 @@ impl Settings {
             hold: Duration::from_secs(40),
             recover_max: Duration::from_secs(60),
             gap: Duration::from_secs(5),
+            contract_max: Duration::from_secs(120),
             soak_minutes: 30,
             soak_only: false,
             smoke: false,
@@ -115,6 +122,7 @@ impl Settings {
             hold: Duration::from_secs(25),
             recover_max: Duration::from_secs(30),
             gap: Duration::from_secs(1),
+            contract_max: Duration::ZERO,
             soak_minutes: 0,
             smoke: true,
             command: "cargo bench --bench capacity -- --smoke".into(),
@@ -265,6 +273,9 @@ pub fn run(settings: &Settings) -> Result<Results> {
                     "{} round {round}/{}: {}",
                     engine.label, settings.rounds, row.scenario.name
                 ));
+                if let Some(note) = run.until_contract() {
+                    progress.say(format!("  {note}"));
+                }
                 let o = run
                     .scenario(&row.scenario)
                     .with_context(|| format!("scenario {:?}", row.scenario.name))?;
@@ -520,6 +531,71 @@ impl<'a> Run<'a> {
             Expect::LocalDegraded(i) => self.opd_state(i) == "local_degraded",
             Expect::Nothing => false,
         }
+    }
+
+    /// The directions in which the gateway shapes below its contract:
+    /// (direction, effective, contract) in bit/s, from /metrics.
+    fn adapted(&self) -> Vec<(&'static str, f64, f64)> {
+        let text = match self.lab.http_get("/metrics") {
+            Ok((200, text)) => text,
+            _ => return Vec::new(),
+        };
+        let value = |name: String| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(name.as_str())?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        Direction::all()
+            .into_iter()
+            .filter_map(|dir| {
+                let d = dir.as_str();
+                let effective = value(format!(
+                    "jatah_gateway_{d}_effective_capacity_bytes_per_second"
+                ))?;
+                let contract = value(format!("jatah_gateway_{d}_capacity_bytes_per_second"))?;
+                (effective < contract).then_some((d, effective * 8.0, contract * 8.0))
+            })
+            .collect()
+    }
+
+    /// Waits, up to `contract_max`, for the gateway to shape to its
+    /// contract again; what it waited for, if anything.
+    fn until_contract(&self) -> Option<String> {
+        let describe = |a: &[(&str, f64, f64)]| {
+            a.iter()
+                .map(|(d, e, c)| format!("{d} {:.1} of {:.1} Mbit/s", e / 1e6, c / 1e6))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let first = self.adapted();
+        if first.is_empty() || self.settings.contract_max.is_zero() {
+            return None;
+        }
+        let start = Instant::now();
+        let steps = self.settings.contract_max.as_millis() / 500 + 1;
+        for _ in 0..steps {
+            if self.adapted().is_empty() {
+                return Some(format!(
+                    "adapted from the row before ({}): back at the contract after {:.0} s",
+                    describe(&first),
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            if start.elapsed() >= self.settings.contract_max {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Some(format!(
+            "adapted from the row before ({}), still after {:.0} s ({}): the row starts so",
+            describe(&first),
+            start.elapsed().as_secs_f64(),
+            describe(&self.adapted())
+        ))
     }
 
     fn wait_healthy(&self, from: Instant) {

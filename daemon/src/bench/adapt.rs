@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::lanes::ping;
-use super::{ChildGuard, median};
+use super::{ChildGuard, gauge, median};
 use crate::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec};
 use crate::policy::Direction;
 
@@ -193,13 +193,10 @@ fn effective(lab: &Lab) -> Result<u64> {
     if status != 200 {
         bail!("/metrics: {status}");
     }
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("jatah_gateway_download_effective_capacity_bytes_per_second ")?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|b| (b * 8.0) as u64)
-        .context("no jatah_gateway_download_effective_capacity_bytes_per_second in /metrics")
+    gauge(
+        &text,
+        "jatah_gateway_download_effective_capacity_bytes_per_second",
+    )
+    .map(|b| (b * 8.0) as u64)
+    .context("no jatah_gateway_download_effective_capacity_bytes_per_second in /metrics")
 }

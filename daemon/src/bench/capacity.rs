@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::report::{Cell, Section, Table};
-use super::{ChildGuard, Progress, median};
+use super::{ChildGuard, Progress, gauge, median};
 use crate::lab::{LAB_ADMIN_TOKEN, Lab, LabOpd, LabSpec, url_encode};
 use crate::policy::Direction;
 
@@ -540,15 +540,7 @@ impl<'a> Run<'a> {
             Ok((200, text)) => text,
             _ => return Vec::new(),
         };
-        let value = |name: String| {
-            text.lines().find_map(|l| {
-                l.strip_prefix(name.as_str())?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        };
+        let value = |name: String| gauge(&text, &name);
         Direction::all()
             .into_iter()
             .filter_map(|dir| {
@@ -571,30 +563,35 @@ impl<'a> Run<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if self.settings.contract_max.is_zero() {
+            return None;
+        }
         let first = self.adapted();
-        if first.is_empty() || self.settings.contract_max.is_zero() {
+        if first.is_empty() {
             return None;
         }
         let start = Instant::now();
-        let steps = self.settings.contract_max.as_millis() / 500 + 1;
+        let mut now = first.clone();
+        let steps = self.settings.contract_max.as_millis() / 500;
         for _ in 0..steps {
-            if self.adapted().is_empty() {
+            if start.elapsed() >= self.settings.contract_max {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            now = self.adapted();
+            if now.is_empty() {
                 return Some(format!(
                     "adapted from the row before ({}): back at the contract after {:.0} s",
                     describe(&first),
                     start.elapsed().as_secs_f64()
                 ));
             }
-            if start.elapsed() >= self.settings.contract_max {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
         }
         Some(format!(
             "adapted from the row before ({}), still after {:.0} s ({}): the row starts so",
             describe(&first),
             start.elapsed().as_secs_f64(),
-            describe(&self.adapted())
+            describe(&now)
         ))
     }
 

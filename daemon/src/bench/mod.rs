@@ -45,6 +45,17 @@ pub fn lab_spec(prefix: &str, opd: LabOpd) -> LabSpec {
     }
 }
 
+/// The value of the unlabelled sample `name` in a /metrics text.
+pub fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    })
+}
+
 /// The median of `values` (the upper one of the two middle values for an
 /// even count); NaN for none.
 pub fn median(values: &[f64]) -> f64 {
